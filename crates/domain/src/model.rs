@@ -313,3 +313,35 @@ pub enum Action {
 pub struct Plan {
     pub actions: Vec<Action>,
 }
+
+/// Counts of one page or one tenant, as reported in tenant results (SPEC §5.7).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Tally {
+    pub seen: u64,
+    pub eligible: u64,
+    pub created: u64,
+    pub linked: u64,
+    pub updated: u64,
+    pub inactivated: u64,
+    pub reactivated: u64,
+    pub queued: u64,
+    pub errors: u64,
+    pub skipped: BTreeMap<SkipReason, u64>,
+}
+
+impl Tally {
+    pub fn add(&mut self, other: &Tally) {
+        self.seen += other.seen;
+        self.eligible += other.eligible;
+        self.created += other.created;
+        self.linked += other.linked;
+        self.updated += other.updated;
+        self.inactivated += other.inactivated;
+        self.reactivated += other.reactivated;
+        self.queued += other.queued;
+        self.errors += other.errors;
+        for (reason, count) in &other.skipped {
+            *self.skipped.entry(*reason).or_default() += count;
+        }
+    }
+}
