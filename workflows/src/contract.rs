@@ -1,0 +1,168 @@
+//! The activity contract: names, inputs and outputs of every activity the workflows call.
+//! The activities crate implements these definitions (checked at compile time through
+//! `#[activity(definition = …)]`), so this crate needs none of the I/O dependencies.
+
+use serde::{Deserialize, Serialize};
+use temporalio_macros::activity_definitions;
+use temporalio_sdk::activities::ActivityError;
+
+/// The current version of every input type below; a workflow started with an older version is
+/// still decoded because new fields carry defaults.
+pub const CONTRACT_VERSION: u32 = 1;
+
+/// Input of [`crate::SyncWorkflow`]: the run row already exists (created by the starter, which
+/// also deduplicates), so the workflow only needs to find it.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SyncRunInput {
+    pub version: u32,
+    pub tenant_id: String,
+    pub run_id: String,
+    /// At most this many managed tenants sync at once.
+    pub max_parallel_tenants: u32,
+}
+
+/// Input of [`crate::DiscoveryWorkflow`].
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DiscoveryRunInput {
+    pub version: u32,
+    pub tenant_id: String,
+    pub run_id: String,
+}
+
+/// What a run ended as; mirrors the `runs.status` values that are final.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum RunEnd {
+    Completed,
+    Partial,
+    Failed,
+    Cancelled,
+}
+
+/// Input of the `prepare_sync` activity.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PrepareSyncInput {
+    pub tenant_id: String,
+    pub run_id: String,
+}
+
+/// One managed tenant a sync run covers.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SyncTarget {
+    pub managed_tenant_id: String,
+    pub entra_tenant_id: String,
+    pub client_id: String,
+}
+
+/// Output of `prepare_sync`: the managed tenants in scope, in a stable order.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PrepareSyncOutput {
+    pub targets: Vec<SyncTarget>,
+}
+
+/// Input of the `sync_tenant` activity.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SyncTenantInput {
+    pub tenant_id: String,
+    pub run_id: String,
+    pub target: SyncTarget,
+}
+
+/// How one managed tenant's sync ended, as the activity recorded it in its tenant result.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum TenantEnd {
+    Completed,
+    Failed,
+    NeedsConfirmation,
+    Cancelled,
+}
+
+/// Output of `sync_tenant`.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SyncTenantOutput {
+    pub status: TenantEnd,
+}
+
+/// Input of `record_tenant_failure`, used when `sync_tenant` failed for good (retries spent or
+/// a non-retryable error) so the tenant result still says why.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TenantFailureInput {
+    pub tenant_id: String,
+    pub run_id: String,
+    pub managed_tenant_id: String,
+    /// `cancelled` or `failed`.
+    pub status: TenantEnd,
+    pub message: String,
+}
+
+/// Input of `finish_run`. `outcome` is what the workflow knows (cancelled, or failed before any
+/// tenant ran); otherwise the activity derives the final status from the tenant results.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct FinishRunInput {
+    pub tenant_id: String,
+    pub run_id: String,
+    pub forced: Option<RunEnd>,
+    pub message: Option<String>,
+}
+
+/// Output of `finish_run`: the status written to the run row.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct FinishRunOutput {
+    pub status: RunEnd,
+}
+
+/// Input of `discover_tenants`.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DiscoverInput {
+    pub tenant_id: String,
+    pub run_id: String,
+}
+
+/// Output of `discover_tenants`.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DiscoverOutput {
+    pub found: u32,
+    pub missing: u32,
+}
+
+/// The activity names, as registered by the worker; a test in the activities crate checks that
+/// every definition here is implemented under the same name.
+pub const ACTIVITY_NAMES: [&str; 5] = [
+    "prepare_sync",
+    "sync_tenant",
+    "record_tenant_failure",
+    "finish_run",
+    "discover_tenants",
+];
+
+/// Declarations of the activities; the bodies live in the activities crate.
+pub struct SyncActivities;
+
+#[activity_definitions]
+impl SyncActivities {
+    #[activity(name = "prepare_sync")]
+    pub fn prepare_sync(input: PrepareSyncInput) -> Result<PrepareSyncOutput, ActivityError> {
+        unimplemented!()
+    }
+
+    #[activity(name = "sync_tenant")]
+    pub fn sync_tenant(input: SyncTenantInput) -> Result<SyncTenantOutput, ActivityError> {
+        unimplemented!()
+    }
+
+    #[activity(name = "record_tenant_failure")]
+    pub fn record_tenant_failure(input: TenantFailureInput) -> Result<(), ActivityError> {
+        unimplemented!()
+    }
+
+    #[activity(name = "finish_run")]
+    pub fn finish_run(input: FinishRunInput) -> Result<FinishRunOutput, ActivityError> {
+        unimplemented!()
+    }
+
+    #[activity(name = "discover_tenants")]
+    pub fn discover_tenants(input: DiscoverInput) -> Result<DiscoverOutput, ActivityError> {
+        unimplemented!()
+    }
+}
