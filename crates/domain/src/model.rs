@@ -30,11 +30,20 @@ pub struct DirectoryUser {
 
 /// One entry of a users page: a present user, a removal reported by delta (`@removed`), or a
 /// record the provider could not read (skipped and counted, never fatal for the page).
+// Boxing the user would shrink the enum but change the contract every crate codes against; a
+// page holds at most 999 entries, so the padding costs little.
+#[allow(clippy::large_enum_variant)]
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum DirectoryEntry {
     Present(DirectoryUser),
-    Removed { object_id: String, permanent: bool },
-    Invalid { object_id: Option<String>, reason: String },
+    Removed {
+        object_id: String,
+        permanent: bool,
+    },
+    Invalid {
+        object_id: Option<String>,
+        reason: String,
+    },
 }
 
 /// Why a contact was made inactive. Only the sync's own reasons allow the sync to reactivate.
@@ -124,7 +133,9 @@ impl ContactField {
     }
 
     pub fn parse(value: &str) -> Option<Self> {
-        ContactField::ALL.into_iter().find(|field| field.as_str() == value)
+        ContactField::ALL
+            .into_iter()
+            .find(|field| field.as_str() == value)
     }
 }
 
@@ -299,13 +310,42 @@ pub struct PageContext {
 /// One thing the sync will do. Plans never contain a delete.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Action {
-    Link { object_id: String, contact_id: Uuid },
-    Create { object_id: String, client_id: Uuid, fields: ContactFields },
-    Update { object_id: String, contact_id: Uuid, before: ContactFields, after: ContactFields },
-    Inactivate { object_id: String, contact_id: Uuid, reason: InactiveReason },
-    Reactivate { object_id: String, contact_id: Uuid },
-    Queue { object_id: String, reason: ReviewReason, display_name: Option<String>, email: Option<String>, candidates: Vec<Uuid> },
-    Skip { object_id: Option<String>, reason: SkipReason, detail: Option<String> },
+    Link {
+        object_id: String,
+        contact_id: Uuid,
+    },
+    Create {
+        object_id: String,
+        client_id: Uuid,
+        fields: ContactFields,
+    },
+    Update {
+        object_id: String,
+        contact_id: Uuid,
+        before: ContactFields,
+        after: ContactFields,
+    },
+    Inactivate {
+        object_id: String,
+        contact_id: Uuid,
+        reason: InactiveReason,
+    },
+    Reactivate {
+        object_id: String,
+        contact_id: Uuid,
+    },
+    Queue {
+        object_id: String,
+        reason: ReviewReason,
+        display_name: Option<String>,
+        email: Option<String>,
+        candidates: Vec<Uuid>,
+    },
+    Skip {
+        object_id: Option<String>,
+        reason: SkipReason,
+        detail: Option<String>,
+    },
 }
 
 /// The actions for one page, in page order.
@@ -342,6 +382,47 @@ impl Tally {
         self.errors += other.errors;
         for (reason, count) in &other.skipped {
             *self.skipped.entry(*reason).or_default() += count;
+        }
+    }
+}
+
+/// A managed tenant's override of the PSA tenant's default filters: each field that is set
+/// replaces the default's value as a whole (lists are not concatenated).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct FilterOverride {
+    pub exclude_guests: Option<bool>,
+    pub exclude_disabled_on_create: Option<bool>,
+    pub licensed_only: Option<bool>,
+    pub domain_allow: Option<Vec<String>>,
+    pub domain_deny: Option<Vec<String>>,
+    pub exclusion_patterns: Option<Vec<String>>,
+}
+
+impl Filters {
+    /// The filters for one managed tenant: `defaults` with the override's set fields applied.
+    pub fn merged(defaults: &Filters, filter_override: &FilterOverride) -> Filters {
+        Filters {
+            exclude_guests: filter_override
+                .exclude_guests
+                .unwrap_or(defaults.exclude_guests),
+            exclude_disabled_on_create: filter_override
+                .exclude_disabled_on_create
+                .unwrap_or(defaults.exclude_disabled_on_create),
+            licensed_only: filter_override
+                .licensed_only
+                .unwrap_or(defaults.licensed_only),
+            domain_allow: filter_override
+                .domain_allow
+                .clone()
+                .unwrap_or_else(|| defaults.domain_allow.clone()),
+            domain_deny: filter_override
+                .domain_deny
+                .clone()
+                .unwrap_or_else(|| defaults.domain_deny.clone()),
+            exclusion_patterns: filter_override
+                .exclusion_patterns
+                .clone()
+                .unwrap_or_else(|| defaults.exclusion_patterns.clone()),
         }
     }
 }
