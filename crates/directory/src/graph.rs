@@ -1,1 +1,461 @@
-//! placeholder
+//! The Microsoft Graph client for a direct connection: GDAP customers (MICROSOFT.md §2),
+//! customer domains, and users by full listing or delta (§3), each customer read with its own
+//! token from the Secure Application Model (§1).
+
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use futures::stream::{self, StreamExt, TryStreamExt};
+use secrecy::{ExposeSecret, SecretString};
+use serde_json::Value;
+use tracing::instrument;
+use url::Url;
+
+use crate::error::{classify, DirectoryError};
+use crate::http::{read_json, HttpCore, HttpSettings, ThrottleStats};
+use crate::oauth::{CustomerTokenCache, GRAPH_DEFAULT_SCOPE};
+use crate::source::{DirectorySource, DiscoveredTenant, TenantDomain, UsersCursor, UsersPage};
+use crate::users::{parse_entry, USER_SELECT};
+
+/// Where Graph is and whom the partner-level calls run as.
+#[derive(Clone, Debug)]
+pub struct GraphConfig {
+    /// `MICROSOFT_GRAPH_BASE_URL`, e.g. `https://graph.microsoft.com`.
+    pub graph_base_url: Url,
+    /// The scope of customer tokens; `https://graph.microsoft.com/.default` in the public
+    /// cloud (the resource id, which is not the base URL under test or in sovereign clouds).
+    pub graph_scope: String,
+    /// The tenant the MSP's own calls (GDAP listings) get tokens in: the partner tenant id,
+    /// or `organizations`.
+    pub partner_tenant: String,
+    /// How many customers' domains discovery reads at once.
+    pub discovery_concurrency: usize,
+}
+
+impl GraphConfig {
+    pub fn new(graph_base_url: Url, partner_tenant: impl Into<String>) -> Self {
+        GraphConfig {
+            graph_base_url,
+            graph_scope: GRAPH_DEFAULT_SCOPE.to_owned(),
+            partner_tenant: partner_tenant.into(),
+            discovery_concurrency: 4,
+        }
+    }
+}
+
+/// The Graph client. Cheap to share behind an `Arc`.
+#[derive(Debug)]
+pub struct GraphClient {
+    http: HttpCore,
+    base: Url,
+    config: GraphConfig,
+    tokens: Arc<CustomerTokenCache>,
+}
+
+/// A Graph collection page as far as this client reads it.
+struct CollectionPage {
+    values: Vec<Value>,
+    next_link: Option<String>,
+    delta_link: Option<String>,
+}
+
+impl GraphClient {
+    pub fn new(
+        config: GraphConfig,
+        tokens: Arc<CustomerTokenCache>,
+        settings: HttpSettings,
+        stats: Arc<ThrottleStats>,
+    ) -> Result<Self, DirectoryError> {
+        let mut base = config.graph_base_url.clone();
+        let trimmed = base.path().trim_end_matches('/').to_owned();
+        base.set_path(&trimmed);
+        Ok(GraphClient {
+            http: HttpCore::new(settings, stats)?,
+            base,
+            config,
+            tokens,
+        })
+    }
+
+    pub fn tokens(&self) -> &Arc<CustomerTokenCache> {
+        &self.tokens
+    }
+
+    fn url(&self, path_and_query: &str) -> Result<Url, DirectoryError> {
+        Url::parse(&format!(
+            "{}{path_and_query}",
+            self.base.as_str().trim_end_matches('/')
+        ))
+        .map_err(|_| DirectoryError::Config {
+            code: "graph_base_url".to_owned(),
+            message: "the Graph base URL is not a valid URL".to_owned(),
+            setting: "MICROSOFT_GRAPH_BASE_URL".to_owned(),
+        })
+    }
+
+    /// A nextLink or deltaLink from Graph, accepted only when it points at the configured
+    /// Graph base: a token is never sent anywhere else.
+    fn check_link(&self, link: &str) -> Result<Url, DirectoryError> {
+        let url = Url::parse(link)
+            .map_err(|_| DirectoryError::invalid("a paging link is not a valid URL"))?;
+        let base_path = self.base.path().trim_end_matches('/');
+        let same_origin = url.scheme() == self.base.scheme()
+            && url.host_str().map(str::to_ascii_lowercase)
+                == self.base.host_str().map(str::to_ascii_lowercase)
+            && url.port_or_known_default() == self.base.port_or_known_default();
+        let under_base =
+            url.path() == base_path || url.path().starts_with(&format!("{base_path}/"));
+        if same_origin && under_base {
+            Ok(url)
+        } else {
+            Err(DirectoryError::invalid(
+                "a paging link points outside the configured Graph base URL",
+            ))
+        }
+    }
+
+    /// GETs `url` with a token for `tenant`. A 401 (the cached token went stale) drops the
+    /// tenant's tokens and tries once more with a fresh one; tenant-access failures drop them
+    /// too, so a consent or role fix takes effect on the next call.
+    async fn get(&self, tenant: &str, url: &Url) -> Result<Value, DirectoryError> {
+        let mut fresh_token_tried = false;
+        loop {
+            let token = self
+                .tokens
+                .access_token(tenant, &self.config.graph_scope)
+                .await?;
+            match self.get_once(tenant, url, &token).await {
+                Ok(value) => return Ok(value),
+                Err((error, status)) => {
+                    self.tokens.forget_on(tenant, &error);
+                    let stale_token = status == Some(401)
+                        && matches!(error, DirectoryError::ReauthRequired { .. });
+                    if stale_token && !fresh_token_tried {
+                        fresh_token_tried = true;
+                        continue;
+                    }
+                    return Err(error);
+                }
+            }
+        }
+    }
+
+    async fn get_once(
+        &self,
+        tenant: &str,
+        url: &Url,
+        token: &SecretString,
+    ) -> Result<Value, (DirectoryError, Option<u16>)> {
+        let context = self.tokens.oauth().error_context(Some(tenant));
+        let status = std::sync::atomic::AtomicU16::new(0);
+        let response = self
+            .http
+            .send(
+                Some(tenant),
+                |client| client.get(url.clone()).bearer_auth(token.expose_secret()),
+                |failed| {
+                    status.store(failed.status, std::sync::atomic::Ordering::Relaxed);
+                    classify(&failed.provider_failure(), &context)
+                },
+            )
+            .await
+            .map_err(|error| {
+                let status = status.load(std::sync::atomic::Ordering::Relaxed);
+                (error, (status != 0).then_some(status))
+            })?;
+        read_json(response).await.map_err(|error| (error, None))
+    }
+
+    async fn collection_page(
+        &self,
+        tenant: &str,
+        url: &Url,
+    ) -> Result<CollectionPage, DirectoryError> {
+        let body = self.get(tenant, url).await?;
+        let values = match body.get("value") {
+            Some(Value::Array(values)) => values.clone(),
+            _ => {
+                return Err(DirectoryError::invalid(
+                    "a Graph collection answer has no value array",
+                ))
+            }
+        };
+        let link = |name: &str| -> Result<Option<String>, DirectoryError> {
+            match body.get(name).and_then(Value::as_str) {
+                Some(link) => self.check_link(link).map(|_| Some(link.to_owned())),
+                None => Ok(None),
+            }
+        };
+        Ok(CollectionPage {
+            values,
+            next_link: link("@odata.nextLink")?,
+            delta_link: link("@odata.deltaLink")?,
+        })
+    }
+
+    async fn collect_all(&self, tenant: &str, first: Url) -> Result<Vec<Value>, DirectoryError> {
+        let mut values = Vec::new();
+        let mut url = first;
+        loop {
+            let page = self.collection_page(tenant, &url).await?;
+            values.extend(page.values);
+            match page.next_link {
+                Some(next_link) => url = self.check_link(&next_link)?,
+                None => return Ok(values),
+            }
+        }
+    }
+
+    /// The MSP's GDAP customers (§2): active `delegatedAdminRelationships`, several per
+    /// customer collapsed to one tenant; if that listing is refused or missing,
+    /// `delegatedAdminCustomers`. Domains are not filled in here (see `customer_domains`).
+    #[instrument(skip_all)]
+    pub async fn list_gdap_customers(&self) -> Result<Vec<DiscoveredTenant>, DirectoryError> {
+        let partner = self.config.partner_tenant.clone();
+        let relationships_url = self.url(
+            "/v1.0/tenantRelationships/delegatedAdminRelationships?$filter=status%20eq%20%27active%27&$top=300",
+        )?;
+        let rows = match self.collect_all(&partner, relationships_url).await {
+            Ok(relationships) => relationships
+                .iter()
+                .filter_map(|relationship| {
+                    let customer = relationship.get("customer")?;
+                    Some((
+                        customer.get("tenantId")?.as_str()?.to_owned(),
+                        customer
+                            .get("displayName")
+                            .and_then(Value::as_str)
+                            .unwrap_or_default()
+                            .to_owned(),
+                    ))
+                })
+                .collect::<Vec<_>>(),
+            Err(error @ (DirectoryError::TenantAccess { .. } | DirectoryError::Invalid { .. })) => {
+                tracing::info!(
+                    class = error.class(),
+                    "GDAP relationships unavailable; listing delegatedAdminCustomers"
+                );
+                let customers_url =
+                    self.url("/v1.0/tenantRelationships/delegatedAdminCustomers?$top=300")?;
+                self.collect_all(&partner, customers_url)
+                    .await?
+                    .iter()
+                    .filter_map(|customer| {
+                        Some((
+                            customer.get("tenantId")?.as_str()?.to_owned(),
+                            customer
+                                .get("displayName")
+                                .and_then(Value::as_str)
+                                .unwrap_or_default()
+                                .to_owned(),
+                        ))
+                    })
+                    .collect()
+            }
+            Err(error) => return Err(error),
+        };
+        let mut tenants: Vec<DiscoveredTenant> = Vec::new();
+        for (tenant_id, display_name) in rows {
+            if tenant_id.is_empty()
+                || tenants
+                    .iter()
+                    .any(|tenant| tenant.entra_tenant_id.eq_ignore_ascii_case(&tenant_id))
+            {
+                continue;
+            }
+            tenants.push(DiscoveredTenant {
+                entra_tenant_id: tenant_id,
+                display_name,
+                domains: Vec::new(),
+            });
+        }
+        Ok(tenants)
+    }
+
+    /// A customer's default, initial and verified domains (§2 `GET /v1.0/domains`, with a
+    /// customer-tenant token).
+    #[instrument(skip_all, fields(tenant_id = %tenant))]
+    pub async fn customer_domains(
+        &self,
+        tenant: &str,
+    ) -> Result<Vec<TenantDomain>, DirectoryError> {
+        let url = self.url("/v1.0/domains")?;
+        let domains = self.collect_all(tenant, url).await?;
+        Ok(domains
+            .iter()
+            .filter_map(|domain| {
+                let flag = |name: &str| domain.get(name).and_then(Value::as_bool).unwrap_or(false);
+                let (is_default, is_initial) = (flag("isDefault"), flag("isInitial"));
+                // Unverified domains are claims anyone can make; they must not steer mapping.
+                if !(flag("isVerified") || is_default || is_initial) {
+                    return None;
+                }
+                Some(TenantDomain {
+                    name: domain.get("id")?.as_str()?.to_ascii_lowercase(),
+                    is_default,
+                    is_initial,
+                })
+            })
+            .collect())
+    }
+
+    /// One page of `users/delta` (§3). `cursor` is `None` to start from scratch, else a stored
+    /// deltaLink or the previous page's nextLink (whole URLs). An expired link is
+    /// `Err(DirectoryError::DeltaExpired)`: start again with `None`.
+    #[instrument(skip_all, fields(tenant_id = %tenant, continued = cursor.is_some()))]
+    pub async fn users_delta_page(
+        &self,
+        tenant: &str,
+        cursor: Option<String>,
+    ) -> Result<UsersPage, DirectoryError> {
+        let url = match cursor {
+            Some(link) => self.check_link(&link)?,
+            None => self.url(&format!("/v1.0/users/delta?$select={USER_SELECT}"))?,
+        };
+        self.users_from(tenant, &url).await
+    }
+
+    /// One page of `GET /users?$select=…&$top=999` (§3); `cursor` is the previous nextLink.
+    #[instrument(skip_all, fields(tenant_id = %tenant, continued = cursor.is_some()))]
+    pub async fn users_page(
+        &self,
+        tenant: &str,
+        cursor: Option<String>,
+    ) -> Result<UsersPage, DirectoryError> {
+        let url = match cursor {
+            Some(link) => self.check_link(&link)?,
+            None => self.url(&format!("/v1.0/users?$select={USER_SELECT}&$top=999"))?,
+        };
+        self.users_from(tenant, &url).await
+    }
+
+    async fn users_from(&self, tenant: &str, url: &Url) -> Result<UsersPage, DirectoryError> {
+        let page = self.collection_page(tenant, url).await?;
+        Ok(UsersPage {
+            entries: page.values.iter().map(parse_entry).collect(),
+            next_cursor: page.next_link,
+            delta_link: page.delta_link,
+        })
+    }
+}
+
+#[async_trait]
+impl DirectorySource for GraphClient {
+    /// GDAP customers with their domains. A customer whose domains cannot be read for lack of
+    /// access is still listed (with no domains) so discovery shows it; connection-level and
+    /// transient failures fail the listing.
+    async fn list_tenants(&self) -> Result<Vec<DiscoveredTenant>, DirectoryError> {
+        let customers = self.list_gdap_customers().await?;
+        stream::iter(customers)
+            .map(|mut tenant| async move {
+                match self.customer_domains(&tenant.entra_tenant_id).await {
+                    Ok(domains) => tenant.domains = domains,
+                    Err(
+                        error @ (DirectoryError::TenantAccess { .. }
+                        | DirectoryError::Invalid { .. }),
+                    ) => {
+                        tracing::warn!(
+                            tenant_id = %tenant.entra_tenant_id,
+                            class = error.class(),
+                            code = error.code().unwrap_or_default(),
+                            "cannot read the customer's domains"
+                        );
+                    }
+                    Err(error) => return Err(error),
+                }
+                Ok(tenant)
+            })
+            .buffered(self.config.discovery_concurrency.max(1))
+            .try_collect()
+            .await
+    }
+
+    async fn users_page(
+        &self,
+        tenant: &str,
+        cursor: UsersCursor,
+    ) -> Result<UsersPage, DirectoryError> {
+        match cursor {
+            UsersCursor::Start {
+                prefer_delta: true,
+                delta_link,
+            } => self.users_delta_page(tenant, delta_link).await,
+            UsersCursor::Start {
+                prefer_delta: false,
+                ..
+            } => GraphClient::users_page(self, tenant, None).await,
+            // A nextLink of either enumeration is a whole URL of the same shape of answer.
+            UsersCursor::Next(next_link) => {
+                let url = self.check_link(&next_link)?;
+                self.users_from(tenant, &url).await
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::error::SettingNames;
+    use crate::oauth::{AppCredential, OAuthClient, OAuthConfig, RefreshTokenSource, TokenSet};
+
+    struct NoTokens;
+
+    #[async_trait]
+    impl RefreshTokenSource for NoTokens {
+        async fn current_refresh_token(&self) -> Result<SecretString, DirectoryError> {
+            Err(DirectoryError::invalid("none"))
+        }
+        async fn store_rotated(&self, _: &TokenSet) -> Result<(), DirectoryError> {
+            Ok(())
+        }
+    }
+
+    fn client(base: &str) -> GraphClient {
+        let oauth = OAuthClient::new(
+            OAuthConfig {
+                login_base_url: Url::parse("https://login.example.test").expect("url"),
+                client_id: "app".to_owned(),
+                credential: AppCredential::ClientSecret(SecretString::from("s".to_owned())),
+                redirect_uri: None,
+                settings: SettingNames::MICROSOFT,
+            },
+            HttpSettings::default(),
+            Arc::default(),
+        )
+        .expect("oauth");
+        let tokens = Arc::new(CustomerTokenCache::new(Arc::new(oauth), Arc::new(NoTokens)));
+        GraphClient::new(
+            GraphConfig::new(Url::parse(base).expect("url"), "organizations"),
+            tokens,
+            HttpSettings::default(),
+            Arc::default(),
+        )
+        .expect("client")
+    }
+
+    #[test]
+    fn paging_links_must_stay_on_the_graph_base() {
+        let local = client("http://127.0.0.1:4000/graph/");
+        assert!(local
+            .check_link("http://127.0.0.1:4000/graph/v1.0/users?$skiptoken=x")
+            .is_ok());
+        for link in [
+            "http://evil.example/graph/v1.0/users",
+            "https://127.0.0.1:4000/graph/v1.0/users",
+            "http://127.0.0.1:4001/graph/v1.0/users",
+            "http://127.0.0.1:4000/graphx/v1.0/users",
+            "http://127.0.0.1:4000/cipp/api/ListUsers",
+            "not a url",
+        ] {
+            assert!(local.check_link(link).is_err(), "{link} accepted");
+        }
+        let public = client("https://graph.microsoft.com");
+        assert!(public
+            .check_link("https://graph.microsoft.com/v1.0/users/delta?$deltatoken=x")
+            .is_ok());
+        assert!(public
+            .check_link("https://graph.microsoft.com.evil.example/v1.0/users")
+            .is_err());
+    }
+}
