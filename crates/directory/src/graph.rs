@@ -397,7 +397,7 @@ impl DirectorySource for GraphClient {
 mod tests {
     use super::*;
     use crate::error::SettingNames;
-    use crate::oauth::{AppCredential, OAuthClient, OAuthConfig, RefreshTokenSource, TokenSet};
+    use crate::oauth::{AppCredential, OAuthClient, OAuthConfig, RefreshTokenSource};
 
     struct NoTokens;
 
@@ -406,7 +406,7 @@ mod tests {
         async fn current_refresh_token(&self) -> Result<SecretString, DirectoryError> {
             Err(DirectoryError::invalid("none"))
         }
-        async fn store_rotated(&self, _: &TokenSet) -> Result<(), DirectoryError> {
+        async fn store_rotated(&self, _: SecretString) -> Result<(), DirectoryError> {
             Ok(())
         }
     }

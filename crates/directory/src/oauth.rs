@@ -452,25 +452,29 @@ fn certificate_assertion(
 }
 
 /// Where customer-tenant tokens get the MSP's refresh token, and where rotated ones go.
-/// Persistence and the per-connection lock are the store's job (SPEC §2.1).
+/// Persistence and the cross-process, per-connection lock are the store's job (SPEC §2.1).
 #[async_trait]
 pub trait RefreshTokenSource: Send + Sync {
     /// The connection's current refresh token.
     async fn current_refresh_token(&self) -> Result<SecretString, DirectoryError>;
-    /// Called with every token set whose answer carried a new refresh token, before that
-    /// token is used again.
-    async fn store_rotated(&self, token_set: &TokenSet) -> Result<(), DirectoryError>;
+    /// The refresh token that replaced the one just redeemed (§1: every refresh returns a new
+    /// one). Called before the new token can be used again; the access token that came with
+    /// it belongs to a customer tenant, so it is not passed on.
+    async fn store_rotated(&self, new_refresh_token: SecretString) -> Result<(), DirectoryError>;
 }
 
 type TokenSlot = Arc<tokio::sync::Mutex<Option<TokenSet>>>;
 
 /// Access tokens per (tenant, scope), minted by the refresh-token grant in that tenant, kept
 /// until [`EXPIRY_MARGIN`] before expiry. Concurrent callers for one key wait for a single
-/// request (single flight).
+/// request (single flight). Redemptions for different keys are serialized in this process,
+/// because they all spend the one refresh token of the connection and each returns its
+/// successor (§1).
 pub struct CustomerTokenCache {
     oauth: Arc<OAuthClient>,
     refresh_tokens: Arc<dyn RefreshTokenSource>,
     slots: Mutex<HashMap<(String, String), TokenSlot>>,
+    rotation: tokio::sync::Mutex<()>,
 }
 
 impl fmt::Debug for CustomerTokenCache {
@@ -487,6 +491,7 @@ impl CustomerTokenCache {
             oauth,
             refresh_tokens,
             slots: Mutex::new(HashMap::new()),
+            rotation: tokio::sync::Mutex::new(()),
         }
     }
 
@@ -519,8 +524,22 @@ impl CustomerTokenCache {
                 return Ok(token_set.access_token.clone());
             }
         }
-        let refresh_token = self.refresh_tokens.current_refresh_token().await?;
-        let token_set = match self.oauth.refresh(tenant, &refresh_token, scope).await {
+        let redeemed = {
+            let _rotation = self.rotation.lock().await;
+            let refresh_token = self.refresh_tokens.current_refresh_token().await?;
+            let redeemed = self.oauth.refresh(tenant, &refresh_token, scope).await;
+            if let Ok(TokenSet {
+                refresh_token: Some(new_refresh_token),
+                ..
+            }) = &redeemed
+            {
+                self.refresh_tokens
+                    .store_rotated(new_refresh_token.clone())
+                    .await?;
+            }
+            redeemed
+        };
+        let mut token_set = match redeemed {
             Ok(token_set) => token_set,
             Err(error) => {
                 drop(cached);
@@ -528,9 +547,8 @@ impl CustomerTokenCache {
                 return Err(error);
             }
         };
-        if token_set.refresh_token.is_some() {
-            self.refresh_tokens.store_rotated(&token_set).await?;
-        }
+        // The cache keeps access tokens only; the refresh token lives in the store.
+        token_set.refresh_token = None;
         let access_token = token_set.access_token.clone();
         *cached = Some(token_set);
         Ok(access_token)
@@ -620,6 +638,51 @@ mod tests {
         );
         let credential = AppCredential::ClientSecret(SecretString::from("hunter2".to_owned()));
         assert!(!format!("{credential:?}").contains("hunter2"));
+    }
+
+    /// A throwaway key pair and self-signed certificate made for this test only.
+    const TEST_CERTIFICATE: &str = include_str!("../tests/fixtures/test-app-cert.pem");
+    const TEST_PRIVATE_KEY: &str = include_str!("../tests/fixtures/test-app-key.pem");
+    const TEST_PUBLIC_KEY: &str = include_str!("../tests/fixtures/test-app-public.pem");
+
+    #[test]
+    fn certificate_assertion_is_signed_rs256_with_the_thumbprint_header() {
+        let audience = "https://login.example.test/tenant/oauth2/v2.0/token";
+        let assertion = certificate_assertion(
+            "app-id",
+            audience,
+            TEST_CERTIFICATE,
+            &SecretString::from(TEST_PRIVATE_KEY.to_owned()),
+            SettingNames::MICROSOFT,
+        )
+        .expect("assertion");
+        let header = jsonwebtoken::decode_header(&assertion).expect("header");
+        assert_eq!(header.alg, jsonwebtoken::Algorithm::RS256);
+        let der = certificate_der(TEST_CERTIFICATE).expect("der");
+        assert_eq!(
+            header.x5t_s256,
+            Some(URL_SAFE_NO_PAD.encode(Sha256::digest(&der)))
+        );
+        let raw_header = assertion.split('.').next().expect("segment");
+        let raw_header = URL_SAFE_NO_PAD.decode(raw_header).expect("base64");
+        assert!(String::from_utf8_lossy(&raw_header).contains("\"x5t#S256\""));
+        let mut validation = jsonwebtoken::Validation::new(jsonwebtoken::Algorithm::RS256);
+        validation.set_audience(&[audience]);
+        validation.set_issuer(&["app-id"]);
+        let key = jsonwebtoken::DecodingKey::from_rsa_pem(TEST_PUBLIC_KEY.as_bytes()).expect("key");
+        let claims = jsonwebtoken::decode::<serde_json::Value>(&assertion, &key, &validation)
+            .expect("a valid signature")
+            .claims;
+        assert_eq!(claims["sub"], "app-id");
+        assert!(claims["jti"].as_str().is_some_and(|jti| !jti.is_empty()));
+        let broken = certificate_assertion(
+            "app-id",
+            audience,
+            "not a certificate",
+            &SecretString::from(TEST_PRIVATE_KEY.to_owned()),
+            SettingNames::MICROSOFT,
+        );
+        assert_eq!(broken.expect_err("an error").class(), "config");
     }
 
     #[test]
