@@ -450,7 +450,11 @@ fn classify_cipp(
     context: &ErrorContext,
     api_token: bool,
 ) -> DirectoryError {
-    let text = short_description(&failed.body);
+    // CIPP answers plain text, or a JSON string ("Graph Error: …").
+    let text = match serde_json::from_str::<Value>(&failed.body) {
+        Ok(Value::String(text)) => short_description(&text),
+        _ => short_description(&failed.body),
+    };
     let message = |fallback: &str| {
         if text.is_empty() {
             fallback.to_owned()
@@ -489,14 +493,24 @@ fn classify_cipp(
                 message: text.clone(),
                 ..ProviderFailure::default()
             };
+            // A per-tenant Graph failure inside CIPP is fixed in CIPP (its GDAP roles, or a CPP
+            // refresh for its SAM app), whatever Microsoft code it carries; only CIPP's own
+            // expired grant (reauth) and throttling keep their class.
+            let remediation = format!(
+                "check in CIPP that it can read {} (its GDAP relationship and roles, and CIPP's SAM app consent in that tenant; a CPV refresh for the tenant grants it)",
+                context.tenant_id.as_deref().unwrap_or("the tenant")
+            );
             match classify(&failure, context) {
+                DirectoryError::TenantAccess { code, message, .. }
+                | DirectoryError::Config { code, message, .. } => DirectoryError::TenantAccess {
+                    code,
+                    message,
+                    remediation,
+                },
                 DirectoryError::Invalid { .. } => DirectoryError::TenantAccess {
                     code: "cipp_graph_error".to_owned(),
                     message: message("CIPP's Graph call failed"),
-                    remediation: format!(
-                        "check that CIPP can read {} (its GDAP relationship and roles, and CIPP's SAM consent in that tenant)",
-                        context.tenant_id.as_deref().unwrap_or("the tenant")
-                    ),
+                    remediation,
                 },
                 classified => classified,
             }
@@ -567,6 +581,14 @@ mod tests {
                 ),
                 false,
                 "reauth_required",
+            ),
+            (
+                failed(
+                    400,
+                    "\"Graph Error: AADSTS90002: Tenant 'x' not found. - Endpoint: users\"",
+                ),
+                false,
+                "tenant_access",
             ),
             (
                 failed(
