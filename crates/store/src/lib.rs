@@ -1,1 +1,92 @@
-//! placeholder
+//! All of entra-sync's SQL: the `Store` handle over a Postgres pool, the schema migrations
+//! (`migrations/` at the workspace root), and one module per part of the data model.
+//!
+//! Every query takes the PSA tenant id and filters by it: tenant_id leads every primary key,
+//! so a caller can never read or write another tenant's rows by naming a foreign id.
+
+pub mod api_queries;
+pub mod audit;
+pub mod connection;
+pub mod crypto;
+pub mod delta;
+pub mod discovery;
+pub mod error;
+pub mod flags;
+pub mod inactivation;
+pub mod mapping;
+pub mod page;
+pub mod psa;
+pub mod reconcile;
+pub mod review;
+pub mod runs;
+pub mod settings;
+
+use std::sync::Arc;
+
+use sqlx::postgres::{PgPool, PgPoolOptions};
+
+use crate::crypto::EncryptionKey;
+use crate::error::StoreError;
+
+/// The result type of every store call.
+pub type Result<T, E = StoreError> = std::result::Result<T, E>;
+
+/// Handle to the database. Cheap to clone: it shares the pool and the encryption key.
+#[derive(Clone)]
+pub struct Store {
+    pool: PgPool,
+    encryption_key: Option<Arc<EncryptionKey>>,
+}
+
+impl std::fmt::Debug for Store {
+    fn fmt(&self, formatter: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // The key itself is never printed.
+        formatter
+            .debug_struct("Store")
+            .field("encryption_key_configured", &self.encryption_key.is_some())
+            .finish_non_exhaustive()
+    }
+}
+
+impl Store {
+    /// Opens a pool on `database_url`.
+    pub async fn connect(database_url: &str) -> Result<Store> {
+        let pool = PgPoolOptions::new()
+            .max_connections(16)
+            .connect(database_url)
+            .await?;
+        Ok(Store::from_pool(pool))
+    }
+
+    /// Wraps an existing pool (tests get theirs from `#[sqlx::test]`).
+    pub fn from_pool(pool: PgPool) -> Store {
+        Store {
+            pool,
+            encryption_key: None,
+        }
+    }
+
+    /// Sets the 32-byte AES-256-GCM key that protects credentials, token sets and PKCE
+    /// verifiers at rest. Calls that read or write such secrets fail with
+    /// `StoreError::Encryption` until a key is set.
+    pub fn with_encryption_key(mut self, key: [u8; 32]) -> Store {
+        self.encryption_key = Some(Arc::new(EncryptionKey::new(key)));
+        self
+    }
+
+    /// Applies the workspace's migrations (append-only files under `migrations/`).
+    pub async fn migrate(&self) -> Result<()> {
+        sqlx::migrate!("../../migrations").run(&self.pool).await?;
+        Ok(())
+    }
+
+    pub fn pool(&self) -> &PgPool {
+        &self.pool
+    }
+
+    pub(crate) fn encryption_key(&self) -> Result<&EncryptionKey> {
+        self.encryption_key
+            .as_deref()
+            .ok_or(StoreError::Encryption("no encryption key configured"))
+    }
+}

@@ -1,0 +1,315 @@
+//! Inactivations at the end of a managed tenant's sync: users absent from a complete
+//! enumeration join the inactivations the pages queued, and the mass-inactivation guard
+//! decides whether they apply now or wait, held, for an admin.
+
+use std::collections::BTreeMap;
+
+use entra_sync_domain::model::{Action, InactiveReason, Link};
+use entra_sync_domain::plan::{inactivation_guard_trips, plan_absent};
+use sqlx::{FromRow, PgConnection};
+use uuid::Uuid;
+
+use crate::error::StoreError;
+use crate::psa::ContactRow;
+use crate::reconcile::lock_managed_tenant;
+use crate::{Result, Store};
+
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct InactivationOutcome {
+    /// Contacts made inactive now.
+    pub applied: u64,
+    /// Inactivations held by the guard for an admin's confirmation.
+    pub held: u64,
+}
+
+/// An admin's answer to held inactivations.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum HeldInactivationAction {
+    Apply,
+    Discard,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct HeldInactivation {
+    pub contact_id: Uuid,
+    pub object_id: String,
+    pub reason: InactiveReason,
+    /// `pending`, `held`, `applied` or `discarded`.
+    pub state: String,
+}
+
+#[derive(FromRow)]
+struct AbsentRow {
+    object_id: String,
+    #[sqlx(flatten)]
+    contact: ContactRow,
+}
+
+/// Applies the inactivations of (run, managed tenant) in `from_state` to their contacts (those
+/// still active and not locked), with audit rows; returns how many contacts changed.
+async fn apply_inactivations(
+    connection: &mut PgConnection,
+    tenant_id: Uuid,
+    run_id: Uuid,
+    managed_tenant_id: Uuid,
+    from_state: &str,
+    decided_by: Option<&str>,
+) -> Result<u64> {
+    Ok(sqlx::query(
+        "WITH decided AS (
+             UPDATE pending_inactivations SET state = 'applied', decided_at = now(), decided_by = $5
+             WHERE tenant_id = $1 AND run_id = $2 AND managed_tenant_id = $3 AND state = $4
+             RETURNING contact_id, object_id, reason
+         ), updated AS (
+             UPDATE contacts c SET is_active = false, inactive_reason = d.reason, updated_at = now()
+             FROM decided d
+             WHERE c.tenant_id = $1 AND c.contact_id = d.contact_id AND c.is_active
+               AND NOT c.sync_locked
+             RETURNING c.contact_id, d.object_id, d.reason
+         )
+         INSERT INTO contact_changes (tenant_id, run_id, managed_tenant_id, object_id, contact_id,
+                                      action, before, after)
+         SELECT $1, $2, $3, object_id, contact_id, 'inactivate',
+                jsonb_build_object('is_active', true),
+                jsonb_build_object('is_active', false, 'inactive_reason', reason)
+         FROM updated",
+    )
+    .bind(tenant_id)
+    .bind(run_id)
+    .bind(managed_tenant_id)
+    .bind(from_state)
+    .bind(decided_by)
+    .execute(connection)
+    .await?
+    .rows_affected())
+}
+
+impl Store {
+    /// Ends a managed tenant's inactivations for a run. With `complete_enumeration` (a full
+    /// enumeration that reached its last page) every linked user not seen in this run is
+    /// queued as `deleted_upstream`; an enumeration that did not finish never inactivates
+    /// anyone this way. Then, if the queued inactivations trip the guard (more than 20% and
+    /// more than 10 of the tenant's links), they are held; otherwise they are applied.
+    /// Calling it again for the same run changes nothing more.
+    pub async fn finish_tenant_inactivations(
+        &self,
+        tenant_id: Uuid,
+        run_id: Uuid,
+        managed_tenant_id: Uuid,
+        complete_enumeration: bool,
+    ) -> Result<InactivationOutcome> {
+        let mut transaction = self.pool.begin().await?;
+        lock_managed_tenant(&mut transaction, tenant_id, managed_tenant_id).await?;
+
+        if complete_enumeration {
+            let absent: Vec<AbsentRow> = sqlx::query_as(
+                "SELECT l.object_id, c.contact_id, c.client_id, c.full_name, c.email, c.phone,
+                        c.mobile, c.job_title, c.is_active, c.inactive_reason, c.sync_locked
+                 FROM links l
+                 JOIN contacts c ON c.tenant_id = l.tenant_id AND c.contact_id = l.contact_id
+                 WHERE l.tenant_id = $1 AND l.managed_tenant_id = $2
+                   AND l.last_seen_run_id IS DISTINCT FROM $3",
+            )
+            .bind(tenant_id)
+            .bind(managed_tenant_id)
+            .bind(run_id)
+            .fetch_all(&mut *transaction)
+            .await?;
+            let mut absent_links = Vec::with_capacity(absent.len());
+            let mut contacts = BTreeMap::new();
+            for row in absent {
+                let contact = row.contact.into_contact();
+                absent_links.push(Link {
+                    managed_tenant_id,
+                    object_id: row.object_id,
+                    contact_id: contact.contact_id,
+                });
+                contacts.insert(contact.contact_id, contact);
+            }
+            let mut contact_ids = Vec::new();
+            let mut object_ids = Vec::new();
+            for action in plan_absent(&absent_links, &contacts).actions {
+                if let Action::Inactivate {
+                    object_id,
+                    contact_id,
+                    ..
+                } = action
+                {
+                    contact_ids.push(contact_id);
+                    object_ids.push(object_id);
+                }
+            }
+            sqlx::query(
+                "INSERT INTO pending_inactivations (tenant_id, run_id, managed_tenant_id,
+                                                    contact_id, object_id, reason)
+                 SELECT $1, $2, $3, contact_id, object_id, 'deleted_upstream'
+                 FROM UNNEST($4::uuid[], $5::text[]) AS i(contact_id, object_id)
+                 ON CONFLICT DO NOTHING",
+            )
+            .bind(tenant_id)
+            .bind(run_id)
+            .bind(managed_tenant_id)
+            .bind(&contact_ids)
+            .bind(&object_ids)
+            .execute(&mut *transaction)
+            .await?;
+        }
+
+        let (pending, linked): (i64, i64) = sqlx::query_as(
+            "SELECT
+                 (SELECT count(*) FROM pending_inactivations
+                  WHERE tenant_id = $1 AND run_id = $2 AND managed_tenant_id = $3
+                    AND state = 'pending'),
+                 (SELECT count(*) FROM links WHERE tenant_id = $1 AND managed_tenant_id = $3)",
+        )
+        .bind(tenant_id)
+        .bind(run_id)
+        .bind(managed_tenant_id)
+        .fetch_one(&mut *transaction)
+        .await?;
+
+        let mut outcome = InactivationOutcome::default();
+        if pending > 0 {
+            let trips = inactivation_guard_trips(
+                usize::try_from(pending).unwrap_or(usize::MAX),
+                usize::try_from(linked).unwrap_or(usize::MAX),
+            );
+            if trips {
+                sqlx::query(
+                    "UPDATE pending_inactivations SET state = 'held'
+                     WHERE tenant_id = $1 AND run_id = $2 AND managed_tenant_id = $3
+                       AND state = 'pending'",
+                )
+                .bind(tenant_id)
+                .bind(run_id)
+                .bind(managed_tenant_id)
+                .execute(&mut *transaction)
+                .await?;
+            } else {
+                outcome.applied = apply_inactivations(
+                    &mut transaction,
+                    tenant_id,
+                    run_id,
+                    managed_tenant_id,
+                    "pending",
+                    None,
+                )
+                .await?;
+            }
+        }
+        let held: i64 = sqlx::query_scalar(
+            "SELECT count(*) FROM pending_inactivations
+             WHERE tenant_id = $1 AND run_id = $2 AND managed_tenant_id = $3 AND state = 'held'",
+        )
+        .bind(tenant_id)
+        .bind(run_id)
+        .bind(managed_tenant_id)
+        .fetch_one(&mut *transaction)
+        .await?;
+        outcome.held = u64::try_from(held).unwrap_or_default();
+        transaction.commit().await?;
+        Ok(outcome)
+    }
+
+    /// The inactivations a run queued for a managed tenant, in every state.
+    pub async fn list_held_inactivations(
+        &self,
+        tenant_id: Uuid,
+        run_id: Uuid,
+        managed_tenant_id: Uuid,
+    ) -> Result<Vec<HeldInactivation>> {
+        let rows: Vec<(Uuid, String, String, String)> = sqlx::query_as(
+            "SELECT contact_id, object_id, reason, state FROM pending_inactivations
+             WHERE tenant_id = $1 AND run_id = $2 AND managed_tenant_id = $3
+             ORDER BY object_id",
+        )
+        .bind(tenant_id)
+        .bind(run_id)
+        .bind(managed_tenant_id)
+        .fetch_all(&self.pool)
+        .await?;
+        Ok(rows
+            .into_iter()
+            .map(|(contact_id, object_id, reason, state)| HeldInactivation {
+                contact_id,
+                object_id,
+                reason: InactiveReason::parse(&reason).unwrap_or(InactiveReason::DeletedUpstream),
+                state,
+            })
+            .collect())
+    }
+
+    /// An admin applies or discards the inactivations the guard held. Returns how many
+    /// contacts were inactivated (apply) or how many inactivations were dropped (discard).
+    /// `NotFound` when nothing is held for (run, managed tenant). The tenant result leaves
+    /// `needs_confirmation` and counts the applied inactivations.
+    pub async fn resolve_held_inactivations(
+        &self,
+        tenant_id: Uuid,
+        run_id: Uuid,
+        managed_tenant_id: Uuid,
+        action: HeldInactivationAction,
+        decided_by: &str,
+    ) -> Result<u64> {
+        let mut transaction = self.pool.begin().await?;
+        lock_managed_tenant(&mut transaction, tenant_id, managed_tenant_id).await?;
+        let held: i64 = sqlx::query_scalar(
+            "SELECT count(*) FROM pending_inactivations
+             WHERE tenant_id = $1 AND run_id = $2 AND managed_tenant_id = $3 AND state = 'held'",
+        )
+        .bind(tenant_id)
+        .bind(run_id)
+        .bind(managed_tenant_id)
+        .fetch_one(&mut *transaction)
+        .await?;
+        if held == 0 {
+            return Err(StoreError::NotFound);
+        }
+        let (changed, inactivated) = match action {
+            HeldInactivationAction::Apply => {
+                let applied = apply_inactivations(
+                    &mut transaction,
+                    tenant_id,
+                    run_id,
+                    managed_tenant_id,
+                    "held",
+                    Some(decided_by),
+                )
+                .await?;
+                (applied, applied)
+            }
+            HeldInactivationAction::Discard => {
+                let discarded = sqlx::query(
+                    "UPDATE pending_inactivations SET state = 'discarded', decided_at = now(),
+                            decided_by = $4
+                     WHERE tenant_id = $1 AND run_id = $2 AND managed_tenant_id = $3
+                       AND state = 'held'",
+                )
+                .bind(tenant_id)
+                .bind(run_id)
+                .bind(managed_tenant_id)
+                .bind(decided_by)
+                .execute(&mut *transaction)
+                .await?
+                .rows_affected();
+                (discarded, 0)
+            }
+        };
+        sqlx::query(
+            "UPDATE run_tenant_results SET
+                 status = 'completed',
+                 counts = jsonb_set(counts, '{inactivated}',
+                     to_jsonb(coalesce((counts->>'inactivated')::bigint, 0) + $4))
+             WHERE tenant_id = $1 AND run_id = $2 AND managed_tenant_id = $3
+               AND status = 'needs_confirmation'",
+        )
+        .bind(tenant_id)
+        .bind(run_id)
+        .bind(managed_tenant_id)
+        .bind(i64::try_from(inactivated).unwrap_or(i64::MAX))
+        .execute(&mut *transaction)
+        .await?;
+        transaction.commit().await?;
+        Ok(changed)
+    }
+}

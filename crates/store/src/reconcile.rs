@@ -1,0 +1,534 @@
+//! The hot path: reconcile one page of directory users in one transaction with a fixed number
+//! of statements, whatever the page size. Reads are bulk `= ANY($n)` lookups, writes are
+//! `UNNEST` inserts and updates; each write that changes a contact also writes its
+//! contact_changes audit rows in the same statement (a data-modifying CTE), so the audit only
+//! records what was actually applied.
+
+use std::collections::BTreeMap;
+
+use entra_sync_domain::model::{
+    Action, DirectoryEntry, InactiveReason, Link, PageContext, Plan, ReviewState, SyncSettings,
+    Tally,
+};
+use entra_sync_domain::plan::{page_keys, plan_page, tally};
+use sqlx::{FromRow, PgConnection};
+use uuid::Uuid;
+
+use crate::psa::{fields_json, ContactColumns, ContactRow};
+use crate::{Result, Store};
+
+/// Where a page belongs.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct PageScope {
+    pub tenant_id: Uuid,
+    pub run_id: Uuid,
+    pub managed_tenant_id: Uuid,
+    /// The client new contacts are created under.
+    pub mapped_client_id: Uuid,
+    /// When set, saved as the tenant result's resume cursor in the same transaction, so a
+    /// retried activity resumes after the last page that committed.
+    pub next_cursor: Option<String>,
+}
+
+/// What reconciling a page did (or, for a dry run, would do).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct PageOutcome {
+    /// The page's counts. `inactivated` is always zero here: inactivations wait in the
+    /// pending table until `finish_tenant_inactivations` applies or holds them, and are
+    /// counted there. `updated` counts contacts actually updated (a contact edited in the PSA
+    /// since it was read is left alone).
+    pub tally: Tally,
+    pub plan_len: usize,
+    /// SQL statements executed for the page; the same for every page size.
+    pub statements: u32,
+    /// The plan, for preflight reports.
+    pub plan: Plan,
+}
+
+#[derive(FromRow)]
+struct PageContactRow {
+    #[sqlx(flatten)]
+    contact: ContactRow,
+    link_managed_tenant_id: Option<Uuid>,
+    link_object_id: Option<String>,
+}
+
+/// The key of the transaction-scoped advisory lock that serializes work on one managed tenant
+/// (two workers reconciling pages of the same tenant, or a page and the end-of-tenant
+/// inactivation pass).
+pub(crate) async fn lock_managed_tenant(
+    connection: &mut PgConnection,
+    tenant_id: Uuid,
+    managed_tenant_id: Uuid,
+) -> Result<()> {
+    sqlx::query("SELECT pg_advisory_xact_lock(hashtextextended($1, 0))")
+        .bind(format!(
+            "entra-sync:managed-tenant:{tenant_id}:{managed_tenant_id}"
+        ))
+        .execute(connection)
+        .await?;
+    Ok(())
+}
+
+/// The plan's writes as parallel arrays, one set per statement.
+#[derive(Default)]
+struct PageWrites {
+    creates: ContactColumns,
+    link_object_ids: Vec<String>,
+    link_contact_ids: Vec<Uuid>,
+    link_actions: Vec<&'static str>,
+    link_after: Vec<String>,
+    update_contact_ids: Vec<Uuid>,
+    update_object_ids: Vec<String>,
+    update_before: Vec<String>,
+    update_after: Vec<String>,
+    queue_object_ids: Vec<String>,
+    queue_reasons: Vec<&'static str>,
+    queue_display_names: Vec<Option<String>>,
+    queue_emails: Vec<Option<String>>,
+    queue_candidates: Vec<String>,
+    inactivate_contact_ids: Vec<Uuid>,
+    inactivate_object_ids: Vec<String>,
+    inactivate_reasons: Vec<&'static str>,
+    reactivate_contact_ids: Vec<Uuid>,
+    reactivate_object_ids: Vec<String>,
+    seen_object_ids: Vec<String>,
+}
+
+impl PageWrites {
+    fn from_plan(plan: &Plan, context: &PageContext, entries: &[DirectoryEntry]) -> PageWrites {
+        let mut writes = PageWrites::default();
+        for action in &plan.actions {
+            match action {
+                Action::Create {
+                    object_id,
+                    client_id,
+                    fields,
+                } => {
+                    let contact_id = Uuid::now_v7();
+                    writes.creates.push(contact_id, *client_id, fields);
+                    writes.push_link(object_id, contact_id, "create", fields_json(fields));
+                }
+                Action::Link {
+                    object_id,
+                    contact_id,
+                } => {
+                    let after = serde_json::json!({ "linked_object_id": object_id });
+                    writes.push_link(object_id, *contact_id, "link", after);
+                }
+                Action::Update {
+                    object_id,
+                    contact_id,
+                    before,
+                    after,
+                } => {
+                    writes.update_contact_ids.push(*contact_id);
+                    writes.update_object_ids.push(object_id.clone());
+                    writes.update_before.push(fields_json(before).to_string());
+                    writes.update_after.push(fields_json(after).to_string());
+                }
+                Action::Inactivate {
+                    object_id,
+                    contact_id,
+                    reason,
+                } => {
+                    writes.inactivate_contact_ids.push(*contact_id);
+                    writes.inactivate_object_ids.push(object_id.clone());
+                    writes.inactivate_reasons.push(match reason {
+                        InactiveReason::DisabledUpstream => "disabled_upstream",
+                        // The sync never sets `manual`; a plan asking for it is treated as a
+                        // removal, the only other reason the sync has.
+                        InactiveReason::DeletedUpstream | InactiveReason::Manual => {
+                            "deleted_upstream"
+                        }
+                    });
+                }
+                Action::Reactivate {
+                    object_id,
+                    contact_id,
+                } => {
+                    writes.reactivate_contact_ids.push(*contact_id);
+                    writes.reactivate_object_ids.push(object_id.clone());
+                }
+                Action::Queue {
+                    object_id,
+                    reason,
+                    display_name,
+                    email,
+                    candidates,
+                } => {
+                    let candidates: Vec<serde_json::Value> = candidates
+                        .iter()
+                        .map(|contact_id| match context.contacts.get(contact_id) {
+                            Some(contact) => serde_json::json!({
+                                "contact_id": contact_id,
+                                "client_id": contact.client_id,
+                                "full_name": contact.fields.full_name,
+                                "email": contact.fields.email,
+                            }),
+                            None => serde_json::json!({ "contact_id": contact_id }),
+                        })
+                        .collect();
+                    writes.queue_object_ids.push(object_id.clone());
+                    writes.queue_reasons.push(reason.as_str());
+                    writes.queue_display_names.push(display_name.clone());
+                    writes.queue_emails.push(email.clone());
+                    writes
+                        .queue_candidates
+                        .push(serde_json::Value::Array(candidates).to_string());
+                }
+                Action::Skip { .. } => {}
+            }
+        }
+        // Every user the directory returned counts as seen, filtered or malformed alike:
+        // only users missing from a complete enumeration are inactivated as removed.
+        for entry in entries {
+            match entry {
+                DirectoryEntry::Present(user) => {
+                    writes.seen_object_ids.push(user.object_id.clone())
+                }
+                DirectoryEntry::Invalid {
+                    object_id: Some(object_id),
+                    ..
+                } => writes.seen_object_ids.push(object_id.clone()),
+                DirectoryEntry::Invalid {
+                    object_id: None, ..
+                }
+                | DirectoryEntry::Removed { .. } => {}
+            }
+        }
+        writes.seen_object_ids.sort();
+        writes.seen_object_ids.dedup();
+        writes
+    }
+
+    fn push_link(
+        &mut self,
+        object_id: &str,
+        contact_id: Uuid,
+        action: &'static str,
+        after: serde_json::Value,
+    ) {
+        self.link_object_ids.push(object_id.to_owned());
+        self.link_contact_ids.push(contact_id);
+        self.link_actions.push(action);
+        self.link_after.push(after.to_string());
+    }
+}
+
+impl Store {
+    /// Reconciles one page: loads what the planner needs, plans with
+    /// `entra_sync_domain::plan::plan_page`, and applies the plan, all in one transaction that
+    /// holds the managed tenant's advisory lock. Replaying a page is harmless. With `dry_run`
+    /// the same statements run and the transaction is rolled back: nothing is written.
+    pub async fn reconcile_page(
+        &self,
+        scope: &PageScope,
+        entries: &[DirectoryEntry],
+        settings: &SyncSettings,
+        dry_run: bool,
+    ) -> Result<PageOutcome> {
+        let tenant_id = scope.tenant_id;
+        let managed_tenant_id = scope.managed_tenant_id;
+        let keys = page_keys(entries);
+        let mut statements = 0u32;
+        let mut transaction = self.pool.begin().await?;
+
+        statements += 1;
+        lock_managed_tenant(&mut transaction, tenant_id, managed_tenant_id).await?;
+
+        statements += 1;
+        let links: Vec<(String, Uuid)> = sqlx::query_as(
+            "SELECT object_id, contact_id FROM links
+             WHERE tenant_id = $1 AND managed_tenant_id = $2 AND object_id = ANY($3)",
+        )
+        .bind(tenant_id)
+        .bind(managed_tenant_id)
+        .bind(&keys.object_ids)
+        .fetch_all(&mut *transaction)
+        .await?;
+        let linked_contact_ids: Vec<Uuid> =
+            links.iter().map(|(_, contact_id)| *contact_id).collect();
+
+        statements += 1;
+        let contacts: Vec<PageContactRow> = sqlx::query_as(
+            "SELECT c.contact_id, c.client_id, c.full_name, c.email, c.phone, c.mobile,
+                    c.job_title, c.is_active, c.inactive_reason, c.sync_locked,
+                    l.managed_tenant_id AS link_managed_tenant_id, l.object_id AS link_object_id
+             FROM contacts c
+             LEFT JOIN links l ON l.tenant_id = c.tenant_id AND l.contact_id = c.contact_id
+             WHERE c.tenant_id = $1
+               AND (c.email_normalized = ANY($2) OR c.contact_id = ANY($3))",
+        )
+        .bind(tenant_id)
+        .bind(&keys.emails)
+        .bind(&linked_contact_ids)
+        .fetch_all(&mut *transaction)
+        .await?;
+
+        statements += 1;
+        let review_states: Vec<(String, String, Option<String>)> = sqlx::query_as(
+            "SELECT DISTINCT ON (object_id) object_id, status, resolution->>'action'
+             FROM review_items
+             WHERE tenant_id = $1 AND managed_tenant_id = $2 AND object_id = ANY($3)
+             ORDER BY object_id, (status = 'open') DESC, updated_at DESC, item_id DESC",
+        )
+        .bind(tenant_id)
+        .bind(managed_tenant_id)
+        .bind(&keys.object_ids)
+        .fetch_all(&mut *transaction)
+        .await?;
+
+        let context = build_context(scope, links, contacts, review_states);
+        let plan = plan_page(&context, entries, settings);
+        let mut page_tally = tally(&plan, entries.len());
+        page_tally.inactivated = 0;
+        let writes = PageWrites::from_plan(&plan, &context, entries);
+
+        statements += 1;
+        sqlx::query(
+            "INSERT INTO contacts (tenant_id, contact_id, client_id, full_name, email, phone, mobile, job_title)
+             SELECT $1, * FROM UNNEST($2::uuid[], $3::uuid[], $4::text[], $5::text[], $6::text[],
+                                      $7::text[], $8::text[])",
+        )
+        .bind(tenant_id)
+        .bind(&writes.creates.contact_ids)
+        .bind(&writes.creates.client_ids)
+        .bind(&writes.creates.full_names)
+        .bind(&writes.creates.emails)
+        .bind(&writes.creates.phones)
+        .bind(&writes.creates.mobiles)
+        .bind(&writes.creates.job_titles)
+        .execute(&mut *transaction)
+        .await?;
+
+        // ON CONFLICT DO NOTHING: a link that exists (replay) or a contact another directory
+        // user claimed first is left as it is, and gets no audit row.
+        statements += 1;
+        sqlx::query(
+            "WITH input AS (
+                 SELECT * FROM UNNEST($4::text[], $5::uuid[], $6::text[], $7::text[])
+                          AS i(object_id, contact_id, action, after)
+             ), inserted AS (
+                 INSERT INTO links (tenant_id, managed_tenant_id, object_id, contact_id,
+                                    created_by_run_id, last_seen_run_id)
+                 SELECT $1, $2, object_id, contact_id, $3, $3 FROM input
+                 ON CONFLICT DO NOTHING
+                 RETURNING object_id, contact_id
+             )
+             INSERT INTO contact_changes (tenant_id, run_id, managed_tenant_id, object_id,
+                                          contact_id, action, before, after)
+             SELECT $1, $3, $2, i.object_id, i.contact_id, i.action, NULL, i.after::jsonb
+             FROM inserted JOIN input i USING (object_id, contact_id)",
+        )
+        .bind(tenant_id)
+        .bind(managed_tenant_id)
+        .bind(scope.run_id)
+        .bind(&writes.link_object_ids)
+        .bind(&writes.link_contact_ids)
+        .bind(&writes.link_actions)
+        .bind(&writes.link_after)
+        .execute(&mut *transaction)
+        .await?;
+
+        // The update applies only if the contact still has the fields the plan started from
+        // and is not locked: a PSA edit made meanwhile wins over the sync.
+        statements += 1;
+        let updated = sqlx::query(
+            "WITH input AS (
+                 SELECT contact_id, object_id, before::jsonb AS before, after::jsonb AS after
+                 FROM UNNEST($4::uuid[], $5::text[], $6::text[], $7::text[])
+                      AS i(contact_id, object_id, before, after)
+             ), updated AS (
+                 UPDATE contacts c SET
+                     full_name = i.after->>'full_name',
+                     email = i.after->>'email',
+                     phone = i.after->>'phone',
+                     mobile = i.after->>'mobile',
+                     job_title = i.after->>'job_title',
+                     updated_at = now()
+                 FROM input i
+                 WHERE c.tenant_id = $1 AND c.contact_id = i.contact_id AND NOT c.sync_locked
+                   AND c.full_name IS NOT DISTINCT FROM i.before->>'full_name'
+                   AND c.email IS NOT DISTINCT FROM i.before->>'email'
+                   AND c.phone IS NOT DISTINCT FROM i.before->>'phone'
+                   AND c.mobile IS NOT DISTINCT FROM i.before->>'mobile'
+                   AND c.job_title IS NOT DISTINCT FROM i.before->>'job_title'
+                 RETURNING c.contact_id, i.object_id, i.before, i.after
+             )
+             INSERT INTO contact_changes (tenant_id, run_id, managed_tenant_id, object_id,
+                                          contact_id, action, before, after)
+             SELECT $1, $3, $2, object_id, contact_id, 'update', before, after FROM updated",
+        )
+        .bind(tenant_id)
+        .bind(managed_tenant_id)
+        .bind(scope.run_id)
+        .bind(&writes.update_contact_ids)
+        .bind(&writes.update_object_ids)
+        .bind(&writes.update_before)
+        .bind(&writes.update_after)
+        .execute(&mut *transaction)
+        .await?
+        .rows_affected();
+        page_tally.updated = updated;
+
+        // At most one open item per directory user: an existing open item stays as it is.
+        statements += 1;
+        sqlx::query(
+            "INSERT INTO review_items (tenant_id, item_id, reason, managed_tenant_id, client_id,
+                                       object_id, display_name, email, candidates,
+                                       created_by_run_id)
+             SELECT $1, gen_random_uuid(), reason, $2, $3, object_id, display_name, email,
+                    candidates::jsonb, $4
+             FROM UNNEST($5::text[], $6::text[], $7::text[], $8::text[], $9::text[])
+                  AS i(object_id, reason, display_name, email, candidates)
+             ON CONFLICT (tenant_id, managed_tenant_id, object_id) WHERE status = 'open'
+             DO NOTHING",
+        )
+        .bind(tenant_id)
+        .bind(managed_tenant_id)
+        .bind(scope.mapped_client_id)
+        .bind(scope.run_id)
+        .bind(&writes.queue_object_ids)
+        .bind(&writes.queue_reasons)
+        .bind(&writes.queue_display_names)
+        .bind(&writes.queue_emails)
+        .bind(&writes.queue_candidates)
+        .execute(&mut *transaction)
+        .await?;
+
+        statements += 1;
+        sqlx::query(
+            "INSERT INTO pending_inactivations (tenant_id, run_id, managed_tenant_id, contact_id,
+                                                object_id, reason)
+             SELECT $1, $2, $3, contact_id, object_id, reason
+             FROM UNNEST($4::uuid[], $5::text[], $6::text[]) AS i(contact_id, object_id, reason)
+             ON CONFLICT DO NOTHING",
+        )
+        .bind(tenant_id)
+        .bind(scope.run_id)
+        .bind(managed_tenant_id)
+        .bind(&writes.inactivate_contact_ids)
+        .bind(&writes.inactivate_object_ids)
+        .bind(&writes.inactivate_reasons)
+        .execute(&mut *transaction)
+        .await?;
+
+        // Only contacts the sync itself made inactive come back; a manual inactivation or a
+        // lock is respected whatever the plan says.
+        statements += 1;
+        let reactivated = sqlx::query(
+            "WITH input AS (
+                 SELECT i.contact_id, i.object_id, c.inactive_reason AS old_reason
+                 FROM UNNEST($4::uuid[], $5::text[]) AS i(contact_id, object_id)
+                 JOIN contacts c ON c.tenant_id = $1 AND c.contact_id = i.contact_id
+             ), updated AS (
+                 UPDATE contacts c SET is_active = true, inactive_reason = NULL, updated_at = now()
+                 FROM input i
+                 WHERE c.tenant_id = $1 AND c.contact_id = i.contact_id AND NOT c.is_active
+                   AND NOT c.sync_locked
+                   AND c.inactive_reason IN ('disabled_upstream', 'deleted_upstream')
+                 RETURNING c.contact_id, i.object_id, i.old_reason
+             )
+             INSERT INTO contact_changes (tenant_id, run_id, managed_tenant_id, object_id,
+                                          contact_id, action, before, after)
+             SELECT $1, $3, $2, object_id, contact_id, 'reactivate',
+                    jsonb_build_object('is_active', false, 'inactive_reason', old_reason),
+                    jsonb_build_object('is_active', true)
+             FROM updated",
+        )
+        .bind(tenant_id)
+        .bind(managed_tenant_id)
+        .bind(scope.run_id)
+        .bind(&writes.reactivate_contact_ids)
+        .bind(&writes.reactivate_object_ids)
+        .execute(&mut *transaction)
+        .await?
+        .rows_affected();
+        page_tally.reactivated = reactivated;
+
+        statements += 1;
+        sqlx::query(
+            "UPDATE links SET last_seen_run_id = $3
+             WHERE tenant_id = $1 AND managed_tenant_id = $2 AND object_id = ANY($4)
+               AND last_seen_run_id IS DISTINCT FROM $3",
+        )
+        .bind(tenant_id)
+        .bind(managed_tenant_id)
+        .bind(scope.run_id)
+        .bind(&writes.seen_object_ids)
+        .execute(&mut *transaction)
+        .await?;
+
+        statements += 1;
+        sqlx::query(
+            "UPDATE run_tenant_results SET cursor = coalesce($4, cursor)
+             WHERE tenant_id = $1 AND run_id = $2 AND managed_tenant_id = $3 AND status = 'running'",
+        )
+        .bind(tenant_id)
+        .bind(scope.run_id)
+        .bind(managed_tenant_id)
+        .bind(scope.next_cursor.as_deref())
+        .execute(&mut *transaction)
+        .await?;
+
+        if dry_run {
+            transaction.rollback().await?;
+        } else {
+            transaction.commit().await?;
+        }
+        Ok(PageOutcome {
+            tally: page_tally,
+            plan_len: plan.actions.len(),
+            statements,
+            plan,
+        })
+    }
+}
+
+fn build_context(
+    scope: &PageScope,
+    links: Vec<(String, Uuid)>,
+    contacts: Vec<PageContactRow>,
+    review_states: Vec<(String, String, Option<String>)>,
+) -> PageContext {
+    let links_by_object_id: BTreeMap<String, Uuid> = links.into_iter().collect();
+    let mut context_contacts = BTreeMap::new();
+    let mut link_by_contact_id = BTreeMap::new();
+    for row in contacts {
+        let contact = row.contact.into_contact();
+        if let (Some(managed_tenant_id), Some(object_id)) =
+            (row.link_managed_tenant_id, row.link_object_id)
+        {
+            link_by_contact_id.insert(
+                contact.contact_id,
+                Link {
+                    managed_tenant_id,
+                    object_id,
+                    contact_id: contact.contact_id,
+                },
+            );
+        }
+        context_contacts.insert(contact.contact_id, contact);
+    }
+    let review_state_by_object_id = review_states
+        .into_iter()
+        .filter_map(|(object_id, status, action)| {
+            let state = match (status.as_str(), action.as_deref()) {
+                ("open", _) => ReviewState::Open,
+                ("dismissed", _) => ReviewState::Dismissed,
+                ("resolved", Some("create_new")) => ReviewState::CreateNew,
+                _ => return None,
+            };
+            Some((object_id, state))
+        })
+        .collect();
+    PageContext {
+        managed_tenant_id: scope.managed_tenant_id,
+        mapped_client_id: scope.mapped_client_id,
+        links_by_object_id,
+        contacts: context_contacts,
+        link_by_contact_id,
+        review_state_by_object_id,
+    }
+}

@@ -1,0 +1,303 @@
+//! Sync settings: one JSON document per PSA tenant (field policy, filters, inactivation,
+//! schedule, discovery before sync), and per managed tenant filter overrides merged over it.
+
+use std::collections::BTreeMap;
+
+use entra_sync_domain::filter::validate_filters;
+use entra_sync_domain::model::{ContactField, FieldPolicy, Filters, SyncSettings};
+use serde::{Deserialize, Serialize};
+use uuid::Uuid;
+
+use crate::error::StoreError;
+use crate::flags::FIELD_SYNC_FLAG;
+use crate::{Result, Store};
+
+/// Shortest schedule interval: 15 minutes.
+pub const MIN_SCHEDULE_INTERVAL_SECONDS: u64 = 15 * 60;
+/// Longest schedule interval: 30 days.
+pub const MAX_SCHEDULE_INTERVAL_SECONDS: u64 = 30 * 24 * 60 * 60;
+/// Default schedule interval: daily.
+pub const DEFAULT_SCHEDULE_INTERVAL_SECONDS: u64 = 24 * 60 * 60;
+
+/// The filters of §5.2 as stored.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct FilterSettings {
+    pub exclude_guests: bool,
+    pub exclude_disabled_on_create: bool,
+    pub licensed_only: bool,
+    pub domain_allow: Vec<String>,
+    pub domain_deny: Vec<String>,
+    pub exclusion_patterns: Vec<String>,
+}
+
+impl Default for FilterSettings {
+    fn default() -> FilterSettings {
+        FilterSettings::from(&Filters::default())
+    }
+}
+
+impl From<&Filters> for FilterSettings {
+    fn from(filters: &Filters) -> FilterSettings {
+        FilterSettings {
+            exclude_guests: filters.exclude_guests,
+            exclude_disabled_on_create: filters.exclude_disabled_on_create,
+            licensed_only: filters.licensed_only,
+            domain_allow: filters.domain_allow.clone(),
+            domain_deny: filters.domain_deny.clone(),
+            exclusion_patterns: filters.exclusion_patterns.clone(),
+        }
+    }
+}
+
+impl From<&FilterSettings> for Filters {
+    fn from(settings: &FilterSettings) -> Filters {
+        Filters {
+            exclude_guests: settings.exclude_guests,
+            exclude_disabled_on_create: settings.exclude_disabled_on_create,
+            licensed_only: settings.licensed_only,
+            domain_allow: settings.domain_allow.clone(),
+            domain_deny: settings.domain_deny.clone(),
+            exclusion_patterns: settings.exclusion_patterns.clone(),
+        }
+    }
+}
+
+/// A managed tenant's overrides: each `Some` replaces the PSA tenant's value.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct FilterOverride {
+    pub exclude_guests: Option<bool>,
+    pub exclude_disabled_on_create: Option<bool>,
+    pub licensed_only: Option<bool>,
+    pub domain_allow: Option<Vec<String>>,
+    pub domain_deny: Option<Vec<String>>,
+    pub exclusion_patterns: Option<Vec<String>>,
+}
+
+impl FilterOverride {
+    pub fn apply(&self, base: &FilterSettings) -> FilterSettings {
+        FilterSettings {
+            exclude_guests: self.exclude_guests.unwrap_or(base.exclude_guests),
+            exclude_disabled_on_create: self
+                .exclude_disabled_on_create
+                .unwrap_or(base.exclude_disabled_on_create),
+            licensed_only: self.licensed_only.unwrap_or(base.licensed_only),
+            domain_allow: self
+                .domain_allow
+                .clone()
+                .unwrap_or_else(|| base.domain_allow.clone()),
+            domain_deny: self
+                .domain_deny
+                .clone()
+                .unwrap_or_else(|| base.domain_deny.clone()),
+            exclusion_patterns: self
+                .exclusion_patterns
+                .clone()
+                .unwrap_or_else(|| base.exclusion_patterns.clone()),
+        }
+    }
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct ScheduleSettings {
+    /// Off by default.
+    pub enabled: bool,
+    pub interval_seconds: u64,
+}
+
+impl Default for ScheduleSettings {
+    fn default() -> ScheduleSettings {
+        ScheduleSettings {
+            enabled: false,
+            interval_seconds: DEFAULT_SCHEDULE_INTERVAL_SECONDS,
+        }
+    }
+}
+
+/// A PSA tenant's settings document, as `GET/PUT …/settings` shows it. Missing keys take
+/// their defaults, so older documents stay readable as fields are added.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct TenantSettings {
+    /// Field name (`name`, `email`, `phone`, `mobile`, `job_title`) to policy (`off`,
+    /// `fill_blank`, `overwrite`). A field not listed is `off`.
+    pub field_policy: BTreeMap<String, String>,
+    pub filters: FilterSettings,
+    pub mark_inactive_when_disabled: bool,
+    pub schedule: ScheduleSettings,
+    pub discovery_before_sync: bool,
+}
+
+impl Default for TenantSettings {
+    fn default() -> TenantSettings {
+        TenantSettings {
+            field_policy: ContactField::ALL
+                .into_iter()
+                .map(|field| {
+                    (
+                        field.as_str().to_owned(),
+                        FieldPolicy::Off.as_str().to_owned(),
+                    )
+                })
+                .collect(),
+            filters: FilterSettings::default(),
+            mark_inactive_when_disabled: true,
+            schedule: ScheduleSettings::default(),
+            discovery_before_sync: false,
+        }
+    }
+}
+
+impl TenantSettings {
+    /// Checks a document before it is saved; the error names the offending setting.
+    pub fn validate(&self) -> Result<()> {
+        for (field, policy) in &self.field_policy {
+            if ContactField::parse(field).is_none() {
+                return Err(StoreError::Invalid(format!(
+                    "unknown field_policy field {field:?}"
+                )));
+            }
+            if FieldPolicy::parse(policy).is_none() {
+                return Err(StoreError::Invalid(format!(
+                    "field_policy {field:?}: {policy:?} is not off, fill_blank or overwrite"
+                )));
+            }
+        }
+        validate_filters(&Filters::from(&self.filters))
+            .map_err(|error| StoreError::Invalid(format!("filters: {error}")))?;
+        let interval = self.schedule.interval_seconds;
+        if !(MIN_SCHEDULE_INTERVAL_SECONDS..=MAX_SCHEDULE_INTERVAL_SECONDS).contains(&interval) {
+            return Err(StoreError::Invalid(format!(
+                "schedule.interval_seconds must be between {MIN_SCHEDULE_INTERVAL_SECONDS} and {MAX_SCHEDULE_INTERVAL_SECONDS}"
+            )));
+        }
+        Ok(())
+    }
+
+    /// The planner's view of these settings with `filters` in place of the tenant's own.
+    pub fn to_sync_settings(
+        &self,
+        filters: &FilterSettings,
+        field_sync_enabled: bool,
+    ) -> SyncSettings {
+        SyncSettings {
+            field_policy: self
+                .field_policy
+                .iter()
+                .filter_map(|(field, policy)| {
+                    Some((ContactField::parse(field)?, FieldPolicy::parse(policy)?))
+                })
+                .collect(),
+            field_sync_enabled,
+            mark_inactive_when_disabled: self.mark_inactive_when_disabled,
+            filters: Filters::from(filters),
+        }
+    }
+}
+
+impl Store {
+    /// The tenant's settings, or the defaults when none were saved.
+    pub async fn load_settings(&self, tenant_id: Uuid) -> Result<TenantSettings> {
+        let document: Option<serde_json::Value> =
+            sqlx::query_scalar("SELECT document FROM settings WHERE tenant_id = $1")
+                .bind(tenant_id)
+                .fetch_optional(&self.pool)
+                .await?;
+        match document {
+            None => Ok(TenantSettings::default()),
+            Some(document) => serde_json::from_value(document)
+                .map_err(|error| StoreError::Invalid(format!("stored settings: {error}"))),
+        }
+    }
+
+    /// Validates and saves the tenant's settings document.
+    pub async fn save_settings(
+        &self,
+        tenant_id: Uuid,
+        settings: &TenantSettings,
+        updated_by: &str,
+    ) -> Result<()> {
+        settings.validate()?;
+        let document = serde_json::to_value(settings)
+            .map_err(|error| StoreError::Invalid(error.to_string()))?;
+        sqlx::query(
+            "INSERT INTO settings (tenant_id, document, updated_by) VALUES ($1, $2, $3)
+             ON CONFLICT (tenant_id) DO UPDATE SET document = excluded.document,
+                 updated_by = excluded.updated_by, updated_at = now()",
+        )
+        .bind(tenant_id)
+        .bind(document)
+        .bind(updated_by)
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+
+    pub async fn load_filter_override(
+        &self,
+        tenant_id: Uuid,
+        managed_tenant_id: Uuid,
+    ) -> Result<FilterOverride> {
+        let filters: Option<serde_json::Value> = sqlx::query_scalar(
+            "SELECT filters FROM managed_tenant_settings WHERE tenant_id = $1 AND managed_tenant_id = $2",
+        )
+        .bind(tenant_id)
+        .bind(managed_tenant_id)
+        .fetch_optional(&self.pool)
+        .await?;
+        match filters {
+            None => Ok(FilterOverride::default()),
+            Some(filters) => serde_json::from_value(filters)
+                .map_err(|error| StoreError::Invalid(format!("stored filter override: {error}"))),
+        }
+    }
+
+    /// Validates (merged over the tenant's filters) and saves a managed tenant's overrides.
+    pub async fn save_filter_override(
+        &self,
+        tenant_id: Uuid,
+        managed_tenant_id: Uuid,
+        filter_override: &FilterOverride,
+        updated_by: &str,
+    ) -> Result<()> {
+        let base = self.load_settings(tenant_id).await?;
+        validate_filters(&Filters::from(&filter_override.apply(&base.filters)))
+            .map_err(|error| StoreError::Invalid(format!("filters: {error}")))?;
+        let filters = serde_json::to_value(filter_override)
+            .map_err(|error| StoreError::Invalid(error.to_string()))?;
+        sqlx::query(
+            "INSERT INTO managed_tenant_settings (tenant_id, managed_tenant_id, filters, updated_by)
+             VALUES ($1, $2, $3, $4)
+             ON CONFLICT (tenant_id, managed_tenant_id) DO UPDATE SET filters = excluded.filters,
+                 updated_by = excluded.updated_by, updated_at = now()",
+        )
+        .bind(tenant_id)
+        .bind(managed_tenant_id)
+        .bind(filters)
+        .bind(updated_by)
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+
+    /// What the planner needs for one managed tenant: the tenant's settings (defaults when
+    /// none), its filter overrides merged in, and `field_sync_enabled` from the
+    /// `entra-integration-field-sync` flag (off unless the flag is enabled for the tenant).
+    pub async fn load_sync_settings(
+        &self,
+        tenant_id: Uuid,
+        managed_tenant_id: Uuid,
+    ) -> Result<SyncSettings> {
+        let settings = self.load_settings(tenant_id).await?;
+        let filter_override = self
+            .load_filter_override(tenant_id, managed_tenant_id)
+            .await?;
+        let field_sync_enabled = self.flag_enabled(FIELD_SYNC_FLAG, tenant_id).await?;
+        Ok(settings.to_sync_settings(
+            &filter_override.apply(&settings.filters),
+            field_sync_enabled,
+        ))
+    }
+}
