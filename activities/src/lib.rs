@@ -1,1 +1,13 @@
-//! placeholder
+//! Temporal activities of entra-sync: each fetches from a directory (Graph or CIPP), calls the
+//! pure domain planner through the store, applies the result in one transaction per page, and
+//! heartbeats its cursor so a retry resumes where the last attempt stopped.
+//!
+//! Every activity implements a definition from `entra_sync_workflows::contract`, so names and
+//! types are checked against what the workflows call at compile time.
+
+mod directory;
+mod errors;
+mod sync;
+
+pub use directory::{DirectoryFactory, DirectorySettings};
+pub use sync::SyncActivities;

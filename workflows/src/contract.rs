@@ -166,3 +166,8 @@ impl SyncActivities {
         unimplemented!()
     }
 }
+
+/// The activity marker types, named for implementers' `#[activity(definition = …)]`.
+pub use sync_activities::{
+    DiscoverTenants, FinishRun, PrepareSync, RecordTenantFailure, SyncTenant,
+};

@@ -426,3 +426,24 @@ impl Filters {
         }
     }
 }
+
+impl SkipReason {
+    pub const ALL: [SkipReason; 10] = [
+        SkipReason::Guest,
+        SkipReason::Disabled,
+        SkipReason::NoUsableEmail,
+        SkipReason::Unlicensed,
+        SkipReason::DomainNotAllowed,
+        SkipReason::DomainDenied,
+        SkipReason::ExcludedByPattern,
+        SkipReason::InvalidRecord,
+        SkipReason::Dismissed,
+        SkipReason::AlreadyQueued,
+    ];
+
+    pub fn parse(value: &str) -> Option<Self> {
+        SkipReason::ALL
+            .into_iter()
+            .find(|reason| reason.as_str() == value)
+    }
+}

@@ -1,0 +1,455 @@
+//! The activities the sync and discovery workflows call. `sync_tenant` is the long one: it
+//! pages users from the directory, reconciles each page in one transaction (which also saves
+//! the resume cursor), heartbeats the cursor, and on the last page settles the tenant's
+//! inactivations and writes its result.
+
+use std::str::FromStr;
+use std::sync::Arc;
+
+use entra_sync_directory::error::DirectoryError;
+use entra_sync_directory::source::UsersCursor;
+use entra_sync_domain::model::{SkipReason, Tally};
+use entra_sync_store::discovery::{DiscoveredTenantRecord, TenantDomain};
+use entra_sync_store::reconcile::PageScope;
+use entra_sync_store::runs::{RunStatus, SyncMode, TallyCounts, TenantResultStatus};
+use entra_sync_store::Store;
+use entra_sync_workflows::contract::{
+    DiscoverInput, DiscoverOutput, FinishRunInput, FinishRunOutput, PrepareSyncInput,
+    PrepareSyncOutput, RunEnd, SyncTarget, SyncTenantInput, SyncTenantOutput, TenantEnd,
+    TenantFailureInput,
+};
+use serde::{Deserialize, Serialize};
+use temporalio_macros::activities;
+use temporalio_sdk::activities::{ActivityContext, ActivityError};
+use tracing::{info, instrument, warn};
+use uuid::Uuid;
+
+use crate::directory::DirectoryFactory;
+use crate::errors::{from_directory, from_store, invalid};
+
+/// The state of the activities: the store and how to reach directories. Cheap to share.
+pub struct SyncActivities {
+    store: Store,
+    directories: DirectoryFactory,
+}
+
+impl SyncActivities {
+    pub fn new(store: Store, directories: DirectoryFactory) -> Self {
+        SyncActivities { store, directories }
+    }
+}
+
+/// What a `sync_tenant` attempt heartbeats after each committed page; a retry resumes from it.
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+struct Progress {
+    /// The cursor of the next page to read; None before the first page.
+    next_cursor: Option<String>,
+    /// Pages committed so far in this run.
+    pages: u64,
+}
+
+fn parse_uuid(value: &str, what: &str) -> Result<Uuid, ActivityError> {
+    Uuid::from_str(value).map_err(|_| invalid(format!("{what} is not a UUID")))
+}
+
+fn error_json(error: &DirectoryError) -> serde_json::Value {
+    serde_json::json!({
+        "class": error.class(),
+        "code": error.code(),
+        "message": error.to_string(),
+        "remediation": error.remediation(),
+    })
+}
+
+#[activities]
+impl SyncActivities {
+    #[activity(definition = entra_sync_workflows::contract::PrepareSync)]
+    pub async fn prepare_sync(
+        self: Arc<Self>,
+        _ctx: ActivityContext,
+        input: PrepareSyncInput,
+    ) -> Result<PrepareSyncOutput, ActivityError> {
+        let tenant_id = parse_uuid(&input.tenant_id, "tenant_id")?;
+        let run_id = parse_uuid(&input.run_id, "run_id")?;
+        let run = self
+            .store
+            .get_run(tenant_id, run_id)
+            .await
+            .map_err(from_store)?;
+        let targets = self
+            .store
+            .sync_targets(tenant_id, run.scope)
+            .await
+            .map_err(from_store)?;
+        Ok(PrepareSyncOutput {
+            targets: targets
+                .into_iter()
+                .map(|target| SyncTarget {
+                    managed_tenant_id: target.managed_tenant_id.to_string(),
+                    entra_tenant_id: target.entra_tenant_id,
+                    client_id: target.client_id.to_string(),
+                })
+                .collect(),
+        })
+    }
+
+    #[activity(definition = entra_sync_workflows::contract::SyncTenant)]
+    pub async fn sync_tenant(
+        self: Arc<Self>,
+        ctx: ActivityContext,
+        input: SyncTenantInput,
+    ) -> Result<SyncTenantOutput, ActivityError> {
+        self.sync_tenant_inner(ctx, input).await
+    }
+
+    #[activity(definition = entra_sync_workflows::contract::RecordTenantFailure)]
+    pub async fn record_tenant_failure(
+        self: Arc<Self>,
+        _ctx: ActivityContext,
+        input: TenantFailureInput,
+    ) -> Result<(), ActivityError> {
+        let tenant_id = parse_uuid(&input.tenant_id, "tenant_id")?;
+        let run_id = parse_uuid(&input.run_id, "run_id")?;
+        let managed_tenant_id = parse_uuid(&input.managed_tenant_id, "managed_tenant_id")?;
+        let status = match input.status {
+            TenantEnd::Cancelled => TenantResultStatus::Cancelled,
+            _ => TenantResultStatus::Failed,
+        };
+        let class = if status == TenantResultStatus::Cancelled {
+            "cancelled"
+        } else {
+            "failed"
+        };
+        let error = serde_json::json!({"class": class, "code": null, "message": input.message, "remediation": null});
+        // A tenant result the attempt already finished (with a classified error) is kept as is.
+        self.store
+            .finish_tenant_result(
+                tenant_id,
+                run_id,
+                managed_tenant_id,
+                status,
+                &current_tally(&self.store, tenant_id, run_id, managed_tenant_id).await,
+                Some(&error),
+            )
+            .await
+            .map_err(from_store)?;
+        Ok(())
+    }
+
+    #[activity(definition = entra_sync_workflows::contract::FinishRun)]
+    pub async fn finish_run(
+        self: Arc<Self>,
+        _ctx: ActivityContext,
+        input: FinishRunInput,
+    ) -> Result<FinishRunOutput, ActivityError> {
+        let tenant_id = parse_uuid(&input.tenant_id, "tenant_id")?;
+        let run_id = parse_uuid(&input.run_id, "run_id")?;
+        let status = match input.forced {
+            Some(RunEnd::Completed) => RunStatus::Completed,
+            Some(RunEnd::Partial) => RunStatus::Partial,
+            Some(RunEnd::Failed) => RunStatus::Failed,
+            Some(RunEnd::Cancelled) => RunStatus::Cancelled,
+            None => {
+                let run = self
+                    .store
+                    .get_run(tenant_id, run_id)
+                    .await
+                    .map_err(from_store)?;
+                let statuses: Vec<TenantResultStatus> =
+                    run.tenants.iter().map(|tenant| tenant.status).collect();
+                entra_sync_store::runs::derive_run_status(&statuses)
+            }
+        };
+        let error = input
+            .message
+            .as_ref()
+            .map(|message| serde_json::json!({"message": message}));
+        self.store
+            .finish_run(tenant_id, run_id, status, error.as_ref())
+            .await
+            .map_err(from_store)?;
+        let final_status = self
+            .store
+            .get_run(tenant_id, run_id)
+            .await
+            .map_err(from_store)?
+            .status;
+        info!(%tenant_id, %run_id, status = ?final_status, "run finished");
+        Ok(FinishRunOutput {
+            status: match final_status {
+                RunStatus::Completed => RunEnd::Completed,
+                RunStatus::Partial => RunEnd::Partial,
+                RunStatus::Cancelled => RunEnd::Cancelled,
+                RunStatus::Failed | RunStatus::Running => RunEnd::Failed,
+            },
+        })
+    }
+
+    #[activity(definition = entra_sync_workflows::contract::DiscoverTenants)]
+    pub async fn discover_tenants(
+        self: Arc<Self>,
+        _ctx: ActivityContext,
+        input: DiscoverInput,
+    ) -> Result<DiscoverOutput, ActivityError> {
+        let tenant_id = parse_uuid(&input.tenant_id, "tenant_id")?;
+        let run_id = parse_uuid(&input.run_id, "run_id")?;
+        let source = self.directories.for_tenant(&self.store, tenant_id).await?;
+        let tenants = match source.list_tenants().await {
+            Ok(tenants) => tenants,
+            Err(error) => {
+                self.note_connection_error(tenant_id, &error).await;
+                return Err(from_directory(&error));
+            }
+        };
+        let records: Vec<DiscoveredTenantRecord> = tenants
+            .into_iter()
+            .map(|tenant| DiscoveredTenantRecord {
+                entra_tenant_id: tenant.entra_tenant_id,
+                display_name: tenant.display_name,
+                domains: tenant
+                    .domains
+                    .into_iter()
+                    .map(|domain| TenantDomain {
+                        name: domain.name,
+                        is_default: domain.is_default,
+                        is_initial: domain.is_initial,
+                    })
+                    .collect(),
+            })
+            .collect();
+        let outcome = self
+            .store
+            .record_discovery(tenant_id, run_id, &records)
+            .await
+            .map_err(from_store)?;
+        Ok(DiscoverOutput {
+            found: u32::try_from(outcome.discovered).unwrap_or(u32::MAX),
+            missing: u32::try_from(outcome.marked_missing).unwrap_or(u32::MAX),
+        })
+    }
+}
+
+/// The counts a tenant result holds so far (kept when a failure is recorded over it).
+async fn current_tally(
+    store: &Store,
+    tenant_id: Uuid,
+    run_id: Uuid,
+    managed_tenant_id: Uuid,
+) -> Tally {
+    let Ok(run) = store.get_run(tenant_id, run_id).await else {
+        return Tally::default();
+    };
+    run.tenants
+        .iter()
+        .find(|tenant| tenant.managed_tenant_id == managed_tenant_id)
+        .map(|tenant| tally_from_counts(&tenant.counts))
+        .unwrap_or_default()
+}
+
+impl SyncActivities {
+    #[instrument(skip_all, fields(tenant_id = %input.tenant_id, run_id = %input.run_id, managed_tenant_id = %input.target.managed_tenant_id))]
+    async fn sync_tenant_inner(
+        &self,
+        ctx: ActivityContext,
+        input: SyncTenantInput,
+    ) -> Result<SyncTenantOutput, ActivityError> {
+        let tenant_id = parse_uuid(&input.tenant_id, "tenant_id")?;
+        let run_id = parse_uuid(&input.run_id, "run_id")?;
+        let managed_tenant_id = parse_uuid(&input.target.managed_tenant_id, "managed_tenant_id")?;
+        let client_id = parse_uuid(&input.target.client_id, "client_id")?;
+        let entra_tenant_id = input.target.entra_tenant_id.clone();
+
+        // CIPP gives a full snapshot every run (MICROSOFT.md §5a); delta is for direct
+        // connections and is wired in with the direct connection.
+        let mode = SyncMode::Full;
+        let result = self
+            .store
+            .start_tenant_result(tenant_id, run_id, managed_tenant_id, mode)
+            .await
+            .map_err(from_store)?;
+        if result.status != TenantResultStatus::Running {
+            // An earlier attempt already finished this tenant; doing it again would change nothing.
+            return Ok(SyncTenantOutput {
+                status: tenant_end(result.status),
+            });
+        }
+        let mut tally = tally_from_counts(&result.counts);
+
+        // Resume from the last heartbeat, else from the cursor the last committed page saved.
+        let heartbeat: Option<Progress> = ctx.heartbeat_details().deserialize().ok().flatten();
+        let mut progress = heartbeat.unwrap_or(Progress {
+            next_cursor: result.cursor.clone(),
+            pages: 0,
+        });
+        if progress.next_cursor.is_some() {
+            info!(
+                pages = progress.pages,
+                "resuming the tenant from its saved cursor"
+            );
+        }
+
+        let settings = self
+            .store
+            .load_sync_settings(tenant_id, managed_tenant_id)
+            .await
+            .map_err(from_store)?;
+        let source = self.directories.for_tenant(&self.store, tenant_id).await?;
+
+        loop {
+            if ctx.is_cancelled() {
+                return Err(ActivityError::cancelled());
+            }
+            let cursor = match &progress.next_cursor {
+                Some(next) => UsersCursor::Next(next.clone()),
+                None => UsersCursor::Start {
+                    prefer_delta: false,
+                    delta_link: None,
+                },
+            };
+            let page = match source.users_page(&entra_tenant_id, cursor).await {
+                Ok(page) => page,
+                Err(error) => {
+                    return Err(self
+                        .fail_tenant(tenant_id, run_id, managed_tenant_id, &tally, &error)
+                        .await)
+                }
+            };
+            let scope = PageScope {
+                tenant_id,
+                run_id,
+                managed_tenant_id,
+                mapped_client_id: client_id,
+                next_cursor: page.next_cursor.clone(),
+            };
+            let outcome = self
+                .store
+                .reconcile_page(&scope, &page.entries, &settings, false)
+                .await
+                .map_err(from_store)?;
+            tally.add(&outcome.tally);
+            progress.pages += 1;
+            progress.next_cursor = page.next_cursor.clone();
+            self.store
+                .save_tenant_progress(
+                    tenant_id,
+                    run_id,
+                    managed_tenant_id,
+                    progress.next_cursor.as_deref(),
+                    &tally,
+                )
+                .await
+                .map_err(from_store)?;
+            ctx.record_heartbeat(progress.clone()).await.ok();
+            if page.is_last() {
+                break;
+            }
+        }
+
+        let inactivations = self
+            .store
+            .finish_tenant_inactivations(tenant_id, run_id, managed_tenant_id, true)
+            .await
+            .map_err(from_store)?;
+        tally.inactivated += inactivations.applied;
+        let status = self
+            .store
+            .finish_tenant_result(
+                tenant_id,
+                run_id,
+                managed_tenant_id,
+                TenantResultStatus::Completed,
+                &tally,
+                None,
+            )
+            .await
+            .map_err(from_store)?;
+        info!(
+            pages = progress.pages,
+            seen = tally.seen,
+            created = tally.created,
+            linked = tally.linked,
+            held = inactivations.held,
+            "tenant synced"
+        );
+        Ok(SyncTenantOutput {
+            status: tenant_end(status),
+        })
+    }
+
+    /// Records a classified directory failure. Tenant-access, configuration and reconnect
+    /// failures end the tenant now with remediation; transient ones leave it running so the
+    /// retry resumes it.
+    async fn fail_tenant(
+        &self,
+        tenant_id: Uuid,
+        run_id: Uuid,
+        managed_tenant_id: Uuid,
+        tally: &Tally,
+        error: &DirectoryError,
+    ) -> ActivityError {
+        warn!(
+            class = error.class(),
+            code = error.code(),
+            "directory failure"
+        );
+        self.note_connection_error(tenant_id, error).await;
+        if !error.is_retryable() {
+            let _ = self
+                .store
+                .finish_tenant_result(
+                    tenant_id,
+                    run_id,
+                    managed_tenant_id,
+                    TenantResultStatus::Failed,
+                    tally,
+                    Some(&error_json(error)),
+                )
+                .await;
+        }
+        from_directory(error)
+    }
+
+    /// A reauth failure belongs to the whole connection: mark it so syncs stop and the status
+    /// endpoint tells the admin to reconnect.
+    async fn note_connection_error(&self, tenant_id: Uuid, error: &DirectoryError) {
+        if let DirectoryError::ReauthRequired { .. } = error {
+            let _ = self
+                .store
+                .set_connection_status(
+                    tenant_id,
+                    entra_sync_store::connection::ConnectionStatus::NeedsReconnect,
+                    Some(&error_json(error)),
+                )
+                .await;
+        }
+    }
+}
+
+fn tenant_end(status: TenantResultStatus) -> TenantEnd {
+    match status {
+        TenantResultStatus::Completed | TenantResultStatus::Running => TenantEnd::Completed,
+        TenantResultStatus::Failed => TenantEnd::Failed,
+        TenantResultStatus::NeedsConfirmation => TenantEnd::NeedsConfirmation,
+        TenantResultStatus::Cancelled => TenantEnd::Cancelled,
+    }
+}
+
+/// The stored counts back as a tally; reasons this build does not know are dropped.
+fn tally_from_counts(counts: &TallyCounts) -> Tally {
+    Tally {
+        seen: counts.seen,
+        eligible: counts.eligible,
+        created: counts.created,
+        linked: counts.linked,
+        updated: counts.updated,
+        inactivated: counts.inactivated,
+        reactivated: counts.reactivated,
+        queued: counts.queued,
+        errors: counts.errors,
+        skipped: counts
+            .skipped
+            .iter()
+            .filter_map(|(reason, count)| SkipReason::parse(reason).map(|reason| (reason, *count)))
+            .collect(),
+    }
+}
