@@ -229,6 +229,14 @@ impl<'a> PagePlanner<'a> {
             });
             return;
         }
+        // With the disabled filter switched off, a disabled user still gets no new contact
+        // while disabled users mark contacts inactive: a create carries no active state, so the
+        // contact would be active for one run, and linking would inactivate a contact the sync
+        // never managed. Deciding this before matching keeps the outcome independent of the
+        // other users of the page.
+        if user.account_enabled == Some(false) && self.settings.mark_inactive_when_disabled {
+            return self.skip(object_id, SkipReason::Disabled);
+        }
         match self.context.review_state_by_object_id.get(object_id) {
             Some(ReviewState::Dismissed) => {
                 return self.skip(object_id, SkipReason::Dismissed);

@@ -806,6 +806,25 @@ fn rules() -> Vec<(&'static str, Rule)> {
             page(vec![present(bob().enabled(Some(false)))]).contacts(vec![contact(1, "bob@contoso.com")]),
             &["skip u1 disabled"],
         )),
+        ("disabled filter off, disabled users mark contacts inactive: still no new contact", Rule::Plan(
+            page(vec![present(bob().enabled(Some(false)))]).contacts(vec![contact(2, "x@contoso.com")])
+                .settings(|s| s.filters.exclude_disabled_on_create = false),
+            &["skip u1 disabled"],
+        )),
+        ("disabled filter off and inactivation off: disabled user is created", Rule::Plan(
+            page(vec![present(bob().enabled(Some(false)).name(Some("Bob")))])
+                .settings(|s| { s.filters.exclude_disabled_on_create = false; s.mark_inactive_when_disabled = false }),
+            &["create u1 in mapped name=\"Bob\" email=\"bob@contoso.com\" phone=- mobile=- job=-"],
+        )),
+        ("disabled filter off and inactivation off: disabled user is linked", Rule::Plan(
+            page(vec![present(bob().enabled(Some(false)))]).contacts(vec![contact(1, "bob@contoso.com")])
+                .settings(|s| { s.filters.exclude_disabled_on_create = false; s.mark_inactive_when_disabled = false }),
+            &["link u1 c1"],
+        )),
+        ("stale link to a contact the store no longer has: nothing, and no second contact", Rule::Plan(
+            page(vec![present(bob())]).link("u1", 7),
+            &[],
+        )),
         ("absent from a complete enumeration: inactive", Rule::Absent(
             vec![("u1", 1), ("u2", 2), ("u3", 3), ("u4", 4)],
             vec![contact(1, "a@x.com"), contact(2, "b@x.com").locked(), contact(3, "c@x.com").inactive(Some(Manual))],
