@@ -188,35 +188,41 @@ impl CippClient {
         }
     }
 
-    /// GET `url` with the bearer; on 401 the minted token is dropped so the next call mints
-    /// a new one.
+    /// GET `url` with the bearer. A 401 with a minted token (expired or revoked early) drops
+    /// it and tries once more with a new one; a rejected pre-issued token cannot be renewed.
     async fn get(
         &self,
         url: Url,
         tenant: Option<&str>,
         last_status: &AtomicU16,
     ) -> Result<Value, DirectoryError> {
-        let bearer = self.bearer().await?;
         let context = self.error_context(tenant);
         let api_token = matches!(self.credentials, Credentials::ApiToken(_));
-        let result = self
-            .http
-            .send(
-                tenant,
-                |client| client.get(url.clone()).bearer_auth(bearer.expose_secret()),
-                |failed| {
-                    last_status.store(failed.status, Ordering::Relaxed);
-                    classify_cipp(failed, &context, api_token)
-                },
-            )
-            .await;
-        match result {
-            Ok(response) => read_json(response).await,
-            Err(error) => {
-                if last_status.load(Ordering::Relaxed) == 401 {
+        let mut minted_again = false;
+        loop {
+            let bearer = self.bearer().await?;
+            last_status.store(0, Ordering::Relaxed);
+            let result = self
+                .http
+                .send(
+                    tenant,
+                    |client| client.get(url.clone()).bearer_auth(bearer.expose_secret()),
+                    |failed| {
+                        last_status.store(failed.status, Ordering::Relaxed);
+                        classify_cipp(failed, &context, api_token)
+                    },
+                )
+                .await;
+            match result {
+                Ok(response) => return read_json(response).await,
+                Err(error) if last_status.load(Ordering::Relaxed) == 401 && !api_token => {
                     self.forget_minted().await;
+                    if minted_again {
+                        return Err(error);
+                    }
+                    minted_again = true;
                 }
-                Err(error)
+                Err(error) => return Err(error),
             }
         }
     }
