@@ -32,7 +32,10 @@ async fn the_code_flow_yields_a_refresh_token_that_rotates() {
         .refresh(&partner, &first, GRAPH_DEFAULT_SCOPE)
         .await
         .expect("refresh");
-    let second = refreshed.refresh_token.clone().expect("a new refresh token");
+    let second = refreshed
+        .refresh_token
+        .clone()
+        .expect("a new refresh token");
     assert_ne!(first.expose_secret(), second.expose_secret());
     assert!(
         !format!("{refreshed:?}").contains(second.expose_secret()),
