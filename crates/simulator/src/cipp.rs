@@ -290,12 +290,14 @@ pub(crate) async fn list_graph_request(
         None => 100,
         Some(text) => match text.trim().parse::<usize>() {
             Ok(top) if (1..=MAX_TOP).contains(&top) => top,
-            _ => return graph_error_400(
-                &format!(
+            _ => {
+                return graph_error_400(
+                    &format!(
                     "Invalid page size specified: '{text}'. Must be between 1 and 999 inclusive."
                 ),
-                &endpoint,
-            ),
+                    &endpoint,
+                )
+            }
         },
     };
     let state = shared.lock();

@@ -537,7 +537,7 @@ pub fn generate(config: &SimulatorConfig) -> Msp {
         let base_slug = slug(
             display_name
                 .split_whitespace()
-                .filter(|word| !LEGAL_SUFFIXES.contains(word))
+                .filter(|word| !["Inc", "Inc.", "LLC", "Ltd", "GmbH", "Pty"].contains(word))
                 .collect::<Vec<_>>()
                 .join(" ")
                 .as_str(),

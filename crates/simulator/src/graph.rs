@@ -591,12 +591,7 @@ pub(crate) async fn users_delta(
             value.push(first);
         }
     }
-    let more = serve_empty
-        || tenant
-            .records
-            .iter()
-            .skip(next_offset)
-            .any(|record| included(record));
+    let more = serve_empty || tenant.records.iter().skip(next_offset).any(included);
     let mut body = json!({
         "@odata.context": context_url(&graph_base, &format!("users({})", select.join(","))),
         "value": value,

@@ -686,7 +686,7 @@ impl State {
                     .filter(|proxy| {
                         proxy
                             .split_once(':')
-                            .map_or(true, |(_, address)| !address.eq_ignore_ascii_case(new_mail))
+                            .is_none_or(|(_, address)| !address.eq_ignore_ascii_case(new_mail))
                     })
                     .map(|proxy| match proxy.strip_prefix("SMTP:") {
                         Some(address) => format!("smtp:{address}"),
