@@ -1,0 +1,1322 @@
+//! The store against a real Postgres: each test gets a fresh database with the workspace's
+//! migrations applied (`#[sqlx::test]`, which needs DATABASE_URL pointing at a server whose
+//! user may create databases).
+
+use std::collections::BTreeMap;
+
+use entra_sync_domain::model::{
+    Action, ContactFields, DirectoryEntry, DirectoryUser, InactiveReason, SyncSettings,
+};
+use entra_sync_store::connection::{
+    CippCredentialsRecord, ConnectionCredentials, ConnectionStatus, DirectTokenSetRecord,
+};
+use entra_sync_store::discovery::{DiscoveredTenantRecord, ManagedTenantStatus, TenantDomain};
+use entra_sync_store::error::StoreError;
+use entra_sync_store::inactivation::HeldInactivationAction;
+use entra_sync_store::mapping::{MappingAction, MappingDecisionInput};
+use entra_sync_store::page::PageRequest;
+use entra_sync_store::psa::{ContactFilter, NewContact, PsaUserType};
+use entra_sync_store::reconcile::{PageOutcome, PageScope};
+use entra_sync_store::review::{ReviewFilter, ReviewResolution, ReviewStatus};
+use entra_sync_store::runs::{
+    NewRun, RunKind, RunScope, RunStatus, RunTrigger, SyncMode, TenantResultStatus,
+};
+use entra_sync_store::Store;
+use sqlx::PgPool;
+use uuid::Uuid;
+
+const KEY: [u8; 32] = [42u8; 32];
+
+/// A PSA tenant with one mapped managed tenant, ready for a sync.
+struct Fixture {
+    store: Store,
+    tenant_id: Uuid,
+    client_id: Uuid,
+    other_client_id: Uuid,
+    managed_tenant_id: Uuid,
+}
+
+impl Fixture {
+    async fn new(pool: PgPool) -> Fixture {
+        let store = Store::from_pool(pool).with_encryption_key(KEY);
+        let tenant = store.create_psa_tenant("Acme MSP").await.expect("tenant");
+        let client = store
+            .create_client(
+                tenant.tenant_id,
+                "Contoso",
+                &["contoso.com".to_owned()],
+                &[],
+            )
+            .await
+            .expect("client");
+        let other = store
+            .create_client(
+                tenant.tenant_id,
+                "Fabrikam",
+                &["fabrikam.com".to_owned()],
+                &[],
+            )
+            .await
+            .expect("other client");
+        let run = store
+            .start_run(&NewRun {
+                tenant_id: tenant.tenant_id,
+                kind: RunKind::Discovery,
+                trigger: RunTrigger::Manual,
+                scope: RunScope::All,
+                requested_by: None,
+            })
+            .await
+            .expect("discovery run");
+        store
+            .record_discovery(
+                tenant.tenant_id,
+                run.run_id,
+                &[discovered(
+                    "11111111-1111-1111-1111-111111111111",
+                    "Contoso Ltd",
+                )],
+            )
+            .await
+            .expect("discovery");
+        let managed_tenant_id = store
+            .list_managed_tenants(tenant.tenant_id)
+            .await
+            .expect("managed tenants")[0]
+            .managed_tenant_id;
+        store
+            .confirm_mappings(
+                tenant.tenant_id,
+                &[MappingDecisionInput {
+                    managed_tenant_id,
+                    action: MappingAction::Map {
+                        client_id: client.client_id,
+                    },
+                }],
+                "admin@msp.example",
+            )
+            .await
+            .expect("mapping");
+        Fixture {
+            store,
+            tenant_id: tenant.tenant_id,
+            client_id: client.client_id,
+            other_client_id: other.client_id,
+            managed_tenant_id,
+        }
+    }
+
+    async fn start_sync(&self) -> Uuid {
+        let outcome = self
+            .store
+            .start_run(&NewRun {
+                tenant_id: self.tenant_id,
+                kind: RunKind::Sync,
+                trigger: RunTrigger::Manual,
+                scope: RunScope::All,
+                requested_by: Some("admin@msp.example".to_owned()),
+            })
+            .await
+            .expect("start sync");
+        assert!(!outcome.deduplicated);
+        outcome.run_id
+    }
+
+    fn scope(&self, run_id: Uuid) -> PageScope {
+        PageScope {
+            tenant_id: self.tenant_id,
+            run_id,
+            managed_tenant_id: self.managed_tenant_id,
+            mapped_client_id: self.client_id,
+            next_cursor: None,
+        }
+    }
+
+    async fn reconcile(&self, run_id: Uuid, entries: &[DirectoryEntry]) -> PageOutcome {
+        self.store
+            .reconcile_page(
+                &self.scope(run_id),
+                entries,
+                &SyncSettings::default(),
+                false,
+            )
+            .await
+            .expect("reconcile")
+    }
+
+    async fn contact(&self, client_id: Uuid, name: &str, email: &str) -> Uuid {
+        self.store
+            .create_contact(
+                self.tenant_id,
+                client_id,
+                &ContactFields {
+                    full_name: name.to_owned(),
+                    email: Some(email.to_owned()),
+                    ..ContactFields::default()
+                },
+            )
+            .await
+            .expect("contact")
+            .contact
+            .contact_id
+    }
+}
+
+fn discovered(entra_tenant_id: &str, name: &str) -> DiscoveredTenantRecord {
+    DiscoveredTenantRecord {
+        entra_tenant_id: entra_tenant_id.to_owned(),
+        display_name: name.to_owned(),
+        domains: vec![TenantDomain {
+            name: format!("{}.onmicrosoft.com", name.to_lowercase().replace(' ', "")),
+            is_default: true,
+            is_initial: true,
+        }],
+    }
+}
+
+fn user(object_id: &str, email: &str) -> DirectoryEntry {
+    DirectoryEntry::Present(DirectoryUser {
+        object_id: object_id.to_owned(),
+        display_name: Some(format!("User {object_id}")),
+        mail: Some(email.to_owned()),
+        user_principal_name: Some(email.to_owned()),
+        account_enabled: Some(true),
+        user_type: Some("Member".to_owned()),
+        job_title: Some("Engineer".to_owned()),
+        ..DirectoryUser::default()
+    })
+}
+
+fn users(count: usize, prefix: &str) -> Vec<DirectoryEntry> {
+    (0..count)
+        .map(|index| {
+            user(
+                &format!("{prefix}-{index}"),
+                &format!("{prefix}{index}@contoso.com"),
+            )
+        })
+        .collect()
+}
+
+/// Row counts of every table in the schema, by table name.
+async fn row_counts(pool: &PgPool) -> BTreeMap<String, i64> {
+    let tables: Vec<String> = sqlx::query_scalar(
+        "SELECT table_name::text FROM information_schema.tables
+         WHERE table_schema = 'public' AND table_type = 'BASE TABLE'
+           AND table_name <> '_sqlx_migrations'",
+    )
+    .fetch_all(pool)
+    .await
+    .expect("tables");
+    let mut counts = BTreeMap::new();
+    for table in tables {
+        let count: i64 = sqlx::query_scalar(&format!("SELECT count(*) FROM {table}"))
+            .fetch_one(pool)
+            .await
+            .expect("count");
+        counts.insert(table, count);
+    }
+    counts
+}
+
+async fn count(pool: &PgPool, sql: &str) -> i64 {
+    sqlx::query_scalar(sql).fetch_one(pool).await.expect(sql)
+}
+
+#[sqlx::test(migrations = "../../migrations")]
+async fn concurrent_start_run_starts_one_run(pool: PgPool) {
+    let fixture = Fixture::new(pool.clone()).await;
+    let new_run = NewRun {
+        tenant_id: fixture.tenant_id,
+        kind: RunKind::Sync,
+        trigger: RunTrigger::Manual,
+        scope: RunScope::All,
+        requested_by: None,
+    };
+    let outcomes =
+        futures::future::join_all((0..8).map(|_| fixture.store.start_run(&new_run))).await;
+    let outcomes: Vec<_> = outcomes
+        .into_iter()
+        .map(|outcome| outcome.expect("start"))
+        .collect();
+    assert_eq!(
+        outcomes
+            .iter()
+            .filter(|outcome| !outcome.deduplicated)
+            .count(),
+        1
+    );
+    assert!(outcomes
+        .iter()
+        .all(|outcome| outcome.run_id == outcomes[0].run_id));
+    assert_eq!(
+        count(&pool, "SELECT count(*) FROM runs WHERE kind = 'sync'").await,
+        1
+    );
+
+    // Another scope is another run; a finished run no longer deduplicates.
+    let client_run = fixture
+        .store
+        .start_run(&NewRun {
+            scope: RunScope::Client(fixture.client_id),
+            ..new_run.clone()
+        })
+        .await
+        .expect("client run");
+    assert!(!client_run.deduplicated);
+    assert_ne!(client_run.run_id, outcomes[0].run_id);
+    fixture
+        .store
+        .finish_run(
+            fixture.tenant_id,
+            outcomes[0].run_id,
+            RunStatus::Completed,
+            None,
+        )
+        .await
+        .expect("finish");
+    let next = fixture.store.start_run(&new_run).await.expect("next");
+    assert!(!next.deduplicated);
+    assert_ne!(next.run_id, outcomes[0].run_id);
+}
+
+#[sqlx::test(migrations = "../../migrations")]
+async fn finish_run_never_rewrites_a_finished_run(pool: PgPool) {
+    let fixture = Fixture::new(pool).await;
+    let run_id = fixture.start_sync().await;
+    let store = &fixture.store;
+    store
+        .start_tenant_result(
+            fixture.tenant_id,
+            run_id,
+            fixture.managed_tenant_id,
+            SyncMode::Full,
+        )
+        .await
+        .expect("tenant result");
+    let outcome = fixture.reconcile(run_id, &users(3, "a")).await;
+    store
+        .finish_tenant_result(
+            fixture.tenant_id,
+            run_id,
+            fixture.managed_tenant_id,
+            TenantResultStatus::Completed,
+            &outcome.tally,
+            None,
+        )
+        .await
+        .expect("finish tenant");
+    assert!(store
+        .finish_run(fixture.tenant_id, run_id, RunStatus::Completed, None)
+        .await
+        .expect("finish"));
+    let finished = store.get_run(fixture.tenant_id, run_id).await.expect("run");
+    assert!(!store
+        .finish_run(
+            fixture.tenant_id,
+            run_id,
+            RunStatus::Failed,
+            Some(&serde_json::json!({"code": "late"}))
+        )
+        .await
+        .expect("second finish"));
+    let after = store.get_run(fixture.tenant_id, run_id).await.expect("run");
+    assert_eq!(after, finished);
+    assert_eq!(after.status, RunStatus::Completed);
+    assert_eq!(after.totals.as_ref().expect("totals")["created"], 3);
+    assert_eq!(after.tenants.len(), 1);
+    assert_eq!(after.tenants[0].counts.created, 3);
+    assert!(matches!(
+        store
+            .finish_run(fixture.tenant_id, Uuid::new_v4(), RunStatus::Failed, None)
+            .await,
+        Err(StoreError::NotFound)
+    ));
+}
+
+#[sqlx::test(migrations = "../../migrations")]
+async fn reconcile_links_creates_and_queues_and_replays_harmlessly(pool: PgPool) {
+    let fixture = Fixture::new(pool.clone()).await;
+    let existing = fixture
+        .contact(fixture.client_id, "Alice", "Alice@Contoso.com ")
+        .await;
+    let twin_one = fixture
+        .contact(fixture.client_id, "Bob One", "bob@contoso.com")
+        .await;
+    let twin_two = fixture
+        .contact(fixture.client_id, "Bob Two", "bob@contoso.com")
+        .await;
+    let elsewhere = fixture
+        .contact(fixture.other_client_id, "Carol", "carol@contoso.com")
+        .await;
+    let run_id = fixture.start_sync().await;
+    let mut guest = DirectoryUser {
+        object_id: "guest".to_owned(),
+        mail: Some("guest@gmail.com".to_owned()),
+        user_type: Some("Guest".to_owned()),
+        ..DirectoryUser::default()
+    };
+    guest.display_name = Some("Guest".to_owned());
+    let page = vec![
+        user("alice", "alice@contoso.com"),
+        user("bob", "bob@contoso.com"),
+        user("carol", "carol@contoso.com"),
+        user("dave", "dave@contoso.com"),
+        DirectoryEntry::Present(guest),
+    ];
+    let first = fixture.reconcile(run_id, &page).await;
+    assert_eq!(first.tally.seen, 5);
+    assert_eq!(first.tally.linked, 1, "{:?}", first.plan);
+    assert_eq!(first.tally.created, 1, "{:?}", first.plan);
+    assert_eq!(first.tally.queued, 2, "{:?}", first.plan);
+
+    let links: BTreeMap<String, Uuid> =
+        sqlx::query_as::<_, (String, Uuid)>("SELECT object_id, contact_id FROM links")
+            .fetch_all(&pool)
+            .await
+            .expect("links")
+            .into_iter()
+            .collect();
+    assert_eq!(links.len(), 2);
+    assert_eq!(links["alice"], existing);
+    let dave = fixture
+        .store
+        .get_contact(fixture.tenant_id, links["dave"])
+        .await
+        .expect("dave");
+    assert_eq!(dave.contact.client_id, fixture.client_id);
+    assert_eq!(
+        dave.contact.fields.email.as_deref(),
+        Some("dave@contoso.com")
+    );
+    assert_eq!(dave.contact.fields.job_title.as_deref(), Some("Engineer"));
+    assert_eq!(dave.link.expect("link").object_id, "dave");
+
+    let items = fixture
+        .store
+        .list_review_items(
+            fixture.tenant_id,
+            &ReviewFilter::default(),
+            &PageRequest::default(),
+        )
+        .await
+        .expect("review");
+    let reasons: BTreeMap<String, String> = items
+        .items
+        .iter()
+        .map(|item| (item.object_id.clone(), item.reason.clone()))
+        .collect();
+    assert_eq!(reasons["bob"], "multiple_candidates");
+    assert_eq!(reasons["carol"], "candidate_in_other_client");
+    let bob = items
+        .items
+        .iter()
+        .find(|item| item.object_id == "bob")
+        .expect("bob");
+    let candidate_ids: Vec<String> = bob
+        .candidates
+        .as_array()
+        .expect("candidates")
+        .iter()
+        .map(|candidate| candidate["contact_id"].as_str().expect("id").to_owned())
+        .collect();
+    assert!(candidate_ids.contains(&twin_one.to_string()));
+    assert!(candidate_ids.contains(&twin_two.to_string()));
+    let carol = items
+        .items
+        .iter()
+        .find(|item| item.object_id == "carol")
+        .expect("carol");
+    assert_eq!(carol.candidates[0]["contact_id"], elsewhere.to_string());
+    assert_eq!(
+        count(&pool, "SELECT count(*) FROM contact_changes").await,
+        2,
+        "one audit row per link and create"
+    );
+
+    // Replaying the page changes nothing.
+    let before = row_counts(&pool).await;
+    let replay = fixture.reconcile(run_id, &page).await;
+    assert_eq!(row_counts(&pool).await, before);
+    assert!(
+        replay
+            .plan
+            .actions
+            .iter()
+            .all(|action| matches!(action, Action::Skip { .. })),
+        "{:?}",
+        replay.plan
+    );
+}
+
+#[sqlx::test(migrations = "../../migrations")]
+async fn statements_do_not_grow_with_page_size(pool: PgPool) {
+    let fixture = Fixture::new(pool.clone()).await;
+    let run_id = fixture.start_sync().await;
+    // Seed contacts so the big page links, creates and queues.
+    let seeded: Vec<NewContact> = (0..300)
+        .map(|index| NewContact {
+            client_id: fixture.client_id,
+            fields: ContactFields {
+                full_name: format!("Big {index}"),
+                email: Some(format!("big{index}@contoso.com")),
+                ..ContactFields::default()
+            },
+        })
+        .collect();
+    fixture
+        .store
+        .insert_contacts_bulk(fixture.tenant_id, &seeded)
+        .await
+        .expect("seed");
+    let small = fixture.reconcile(run_id, &users(10, "small")).await;
+    let big = fixture.reconcile(run_id, &users(999, "big")).await;
+    assert_eq!(small.statements, big.statements);
+    assert_eq!(big.tally.seen, 999);
+    assert_eq!(big.tally.linked, 300);
+    assert_eq!(big.tally.created, 699);
+    assert_eq!(count(&pool, "SELECT count(*) FROM links").await, 10 + 999);
+    assert_eq!(
+        count(&pool, "SELECT count(*) FROM contacts").await,
+        300 + 10 + 699
+    );
+}
+
+#[sqlx::test(migrations = "../../migrations")]
+async fn dry_run_writes_nothing(pool: PgPool) {
+    let fixture = Fixture::new(pool.clone()).await;
+    fixture
+        .contact(fixture.client_id, "Bob One", "bob@contoso.com")
+        .await;
+    fixture
+        .contact(fixture.client_id, "Bob Two", "bob@contoso.com")
+        .await;
+    let run_id = fixture.start_sync().await;
+    fixture.reconcile(run_id, &users(5, "linked")).await;
+    let mut disabled = users(1, "linked").remove(0);
+    if let DirectoryEntry::Present(user) = &mut disabled {
+        user.account_enabled = Some(false);
+    }
+    let page = vec![
+        disabled,
+        user("new", "new@contoso.com"),
+        user("bob", "bob@contoso.com"),
+        DirectoryEntry::Removed {
+            object_id: "linked-2".to_owned(),
+            permanent: false,
+        },
+    ];
+    let before = row_counts(&pool).await;
+    let preflight = fixture
+        .store
+        .reconcile_page(
+            &fixture.scope(Uuid::now_v7()),
+            &page,
+            &SyncSettings::default(),
+            true,
+        )
+        .await
+        .expect("dry run");
+    assert_eq!(row_counts(&pool).await, before);
+    assert_eq!(preflight.tally.created, 1);
+    assert_eq!(preflight.tally.queued, 1);
+    assert_eq!(
+        preflight
+            .plan
+            .actions
+            .iter()
+            .filter(|action| matches!(action, Action::Inactivate { .. }))
+            .count(),
+        2
+    );
+}
+
+#[sqlx::test(migrations = "../../migrations")]
+async fn discovery_marks_missing_and_revives(pool: PgPool) {
+    let fixture = Fixture::new(pool).await;
+    let store = &fixture.store;
+    let run_id = Uuid::now_v7();
+    let outcome = store
+        .record_discovery(
+            fixture.tenant_id,
+            run_id,
+            &[discovered(
+                "22222222-2222-2222-2222-222222222222",
+                "Northwind",
+            )],
+        )
+        .await
+        .expect("discovery");
+    assert_eq!((outcome.added, outcome.marked_missing), (1, 1));
+    let tenants = store
+        .list_managed_tenants(fixture.tenant_id)
+        .await
+        .expect("list");
+    assert_eq!(tenants.len(), 2, "never deleted");
+    let contoso = tenants
+        .iter()
+        .find(|tenant| tenant.managed_tenant_id == fixture.managed_tenant_id)
+        .expect("contoso");
+    assert_eq!(contoso.status, ManagedTenantStatus::Missing);
+    assert!(store
+        .sync_targets(fixture.tenant_id, RunScope::All)
+        .await
+        .expect("targets")
+        .is_empty());
+
+    store
+        .record_discovery(
+            fixture.tenant_id,
+            run_id,
+            &[discovered(
+                "11111111-1111-1111-1111-111111111111",
+                "Contoso Ltd",
+            )],
+        )
+        .await
+        .expect("again");
+    let contoso = store
+        .get_managed_tenant(fixture.tenant_id, fixture.managed_tenant_id)
+        .await
+        .expect("contoso");
+    assert_eq!(contoso.status, ManagedTenantStatus::Active);
+    let targets = store
+        .sync_targets(fixture.tenant_id, RunScope::All)
+        .await
+        .expect("targets");
+    assert_eq!(targets.len(), 1);
+    assert_eq!(targets[0].client_id, fixture.client_id);
+}
+
+#[sqlx::test(migrations = "../../migrations")]
+async fn confirm_mappings_is_all_or_none(pool: PgPool) {
+    let fixture = Fixture::new(pool.clone()).await;
+    let store = &fixture.store;
+    store
+        .record_discovery(
+            fixture.tenant_id,
+            Uuid::now_v7(),
+            &[
+                discovered("11111111-1111-1111-1111-111111111111", "Contoso Ltd"),
+                discovered("22222222-2222-2222-2222-222222222222", "Northwind"),
+                discovered("33333333-3333-3333-3333-333333333333", "Tailspin"),
+            ],
+        )
+        .await
+        .expect("discovery");
+    let tenants = store
+        .list_managed_tenants(fixture.tenant_id)
+        .await
+        .expect("list");
+    let id_of = |name: &str| {
+        tenants
+            .iter()
+            .find(|tenant| tenant.display_name == name)
+            .expect(name)
+            .managed_tenant_id
+    };
+    let before = row_counts(&pool).await;
+    let refused = store
+        .confirm_mappings(
+            fixture.tenant_id,
+            &[
+                MappingDecisionInput {
+                    managed_tenant_id: id_of("Northwind"),
+                    action: MappingAction::CreateClient,
+                },
+                MappingDecisionInput {
+                    managed_tenant_id: id_of("Tailspin"),
+                    action: MappingAction::Map {
+                        client_id: Uuid::new_v4(),
+                    },
+                },
+            ],
+            "admin",
+        )
+        .await;
+    assert!(
+        matches!(refused, Err(StoreError::Invalid(_))),
+        "{refused:?}"
+    );
+    let duplicate = store
+        .confirm_mappings(
+            fixture.tenant_id,
+            &[
+                MappingDecisionInput {
+                    managed_tenant_id: id_of("Tailspin"),
+                    action: MappingAction::Skip,
+                },
+                MappingDecisionInput {
+                    managed_tenant_id: id_of("Tailspin"),
+                    action: MappingAction::Map {
+                        client_id: fixture.client_id,
+                    },
+                },
+            ],
+            "admin",
+        )
+        .await;
+    assert!(matches!(duplicate, Err(StoreError::Invalid(_))));
+    assert_eq!(row_counts(&pool).await, before);
+
+    let preview_before = row_counts(&pool).await;
+    let inputs = store
+        .mapping_preview_inputs(fixture.tenant_id)
+        .await
+        .expect("preview");
+    assert_eq!(
+        row_counts(&pool).await,
+        preview_before,
+        "preview is read-only"
+    );
+    assert_eq!(inputs.tenants.len(), 3);
+    assert_eq!(inputs.clients.len(), 2);
+
+    let mappings = store
+        .confirm_mappings(
+            fixture.tenant_id,
+            &[
+                MappingDecisionInput {
+                    managed_tenant_id: id_of("Northwind"),
+                    action: MappingAction::CreateClient,
+                },
+                MappingDecisionInput {
+                    managed_tenant_id: id_of("Tailspin"),
+                    action: MappingAction::Skip,
+                },
+            ],
+            "admin",
+        )
+        .await
+        .expect("confirm");
+    assert_eq!(mappings.len(), 2);
+    let created_client = mappings[0].client_id.expect("created client");
+    let client = store
+        .get_client(fixture.tenant_id, created_client)
+        .await
+        .expect("client");
+    assert_eq!(client.name, "Northwind");
+    assert_eq!(
+        store
+            .list_mappings(fixture.tenant_id)
+            .await
+            .expect("mappings")
+            .len(),
+        3
+    );
+    store
+        .unmap(fixture.tenant_id, id_of("Northwind"), "admin")
+        .await
+        .expect("unmap");
+    let history = store
+        .mapping_history(fixture.tenant_id, id_of("Northwind"))
+        .await
+        .expect("history");
+    let decisions: Vec<&str> = history.iter().map(|entry| entry.0.as_str()).collect();
+    assert_eq!(decisions, ["create_client", "unmapped"]);
+}
+
+#[sqlx::test(migrations = "../../migrations")]
+async fn one_open_review_item_per_user_and_resolutions_are_honoured(pool: PgPool) {
+    let fixture = Fixture::new(pool.clone()).await;
+    let twin = fixture
+        .contact(fixture.client_id, "Bob One", "bob@contoso.com")
+        .await;
+    fixture
+        .contact(fixture.client_id, "Bob Two", "bob@contoso.com")
+        .await;
+    fixture
+        .contact(fixture.client_id, "Eve One", "eve@contoso.com")
+        .await;
+    fixture
+        .contact(fixture.client_id, "Eve Two", "eve@contoso.com")
+        .await;
+    fixture
+        .contact(fixture.client_id, "Fay One", "fay@contoso.com")
+        .await;
+    fixture
+        .contact(fixture.client_id, "Fay Two", "fay@contoso.com")
+        .await;
+    let run_id = fixture.start_sync().await;
+    let page = vec![
+        user("bob", "bob@contoso.com"),
+        user("eve", "eve@contoso.com"),
+        user("fay", "fay@contoso.com"),
+    ];
+    fixture.reconcile(run_id, &page).await;
+    fixture.reconcile(run_id, &page).await;
+    let open = "SELECT count(*) FROM review_items WHERE status = 'open'";
+    assert_eq!(count(&pool, open).await, 3);
+    // The partial unique index refuses a second open item for the same user.
+    let duplicate = sqlx::query(
+        "INSERT INTO review_items (tenant_id, reason, managed_tenant_id, object_id)
+         VALUES ($1, 'multiple_candidates', $2, 'bob')",
+    )
+    .bind(fixture.tenant_id)
+    .bind(fixture.managed_tenant_id)
+    .execute(&pool)
+    .await;
+    assert!(duplicate.is_err());
+
+    let items = fixture
+        .store
+        .list_review_items(
+            fixture.tenant_id,
+            &ReviewFilter {
+                status: Some(ReviewStatus::Open),
+                ..ReviewFilter::default()
+            },
+            &PageRequest::first(2),
+        )
+        .await
+        .expect("page one");
+    assert_eq!(items.items.len(), 2);
+    let rest = fixture
+        .store
+        .list_review_items(
+            fixture.tenant_id,
+            &ReviewFilter::default(),
+            &PageRequest {
+                limit: Some(2),
+                cursor: items.next_cursor.clone(),
+            },
+        )
+        .await
+        .expect("page two");
+    assert_eq!(rest.items.len(), 1);
+    assert!(rest.next_cursor.is_none());
+    let item_of = |object_id: &str| {
+        items
+            .items
+            .iter()
+            .chain(&rest.items)
+            .find(|item| item.object_id == object_id)
+            .expect(object_id)
+            .item_id
+    };
+
+    let store = &fixture.store;
+    let other = fixture
+        .contact(fixture.other_client_id, "Bob Elsewhere", "b@fabrikam.com")
+        .await;
+    let refused = store
+        .resolve_review_item(
+            fixture.tenant_id,
+            item_of("bob"),
+            &ReviewResolution::LinkExisting {
+                contact_id: other,
+                allow_other_client: false,
+            },
+            "support",
+        )
+        .await;
+    assert!(
+        matches!(refused, Err(StoreError::Conflict(ref code)) if code == "contact_in_other_client")
+    );
+    store
+        .resolve_review_item(
+            fixture.tenant_id,
+            item_of("bob"),
+            &ReviewResolution::LinkExisting {
+                contact_id: twin,
+                allow_other_client: false,
+            },
+            "support",
+        )
+        .await
+        .expect("link existing");
+    store
+        .resolve_review_item(
+            fixture.tenant_id,
+            item_of("eve"),
+            &ReviewResolution::CreateNew,
+            "support",
+        )
+        .await
+        .expect("create new");
+    store
+        .resolve_review_item(
+            fixture.tenant_id,
+            item_of("fay"),
+            &ReviewResolution::Dismiss {
+                note: Some("shared mailbox".to_owned()),
+            },
+            "support",
+        )
+        .await
+        .expect("dismiss");
+    assert!(matches!(
+        store
+            .resolve_review_item(
+                fixture.tenant_id,
+                item_of("fay"),
+                &ReviewResolution::CreateNew,
+                "x"
+            )
+            .await,
+        Err(StoreError::Conflict(_))
+    ));
+    assert_eq!(
+        store
+            .get_contact(fixture.tenant_id, twin)
+            .await
+            .expect("twin")
+            .link
+            .expect("link")
+            .object_id,
+        "bob"
+    );
+
+    let next = fixture.reconcile(run_id, &page).await;
+    assert_eq!(
+        next.tally.created, 1,
+        "create_new honoured: {:?}",
+        next.plan
+    );
+    assert_eq!(
+        next.tally.queued, 0,
+        "dismissed and linked users are not queued again"
+    );
+    assert_eq!(count(&pool, open).await, 0);
+    assert_eq!(count(&pool, "SELECT count(*) FROM links").await, 2);
+
+    store
+        .reopen_review_item(fixture.tenant_id, item_of("fay"))
+        .await
+        .expect("reopen");
+    assert_eq!(count(&pool, open).await, 1);
+}
+
+#[sqlx::test(migrations = "../../migrations")]
+async fn credentials_are_encrypted_and_switching_kind_clears_the_other(pool: PgPool) {
+    let fixture = Fixture::new(pool.clone()).await;
+    let store = &fixture.store;
+    let cipp = CippCredentialsRecord::ApiClient {
+        client_id: "cipp-client".to_owned(),
+        client_secret: "super-secret-value-123".to_owned(),
+        tenant_id: "msp-tenant".to_owned(),
+    };
+    store
+        .save_cipp_connection(fixture.tenant_id, "https://cipp.example/", &cipp)
+        .await
+        .expect("save");
+    let connection = store
+        .get_connection(fixture.tenant_id)
+        .await
+        .expect("get")
+        .expect("row");
+    assert_eq!(
+        connection.credentials,
+        Some(ConnectionCredentials::Cipp(cipp.clone()))
+    );
+    assert_eq!(
+        connection.cipp_base_url.as_deref(),
+        Some("https://cipp.example")
+    );
+    assert_eq!(connection.status, ConnectionStatus::Connected);
+    assert!(!format!("{connection:?}").contains("super-secret-value-123"));
+
+    let ciphertext: Vec<u8> =
+        sqlx::query_scalar("SELECT credentials_ciphertext FROM connections WHERE tenant_id = $1")
+            .bind(fixture.tenant_id)
+            .fetch_one(&pool)
+            .await
+            .expect("ciphertext");
+    let plaintext = serde_json::to_vec(&ConnectionCredentials::Cipp(cipp)).expect("json");
+    assert_ne!(ciphertext, plaintext);
+    assert!(!ciphertext
+        .windows(b"super-secret-value-123".len())
+        .any(|window| window == b"super-secret-value-123"));
+
+    // Another key cannot read it.
+    let wrong_key = Store::from_pool(pool.clone()).with_encryption_key([1u8; 32]);
+    assert!(matches!(
+        wrong_key.get_connection(fixture.tenant_id).await,
+        Err(StoreError::Encryption(_))
+    ));
+
+    let tokens = DirectTokenSetRecord {
+        access_token: "access".to_owned(),
+        refresh_token: "refresh-1".to_owned(),
+        expires_at: chrono::Utc::now(),
+        scope: "Directory.Read.All".to_owned(),
+    };
+    let direct = store
+        .save_direct_connection(fixture.tenant_id, &tokens)
+        .await
+        .expect("direct");
+    assert_eq!(
+        direct.credentials,
+        Some(ConnectionCredentials::Direct(tokens.clone()))
+    );
+    assert_eq!(direct.cipp_base_url, None, "cipp credentials cleared");
+    let rotated = DirectTokenSetRecord {
+        refresh_token: "refresh-2".to_owned(),
+        ..tokens
+    };
+    let version = store
+        .replace_direct_token_set(fixture.tenant_id, direct.credentials_version, &rotated)
+        .await
+        .expect("rotate");
+    assert!(matches!(
+        store
+            .replace_direct_token_set(fixture.tenant_id, direct.credentials_version, &rotated)
+            .await,
+        Err(StoreError::Conflict(_))
+    ));
+    let current = store
+        .get_connection(fixture.tenant_id)
+        .await
+        .expect("get")
+        .expect("row");
+    assert_eq!(current.credentials_version, version);
+    assert_eq!(
+        current.credentials,
+        Some(ConnectionCredentials::Direct(rotated))
+    );
+
+    store
+        .disconnect(fixture.tenant_id)
+        .await
+        .expect("disconnect");
+    let gone = store
+        .get_connection(fixture.tenant_id)
+        .await
+        .expect("get")
+        .expect("row");
+    assert_eq!(gone.credentials, None);
+    assert_eq!(gone.status, ConnectionStatus::Disconnected);
+}
+
+#[sqlx::test(migrations = "../../migrations")]
+async fn oauth_state_is_single_use_and_api_keys_authenticate(pool: PgPool) {
+    let fixture = Fixture::new(pool.clone()).await;
+    let store = &fixture.store;
+    let (user, key) = store
+        .create_psa_user(
+            fixture.tenant_id,
+            "admin@msp.example",
+            PsaUserType::Internal,
+            &["system_settings.read".to_owned()],
+        )
+        .await
+        .expect("user");
+    let authenticated = store
+        .authenticate_api_key(&key.0)
+        .await
+        .expect("auth")
+        .expect("known");
+    assert_eq!(authenticated.user_id, user.user_id);
+    assert!(authenticated.has_permission("system_settings.read"));
+    assert!(store
+        .authenticate_api_key("esk_wrong")
+        .await
+        .expect("auth")
+        .is_none());
+    let stored: Vec<u8> = sqlx::query_scalar("SELECT key_hash FROM api_keys")
+        .fetch_one(&pool)
+        .await
+        .expect("hash");
+    assert_ne!(stored, key.0.as_bytes());
+
+    let expires = chrono::Utc::now() + chrono::Duration::minutes(10);
+    store
+        .create_oauth_state(
+            fixture.tenant_id,
+            user.user_id,
+            "state-abc",
+            "verifier-xyz",
+            expires,
+        )
+        .await
+        .expect("state");
+    let consumed = store
+        .consume_oauth_state("state-abc")
+        .await
+        .expect("consume");
+    assert_eq!(consumed.tenant_id, fixture.tenant_id);
+    assert_eq!(consumed.code_verifier, "verifier-xyz");
+    assert!(matches!(
+        store.consume_oauth_state("state-abc").await,
+        Err(StoreError::Conflict(_))
+    ));
+    assert!(matches!(
+        store.consume_oauth_state("forged").await,
+        Err(StoreError::NotFound)
+    ));
+    store
+        .create_oauth_state(
+            fixture.tenant_id,
+            user.user_id,
+            "old-state",
+            "v",
+            chrono::Utc::now() - chrono::Duration::seconds(1),
+        )
+        .await
+        .expect("expired state");
+    assert!(matches!(
+        store.consume_oauth_state("old-state").await,
+        Err(StoreError::Invalid(_))
+    ));
+}
+
+#[sqlx::test(migrations = "../../migrations")]
+async fn mass_inactivation_is_held_over_the_guard(pool: PgPool) {
+    let fixture = Fixture::new(pool.clone()).await;
+    let store = &fixture.store;
+    let first_run = fixture.start_sync().await;
+    let everyone = users(20, "u");
+    fixture.reconcile(first_run, &everyone).await;
+    let first = store
+        .finish_tenant_inactivations(
+            fixture.tenant_id,
+            first_run,
+            fixture.managed_tenant_id,
+            true,
+        )
+        .await
+        .expect("first finish");
+    assert_eq!((first.applied, first.held), (0, 0));
+    store
+        .finish_run(fixture.tenant_id, first_run, RunStatus::Completed, None)
+        .await
+        .expect("finish first");
+
+    // Two missing users out of twenty stay under the guard and apply.
+    let second_run = fixture.start_sync().await;
+    fixture.reconcile(second_run, &everyone[..18]).await;
+    let incomplete = store
+        .finish_tenant_inactivations(
+            fixture.tenant_id,
+            second_run,
+            fixture.managed_tenant_id,
+            false,
+        )
+        .await
+        .expect("incomplete");
+    assert_eq!(
+        (incomplete.applied, incomplete.held),
+        (0, 0),
+        "unfinished enumeration"
+    );
+    let second = store
+        .finish_tenant_inactivations(
+            fixture.tenant_id,
+            second_run,
+            fixture.managed_tenant_id,
+            true,
+        )
+        .await
+        .expect("second finish");
+    assert_eq!((second.applied, second.held), (2, 0));
+    let inactive = "SELECT count(*) FROM contacts WHERE NOT is_active AND inactive_reason = 'deleted_upstream'";
+    assert_eq!(count(&pool, inactive).await, 2);
+    store
+        .finish_run(fixture.tenant_id, second_run, RunStatus::Completed, None)
+        .await
+        .expect("finish second");
+
+    // Fifteen missing out of twenty trip the guard: held, nothing inactivated.
+    let third_run = fixture.start_sync().await;
+    store
+        .start_tenant_result(
+            fixture.tenant_id,
+            third_run,
+            fixture.managed_tenant_id,
+            SyncMode::Full,
+        )
+        .await
+        .expect("tenant result");
+    let page = fixture.reconcile(third_run, &everyone[..5]).await;
+    let third = store
+        .finish_tenant_inactivations(
+            fixture.tenant_id,
+            third_run,
+            fixture.managed_tenant_id,
+            true,
+        )
+        .await
+        .expect("third finish");
+    assert_eq!((third.applied, third.held), (0, 13));
+    assert_eq!(count(&pool, inactive).await, 2);
+    let status = store
+        .finish_tenant_result(
+            fixture.tenant_id,
+            third_run,
+            fixture.managed_tenant_id,
+            TenantResultStatus::Completed,
+            &page.tally,
+            None,
+        )
+        .await
+        .expect("tenant finish");
+    assert_eq!(status, TenantResultStatus::NeedsConfirmation);
+
+    let applied = store
+        .resolve_held_inactivations(
+            fixture.tenant_id,
+            third_run,
+            fixture.managed_tenant_id,
+            HeldInactivationAction::Apply,
+            "admin",
+        )
+        .await
+        .expect("apply");
+    assert_eq!(applied, 13);
+    assert_eq!(count(&pool, inactive).await, 15);
+    let run = store
+        .get_run(fixture.tenant_id, third_run)
+        .await
+        .expect("run");
+    assert_eq!(run.tenants[0].status, TenantResultStatus::Completed);
+    assert_eq!(run.tenants[0].counts.inactivated, 13);
+    assert!(matches!(
+        store
+            .resolve_held_inactivations(
+                fixture.tenant_id,
+                third_run,
+                fixture.managed_tenant_id,
+                HeldInactivationAction::Discard,
+                "admin",
+            )
+            .await,
+        Err(StoreError::NotFound)
+    ));
+    let audited = "SELECT count(*) FROM contact_changes WHERE action = 'inactivate'";
+    assert_eq!(count(&pool, audited).await, 15);
+
+    store
+        .finish_run(fixture.tenant_id, third_run, RunStatus::Completed, None)
+        .await
+        .expect("finish third");
+
+    // Users that come back are reactivated by the sync that made them inactive.
+    let fourth_run = fixture.start_sync().await;
+    let back = fixture.reconcile(fourth_run, &everyone).await;
+    assert_eq!(back.tally.reactivated, 15, "{:?}", back.plan);
+    assert_eq!(
+        count(&pool, "SELECT count(*) FROM contacts WHERE NOT is_active").await,
+        0
+    );
+}
+
+#[sqlx::test(migrations = "../../migrations")]
+async fn settings_flags_and_contacts_round_trip(pool: PgPool) {
+    let fixture = Fixture::new(pool).await;
+    let store = &fixture.store;
+    let defaults = store
+        .load_sync_settings(fixture.tenant_id, fixture.managed_tenant_id)
+        .await
+        .expect("defaults");
+    assert!(defaults.mark_inactive_when_disabled);
+    assert!(
+        !defaults.field_sync_enabled,
+        "field sync flag is off until enabled"
+    );
+
+    let mut settings = store
+        .load_settings(fixture.tenant_id)
+        .await
+        .expect("settings");
+    settings
+        .field_policy
+        .insert("job_title".to_owned(), "overwrite".to_owned());
+    settings.filters.exclusion_patterns = vec!["^svc-".to_owned()];
+    store
+        .save_settings(fixture.tenant_id, &settings, "admin")
+        .await
+        .expect("save");
+    settings.schedule.interval_seconds = 60;
+    assert!(matches!(
+        store
+            .save_settings(fixture.tenant_id, &settings, "admin")
+            .await,
+        Err(StoreError::Invalid(_))
+    ));
+    settings.schedule.interval_seconds = 3600;
+    settings.filters.exclusion_patterns = vec!["(".to_owned()];
+    assert!(matches!(
+        store
+            .save_settings(fixture.tenant_id, &settings, "admin")
+            .await,
+        Err(StoreError::Invalid(_))
+    ));
+    store
+        .save_filter_override(
+            fixture.tenant_id,
+            fixture.managed_tenant_id,
+            &entra_sync_store::settings::FilterOverride {
+                exclude_guests: Some(false),
+                ..Default::default()
+            },
+            "admin",
+        )
+        .await
+        .expect("override");
+    store
+        .ensure_flags(&entra_sync_store::flags::ENTRA_PHASE1_FLAGS)
+        .await
+        .expect("flags");
+    store
+        .set_flag_tenant(
+            entra_sync_store::flags::FIELD_SYNC_FLAG,
+            fixture.tenant_id,
+            true,
+        )
+        .await
+        .expect("flag");
+    assert!(matches!(
+        store
+            .set_flag_tenant("no-such-flag", fixture.tenant_id, true)
+            .await,
+        Err(StoreError::NotFound)
+    ));
+    let merged = store
+        .load_sync_settings(fixture.tenant_id, fixture.managed_tenant_id)
+        .await
+        .expect("merged");
+    assert!(merged.field_sync_enabled);
+    assert!(!merged.filters.exclude_guests);
+    assert_eq!(merged.filters.exclusion_patterns, vec!["^svc-".to_owned()]);
+
+    let contact = fixture
+        .contact(fixture.client_id, "Zed", "zed@contoso.com")
+        .await;
+    let edited = store
+        .update_contact(
+            fixture.tenant_id,
+            contact,
+            &entra_sync_store::psa::ContactPatch {
+                phone: Some(Some("+1 555".to_owned())),
+                sync_locked: Some(true),
+                is_active: Some(false),
+                ..Default::default()
+            },
+        )
+        .await
+        .expect("patch");
+    assert_eq!(edited.contact.inactive_reason, Some(InactiveReason::Manual));
+    assert!(edited.contact.sync_locked);
+    let listed = store
+        .list_contacts(
+            fixture.tenant_id,
+            &ContactFilter {
+                email: Some(" ZED@contoso.com".to_owned()),
+                include_inactive: true,
+                ..ContactFilter::default()
+            },
+            &PageRequest::default(),
+        )
+        .await
+        .expect("list");
+    assert_eq!(listed.items.len(), 1);
+    let active_only = store
+        .list_contacts(
+            fixture.tenant_id,
+            &ContactFilter::default(),
+            &PageRequest::default(),
+        )
+        .await
+        .expect("active");
+    assert!(active_only.items.is_empty());
+}
