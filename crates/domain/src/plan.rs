@@ -2,7 +2,7 @@
 //! the actions that bring the PSA contacts in step (SPEC §5.3–§5.5). Pure and deterministic:
 //! the same page and context always give the same plan, and a plan never deletes.
 
-use crate::email::{normalize_email, user_emails};
+use crate::email::{normalize_email, primary_email, user_emails};
 use crate::filter::CompiledFilters;
 use crate::model::{
     Action, Contact, ContactField, ContactFields, DirectoryEntry, DirectoryUser, FieldPolicy,
@@ -134,7 +134,7 @@ impl<'a> PagePlanner<'a> {
                 } else if let Some(contact_id) =
                     self.context.links_by_object_id.get(&user.object_id)
                 {
-                    self.plan_linked(user, *contact_id);
+                    self.plan_linked(user, *contact_id, primary_email(user));
                 } else {
                     self.plan_unlinked(user);
                 }
@@ -174,7 +174,7 @@ impl<'a> PagePlanner<'a> {
 
     /// A linked user: the link decides the contact whatever the user's emails now are. Filters
     /// do not apply; they decide who becomes a contact, not whether a contact stays in step.
-    fn plan_linked(&mut self, user: &'a DirectoryUser, contact_id: Uuid) {
+    fn plan_linked(&mut self, user: &'a DirectoryUser, contact_id: Uuid, primary: Option<String>) {
         // A link whose contact the store did not load (removed in the PSA by hand) is left for
         // a person; matching again by email could tie the user to a second contact.
         let Some(contact) = self.context.contacts.get(&contact_id) else {
@@ -183,7 +183,11 @@ impl<'a> PagePlanner<'a> {
         if !self.claim(contact_id, &user.object_id) || contact.sync_locked {
             return;
         }
-        let after = apply_field_policy(&contact.fields, &upstream_fields(user), self.settings);
+        let after = apply_field_policy(
+            &contact.fields,
+            &upstream_fields(user, primary),
+            self.settings,
+        );
         if after != contact.fields {
             self.reindex_email(contact_id, &contact.fields, &after);
             self.push(Action::Update {
@@ -245,7 +249,7 @@ impl<'a> PagePlanner<'a> {
                 return self.skip(object_id, SkipReason::AlreadyQueued);
             }
             Some(ReviewState::CreateNew) => {
-                return self.create(user);
+                return self.create(user, primary);
             }
             None => {}
         }
@@ -274,7 +278,7 @@ impl<'a> PagePlanner<'a> {
                         Vec::new(),
                     );
                 } else {
-                    self.create(user);
+                    self.create(user, primary);
                 }
             }
             (Some(contact_id), None) => self.plan_single_candidate(user, &emails, contact_id),
@@ -327,7 +331,7 @@ impl<'a> PagePlanner<'a> {
             });
             // The rest is what the next run would do for the now-linked user; doing it in the
             // same plan keeps plans idempotent.
-            self.plan_linked(user, contact_id);
+            self.plan_linked(user, contact_id, emails.first().cloned());
         }
     }
 
@@ -355,8 +359,8 @@ impl<'a> PagePlanner<'a> {
         });
     }
 
-    fn create(&mut self, user: &'a DirectoryUser) {
-        let fields = new_contact_fields(user);
+    fn create(&mut self, user: &'a DirectoryUser, primary: Option<&str>) {
+        let fields = fields_for_create(user, primary.map(str::to_string));
         if let Some(email) = &fields.email {
             self.creating
                 .entry(email.clone())
@@ -426,7 +430,8 @@ struct UpstreamFields {
     job_title: Option<String>,
 }
 
-fn upstream_fields(user: &DirectoryUser) -> UpstreamFields {
+/// `primary` is the user's primary email, passed in because the planner has it already.
+fn upstream_fields(user: &DirectoryUser, primary: Option<String>) -> UpstreamFields {
     let full_name = non_blank(user.display_name.as_deref()).or_else(|| {
         let given = non_blank(user.given_name.as_deref());
         let surname = non_blank(user.surname.as_deref());
@@ -437,7 +442,7 @@ fn upstream_fields(user: &DirectoryUser) -> UpstreamFields {
     });
     UpstreamFields {
         full_name,
-        email: user_emails(user).into_iter().next(),
+        email: primary,
         phone: user
             .business_phones
             .iter()
@@ -450,7 +455,11 @@ fn upstream_fields(user: &DirectoryUser) -> UpstreamFields {
 /// The fields of a contact created for `user`: every available value. A user with no name at
 /// all is named by its email, because a contact needs a name.
 pub fn new_contact_fields(user: &DirectoryUser) -> ContactFields {
-    let upstream = upstream_fields(user);
+    fields_for_create(user, primary_email(user))
+}
+
+fn fields_for_create(user: &DirectoryUser, primary: Option<String>) -> ContactFields {
+    let upstream = upstream_fields(user, primary);
     let full_name = upstream
         .full_name
         .or_else(|| upstream.email.clone())
