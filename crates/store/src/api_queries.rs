@@ -22,7 +22,7 @@ pub struct ConnectionSummary {
 
 /// Counts for the integration status page.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-pub struct IntegrationCounts {
+pub struct StatusPageCounts {
     pub managed_tenants: i64,
     pub active_managed_tenants: i64,
     pub missing_managed_tenants: i64,
@@ -86,7 +86,7 @@ impl Store {
     }
 
     /// Managed tenants, decisions, links and open review items, in one statement.
-    pub async fn integration_counts(&self, tenant_id: Uuid) -> Result<IntegrationCounts> {
+    pub async fn status_page_counts(&self, tenant_id: Uuid) -> Result<StatusPageCounts> {
         let (
             managed_tenants,
             active_managed_tenants,
@@ -115,7 +115,7 @@ impl Store {
         .bind(tenant_id)
         .fetch_one(&self.pool)
         .await?;
-        Ok(IntegrationCounts {
+        Ok(StatusPageCounts {
             managed_tenants,
             active_managed_tenants,
             missing_managed_tenants,

@@ -43,6 +43,8 @@ impl From<sqlx::Error> for StoreError {
                 Some("23503") | Some("23514") | Some("23502") => {
                     return StoreError::Invalid(constraint)
                 }
+                // Raised by the `refuse_delete` trigger on contacts and managed tenants.
+                Some("23001") => return StoreError::Conflict("never_deleted".to_owned()),
                 Some("22P02") => return StoreError::Invalid("malformed_value".to_owned()),
                 _ => {}
             }

@@ -49,13 +49,24 @@ impl std::fmt::Debug for Store {
 }
 
 impl Store {
-    /// Opens a pool on `database_url`.
+    /// Opens a pool of up to 16 connections on `database_url`.
     pub async fn connect(database_url: &str) -> Result<Store> {
+        Store::connect_with(database_url, 16).await
+    }
+
+    /// Opens a pool of up to `max_connections` connections on `database_url`.
+    pub async fn connect_with(database_url: &str, max_connections: u32) -> Result<Store> {
         let pool = PgPoolOptions::new()
-            .max_connections(16)
+            .max_connections(max_connections)
             .connect(database_url)
             .await?;
         Ok(Store::from_pool(pool))
+    }
+
+    /// Whether the database answers (for `/readyz`).
+    pub async fn ping(&self) -> Result<()> {
+        sqlx::query("SELECT 1").execute(&self.pool).await?;
+        Ok(())
     }
 
     /// Wraps an existing pool (tests get theirs from `#[sqlx::test]`).

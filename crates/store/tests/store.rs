@@ -1320,3 +1320,30 @@ async fn settings_flags_and_contacts_round_trip(pool: PgPool) {
         .expect("active");
     assert!(active_only.items.is_empty());
 }
+
+#[sqlx::test(migrations = "../../migrations")]
+async fn contacts_and_managed_tenants_are_never_deleted(pool: PgPool) {
+    let fixture = Fixture::new(pool.clone()).await;
+    fixture
+        .contact(fixture.client_id, "Kept", "kept@contoso.com")
+        .await;
+    let contact_delete = sqlx::query("DELETE FROM contacts").execute(&pool).await;
+    assert!(matches!(
+        contact_delete.map_err(StoreError::from),
+        Err(StoreError::Conflict(ref code)) if code == "never_deleted"
+    ));
+    assert!(sqlx::query("DELETE FROM managed_tenants")
+        .execute(&pool)
+        .await
+        .is_err());
+    assert_eq!(count(&pool, "SELECT count(*) FROM contacts").await, 1);
+    let counts = fixture
+        .store
+        .integration_counts(fixture.tenant_id)
+        .await
+        .expect("counts");
+    assert_eq!(
+        (counts.managed_tenants_active, counts.mapped_tenants),
+        (1, 1)
+    );
+}
