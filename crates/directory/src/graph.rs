@@ -11,7 +11,7 @@ use serde_json::Value;
 use tracing::instrument;
 use url::Url;
 
-use crate::error::{classify, DirectoryError};
+use crate::error::{classify, DirectoryError, ErrorContext};
 use crate::http::{read_json, HttpCore, HttpSettings, ThrottleStats};
 use crate::oauth::{CustomerTokenCache, GRAPH_DEFAULT_SCOPE};
 use crate::source::{DirectorySource, DiscoveredTenant, TenantDomain, UsersCursor, UsersPage};
@@ -337,6 +337,54 @@ impl GraphClient {
             delta_link: page.delta_link,
         })
     }
+}
+
+/// Checks that a freshly exchanged delegated access token works on Graph before the caller
+/// persists the token set (SPEC §2.1: "the code is exchanged, then Graph is probed"). Reads
+/// `GET /v1.0/organization` of the signed-in (partner) tenant; returns its display name.
+#[instrument(skip_all)]
+pub async fn probe(
+    graph_base_url: &Url,
+    access_token: &SecretString,
+    context: &ErrorContext,
+    settings: HttpSettings,
+    stats: Arc<ThrottleStats>,
+) -> Result<Option<String>, DirectoryError> {
+    let http = HttpCore::new(
+        HttpSettings {
+            background: false,
+            ..settings
+        },
+        stats,
+    )?;
+    let url = Url::parse(&format!(
+        "{}/v1.0/organization",
+        graph_base_url.as_str().trim_end_matches('/')
+    ))
+    .map_err(|_| DirectoryError::Config {
+        code: "graph_base_url".to_owned(),
+        message: "the Graph base URL is not a valid URL".to_owned(),
+        setting: "MICROSOFT_GRAPH_BASE_URL".to_owned(),
+    })?;
+    let response = http
+        .send(
+            None,
+            |client| {
+                client
+                    .get(url.clone())
+                    .bearer_auth(access_token.expose_secret())
+            },
+            |failed| classify(&failed.provider_failure(), context),
+        )
+        .await?;
+    let body = read_json(response).await?;
+    Ok(body
+        .get("value")
+        .and_then(Value::as_array)
+        .and_then(|organizations| organizations.first())
+        .and_then(|organization| organization.get("displayName"))
+        .and_then(Value::as_str)
+        .map(str::to_owned))
 }
 
 #[async_trait]

@@ -109,6 +109,30 @@ async fn gdap_customers_are_listed_once_each_with_domains() {
 }
 
 #[tokio::test]
+async fn a_customer_without_consent_is_still_discovered() {
+    let simulator = start_simulator().await;
+    let setup = graph_setup(&simulator, fast_settings()).await;
+    let tenant = smallest_tenant(&simulator);
+    simulator
+        .set_consent_fault(&tenant.tenant_id, Some(ConsentFault::Aadsts90099))
+        .expect("fault");
+    let tenants = setup
+        .graph
+        .list_tenants()
+        .await
+        .expect("discovery succeeds");
+    let unconsented = tenants
+        .iter()
+        .find(|listed| listed.entra_tenant_id == tenant.tenant_id)
+        .expect("listed");
+    assert!(unconsented.domains.is_empty());
+    assert!(tenants
+        .iter()
+        .filter(|listed| listed.entra_tenant_id != tenant.tenant_id)
+        .all(|listed| !listed.domains.is_empty()));
+}
+
+#[tokio::test]
 async fn a_full_enumeration_pages_through_every_user() {
     let simulator = start_simulator().await;
     let setup = graph_setup(&simulator, fast_settings()).await;

@@ -170,6 +170,52 @@ async fn a_long_retry_after_is_handed_to_the_caller() {
 }
 
 #[tokio::test]
+async fn requests_per_tenant_are_bounded() {
+    let simulator = start_simulator().await;
+    let settings = HttpSettings {
+        per_tenant_concurrency: 1,
+        ..fast_settings()
+    };
+    let setup = graph_setup(&simulator, settings).await;
+    let tenant = smallest_tenant(&simulator);
+    // Warm the token cache so only Graph requests are measured.
+    setup
+        .graph
+        .users_page(&tenant.tenant_id, None)
+        .await
+        .expect("users");
+    simulator
+        .add_fault(users_fault(
+            FaultKind::Delay { ms: 300 },
+            &tenant.tenant_id,
+            3,
+        ))
+        .expect("fault");
+    simulator.clear_request_log();
+    let started = std::time::Instant::now();
+    let calls: Vec<_> = (0..3)
+        .map(|_| {
+            let graph = setup.graph.clone();
+            let tenant_id = tenant.tenant_id.clone();
+            tokio::spawn(async move { graph.users_page(&tenant_id, None).await.map(|_| ()) })
+        })
+        .collect();
+    for call in calls {
+        call.await.expect("task").expect("users");
+    }
+    // One at a time: three delayed answers take at least three delays.
+    assert!(
+        started.elapsed() >= Duration::from_millis(900),
+        "{:?}",
+        started.elapsed()
+    );
+    let requests = requests_to(&simulator, "/graph/v1.0/users");
+    for pair in requests.windows(2) {
+        assert!(pair[1].at.duration_since(pair[0].at) >= Duration::from_millis(300));
+    }
+}
+
+#[tokio::test]
 async fn timeouts_are_retried() {
     let simulator = start_simulator().await;
     let settings = HttpSettings {

@@ -14,7 +14,7 @@ use entra_sync_directory::error::{DirectoryError, SettingNames};
 use entra_sync_directory::graph::{GraphClient, GraphConfig};
 use entra_sync_directory::http::{HttpSettings, ThrottleStats};
 use entra_sync_directory::oauth::{
-    AppCredential, CustomerTokenCache, OAuthClient, OAuthConfig, RefreshTokenSource,
+    AppCredential, CustomerTokenCache, OAuthClient, OAuthConfig, RefreshTokenSource, TokenSet,
 };
 use entra_sync_simulator::{CustomerTenant, LoggedRequest, Simulator, SimulatorConfig};
 use secrecy::{ExposeSecret, SecretString};
@@ -142,6 +142,14 @@ impl RefreshTokenSource for MemoryRefreshTokens {
 /// Runs the authorization-code flow against the simulator as a browser would (the simulator
 /// consents at once and redirects back with a code) and returns the refresh token.
 pub async fn connect(simulator: &Simulator, oauth: &OAuthClient) -> SecretString {
+    connect_token_set(simulator, oauth)
+        .await
+        .refresh_token
+        .expect("offline_access yields a refresh token")
+}
+
+/// The whole token set of the authorization-code flow.
+pub async fn connect_token_set(simulator: &Simulator, oauth: &OAuthClient) -> TokenSet {
     let request = oauth.begin_authorization(None).expect("authorize URL");
     let browser = reqwest::Client::builder()
         .redirect(reqwest::redirect::Policy::none())
@@ -166,14 +174,11 @@ pub async fn connect(simulator: &Simulator, oauth: &OAuthClient) -> SecretString
         Some(request.state.expose_secret())
     );
     let code = SecretString::from(query.get("code").expect("a code").clone());
-    let token_set = oauth
+    let _ = simulator;
+    oauth
         .exchange_code(&code, &request.code_verifier)
         .await
-        .expect("code exchange");
-    let _ = simulator;
-    token_set
-        .refresh_token
-        .expect("offline_access yields a refresh token")
+        .expect("code exchange")
 }
 
 /// A connected Graph client and the refresh-token store behind it.

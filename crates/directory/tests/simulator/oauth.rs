@@ -3,14 +3,15 @@
 use std::sync::Arc;
 
 use entra_sync_directory::error::DirectoryError;
+use entra_sync_directory::graph::probe;
 use entra_sync_directory::http::ThrottleStats;
 use entra_sync_directory::oauth::{AppCredential, OAuthClient, GRAPH_DEFAULT_SCOPE};
 use entra_sync_simulator::{FaultKind, FaultSpec, Simulator};
 use secrecy::{ExposeSecret, SecretString};
 
 use crate::{
-    app_oauth_config, assert_class, connect, fast_settings, graph_setup, oauth_client,
-    smallest_tenant, start_simulator,
+    app_oauth_config, assert_class, connect, connect_token_set, fast_settings, graph_setup,
+    oauth_client, smallest_tenant, start_simulator,
 };
 
 fn client_with(simulator: &Simulator, credential: AppCredential) -> OAuthClient {
@@ -45,6 +46,34 @@ async fn the_code_flow_yields_a_refresh_token_that_rotates() {
         .refresh(&partner, &second, GRAPH_DEFAULT_SCOPE)
         .await
         .expect("the new one works");
+}
+
+#[tokio::test]
+async fn graph_is_probed_with_the_exchanged_token() {
+    let simulator = start_simulator().await;
+    let oauth = oauth_client(&simulator, Arc::default());
+    let token_set = connect_token_set(&simulator, &oauth).await;
+    let graph_base = crate::url(&simulator.graph_base_url());
+    let context = oauth.error_context(None);
+    probe(
+        &graph_base,
+        &token_set.access_token,
+        &context,
+        fast_settings(),
+        Arc::default(),
+    )
+    .await
+    .expect("the new token works on Graph");
+    let bogus = SecretString::from("not-a-token".to_owned());
+    let result = probe(
+        &graph_base,
+        &bogus,
+        &context,
+        fast_settings(),
+        Arc::default(),
+    )
+    .await;
+    assert_class(result, "reauth_required");
 }
 
 #[tokio::test]
