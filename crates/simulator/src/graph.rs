@@ -151,16 +151,31 @@ fn invalid_token(message: &str) -> Response {
 }
 
 /// Validates the bearer token, applies the tenant's consent fault and any matching path fault.
+/// MICROSOFT.md §4: `GET users` costs 2 resource units, 1 with `$select` (delta state tokens carry their
+/// `$select`); other reads are charged 1.
+fn users_cost(raw: Option<&str>) -> u32 {
+    let raw = raw.unwrap_or_default();
+    if ["$select", "%24select", "$skiptoken", "$deltatoken"]
+        .iter()
+        .any(|option| raw.contains(option))
+    {
+        1
+    } else {
+        2
+    }
+}
+
 async fn authenticate(
     shared: &Shared,
     headers: &HeaderMap,
     path: &str,
+    cost: u32,
 ) -> Result<AccessToken, Response> {
     let Some(token_text) = bearer(headers) else {
         return Err(invalid_token("Access token is empty."));
     };
     let token = {
-        let state = shared.lock();
+        let mut state = shared.lock();
         let Some(token) = state.access_tokens.get(&token_text).cloned() else {
             return Err(invalid_token("IDX14100: JWT is not well formed."));
         };
@@ -195,6 +210,17 @@ async fn authenticate(
                 ))
             }
             _ => {}
+        }
+        if let Err(retry_after) = state.charge_resource_units(&token.tenant_id, cost) {
+            let mut response = graph_error(
+                StatusCode::TOO_MANY_REQUESTS,
+                "TooManyRequests",
+                "Too many requests.",
+            );
+            response
+                .headers_mut()
+                .insert(header::RETRY_AFTER, HeaderValue::from(retry_after));
+            return Err(response);
         }
         token
     };
@@ -292,7 +318,14 @@ pub(crate) async fn users(
     headers: HeaderMap,
     RawQuery(raw): RawQuery,
 ) -> Response {
-    let token = match authenticate(&shared, &headers, "/graph/v1.0/users").await {
+    let token = match authenticate(
+        &shared,
+        &headers,
+        "/graph/v1.0/users",
+        users_cost(raw.as_deref()),
+    )
+    .await
+    {
         Ok(token) => token,
         Err(response) => return response,
     };
@@ -439,7 +472,14 @@ pub(crate) async fn users_delta(
     headers: HeaderMap,
     RawQuery(raw): RawQuery,
 ) -> Response {
-    let token = match authenticate(&shared, &headers, "/graph/v1.0/users/delta").await {
+    let token = match authenticate(
+        &shared,
+        &headers,
+        "/graph/v1.0/users/delta",
+        users_cost(raw.as_deref()),
+    )
+    .await
+    {
         Ok(token) => token,
         Err(response) => return response,
     };
@@ -726,7 +766,7 @@ pub(crate) async fn relationships(
     RawQuery(raw): RawQuery,
 ) -> Response {
     let path = "/graph/v1.0/tenantRelationships/delegatedAdminRelationships";
-    let token = match authenticate(&shared, &headers, path).await {
+    let token = match authenticate(&shared, &headers, path, 1).await {
         Ok(token) => token,
         Err(response) => return response,
     };
@@ -783,7 +823,7 @@ pub(crate) async fn customers(
     RawQuery(raw): RawQuery,
 ) -> Response {
     let path = "/graph/v1.0/tenantRelationships/delegatedAdminCustomers";
-    let token = match authenticate(&shared, &headers, path).await {
+    let token = match authenticate(&shared, &headers, path, 1).await {
         Ok(token) => token,
         Err(response) => return response,
     };
@@ -854,7 +894,7 @@ fn tenant_domains(shared: &Shared, tenant_id: &str) -> (String, Vec<(String, boo
 
 /// `GET /v1.0/domains` (MICROSOFT.md §2).
 pub(crate) async fn domains(State(shared): State<Arc<Shared>>, headers: HeaderMap) -> Response {
-    let token = match authenticate(&shared, &headers, "/graph/v1.0/domains").await {
+    let token = match authenticate(&shared, &headers, "/graph/v1.0/domains", 1).await {
         Ok(token) => token,
         Err(response) => return response,
     };
@@ -876,7 +916,7 @@ pub(crate) async fn organization(
     State(shared): State<Arc<Shared>>,
     headers: HeaderMap,
 ) -> Response {
-    let token = match authenticate(&shared, &headers, "/graph/v1.0/organization").await {
+    let token = match authenticate(&shared, &headers, "/graph/v1.0/organization", 1).await {
         Ok(token) => token,
         Err(response) => return response,
     };
@@ -894,5 +934,67 @@ pub(crate) async fn organization(
             "@odata.context": context_url(&shared.graph_base(), "organization"),
             "value": [{"id": token.tenant_id, "displayName": display_name, "verifiedDomains": verified}],
         }),
+    )
+}
+
+/// A stable contract id derived from the customer's tenant id.
+fn contract_id(tenant_id: &str) -> String {
+    use sha2::{Digest, Sha256};
+    let digest = Sha256::digest(format!("contract:{tenant_id}").as_bytes());
+    let mut bytes = [0u8; 16];
+    bytes.copy_from_slice(&digest[..16]);
+    uuid::Builder::from_random_bytes(bytes)
+        .into_uuid()
+        .to_string()
+}
+
+/// `GET /v1.0/contracts` (MICROSOFT.md §2, the older DAP view): `{id, contractType, customerId,
+/// defaultDomainName, displayName}`. The name and domain are copies made at partnership time: the simulator
+/// takes them from the generated data, never from later renames.
+pub(crate) async fn contracts(
+    State(shared): State<Arc<Shared>>,
+    headers: HeaderMap,
+    RawQuery(raw): RawQuery,
+) -> Response {
+    let token = match authenticate(&shared, &headers, "/graph/v1.0/contracts", 1).await {
+        Ok(token) => token,
+        Err(response) => return response,
+    };
+    if let Err(response) = partner_only(&shared, &token) {
+        return response;
+    }
+    let params = parse_query(raw.as_deref());
+    if let Err(response) = reject_options(&params, &["$top", "$skiptoken"]) {
+        return response;
+    }
+    let cursor = match gdap_cursor(&params, false) {
+        Ok(cursor) => cursor,
+        Err(response) => return response,
+    };
+    let items: Vec<Value> = shared
+        .lock()
+        .tenants
+        .iter()
+        .map(|tenant| {
+            let default_domain = tenant
+                .domains
+                .iter()
+                .find(|domain| domain.is_default)
+                .map(|domain| domain.id.clone());
+            json!({
+                "id": contract_id(&tenant.tenant_id),
+                "contractType": "ResellerPartner",
+                "customerId": tenant.tenant_id,
+                "defaultDomainName": default_domain,
+                "displayName": tenant.display_name,
+            })
+        })
+        .collect();
+    paged(
+        &shared.graph_base(),
+        "contracts",
+        "contracts",
+        items,
+        &cursor,
     )
 }

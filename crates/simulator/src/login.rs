@@ -3,7 +3,7 @@
 use std::sync::Arc;
 
 use axum::extract::{Path, RawQuery, State};
-use axum::http::{header, HeaderValue, StatusCode};
+use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use base64::Engine;
 use chrono::Duration;
@@ -202,10 +202,15 @@ fn graph_scopes(scopes: &[String]) -> String {
 pub(crate) async fn token(
     State(shared): State<Arc<Shared>>,
     Path(tenant): Path<String>,
+    headers: HeaderMap,
     body: String,
 ) -> Response {
     let form = parse_query(Some(&body));
-    let client_id = param(&form, "client_id").unwrap_or_default().to_string();
+    let basic = basic_credentials(&headers);
+    let client_id = param(&form, "client_id")
+        .map(str::to_string)
+        .or_else(|| basic.as_ref().map(|(id, _)| id.clone()))
+        .unwrap_or_default();
     let Some(tenant_id) = resolve_tenant(&shared, &tenant) else {
         return aadsts(90002, &tenant, &client_id).into_response();
     };
@@ -234,14 +239,17 @@ pub(crate) async fn token(
     let assertion_ok = param(&form, "client_assertion_type")
         == Some("urn:ietf:params:oauth:client-assertion-type:jwt-bearer")
         && param(&form, "client_assertion").is_some_and(|assertion| !assertion.is_empty());
-    match param(&form, "client_secret") {
+    let secret = param(&form, "client_secret")
+        .map(str::to_string)
+        .or_else(|| basic.map(|(_, secret)| secret));
+    match secret {
         Some(secret) => {
             let expected = if is_app {
                 &config.app_client_secret
             } else {
                 &config.cipp_client_secret
             };
-            if secret != expected {
+            if &secret != expected {
                 return aadsts(7000215, &tenant_id, &client_id).into_response();
             }
         }
@@ -291,6 +299,28 @@ pub(crate) async fn token(
         )
         .into_response(),
     }
+}
+
+/// OAuth 2.0 `client_secret_basic` (RFC 6749 §2.3.1), which the identity platform accepts besides a
+/// `client_secret` form field: `Authorization: Basic base64(urlencoded id ":" urlencoded secret)`.
+fn basic_credentials(headers: &HeaderMap) -> Option<(String, String)> {
+    let value = headers.get(header::AUTHORIZATION)?.to_str().ok()?;
+    let (scheme, encoded) = value.trim().split_once(' ')?;
+    if !scheme.eq_ignore_ascii_case("basic") {
+        return None;
+    }
+    let decoded = base64::engine::general_purpose::STANDARD
+        .decode(encoded.trim())
+        .ok()?;
+    let text = String::from_utf8(decoded).ok()?;
+    let (id, secret) = text.split_once(':')?;
+    let unescape = |part: &str| {
+        url::form_urlencoded::parse(format!("x={part}").as_bytes())
+            .next()
+            .map(|(_, value)| value.into_owned())
+            .unwrap_or_default()
+    };
+    Some((unescape(id), unescape(secret)))
 }
 
 fn invalid_scope(scope: &str) -> Response {
@@ -624,6 +654,68 @@ pub(crate) async fn authorize(
             pairs.append_pair("code", &code);
         }
         if let Some(state_value) = &state_param {
+            pairs.append_pair("state", state_value);
+        }
+    }
+    let mut response = StatusCode::FOUND.into_response();
+    if let Ok(location) = HeaderValue::from_str(redirect.as_str()) {
+        response.headers_mut().insert(header::LOCATION, location);
+    }
+    response
+}
+
+/// `GET /{tenant}/adminconsent?client_id=…&redirect_uri=…&state=…` (MICROSOFT.md §1 admin consent URL).
+/// Grants consent at once: the tenant's consent or role problem is cleared, so a client can prove that a
+/// consent fix needs no restart. The redirect carries `admin_consent=True&tenant=…&state=…` as the identity
+/// platform's admin-consent documentation describes.
+pub(crate) async fn admin_consent(
+    State(shared): State<Arc<Shared>>,
+    Path(tenant): Path<String>,
+    RawQuery(raw): RawQuery,
+) -> Response {
+    let params = parse_query(raw.as_deref());
+    let client_id = param(&params, "client_id").unwrap_or_default().to_string();
+    let Some(tenant_id) = resolve_tenant(&shared, &tenant) else {
+        return authorize_error(aadsts(90002, &tenant, &client_id));
+    };
+    if !client_id.eq_ignore_ascii_case(&shared.config.app_client_id) {
+        return authorize_error(aadsts(700016, &tenant_id, &client_id));
+    }
+    let Some(redirect_uri) = param(&params, "redirect_uri").map(str::to_string) else {
+        return authorize_error(missing("redirect_uri"));
+    };
+    let registered = shared.lock().settings.redirect_uris.clone();
+    let Some(mut redirect) = url::Url::parse(&redirect_uri).ok().filter(|url| {
+        ["http", "https"].contains(&url.scheme())
+            && (registered.is_empty() || registered.iter().any(|uri| uri == &redirect_uri))
+    }) else {
+        return authorize_error(aadsts(50011, &tenant_id, &client_id));
+    };
+    let path = format!("/login/{tenant}/adminconsent");
+    let denied = match apply_fault(&shared, &path, Some(&tenant_id), Surface::Plain).await {
+        FaultOutcome::Respond(response) => return response,
+        FaultOutcome::Special(FaultKind::AuthorizeDenied) => true,
+        FaultOutcome::Special(_) | FaultOutcome::Proceed => false,
+    };
+    {
+        let mut pairs = redirect.query_pairs_mut();
+        if denied {
+            pairs.append_pair("error", "access_denied");
+            pairs.append_pair(
+                "error_description",
+                "AADSTS65004: User declined to consent to access the app.",
+            );
+        } else {
+            {
+                let mut state = shared.lock();
+                if let Some(position) = state.tenant_position(&tenant_id) {
+                    state.tenants[position].consent_fault = None;
+                }
+            }
+            pairs.append_pair("admin_consent", "True");
+            pairs.append_pair("tenant", &tenant_id);
+        }
+        if let Some(state_value) = param(&params, "state") {
             pairs.append_pair("state", state_value);
         }
     }

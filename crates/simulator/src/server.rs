@@ -66,6 +66,7 @@ pub(crate) fn router(shared: Arc<Shared>) -> Router {
             "/login/{tenant}/oauth2/v2.0/authorize",
             get(login::authorize),
         )
+        .route("/login/{tenant}/adminconsent", get(login::admin_consent))
         .route("/graph/v1.0/users", get(graph::users))
         .route("/graph/v1.0/users/delta", get(graph::users_delta))
         // Graph docs: `/delta` is a shortcut for the fully qualified `/microsoft.graph.delta`.
@@ -81,6 +82,7 @@ pub(crate) fn router(shared: Arc<Shared>) -> Router {
             "/graph/v1.0/tenantRelationships/delegatedAdminCustomers",
             get(graph::customers),
         )
+        .route("/graph/v1.0/contracts", get(graph::contracts))
         .route("/graph/v1.0/domains", get(graph::domains))
         .route("/graph/v1.0/organization", get(graph::organization))
         .route("/cipp/api/ListTenants", get(cipp::list_tenants))

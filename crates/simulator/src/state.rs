@@ -123,6 +123,12 @@ pub struct Settings {
     pub authorization_code_lifetime_secs: i64,
     /// MICROSOFT.md §1: the redirect URI must exactly match a registered one; empty accepts any http(s) URI.
     pub redirect_uris: Vec<String>,
+    /// MICROSOFT.md §4: enforce the identity resource-unit budget per app per tenant per 10 seconds
+    /// (3,500 / 5,000 / 8,000 for tenants with < 50 / 50–500 / > 500 users; `GET users` costs 2 units,
+    /// 1 with `$select`) and answer 429 with `Retry-After` when it is spent. Off by default.
+    pub resource_unit_throttling: bool,
+    /// Replaces the size-based budget, so tests can hit the limit with few requests.
+    pub resource_unit_limit: Option<u32>,
 }
 
 impl Default for Settings {
@@ -136,6 +142,8 @@ impl Default for Settings {
             delta_token_max_age_secs: 7 * 24 * 3600,
             authorization_code_lifetime_secs: 600,
             redirect_uris: Vec::new(),
+            resource_unit_throttling: false,
+            resource_unit_limit: None,
         }
     }
 }
@@ -342,6 +350,8 @@ pub(crate) struct State {
     pub next_fault_id: u64,
     pub clock_offset: Duration,
     pub rng: ChaCha8Rng,
+    /// Resource units spent per tenant: (time, cost), oldest first.
+    pub resource_units: HashMap<String, std::collections::VecDeque<(DateTime<Utc>, u32)>>,
 }
 
 /// Well-known Entra role ids used in GDAP access details: Directory Readers, User Administrator, Helpdesk Administrator.
@@ -466,6 +476,7 @@ impl State {
             next_fault_id: 1,
             clock_offset: Duration::zero(),
             rng: ChaCha8Rng::seed_from_u64(config.seed ^ 0x7011_E000_0000_0002),
+            resource_units: HashMap::new(),
         }
     }
 
@@ -507,6 +518,41 @@ impl State {
                 .map(TenantState::to_customer_tenant)
                 .collect(),
         }
+    }
+
+    /// Charges `cost` resource units to the tenant's 10-second window (MICROSOFT.md §4). Returns the seconds
+    /// to wait when the budget is spent.
+    pub fn charge_resource_units(&mut self, tenant_id: &str, cost: u32) -> Result<(), u64> {
+        if !self.settings.resource_unit_throttling {
+            return Ok(());
+        }
+        let limit = self.settings.resource_unit_limit.unwrap_or_else(|| {
+            let users = self
+                .tenant_position(tenant_id)
+                .map_or(0, |position| self.tenants[position].listed_user_count());
+            match users {
+                0..=49 => 3_500,
+                50..=500 => 5_000,
+                _ => 8_000,
+            }
+        });
+        let now = self.now();
+        let window = Duration::seconds(10);
+        let spent = self
+            .resource_units
+            .entry(tenant_id.to_lowercase())
+            .or_default();
+        while spent.front().is_some_and(|(at, _)| now - *at >= window) {
+            spent.pop_front();
+        }
+        let used: u32 = spent.iter().map(|(_, cost)| cost).sum();
+        if used + cost > limit {
+            let oldest = spent.front().map_or(now, |(at, _)| *at);
+            let wait = (oldest + window - now).num_milliseconds().max(0);
+            return Err(((wait + 999) / 1000).max(1) as u64);
+        }
+        spent.push_back((now, cost));
+        Ok(())
     }
 
     /// Returns and consumes the first fault matching the path and tenant.

@@ -521,3 +521,58 @@ async fn throttling_and_other_faults_follow_microsoft_md_section_4() {
     assert_eq!(get(&url, &token).await.0, 200);
     assert!(started.elapsed() >= Duration::from_millis(300));
 }
+
+#[tokio::test]
+async fn the_resource_unit_budget_throttles_with_retry_after() {
+    let sim = start().await;
+    let tenant_id = sim.msp().tenants[0].tenant_id.clone();
+    let token = app_token(&sim, &tenant_id).await;
+    let mut settings = sim.settings();
+    settings.resource_unit_throttling = true;
+    settings.resource_unit_limit = Some(3);
+    sim.set_settings(settings);
+    let selected = format!("{}/v1.0/users?$select=id&$top=1", sim.graph_base_url());
+    let unselected = format!("{}/v1.0/users?$top=1", sim.graph_base_url());
+    // MICROSOFT.md §4: 1 unit with $select, 2 without.
+    assert_eq!(get(&selected, &token).await.0, 200);
+    assert_eq!(get(&unselected, &token).await.0, 200);
+    let (status, headers, body) = get(&selected, &token).await;
+    assert_eq!(status, 429);
+    let retry_after: u64 = headers
+        .get("retry-after")
+        .and_then(|value| value.to_str().ok())
+        .and_then(|value| value.parse().ok())
+        .expect("Retry-After seconds");
+    assert!((1..=10).contains(&retry_after));
+    graph_error_code(&body);
+    // Another tenant has its own budget.
+    let other = app_token(&sim, &sim.msp().tenants[1].tenant_id).await;
+    assert_eq!(get(&selected, &other).await.0, 200);
+    // The window is 10 seconds on the simulator clock.
+    sim.advance_clock(11);
+    assert_eq!(get(&selected, &token).await.0, 200);
+}
+
+#[tokio::test]
+async fn contracts_list_customers_for_the_partner() {
+    let sim = start().await;
+    let msp = sim.msp();
+    let token = app_token(&sim, &msp.partner_tenant_id).await;
+    let contracts = values(
+        &all_pages(
+            format!("{}/v1.0/contracts?$top=2", sim.graph_base_url()),
+            &token,
+        )
+        .await,
+    );
+    assert_eq!(contracts.len(), msp.tenants.len());
+    for field in [
+        "id",
+        "contractType",
+        "customerId",
+        "defaultDomainName",
+        "displayName",
+    ] {
+        assert!(contracts[0][field].is_string(), "{field}");
+    }
+}

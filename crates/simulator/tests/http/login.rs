@@ -386,3 +386,81 @@ async fn aadsts_errors_on_demand_and_access_token_expiry() {
     assert_eq!(status, 401);
     assert_eq!(graph_error_code(&body), "InvalidAuthenticationToken");
 }
+
+#[tokio::test]
+async fn client_secret_basic_is_accepted() {
+    let sim = start().await;
+    let config = sim.config().clone();
+    let response = client()
+        .post(format!(
+            "{}/{}/oauth2/v2.0/token",
+            sim.login_base_url(),
+            config.partner_tenant_id
+        ))
+        .basic_auth(&config.app_client_id, Some(&config.app_client_secret))
+        .form(&[
+            ("grant_type", "client_credentials"),
+            ("scope", "https://graph.microsoft.com/.default"),
+        ])
+        .send()
+        .await
+        .expect("token");
+    assert_eq!(response.status().as_u16(), 200);
+    let response = client()
+        .post(format!(
+            "{}/{}/oauth2/v2.0/token",
+            sim.login_base_url(),
+            config.partner_tenant_id
+        ))
+        .basic_auth(&config.app_client_id, Some("wrong"))
+        .form(&[
+            ("grant_type", "client_credentials"),
+            ("scope", "https://graph.microsoft.com/.default"),
+        ])
+        .send()
+        .await
+        .expect("token");
+    assert_eq!(response.status().as_u16(), 401);
+}
+
+#[tokio::test]
+async fn admin_consent_clears_a_tenants_consent_problem() {
+    let sim = start().await;
+    let tenant = sim.msp().tenants[1].tenant_id.clone();
+    sim.set_consent_fault(&tenant, Some(ConsentFault::Aadsts65001))
+        .expect("consent");
+    let config = sim.config().clone();
+    let form = [
+        ("grant_type", "client_credentials"),
+        ("client_id", config.app_client_id.as_str()),
+        ("client_secret", config.app_client_secret.as_str()),
+        ("scope", "https://graph.microsoft.com/.default"),
+    ];
+    let (status, body) = token_request(&sim, &tenant, &form).await;
+    assert_eq!(status, 400);
+    assert_aad_error(&body, "invalid_grant", 65001);
+
+    let response = client()
+        .get(format!("{}/{tenant}/adminconsent", sim.login_base_url()))
+        .query(&[
+            ("client_id", config.app_client_id.as_str()),
+            ("redirect_uri", REDIRECT),
+            ("state", "c1"),
+        ])
+        .send()
+        .await
+        .expect("adminconsent");
+    assert_eq!(response.status().as_u16(), 302);
+    let location =
+        url::Url::parse(response.headers()["location"].to_str().expect("location")).expect("url");
+    assert_eq!(
+        query_value(&location, "admin_consent").as_deref(),
+        Some("True")
+    );
+    assert_eq!(
+        query_value(&location, "tenant").as_deref(),
+        Some(tenant.as_str())
+    );
+    assert_eq!(query_value(&location, "state").as_deref(), Some("c1"));
+    assert_eq!(token_request(&sim, &tenant, &form).await.0, 200);
+}
