@@ -518,6 +518,8 @@ fn filters(edit: impl FnOnce(&mut Filters)) -> Filters {
     filters
 }
 
+// Rows are laid out by hand, one rule per row, so the table reads like the spec.
+#[rustfmt::skip]
 fn rules() -> Vec<(&'static str, Rule)> {
     use ContactField::*;
     use FieldPolicy::*;
