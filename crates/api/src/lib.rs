@@ -1,1 +1,146 @@
-//! placeholder
+//! The HTTP API of entra-sync (SPEC §7): an axum router over the store and a Temporal client.
+//!
+//! Only this crate knows HTTP status codes. Every route is declared once, through
+//! `utoipa_axum::routes!`, so the router and the OpenAPI document served at
+//! `/api/v1/openapi.json` cannot drift apart.
+
+pub mod auth;
+pub mod error;
+pub mod extract;
+pub mod openapi;
+mod routes;
+pub mod starter;
+
+use std::sync::Arc;
+
+use axum::extract::DefaultBodyLimit;
+use axum::Router;
+use secrecy::SecretString;
+use url::Url;
+
+pub use crate::starter::{TemporalStarter, WorkflowStarter};
+
+/// The Microsoft endpoints and app registration the API needs (connect/direct and CIPP
+/// API-client token minting).
+#[derive(Clone)]
+pub struct MicrosoftConfig {
+    /// `MICROSOFT_LOGIN_BASE_URL`, default `https://login.microsoftonline.com`.
+    pub login_base_url: Url,
+    /// `MICROSOFT_GRAPH_BASE_URL`, default `https://graph.microsoft.com`.
+    pub graph_base_url: Url,
+    /// `MICROSOFT_CLIENT_ID`; None means direct connections are not configured.
+    pub client_id: Option<String>,
+    /// `MICROSOFT_CLIENT_SECRET`.
+    pub client_secret: Option<SecretString>,
+    /// `MICROSOFT_OAUTH_CALLBACK_URL`, the redirect URI registered in Azure.
+    pub callback_url: Option<String>,
+}
+
+impl std::fmt::Debug for MicrosoftConfig {
+    fn fmt(&self, formatter: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        formatter
+            .debug_struct("MicrosoftConfig")
+            .field("login_base_url", &self.login_base_url.as_str())
+            .field("graph_base_url", &self.graph_base_url.as_str())
+            .field("client_id", &self.client_id)
+            .field(
+                "client_secret",
+                &self.client_secret.as_ref().map(|_| "<redacted>"),
+            )
+            .field("callback_url", &self.callback_url)
+            .finish()
+    }
+}
+
+impl Default for MicrosoftConfig {
+    fn default() -> Self {
+        MicrosoftConfig {
+            login_base_url: Url::parse("https://login.microsoftonline.com")
+                .unwrap_or_else(|_| unreachable!("constant URL parses")),
+            graph_base_url: Url::parse("https://graph.microsoft.com")
+                .unwrap_or_else(|_| unreachable!("constant URL parses")),
+            client_id: None,
+            client_secret: None,
+            callback_url: None,
+        }
+    }
+}
+
+/// The API's configuration, loaded once by the binary.
+#[derive(Clone)]
+pub struct ApiConfig {
+    /// `ENTRA_SYNC_MASTER_KEY`: manages PSA tenants, users and feature flags.
+    pub master_key: SecretString,
+    /// Passed to every sync workflow: managed tenants synced at once.
+    pub max_parallel_tenants: u32,
+    pub microsoft: MicrosoftConfig,
+    /// How long connect/validate wait for CIPP before answering 502.
+    pub provider_timeout: std::time::Duration,
+    /// `ENTRA_SYNC_OAUTH_STATE_TTL_SECONDS` (default 600).
+    pub oauth_state_ttl: std::time::Duration,
+}
+
+impl ApiConfig {
+    /// A configuration with defaults for everything but the master key.
+    pub fn new(master_key: SecretString) -> ApiConfig {
+        ApiConfig {
+            master_key,
+            max_parallel_tenants: 4,
+            microsoft: MicrosoftConfig::default(),
+            provider_timeout: std::time::Duration::from_secs(20),
+            oauth_state_ttl: std::time::Duration::from_secs(600),
+        }
+    }
+}
+
+impl std::fmt::Debug for ApiConfig {
+    fn fmt(&self, formatter: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        formatter
+            .debug_struct("ApiConfig")
+            .field("master_key", &"<redacted>")
+            .field("max_parallel_tenants", &self.max_parallel_tenants)
+            .field("microsoft", &self.microsoft)
+            .field("provider_timeout", &self.provider_timeout)
+            .field("oauth_state_ttl", &self.oauth_state_ttl)
+            .finish()
+    }
+}
+
+/// Everything a handler can reach. Cheap to clone.
+#[derive(Clone)]
+pub struct AppState {
+    pub store: entra_sync_store::Store,
+    pub starter: Arc<dyn WorkflowStarter>,
+    pub config: Arc<ApiConfig>,
+}
+
+impl AppState {
+    pub fn new(
+        store: entra_sync_store::Store,
+        starter: Arc<dyn WorkflowStarter>,
+        config: ApiConfig,
+    ) -> AppState {
+        AppState {
+            store,
+            starter,
+            config: Arc::new(config),
+        }
+    }
+}
+
+/// The whole HTTP surface: `/api/v1/…`, the OAuth callback, `/healthz`, `/readyz` and the
+/// OpenAPI document.
+pub fn router(state: AppState) -> Router {
+    let (router, _document) = routes::openapi_router().split_for_parts();
+    router
+        .fallback(routes::fallback)
+        .method_not_allowed_fallback(routes::method_not_allowed)
+        .layer(DefaultBodyLimit::max(extract::MAX_BODY_BYTES))
+        .with_state(state)
+}
+
+/// The OpenAPI document of [`router`], without building a state (for tests and tooling).
+pub fn openapi_document() -> utoipa::openapi::OpenApi {
+    let (_, document) = routes::openapi_router().split_for_parts();
+    document
+}

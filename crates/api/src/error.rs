@@ -1,0 +1,184 @@
+//! The API's one error type. Every failure a handler can produce becomes
+//! `{"error":{"code":"snake_case","message":"…"}}` with a fitting status; store errors are
+//! mapped to statuses here and nowhere else, and internal details are logged, never returned.
+
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use entra_sync_store::error::StoreError;
+use serde::Serialize;
+use utoipa::ToSchema;
+
+/// The body of every error response.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct ErrorBody {
+    pub error: ErrorDetail,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct ErrorDetail {
+    /// Stable snake_case code callers can branch on.
+    pub code: String,
+    /// A sentence for people; never contains secrets or internal details.
+    pub message: String,
+}
+
+/// An error a handler returns; rendered as [`ErrorBody`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ApiError {
+    pub status: StatusCode,
+    pub code: String,
+    pub message: String,
+}
+
+impl ApiError {
+    pub fn new(status: StatusCode, code: impl Into<String>, message: impl Into<String>) -> Self {
+        ApiError {
+            status,
+            code: code.into(),
+            message: message.into(),
+        }
+    }
+
+    pub fn bad_request(code: &str, message: impl Into<String>) -> Self {
+        ApiError::new(StatusCode::BAD_REQUEST, code, message)
+    }
+
+    pub fn unauthorized() -> Self {
+        ApiError::new(
+            StatusCode::UNAUTHORIZED,
+            "unauthorized",
+            "a valid x-api-key header is required",
+        )
+    }
+
+    pub fn forbidden(message: impl Into<String>) -> Self {
+        ApiError::new(StatusCode::FORBIDDEN, "forbidden", message)
+    }
+
+    pub fn not_found(message: impl Into<String>) -> Self {
+        ApiError::new(StatusCode::NOT_FOUND, "not_found", message)
+    }
+
+    pub fn conflict(code: &str, message: impl Into<String>) -> Self {
+        ApiError::new(StatusCode::CONFLICT, code, message)
+    }
+
+    pub fn unprocessable(code: &str, message: impl Into<String>) -> Self {
+        ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, code, message)
+    }
+
+    pub fn bad_gateway(code: &str, message: impl Into<String>) -> Self {
+        ApiError::new(StatusCode::BAD_GATEWAY, code, message)
+    }
+
+    /// A bug or an infrastructure failure: the cause is logged, the caller learns nothing of it.
+    pub fn internal(cause: &dyn std::fmt::Display) -> Self {
+        tracing::error!(error = %cause, "internal error while handling a request");
+        ApiError::new(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "internal_error",
+            "an internal error occurred; it has been logged",
+        )
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let body = ErrorBody {
+            error: ErrorDetail {
+                code: self.code,
+                message: self.message,
+            },
+        };
+        (self.status, axum::Json(body)).into_response()
+    }
+}
+
+/// Human text for the stable codes the store uses in `Conflict` and `Invalid`.
+fn describe_store_code(code: &str) -> String {
+    match code {
+        "unknown_client" => "the client does not exist".to_owned(),
+        "unknown_managed_tenant" => "a managed tenant in the request does not exist".to_owned(),
+        "duplicate_managed_tenant" => "a managed tenant appears more than once".to_owned(),
+        "full_name_required" => "full_name must not be empty".to_owned(),
+        "invalid_email" => "the email address is not valid".to_owned(),
+        "invalid_cursor" => "the cursor is not valid; start again without one".to_owned(),
+        "invalid_base_url" => "base_url must be an http(s) URL".to_owned(),
+        "malformed_value" => "a value in the request is malformed".to_owned(),
+        "psa_users_email_unique" => "a user with this email already exists".to_owned(),
+        "contact_in_other_client" => {
+            "the contact belongs to another client; send allow_other_client: true to link it anyway"
+                .to_owned()
+        }
+        other => format!("the request was refused ({other})"),
+    }
+}
+
+/// Database constraint names are not an API contract: map the ones callers can cause to
+/// stable codes, everything else to a generic one.
+fn public_code(code: &str, fallback: &str) -> String {
+    let looks_stable = !code.is_empty()
+        && code.len() <= 64
+        && code
+            .chars()
+            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_');
+    match code {
+        "psa_users_email_unique" => "email_taken".to_owned(),
+        "clients_tenant_id_fkey" | "contacts_tenant_id_client_id_fkey" => {
+            "unknown_client".to_owned()
+        }
+        _ if looks_stable && !code.ends_with("_fkey") && !code.ends_with("_check") => {
+            code.to_owned()
+        }
+        _ => fallback.to_owned(),
+    }
+}
+
+impl From<StoreError> for ApiError {
+    fn from(error: StoreError) -> Self {
+        match error {
+            StoreError::NotFound => ApiError::not_found("the resource does not exist"),
+            StoreError::Conflict(code) => {
+                ApiError::conflict(&public_code(&code, "conflict"), describe_store_code(&code))
+            }
+            StoreError::Invalid(code) => {
+                ApiError::unprocessable(&public_code(&code, "invalid"), describe_store_code(&code))
+            }
+            other => ApiError::internal(&other),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn store_errors_map_to_statuses() {
+        let check = |error: StoreError, status: StatusCode, code: &str| {
+            let api = ApiError::from(error);
+            assert_eq!((api.status, api.code.as_str()), (status, code));
+        };
+        check(StoreError::NotFound, StatusCode::NOT_FOUND, "not_found");
+        check(
+            StoreError::Conflict("contact_in_other_client".to_owned()),
+            StatusCode::CONFLICT,
+            "contact_in_other_client",
+        );
+        check(
+            StoreError::Conflict("psa_users_email_unique".to_owned()),
+            StatusCode::CONFLICT,
+            "email_taken",
+        );
+        check(
+            StoreError::Invalid("runs_tenant_id_client_id_fkey".to_owned()),
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "invalid",
+        );
+        check(
+            StoreError::Encryption("no encryption key configured"),
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "internal_error",
+        );
+    }
+}

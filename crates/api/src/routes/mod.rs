@@ -1,0 +1,173 @@
+//! The route table: one module per area, each contributing `utoipa_axum` routes, plus the
+//! shapes several areas share (list pages, audit helper).
+
+mod entra;
+mod health;
+mod platform;
+mod psa;
+mod runs;
+
+use axum::http::{Method, Uri};
+use entra_sync_store::page::{Page, PageRequest};
+use serde::{Deserialize, Serialize};
+use utoipa::{IntoParams, OpenApi, ToSchema};
+use utoipa_axum::router::OpenApiRouter;
+
+use crate::error::ApiError;
+use crate::openapi::ApiDoc;
+use crate::AppState;
+
+pub(crate) fn openapi_router() -> OpenApiRouter<AppState> {
+    OpenApiRouter::with_openapi(ApiDoc::openapi())
+        .merge(health::routes())
+        .merge(platform::routes())
+        .merge(psa::routes())
+        .merge(entra::routes())
+        .merge(runs::routes())
+}
+
+pub(crate) async fn fallback(uri: Uri) -> ApiError {
+    ApiError::new(
+        axum::http::StatusCode::NOT_FOUND,
+        "route_not_found",
+        format!("no endpoint at {}", uri.path()),
+    )
+}
+
+pub(crate) async fn method_not_allowed(method: Method, uri: Uri) -> ApiError {
+    ApiError::new(
+        axum::http::StatusCode::METHOD_NOT_ALLOWED,
+        "method_not_allowed",
+        format!("{method} is not allowed on {}", uri.path()),
+    )
+}
+
+/// `limit` and `cursor` of every list endpoint.
+#[derive(Debug, Default, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct PageQuery {
+    /// At most this many items (1..=500, default 50).
+    pub limit: Option<u32>,
+    /// The `next_cursor` of the previous page.
+    pub cursor: Option<String>,
+}
+
+impl PageQuery {
+    pub(crate) fn page_request(&self) -> Result<PageRequest, ApiError> {
+        if self.limit == Some(0) {
+            return Err(ApiError::bad_request(
+                "invalid_query",
+                "limit must be at least 1",
+            ));
+        }
+        if self
+            .cursor
+            .as_ref()
+            .is_some_and(|cursor| cursor.len() > 512)
+        {
+            return Err(ApiError::bad_request("invalid_query", "cursor is too long"));
+        }
+        Ok(PageRequest {
+            limit: self.limit,
+            cursor: self.cursor.clone(),
+        })
+    }
+}
+
+/// A page of a list: `{"items":[…],"next_cursor":"…"|null}`.
+#[derive(Debug, Serialize, ToSchema)]
+pub(crate) struct ListResponse<T> {
+    pub items: Vec<T>,
+    pub next_cursor: Option<String>,
+}
+
+impl<T> ListResponse<T> {
+    pub(crate) fn from_page<S>(page: Page<S>, view: impl Fn(S) -> T) -> ListResponse<T> {
+        ListResponse {
+            items: page.items.into_iter().map(view).collect(),
+            next_cursor: page.next_cursor,
+        }
+    }
+}
+
+/// Records who changed what (audit failures fail the request: an unaudited change would break
+/// the audit promise, and the database is down anyway).
+pub(crate) async fn audit(
+    state: &AppState,
+    tenant_id: uuid::Uuid,
+    actor: &str,
+    action: &str,
+    target: Option<String>,
+    detail: serde_json::Value,
+) -> Result<(), ApiError> {
+    state
+        .store
+        .record_api_audit(tenant_id, actor, action, target.as_deref(), Some(&detail))
+        .await?;
+    Ok(())
+}
+
+/// Deserializes a field that distinguishes absent (None) from null (Some(None)).
+pub(crate) fn double_option<'de, D, T>(deserializer: D) -> Result<Option<Option<T>>, D::Error>
+where
+    D: serde::Deserializer<'de>,
+    T: Deserialize<'de>,
+{
+    Option::<T>::deserialize(deserializer).map(Some)
+}
+
+/// Refuses strings longer than `max` characters or containing control characters.
+pub(crate) fn check_text(field: &str, value: &str, max: usize) -> Result<(), ApiError> {
+    if value.chars().count() > max {
+        return Err(ApiError::unprocessable(
+            "invalid_field",
+            format!("{field} is longer than {max} characters"),
+        ));
+    }
+    if value.chars().any(|c| c.is_control()) {
+        return Err(ApiError::unprocessable(
+            "invalid_field",
+            format!("{field} contains control characters"),
+        ));
+    }
+    Ok(())
+}
+
+/// Pages a list the store returns whole. The cursor is the offset of the next item, opaque to
+/// callers like every other cursor.
+pub(crate) fn paginate<T>(items: Vec<T>, query: &PageQuery) -> Result<ListResponse<T>, ApiError> {
+    use base64::Engine;
+    let invalid = || {
+        ApiError::unprocessable(
+            "invalid_cursor",
+            "the cursor is not valid; start again without one",
+        )
+    };
+    let request = query.page_request()?;
+    let limit = request
+        .limit
+        .unwrap_or(entra_sync_store::page::DEFAULT_LIMIT)
+        .clamp(1, entra_sync_store::page::MAX_LIMIT) as usize;
+    let offset = match request.cursor.as_deref() {
+        None => 0,
+        Some(cursor) => {
+            let bytes = base64::engine::general_purpose::URL_SAFE_NO_PAD
+                .decode(cursor)
+                .map_err(|_| invalid())?;
+            let text = String::from_utf8(bytes).map_err(|_| invalid())?;
+            text.strip_prefix("offset:")
+                .and_then(|offset| offset.parse::<usize>().ok())
+                .ok_or_else(invalid)?
+        }
+    };
+    let total = items.len();
+    let page: Vec<T> = items.into_iter().skip(offset).take(limit).collect();
+    let next = offset.saturating_add(page.len());
+    let next_cursor = (next < total)
+        .then(|| base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(format!("offset:{next}")));
+    Ok(ListResponse {
+        items: page,
+        next_cursor,
+    })
+}

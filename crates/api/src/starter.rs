@@ -1,0 +1,100 @@
+//! Starting and cancelling runs' workflows. Handlers talk to the [`WorkflowStarter`] trait, so
+//! the API tests use a recording fake while production uses [`TemporalStarter`].
+
+use async_trait::async_trait;
+use entra_sync_workflows::contract::{DiscoveryRunInput, SyncRunInput};
+use entra_sync_workflows::{workflow_id_for_run, DiscoveryWorkflow, SyncWorkflow};
+use temporalio_client::{
+    Client, UntypedWorkflow, WorkflowCancelOptions, WorkflowIdConflictPolicy,
+    WorkflowIdReusePolicy, WorkflowStartOptions,
+};
+
+/// What the API needs from Temporal.
+#[async_trait]
+pub trait WorkflowStarter: Send + Sync {
+    /// Starts the sync workflow of an existing run row; returns the workflow id.
+    async fn start_sync(&self, input: SyncRunInput) -> anyhow::Result<String>;
+    /// Starts the discovery workflow of an existing run row; returns the workflow id.
+    async fn start_discovery(&self, input: DiscoveryRunInput) -> anyhow::Result<String>;
+    /// Requests cancellation of a running workflow.
+    async fn cancel(&self, workflow_id: &str) -> anyhow::Result<()>;
+    /// Whether Temporal answers; `/readyz` asks. Starters that cannot tell say yes.
+    async fn ready(&self) -> anyhow::Result<()> {
+        Ok(())
+    }
+    /// Creates, updates or (None) deletes the PSA tenant's recurring sync schedule. Starters
+    /// without schedule support leave it to the worker's reconciliation on start.
+    async fn apply_schedule(
+        &self,
+        _tenant_id: uuid::Uuid,
+        _interval: Option<std::time::Duration>,
+    ) -> anyhow::Result<()> {
+        Ok(())
+    }
+    /// Deletes the PSA tenant's recurring sync schedule, if any.
+    async fn remove_schedule(&self, tenant_id: uuid::Uuid) -> anyhow::Result<()> {
+        self.apply_schedule(tenant_id, None).await
+    }
+}
+
+/// The production starter: a connected Temporal client and the workers' task queue.
+#[derive(Clone)]
+pub struct TemporalStarter {
+    pub client: Client,
+    pub task_queue: String,
+}
+
+impl TemporalStarter {
+    pub fn new(client: Client, task_queue: impl Into<String>) -> TemporalStarter {
+        TemporalStarter {
+            client,
+            task_queue: task_queue.into(),
+        }
+    }
+
+    /// One workflow per run: the id is derived from the run, a second start of the same run
+    /// fails instead of creating a twin, and a finished run's id is never reused.
+    fn options(&self, workflow_id: String) -> WorkflowStartOptions {
+        WorkflowStartOptions::new(self.task_queue.clone(), workflow_id)
+            .id_reuse_policy(WorkflowIdReusePolicy::RejectDuplicate)
+            .id_conflict_policy(WorkflowIdConflictPolicy::Fail)
+            .build()
+    }
+}
+
+#[async_trait]
+impl WorkflowStarter for TemporalStarter {
+    async fn start_sync(&self, input: SyncRunInput) -> anyhow::Result<String> {
+        let workflow_id = workflow_id_for_run("sync", &input.tenant_id, &input.run_id);
+        self.client
+            .start_workflow(SyncWorkflow::run, input, self.options(workflow_id.clone()))
+            .await
+            .map_err(|error| anyhow::anyhow!("starting the sync workflow failed: {error}"))?;
+        Ok(workflow_id)
+    }
+
+    async fn start_discovery(&self, input: DiscoveryRunInput) -> anyhow::Result<String> {
+        let workflow_id = workflow_id_for_run("discovery", &input.tenant_id, &input.run_id);
+        self.client
+            .start_workflow(
+                DiscoveryWorkflow::run,
+                input,
+                self.options(workflow_id.clone()),
+            )
+            .await
+            .map_err(|error| anyhow::anyhow!("starting the discovery workflow failed: {error}"))?;
+        Ok(workflow_id)
+    }
+
+    async fn cancel(&self, workflow_id: &str) -> anyhow::Result<()> {
+        self.client
+            .get_workflow_handle::<UntypedWorkflow>(workflow_id)
+            .cancel(
+                WorkflowCancelOptions::builder()
+                    .reason("cancelled through the API".to_owned())
+                    .build(),
+            )
+            .await
+            .map_err(|error| anyhow::anyhow!("cancelling the workflow failed: {error}"))
+    }
+}

@@ -1,0 +1,893 @@
+//! HTTP tests of the API over a real Postgres: the access matrix, bad input, feature flags,
+//! run deduplication and failure handling, and OpenAPI completeness.
+
+mod support;
+
+use axum::http::{Method, StatusCode};
+use serde_json::{json, Value};
+use sqlx::PgPool;
+use uuid::Uuid;
+
+use support::*;
+
+/// What an endpoint requires.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Requires {
+    Platform,
+    /// A PSA permission; `read` says whether the read-only user holds it.
+    Psa {
+        read: bool,
+    },
+    EntraRead,
+    EntraUpdate,
+}
+
+#[derive(Clone, Debug)]
+struct Endpoint {
+    method: Method,
+    /// The path as the OpenAPI document names it.
+    template: &'static str,
+    /// The path requested.
+    path: String,
+    body: Option<Value>,
+    requires: Requires,
+    /// Status for the authorized caller of tenant A (master key for platform endpoints).
+    ok: StatusCode,
+    /// Status for a fully privileged user of tenant B.
+    other_tenant: StatusCode,
+}
+
+fn endpoint(
+    method: Method,
+    template: &'static str,
+    path: String,
+    body: Option<Value>,
+    requires: Requires,
+    ok: StatusCode,
+    other_tenant: StatusCode,
+) -> Endpoint {
+    Endpoint {
+        method,
+        template,
+        path,
+        body,
+        requires,
+        ok,
+        other_tenant,
+    }
+}
+
+/// Every endpoint, in an order where each authorized call finds the state it expects.
+fn endpoints(world: &World) -> Vec<Endpoint> {
+    use Requires::*;
+    let forbidden = StatusCode::FORBIDDEN;
+    let entra = "/api/v1/integrations/entra";
+    let run = world.discovery_run_a;
+    let managed = world.managed_tenant_a;
+    vec![
+        endpoint(Method::POST, "/api/v1/platform/tenants", "/api/v1/platform/tenants".into(),
+            Some(json!({"name": "Matrix MSP"})), Platform, StatusCode::CREATED, forbidden),
+        endpoint(Method::POST, "/api/v1/platform/tenants/{tenant_id}/users",
+            format!("/api/v1/platform/tenants/{}/users", world.tenant_a),
+            Some(json!({"email": "matrix@msp-a.test", "user_type": "internal", "permissions": []})),
+            Platform, StatusCode::CREATED, forbidden),
+        endpoint(Method::POST, "/api/v1/platform-feature-flags", "/api/v1/platform-feature-flags".into(),
+            Some(json!({"__action": "ensure_entra_phase1_flags"})), Platform, StatusCode::OK, forbidden),
+        endpoint(Method::POST, "/api/v1/platform-feature-flags/{flag}/tenants",
+            "/api/v1/platform-feature-flags/entra-integration-ui/tenants".into(),
+            Some(json!({"__action": "add", "tenantId": world.tenant_a})), Platform, StatusCode::OK, forbidden),
+        endpoint(Method::GET, "/api/v1/clients", "/api/v1/clients".into(), None,
+            Psa { read: true }, StatusCode::OK, StatusCode::OK),
+        endpoint(Method::POST, "/api/v1/clients", "/api/v1/clients".into(),
+            Some(json!({"name": "Northwind", "domains": ["northwind.test"]})),
+            Psa { read: false }, StatusCode::CREATED, StatusCode::CREATED),
+        endpoint(Method::GET, "/api/v1/contacts", format!("/api/v1/contacts?client_id={}", world.client_a), None,
+            Psa { read: true }, StatusCode::OK, StatusCode::OK),
+        endpoint(Method::POST, "/api/v1/contacts", "/api/v1/contacts".into(),
+            Some(json!({"client_id": world.client_a, "full_name": "Grace Hopper", "email": "grace@contoso.com"})),
+            Psa { read: false }, StatusCode::CREATED, StatusCode::UNPROCESSABLE_ENTITY),
+        endpoint(Method::PATCH, "/api/v1/contacts/{contact_id}", format!("/api/v1/contacts/{}", world.contact_a),
+            Some(json!({"job_title": "Engineer", "sync_locked": true})),
+            Psa { read: false }, StatusCode::OK, StatusCode::NOT_FOUND),
+        endpoint(Method::GET, "/api/v1/integrations/entra", entra.into(), None,
+            EntraRead, StatusCode::OK, StatusCode::OK),
+        endpoint(Method::POST, "/api/v1/integrations/entra/connect/cipp", format!("{entra}/connect/cipp"),
+            Some(json!({"base_url": "http://127.0.0.1:9", "api_token": "not-a-real-token"})),
+            EntraUpdate, StatusCode::BAD_GATEWAY, StatusCode::BAD_GATEWAY),
+        endpoint(Method::POST, "/api/v1/integrations/entra/validate", format!("{entra}/validate"), None,
+            EntraUpdate, StatusCode::CONFLICT, StatusCode::CONFLICT),
+        endpoint(Method::POST, "/api/v1/integrations/entra/discovery", format!("{entra}/discovery"), None,
+            EntraUpdate, StatusCode::CONFLICT, StatusCode::CONFLICT),
+        endpoint(Method::GET, "/api/v1/integrations/entra/managed-tenants", format!("{entra}/managed-tenants"), None,
+            EntraRead, StatusCode::OK, StatusCode::OK),
+        endpoint(Method::GET, "/api/v1/integrations/entra/mappings/preview", format!("{entra}/mappings/preview"), None,
+            EntraRead, StatusCode::OK, StatusCode::OK),
+        endpoint(Method::POST, "/api/v1/integrations/entra/mappings/confirm", format!("{entra}/mappings/confirm"),
+            Some(json!({"decisions": [{"managed_tenant_id": managed, "action": "map", "client_id": world.client_a}],
+                        "start_initial_sync": true})),
+            EntraUpdate, StatusCode::OK, StatusCode::UNPROCESSABLE_ENTITY),
+        endpoint(Method::GET, "/api/v1/integrations/entra/mappings", format!("{entra}/mappings"), None,
+            EntraRead, StatusCode::OK, StatusCode::OK),
+        endpoint(Method::POST, "/api/v1/integrations/entra/sync", format!("{entra}/sync"),
+            Some(json!({"scope": "all"})), EntraUpdate, StatusCode::ACCEPTED, StatusCode::ACCEPTED),
+        endpoint(Method::GET, "/api/v1/integrations/entra/sync/runs", format!("{entra}/sync/runs"), None,
+            EntraRead, StatusCode::OK, StatusCode::OK),
+        endpoint(Method::GET, "/api/v1/integrations/entra/sync/runs/{run_id}", format!("{entra}/sync/runs/{run}"), None,
+            EntraRead, StatusCode::OK, StatusCode::NOT_FOUND),
+        endpoint(Method::POST, "/api/v1/integrations/entra/sync/runs/{run_id}/cancel",
+            format!("{entra}/sync/runs/{run}/cancel"), None,
+            EntraUpdate, StatusCode::CONFLICT, StatusCode::NOT_FOUND),
+        endpoint(Method::POST,
+            "/api/v1/integrations/entra/sync/runs/{run_id}/tenants/{managed_tenant_id}/held-inactivations",
+            format!("{entra}/sync/runs/{run}/tenants/{managed}/held-inactivations"),
+            Some(json!({"action": "apply"})), EntraUpdate, StatusCode::NOT_FOUND, StatusCode::NOT_FOUND),
+        endpoint(Method::POST, "/api/v1/integrations/entra/mappings/{managed_tenant_id}/unmap",
+            format!("{entra}/mappings/{managed}/unmap"), None,
+            EntraUpdate, StatusCode::NO_CONTENT, StatusCode::NOT_FOUND),
+        endpoint(Method::POST, "/api/v1/integrations/entra/disconnect", format!("{entra}/disconnect"), None,
+            EntraUpdate, StatusCode::OK, StatusCode::OK),
+    ]
+}
+
+#[derive(Clone, Copy, Debug)]
+enum Caller {
+    NoKey,
+    UnknownKey,
+    Portal,
+    Reader,
+    OtherTenant,
+    Master,
+    Updater,
+}
+
+const CALLERS: [Caller; 7] = [
+    Caller::NoKey,
+    Caller::UnknownKey,
+    Caller::Portal,
+    Caller::Reader,
+    Caller::OtherTenant,
+    Caller::Master,
+    Caller::Updater,
+];
+
+fn expected(endpoint: &Endpoint, caller: Caller) -> StatusCode {
+    use Requires::*;
+    let forbidden = StatusCode::FORBIDDEN;
+    match (caller, endpoint.requires) {
+        (Caller::NoKey | Caller::UnknownKey, _) => StatusCode::UNAUTHORIZED,
+        (Caller::Master, Platform) => endpoint.ok,
+        (Caller::Master, _) | (_, Platform) => forbidden,
+        (Caller::Portal, Psa { .. }) => endpoint.ok,
+        (Caller::Portal, _) => forbidden,
+        (Caller::Reader, Psa { read: true } | EntraRead) => endpoint.ok,
+        (Caller::Reader, _) => forbidden,
+        (Caller::OtherTenant, _) => endpoint.other_tenant,
+        (Caller::Updater, _) => endpoint.ok,
+    }
+}
+
+fn key_of(world: &World, caller: Caller) -> Option<String> {
+    match caller {
+        Caller::NoKey => None,
+        Caller::UnknownKey => Some("esk_this-key-was-never-issued".to_owned()),
+        Caller::Portal => Some(world.portal.clone()),
+        Caller::Reader => Some(world.reader.clone()),
+        Caller::OtherTenant => Some(world.other.clone()),
+        Caller::Master => Some(MASTER_KEY.to_owned()),
+        Caller::Updater => Some(world.updater.clone()),
+    }
+}
+
+#[sqlx::test(migrations = "../../migrations")]
+async fn access_matrix(pool: PgPool) {
+    let app = TestApp::new(pool);
+    let world = world(&app).await;
+    let mut failures = Vec::new();
+    for endpoint in endpoints(&world) {
+        for caller in CALLERS {
+            let key = key_of(&world, caller);
+            let response = app
+                .call(
+                    endpoint.method.clone(),
+                    &endpoint.path,
+                    key.as_deref(),
+                    endpoint.body.clone(),
+                )
+                .await;
+            let want = expected(&endpoint, caller);
+            if response.status != want {
+                failures.push(format!(
+                    "{} {} as {caller:?}: got {} want {want}: {}",
+                    endpoint.method, endpoint.template, response.status, response.body
+                ));
+            }
+            if response.status.is_client_error() || response.status.is_server_error() {
+                assert!(
+                    !response.code().is_empty(),
+                    "{} {} as {caller:?}: error without the error shape: {}",
+                    endpoint.method,
+                    endpoint.template,
+                    response.body
+                );
+            }
+        }
+    }
+    assert!(
+        failures.is_empty(),
+        "access matrix mismatches:\n{}",
+        failures.join("\n")
+    );
+}
+
+#[sqlx::test(migrations = "../../migrations")]
+async fn openapi_documents_every_route(pool: PgPool) {
+    let app = TestApp::new(pool);
+    let world = world(&app).await;
+    let document = app
+        .call(Method::GET, "/api/v1/openapi.json", None, None)
+        .await;
+    assert_eq!(document.status, StatusCode::OK);
+    let paths = document.body["paths"].as_object().expect("paths").clone();
+    let mut templates: Vec<(String, String)> = endpoints(&world)
+        .iter()
+        .map(|endpoint| {
+            (
+                endpoint.method.as_str().to_lowercase(),
+                endpoint.template.to_owned(),
+            )
+        })
+        .collect();
+    for extra in ["/healthz", "/readyz", "/api/v1/openapi.json"] {
+        templates.push(("get".to_owned(), extra.to_owned()));
+    }
+    for (method, template) in &templates {
+        assert!(
+            paths
+                .get(template)
+                .and_then(|item| item.get(method))
+                .is_some(),
+            "{method} {template} is routed but missing from the OpenAPI document"
+        );
+    }
+    // And the other way round: every documented operation is routed (answers something other
+    // than the router's own 404/405).
+    for (path, item) in &paths {
+        for method in item.as_object().expect("path item").keys() {
+            let concrete = path
+                .replace("{tenant_id}", &Uuid::nil().to_string())
+                .replace("{flag}", "entra-integration-ui")
+                .split('/')
+                .map(|segment| {
+                    if segment.starts_with('{') {
+                        Uuid::nil().to_string()
+                    } else {
+                        segment.to_owned()
+                    }
+                })
+                .collect::<Vec<_>>()
+                .join("/");
+            let method: Method = method.to_uppercase().parse().expect("method");
+            let response = app.call(method.clone(), &concrete, None, None).await;
+            assert!(
+                !matches!(response.code(), "route_not_found" | "method_not_allowed"),
+                "{method} {path} is documented but not routed"
+            );
+        }
+    }
+}
+
+/// A valid body per endpoint that takes one, with the key that may call it.
+fn body_endpoints(world: &World) -> Vec<(Method, String, Value, String)> {
+    let entra = "/api/v1/integrations/entra";
+    vec![
+        (
+            Method::POST,
+            "/api/v1/platform/tenants".into(),
+            json!({"name": "Bad Input MSP"}),
+            MASTER_KEY.to_owned(),
+        ),
+        (
+            Method::POST,
+            format!("/api/v1/platform/tenants/{}/users", world.tenant_a),
+            json!({"email": "bad-input@msp-a.test", "user_type": "internal", "permissions": ["client.read"]}),
+            MASTER_KEY.to_owned(),
+        ),
+        (
+            Method::POST,
+            "/api/v1/platform-feature-flags".into(),
+            json!({"__action": "ensure_entra_phase1_flags"}),
+            MASTER_KEY.to_owned(),
+        ),
+        (
+            Method::POST,
+            "/api/v1/platform-feature-flags/entra-integration-ui/tenants".into(),
+            json!({"__action": "add", "tenantId": world.tenant_a}),
+            MASTER_KEY.to_owned(),
+        ),
+        (
+            Method::POST,
+            "/api/v1/clients".into(),
+            json!({"name": "Injected", "domains": ["injected.test"]}),
+            world.updater.clone(),
+        ),
+        (
+            Method::POST,
+            "/api/v1/contacts".into(),
+            json!({"client_id": world.client_a, "full_name": "Injected Person", "email": "inj@contoso.com"}),
+            world.updater.clone(),
+        ),
+        (
+            Method::PATCH,
+            format!("/api/v1/contacts/{}", world.contact_a),
+            json!({"job_title": "CTO"}),
+            world.updater.clone(),
+        ),
+        (
+            Method::POST,
+            format!("{entra}/connect/cipp"),
+            json!({"base_url": "http://127.0.0.1:9", "api_token": "token"}),
+            world.updater.clone(),
+        ),
+        (
+            Method::POST,
+            format!("{entra}/mappings/confirm"),
+            json!({"decisions": [{"managed_tenant_id": world.managed_tenant_a, "action": "skip"}]}),
+            world.updater.clone(),
+        ),
+        (
+            Method::POST,
+            format!("{entra}/sync"),
+            json!({"scope": "client", "client_id": world.client_a}),
+            world.updater.clone(),
+        ),
+        (
+            Method::POST,
+            format!(
+                "{entra}/sync/runs/{}/tenants/{}/held-inactivations",
+                world.discovery_run_a, world.managed_tenant_a
+            ),
+            json!({"action": "discard"}),
+            world.updater.clone(),
+        ),
+    ]
+}
+
+/// Replaces every string in `value` with `text`.
+fn replace_strings(value: &Value, text: &str) -> Value {
+    replace_strings_with(value, &Value::String(text.to_owned()))
+}
+
+/// Replaces every string in `value` with `replacement`.
+fn replace_strings_with(value: &Value, replacement: &Value) -> Value {
+    match value {
+        Value::String(_) => replacement.clone(),
+        Value::Array(items) => Value::Array(
+            items
+                .iter()
+                .map(|item| replace_strings_with(item, replacement))
+                .collect(),
+        ),
+        Value::Object(map) => Value::Object(
+            map.iter()
+                .map(|(key, item)| (key.clone(), replace_strings_with(item, replacement)))
+                .collect(),
+        ),
+        other => other.clone(),
+    }
+}
+
+#[sqlx::test(migrations = "../../migrations")]
+async fn bad_input_is_a_4xx_with_a_message(pool: PgPool) {
+    let app = TestApp::new(pool);
+    let world = world(&app).await;
+    let mut failures = Vec::new();
+    for (method, path, valid, key) in body_endpoints(&world) {
+        let mut with_unknown = valid.clone();
+        with_unknown["zz_unknown_field"] = json!(1);
+        let huge = json!({"name": "x".repeat(2 * 1024 * 1024)}).to_string();
+        let wrong_types = replace_strings_with(&valid, &json!(12345));
+        let bad_request = [StatusCode::BAD_REQUEST].as_slice();
+        let unprocessable = [StatusCode::UNPROCESSABLE_ENTITY].as_slice();
+        // serde reports a value of the wrong type inside an enum as a syntax error, so type
+        // errors may be either; both carry serde's message with the position.
+        let type_error = [StatusCode::BAD_REQUEST, StatusCode::UNPROCESSABLE_ENTITY].as_slice();
+        let cases: Vec<(&str, Option<String>, &[StatusCode])> = vec![
+            ("malformed json", Some("{,}".to_owned()), bad_request),
+            (
+                "truncated json",
+                Some("{\"a\": tru".to_owned()),
+                bad_request,
+            ),
+            ("wrong types", Some(wrong_types.to_string()), type_error),
+            ("array for object", Some("[1, 2, 3]".to_owned()), type_error),
+            ("number for object", Some("42".to_owned()), unprocessable),
+            (
+                "unknown field",
+                Some(with_unknown.to_string()),
+                unprocessable,
+            ),
+            (
+                "huge body",
+                Some(huge),
+                [StatusCode::PAYLOAD_TOO_LARGE].as_slice(),
+            ),
+            ("empty body", Some(String::new()), bad_request),
+        ];
+        for (name, body, want) in cases {
+            let response = app
+                .request_text(method.clone(), &path, Some(&key), body)
+                .await;
+            if !want.contains(&response.status) || response.code().is_empty() {
+                failures.push(format!(
+                    "{method} {path} [{name}]: got {} want {want:?}: {}",
+                    response.status, response.body
+                ));
+            }
+        }
+        for text in [
+            "'; DROP TABLE contacts; --",
+            "\" OR 1=1 --",
+            "<script>alert(1)</script>",
+            "{{7*7}}${7*7}",
+            "../../../../etc/passwd",
+            "\u{0000}nul",
+            "😀 ünïcödé",
+        ] {
+            let response = app
+                .call(
+                    method.clone(),
+                    &path,
+                    Some(&key),
+                    Some(replace_strings(&valid, text)),
+                )
+                .await;
+            let bad_error = response.status.is_client_error() && response.code().is_empty();
+            if response.status.is_server_error() || bad_error {
+                failures.push(format!(
+                    "{method} {path} [injection {text:?}]: got {}: {}",
+                    response.status, response.body
+                ));
+            }
+        }
+    }
+    // Invalid UUIDs in paths.
+    let entra = "/api/v1/integrations/entra";
+    for (method, path, body) in [
+        (
+            Method::PATCH,
+            "/api/v1/contacts/not-a-uuid".to_owned(),
+            Some(json!({"job_title": "x"})),
+        ),
+        (
+            Method::POST,
+            "/api/v1/platform/tenants/1%27%20OR%201=1/users".to_owned(),
+            Some(json!({"email": "a@b.test", "user_type": "internal"})),
+        ),
+        (Method::GET, format!("{entra}/sync/runs/12345"), None),
+        (Method::POST, format!("{entra}/sync/runs/xyz/cancel"), None),
+        (Method::POST, format!("{entra}/mappings/zzz/unmap"), None),
+        (
+            Method::POST,
+            format!(
+                "{entra}/sync/runs/{}/tenants/nope/held-inactivations",
+                world.discovery_run_a
+            ),
+            Some(json!({"action": "apply"})),
+        ),
+    ] {
+        let key = if path.contains("/platform/") {
+            MASTER_KEY.to_owned()
+        } else {
+            world.updater.clone()
+        };
+        let response = app.call(method.clone(), &path, Some(&key), body).await;
+        if response.status != StatusCode::BAD_REQUEST || response.code() != "invalid_path" {
+            failures.push(format!(
+                "{method} {path}: got {}: {}",
+                response.status, response.body
+            ));
+        }
+    }
+    // Query strings.
+    for path in [
+        "/api/v1/contacts?client_id=not-a-uuid",
+        "/api/v1/contacts?include_inactive=maybe",
+        "/api/v1/clients?limit=-1",
+        "/api/v1/clients?limit=0",
+        "/api/v1/clients?cursor=%27%3B--",
+        "/api/v1/integrations/entra/sync/runs?kind=bogus",
+    ] {
+        let response = app.get(path, &world.updater).await;
+        if !response.status.is_client_error() || response.code().is_empty() {
+            failures.push(format!(
+                "GET {path}: got {}: {}",
+                response.status, response.body
+            ));
+        }
+    }
+    // The injection attempts left the schema alone.
+    let contacts: i64 = sqlx::query_scalar("SELECT count(*) FROM contacts")
+        .fetch_one(app.store.pool())
+        .await
+        .expect("contacts table still exists");
+    assert!(contacts >= 1);
+    assert!(
+        failures.is_empty(),
+        "bad input handling:\n{}",
+        failures.join("\n")
+    );
+}
+
+#[sqlx::test(migrations = "../../migrations")]
+async fn ui_flag_off_hides_every_entra_endpoint_and_deletes_nothing(pool: PgPool) {
+    let app = TestApp::new(pool);
+    let world = world(&app).await;
+    let confirmed = app
+        .post(
+            "/api/v1/integrations/entra/mappings/confirm",
+            &world.updater,
+            json!({"decisions": [{"managed_tenant_id": world.managed_tenant_a, "action": "map",
+                                  "client_id": world.client_a}]}),
+        )
+        .await;
+    assert_eq!(confirmed.status, StatusCode::OK, "{}", confirmed.body);
+    let before_tenants = app
+        .get("/api/v1/integrations/entra/managed-tenants", &world.updater)
+        .await;
+    let before_mappings = app
+        .get("/api/v1/integrations/entra/mappings", &world.updater)
+        .await;
+    let before_runs = app
+        .get("/api/v1/integrations/entra/sync/runs", &world.updater)
+        .await;
+
+    set_flag(&app, "entra-integration-ui", world.tenant_a, false).await;
+    for endpoint in endpoints(&world) {
+        if !matches!(
+            endpoint.requires,
+            Requires::EntraRead | Requires::EntraUpdate
+        ) {
+            continue;
+        }
+        let response = app
+            .call(
+                endpoint.method.clone(),
+                &endpoint.path,
+                Some(&world.updater),
+                endpoint.body.clone(),
+            )
+            .await;
+        assert_eq!(
+            response.status,
+            StatusCode::NOT_FOUND,
+            "{} {} with the UI flag off: {}",
+            endpoint.method,
+            endpoint.template,
+            response.body
+        );
+    }
+    // PSA endpoints are not part of the integration.
+    assert_eq!(
+        app.get("/api/v1/contacts", &world.updater).await.status,
+        StatusCode::OK
+    );
+    // Tenant B is unaffected.
+    assert_eq!(
+        app.get("/api/v1/integrations/entra", &world.other)
+            .await
+            .status,
+        StatusCode::OK
+    );
+
+    set_flag(&app, "entra-integration-ui", world.tenant_a, true).await;
+    let after_tenants = app
+        .get("/api/v1/integrations/entra/managed-tenants", &world.updater)
+        .await;
+    let after_mappings = app
+        .get("/api/v1/integrations/entra/mappings", &world.updater)
+        .await;
+    let after_runs = app
+        .get("/api/v1/integrations/entra/sync/runs", &world.updater)
+        .await;
+    assert_eq!(before_tenants.body, after_tenants.body);
+    assert_eq!(before_mappings.body, after_mappings.body);
+    assert_eq!(before_runs.body, after_runs.body);
+    assert_eq!(
+        after_mappings.body["items"].as_array().map(Vec::len),
+        Some(1)
+    );
+}
+
+#[sqlx::test(migrations = "../../migrations")]
+async fn sub_flags_gate_their_features(pool: PgPool) {
+    let app = TestApp::new(pool);
+    let world = world(&app).await;
+    set_flag(
+        &app,
+        "entra-integration-client-sync-action",
+        world.tenant_a,
+        false,
+    )
+    .await;
+    let client_sync = app
+        .post(
+            "/api/v1/integrations/entra/sync",
+            &world.updater,
+            json!({"scope": "client", "client_id": world.client_a}),
+        )
+        .await;
+    assert_eq!(client_sync.status, StatusCode::NOT_FOUND);
+    assert_eq!(client_sync.code(), "feature_disabled");
+    set_flag(&app, "entra-integration-cipp", world.tenant_a, false).await;
+    let cipp = app
+        .post(
+            "/api/v1/integrations/entra/connect/cipp",
+            &world.updater,
+            json!({"base_url": "https://cipp.example.test", "api_token": "t"}),
+        )
+        .await;
+    assert_eq!(cipp.status, StatusCode::NOT_FOUND);
+    set_flag(&app, "entra-integration-field-sync", world.tenant_a, false).await;
+    let status = app.get("/api/v1/integrations/entra", &world.updater).await;
+    assert_eq!(status.body["features"]["field_sync"], json!(false));
+    assert_eq!(status.body["features"]["ambiguous_queue"], json!(true));
+}
+
+#[sqlx::test(migrations = "../../migrations")]
+async fn a_second_sync_request_while_running_is_deduplicated(pool: PgPool) {
+    let app = TestApp::new(pool);
+    let world = world(&app).await;
+    let first = app
+        .post(
+            "/api/v1/integrations/entra/sync",
+            &world.updater,
+            json!({"scope": "all"}),
+        )
+        .await;
+    let second = app
+        .post(
+            "/api/v1/integrations/entra/sync",
+            &world.updater,
+            json!({"scope": "all"}),
+        )
+        .await;
+    assert_eq!(first.status, StatusCode::ACCEPTED, "{}", first.body);
+    assert_eq!(second.status, StatusCode::ACCEPTED, "{}", second.body);
+    assert_eq!(first.body["deduplicated"], json!(false));
+    assert_eq!(second.body["deduplicated"], json!(true));
+    assert_eq!(first.body["run_id"], second.body["run_id"]);
+    assert_eq!(app.starter.syncs.lock().expect("lock").len(), 1);
+    // Another scope is another run.
+    let client = app
+        .post(
+            "/api/v1/integrations/entra/sync",
+            &world.updater,
+            json!({"scope": "client", "client_id": world.client_a}),
+        )
+        .await;
+    assert_eq!(client.body["deduplicated"], json!(false));
+    assert_ne!(client.body["run_id"], first.body["run_id"]);
+    let input = app.starter.syncs.lock().expect("lock")[0].clone();
+    assert_eq!(input.tenant_id, world.tenant_a.to_string());
+    assert_eq!(Some(input.run_id.as_str()), first.body["run_id"].as_str());
+
+    let run_id = first.body["run_id"].as_str().expect("run id");
+    let run = app
+        .get(
+            &format!("/api/v1/integrations/entra/sync/runs/{run_id}"),
+            &world.updater,
+        )
+        .await;
+    assert_eq!(run.status, StatusCode::OK);
+    assert_eq!(run.body["status"], json!("running"));
+    assert_eq!(run.body["kind"], json!("sync"));
+    assert_eq!(run.body["scope"], json!("all"));
+    assert_eq!(run.body["trigger"], json!("manual"));
+    assert!(run.body["totals"]["skipped"].is_object(), "{}", run.body);
+    assert!(run.body["tenants"].is_array());
+
+    // Cancel goes to the workflow.
+    let cancelled = app
+        .post(
+            &format!("/api/v1/integrations/entra/sync/runs/{run_id}/cancel"),
+            &world.updater,
+            json!({}),
+        )
+        .await;
+    assert_eq!(cancelled.status, StatusCode::ACCEPTED, "{}", cancelled.body);
+    assert_eq!(app.starter.cancels.lock().expect("lock").len(), 1);
+}
+
+#[sqlx::test(migrations = "../../migrations")]
+async fn a_run_whose_workflow_cannot_start_is_finished_as_failed(pool: PgPool) {
+    let app = TestApp::new(pool);
+    let world = world(&app).await;
+    app.starter
+        .fail
+        .store(true, std::sync::atomic::Ordering::SeqCst);
+    let response = app
+        .post(
+            "/api/v1/integrations/entra/sync",
+            &world.updater,
+            json!({"scope": "all"}),
+        )
+        .await;
+    assert_eq!(
+        response.status,
+        StatusCode::BAD_GATEWAY,
+        "{}",
+        response.body
+    );
+    assert_eq!(response.code(), "workflow_start_failed");
+    let runs = app
+        .get(
+            "/api/v1/integrations/entra/sync/runs?kind=sync",
+            &world.updater,
+        )
+        .await;
+    let items = runs.body["items"].as_array().expect("items");
+    assert_eq!(items.len(), 1);
+    assert_eq!(items[0]["status"], json!("failed"));
+    assert_eq!(items[0]["error"]["code"], json!("workflow_start_failed"));
+    // Nothing stays running: the next request starts a fresh run.
+    app.starter
+        .fail
+        .store(false, std::sync::atomic::Ordering::SeqCst);
+    let retry = app
+        .post(
+            "/api/v1/integrations/entra/sync",
+            &world.updater,
+            json!({"scope": "all"}),
+        )
+        .await;
+    assert_eq!(retry.status, StatusCode::ACCEPTED);
+    assert_eq!(retry.body["deduplicated"], json!(false));
+}
+
+#[sqlx::test(migrations = "../../migrations")]
+async fn preview_is_read_only_and_confirm_starts_the_initial_sync(pool: PgPool) {
+    let app = TestApp::new(pool);
+    let world = world(&app).await;
+    let snapshot = |pool: PgPool| async move {
+        let rows: (i64, i64, i64, i64) = sqlx::query_as(
+            "SELECT (SELECT count(*) FROM mappings), (SELECT count(*) FROM mapping_decisions),
+                    (SELECT count(*) FROM clients), (SELECT count(*) FROM managed_tenants)",
+        )
+        .fetch_one(&pool)
+        .await
+        .expect("snapshot");
+        rows
+    };
+    let before = snapshot(app.store.pool().clone()).await;
+    let preview = app
+        .get("/api/v1/integrations/entra/mappings/preview", &world.reader)
+        .await;
+    assert_eq!(preview.status, StatusCode::OK, "{}", preview.body);
+    assert_eq!(before, snapshot(app.store.pool().clone()).await);
+    let items = preview.body["items"].as_array().expect("items");
+    let contoso = items
+        .iter()
+        .find(|item| item["display_name"] == json!("Contoso Ltd"))
+        .expect("contoso");
+    assert_eq!(contoso["state"], json!("auto_matched"));
+    assert_eq!(contoso["client_id"], json!(world.client_a));
+    assert_eq!(contoso["candidates"][0]["reason"], json!("primary_domain"));
+    let fabrikam = items
+        .iter()
+        .find(|item| item["display_name"] == json!("Fabrikam"))
+        .expect("fabrikam");
+    assert_eq!(fabrikam["state"], json!("unmatched"));
+
+    let confirmed = app
+        .post(
+            "/api/v1/integrations/entra/mappings/confirm",
+            &world.updater,
+            json!({"decisions": [
+                {"managed_tenant_id": world.managed_tenant_a, "action": "map", "client_id": world.client_a},
+                {"managed_tenant_id": fabrikam["managed_tenant_id"], "action": "create_client"}],
+              "start_initial_sync": true}),
+        )
+        .await;
+    assert_eq!(confirmed.status, StatusCode::OK, "{}", confirmed.body);
+    assert_eq!(confirmed.body["mappings"].as_array().map(Vec::len), Some(2));
+    let run_id = confirmed.body["run_id"]
+        .as_str()
+        .expect("run id")
+        .to_owned();
+    let run = app
+        .get(
+            &format!("/api/v1/integrations/entra/sync/runs/{run_id}"),
+            &world.updater,
+        )
+        .await;
+    assert_eq!(run.body["trigger"], json!("initial"));
+
+    // All or none: one bad decision leaves everything as it was.
+    let before = snapshot(app.store.pool().clone()).await;
+    let refused = app
+        .post(
+            "/api/v1/integrations/entra/mappings/confirm",
+            &world.updater,
+            json!({"decisions": [
+                {"managed_tenant_id": world.managed_tenant_a, "action": "skip"},
+                {"managed_tenant_id": world.managed_tenant_a, "action": "map", "client_id": Uuid::new_v4()}]}),
+        )
+        .await;
+    assert_eq!(
+        refused.status,
+        StatusCode::UNPROCESSABLE_ENTITY,
+        "{}",
+        refused.body
+    );
+    assert_eq!(before, snapshot(app.store.pool().clone()).await);
+    let preview = app
+        .get("/api/v1/integrations/entra/mappings/preview", &world.reader)
+        .await;
+    let states: Vec<&str> = preview.body["items"]
+        .as_array()
+        .expect("items")
+        .iter()
+        .filter_map(|item| item["state"].as_str())
+        .collect();
+    assert_eq!(states, vec!["mapped", "create_client"]);
+}
+
+#[sqlx::test(migrations = "../../migrations")]
+async fn contacts_show_links_and_changes_are_audited(pool: PgPool) {
+    let app = TestApp::new(pool);
+    let world = world(&app).await;
+    let patched = app
+        .call(
+            Method::PATCH,
+            &format!("/api/v1/contacts/{}", world.contact_a),
+            Some(&world.updater),
+            Some(json!({"phone": "+1 555 0100", "email": null, "sync_locked": true})),
+        )
+        .await;
+    assert_eq!(patched.status, StatusCode::OK, "{}", patched.body);
+    assert_eq!(patched.body["phone"], json!("+1 555 0100"));
+    assert_eq!(patched.body["email"], Value::Null);
+    assert_eq!(patched.body["sync_locked"], json!(true));
+    assert_eq!(patched.body["link"], Value::Null);
+    let listed = app
+        .get(
+            "/api/v1/contacts?include_inactive=true&limit=1",
+            &world.updater,
+        )
+        .await;
+    assert_eq!(listed.status, StatusCode::OK);
+    assert_eq!(listed.body["items"].as_array().map(Vec::len), Some(1));
+    assert!(listed.body.get("next_cursor").is_some());
+    let audit = app
+        .store
+        .list_api_audit(world.tenant_a, &Default::default())
+        .await
+        .expect("audit");
+    let actions: Vec<&str> = audit
+        .items
+        .iter()
+        .map(|entry| entry.action.as_str())
+        .collect();
+    assert!(actions.contains(&"contact.update"), "{actions:?}");
+    assert!(actions.contains(&"contact.create"), "{actions:?}");
+    assert!(actions.contains(&"client.create"), "{actions:?}");
+    // Another tenant's user cannot see tenant A's contacts.
+    let other = app.get("/api/v1/contacts", &world.other).await;
+    assert_eq!(other.body["items"], json!([]));
+}
+
+#[sqlx::test(migrations = "../../migrations")]
+async fn health_endpoints_answer(pool: PgPool) {
+    let app = TestApp::new(pool);
+    assert_eq!(
+        app.call(Method::GET, "/healthz", None, None).await.status,
+        StatusCode::OK
+    );
+    let ready = app.call(Method::GET, "/readyz", None, None).await;
+    assert_eq!(ready.status, StatusCode::OK, "{}", ready.body);
+    let missing = app
+        .call(Method::GET, "/api/v1/nothing-here", None, None)
+        .await;
+    assert_eq!(missing.status, StatusCode::NOT_FOUND);
+    assert_eq!(missing.code(), "route_not_found");
+}
