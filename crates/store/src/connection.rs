@@ -439,4 +439,14 @@ impl Store {
                 .map_err(|_| StoreError::Encryption("stored verifier is malformed"))?,
         })
     }
+
+    /// Deletes states that expired more than a day ago (used or not); returns how many.
+    pub async fn purge_expired_oauth_states(&self) -> Result<u64> {
+        Ok(
+            sqlx::query("DELETE FROM oauth_states WHERE expires_at < now() - interval '1 day'")
+                .execute(&self.pool)
+                .await?
+                .rows_affected(),
+        )
+    }
 }

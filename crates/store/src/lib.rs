@@ -3,6 +3,23 @@
 //!
 //! Every query takes the PSA tenant id and filters by it: tenant_id leads every primary key,
 //! so a caller can never read or write another tenant's rows by naming a foreign id.
+//!
+//! Invariants the schema itself enforces (see `migrations/`):
+//! - `runs_one_running_per_scope`: at most one `running` run per (tenant, kind, scope, client);
+//!   `start_run` relies on it to deduplicate "Sync now" presses race-free.
+//! - `review_items_one_open_per_user`: at most one open review item per (tenant, managed
+//!   tenant, object id); the page reconcile inserts with `ON CONFLICT … DO NOTHING` on it.
+//! - `links` primary key (tenant, managed tenant, object id) and `links_one_per_contact`: a
+//!   directory user has at most one contact and a contact at most one directory user.
+//! - `mappings` primary key (tenant, managed tenant): a managed tenant maps to at most one
+//!   client.
+//! - `managed_tenants` unique (tenant, entra tenant id): discovery upserts on it.
+//! - Triggers refuse any DELETE of `contacts` and `managed_tenants`.
+//! - CHECKs: an active contact has no inactive reason; a running run has no finish time; a
+//!   client-scoped run names its client; connection credentials and nonce come together.
+//!
+//! The page reconcile (`reconcile::reconcile_page`) runs a fixed number of statements per
+//! page under a transaction-scoped advisory lock per managed tenant.
 
 pub mod api_queries;
 pub mod audit;

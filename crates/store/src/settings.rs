@@ -197,7 +197,48 @@ impl TenantSettings {
     }
 }
 
+/// A PSA tenant's schedule as the worker reconciles Temporal Schedules from it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct TenantSchedule {
+    pub tenant_id: Uuid,
+    pub schedule: ScheduleSettings,
+    pub discovery_before_sync: bool,
+    /// A schedule only runs while the tenant is connected.
+    pub connected: bool,
+}
+
 impl Store {
+    /// Every PSA tenant with saved settings or a connection, with its schedule: what a worker
+    /// reconciles its Temporal Schedules against when it starts.
+    pub async fn tenant_schedules(&self) -> Result<Vec<TenantSchedule>> {
+        let rows: Vec<(Uuid, Option<serde_json::Value>, Option<String>)> = sqlx::query_as(
+            "SELECT t.tenant_id, s.document, c.status
+             FROM psa_tenants t
+             LEFT JOIN settings s ON s.tenant_id = t.tenant_id
+             LEFT JOIN connections c ON c.tenant_id = t.tenant_id
+             WHERE s.tenant_id IS NOT NULL OR c.tenant_id IS NOT NULL
+             ORDER BY t.tenant_id",
+        )
+        .fetch_all(&self.pool)
+        .await?;
+        rows.into_iter()
+            .map(|(tenant_id, document, status)| {
+                let settings: TenantSettings = match document {
+                    None => TenantSettings::default(),
+                    Some(document) => serde_json::from_value(document).map_err(|error| {
+                        StoreError::Invalid(format!("stored settings: {error}"))
+                    })?,
+                };
+                Ok(TenantSchedule {
+                    tenant_id,
+                    schedule: settings.schedule,
+                    discovery_before_sync: settings.discovery_before_sync,
+                    connected: status.as_deref() == Some("connected"),
+                })
+            })
+            .collect()
+    }
+
     /// The tenant's settings, or the defaults when none were saved.
     pub async fn load_settings(&self, tenant_id: Uuid) -> Result<TenantSettings> {
         let document: Option<serde_json::Value> =
