@@ -301,7 +301,9 @@ impl GraphClient {
 
     /// One page of `users/delta` (§3). `cursor` is `None` to start from scratch, else a stored
     /// deltaLink or the previous page's nextLink (whole URLs). An expired link is
-    /// `Err(DirectoryError::DeltaExpired)`: start again with `None`.
+    /// `Err(DirectoryError::DeltaExpired)`: start again with `None`. So is a stored link that
+    /// no longer points at the configured Graph base (the base URL was changed): it is never
+    /// called, and a fresh round replaces it.
     #[instrument(skip_all, fields(tenant_id = %tenant, continued = cursor.is_some()))]
     pub async fn users_delta_page(
         &self,
@@ -309,7 +311,12 @@ impl GraphClient {
         cursor: Option<String>,
     ) -> Result<UsersPage, DirectoryError> {
         let url = match cursor {
-            Some(link) => self.check_link(&link)?,
+            Some(link) => self.check_link(&link).map_err(|_| {
+                tracing::warn!("the stored delta link is not on the configured Graph base");
+                DirectoryError::DeltaExpired {
+                    code: "delta_link_foreign".to_owned(),
+                }
+            })?,
             None => self.url(&format!("/v1.0/users/delta?$select={USER_SELECT}"))?,
         };
         self.users_from(tenant, &url).await
@@ -505,5 +512,18 @@ mod tests {
         assert!(public
             .check_link("https://graph.microsoft.com.evil.example/v1.0/users")
             .is_err());
+    }
+
+    #[tokio::test]
+    async fn a_stored_delta_link_elsewhere_asks_for_a_fresh_round() {
+        let graph = client("https://graph.microsoft.com");
+        let error = graph
+            .users_delta_page(
+                "tenant",
+                Some("https://graph.example.test/v1.0/users/delta?$deltatoken=x".to_owned()),
+            )
+            .await
+            .expect_err("refused");
+        assert_eq!(error.class(), "delta_expired");
     }
 }

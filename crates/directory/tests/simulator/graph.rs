@@ -133,6 +133,38 @@ async fn a_customer_without_consent_is_still_discovered() {
 }
 
 #[tokio::test]
+async fn delegated_admin_customers_stand_in_when_relationships_fail() {
+    let simulator = start_simulator().await;
+    let setup = graph_setup(&simulator, fast_settings()).await;
+    simulator
+        .add_fault(entra_sync_simulator::FaultSpec {
+            kind: entra_sync_simulator::FaultKind::MalformedJson,
+            path_prefix: "/graph/v1.0/tenantRelationships/delegatedAdminRelationships".to_owned(),
+            tenant: None,
+            count: Some(1),
+        })
+        .expect("fault");
+    let customers = setup.graph.list_gdap_customers().await.expect("customers");
+    let expected: HashSet<String> = simulator
+        .msp()
+        .tenants
+        .iter()
+        .map(|tenant| tenant.tenant_id.clone())
+        .collect();
+    let listed: HashSet<String> = customers
+        .iter()
+        .map(|tenant| tenant.entra_tenant_id.clone())
+        .collect();
+    assert_eq!(listed, expected);
+    assert_eq!(customers.len(), expected.len());
+    let fallback = crate::requests_to(
+        &simulator,
+        "/graph/v1.0/tenantRelationships/delegatedAdminCustomers",
+    );
+    assert_eq!(fallback.len(), 1);
+}
+
+#[tokio::test]
 async fn a_full_enumeration_pages_through_every_user() {
     let simulator = start_simulator().await;
     let setup = graph_setup(&simulator, fast_settings()).await;
