@@ -6,16 +6,6 @@ use uuid::Uuid;
 use crate::page::{decode_time_cursor, encode_time_cursor, into_page, Page, PageRequest};
 use crate::{Result, Store};
 
-/// Counts for the integration status page.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-pub struct IntegrationCounts {
-    pub managed_tenants_active: i64,
-    pub managed_tenants_missing: i64,
-    pub mapped_tenants: i64,
-    pub linked_contacts: i64,
-    pub open_review_items: i64,
-}
-
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct ApiAuditRecord {
     pub audit_id: Uuid,
@@ -63,28 +53,6 @@ type ContactChangeRow = (
 );
 
 impl Store {
-    /// Counts for the integration status page, in one statement.
-    pub async fn integration_counts(&self, tenant_id: Uuid) -> Result<IntegrationCounts> {
-        let (active, missing, mapped, linked, open): (i64, i64, i64, i64, i64) = sqlx::query_as(
-            "SELECT
-                 (SELECT count(*) FROM managed_tenants WHERE tenant_id = $1 AND status = 'active'),
-                 (SELECT count(*) FROM managed_tenants WHERE tenant_id = $1 AND status = 'missing'),
-                 (SELECT count(*) FROM mappings WHERE tenant_id = $1 AND client_id IS NOT NULL),
-                 (SELECT count(*) FROM links WHERE tenant_id = $1),
-                 (SELECT count(*) FROM review_items WHERE tenant_id = $1 AND status = 'open')",
-        )
-        .bind(tenant_id)
-        .fetch_one(&self.pool)
-        .await?;
-        Ok(IntegrationCounts {
-            managed_tenants_active: active,
-            managed_tenants_missing: missing,
-            mapped_tenants: mapped,
-            linked_contacts: linked,
-            open_review_items: open,
-        })
-    }
-
     /// Records a change made through the API. Platform-level actions (master key) that belong
     /// to no PSA tenant use `Uuid::nil()` as the tenant.
     pub async fn record_api_audit(

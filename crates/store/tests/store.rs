@@ -1339,11 +1339,11 @@ async fn contacts_and_managed_tenants_are_never_deleted(pool: PgPool) {
     assert_eq!(count(&pool, "SELECT count(*) FROM contacts").await, 1);
     let counts = fixture
         .store
-        .integration_counts(fixture.tenant_id)
+        .status_page_counts(fixture.tenant_id)
         .await
         .expect("counts");
     assert_eq!(
-        (counts.managed_tenants_active, counts.mapped_tenants),
+        (counts.active_managed_tenants, counts.mapped),
         (1, 1)
     );
 }
