@@ -143,7 +143,14 @@ pub fn score_name(a: &str, b: &str) -> f64 {
     if a.is_empty() || b.is_empty() {
         return 0.0;
     }
-    strsim::jaro_winkler(&a, &b)
+    name_similarity(&a, &b)
+}
+
+/// Similarity of two normalized names: Sørensen–Dice over character bigrams. Unlike
+/// Jaro-Winkler it does not reward a shared first word, so "Stonebridge Dental" and
+/// "Stonebridge Architects" stay apart while typos and spacing still score high.
+fn name_similarity(a: &str, b: &str) -> f64 {
+    strsim::sorensen_dice(a, b)
 }
 
 fn normalize_domain(domain: &str) -> String {
@@ -180,7 +187,7 @@ pub fn preview_state(
                 if tenant_name.is_empty() || client_name.is_empty() {
                     return None;
                 }
-                let score = strsim::jaro_winkler(&tenant_name, &client_name);
+                let score = name_similarity(&tenant_name, &client_name);
                 if score < NAME_MATCH_THRESHOLD {
                     return None;
                 }

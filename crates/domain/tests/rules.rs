@@ -995,6 +995,9 @@ fn name_scores_are_symmetric_and_bounded() {
     assert!((score_name("Contoso Ltd", "contoso") - 1.0).abs() < f64::EPSILON);
     assert!(score_name("Contoso", "Contosso") >= 0.85);
     assert!(score_name("Contoso", "Fabrikam") < 0.85);
+    assert!(score_name("Stonebridge Dental LLC", "Stonebridge Architects Pty Ltd") < 0.85);
+    assert!(score_name("Red Rock Accounting Ltd", "Red Rock Engineering Inc.") < 0.85);
+    assert!(score_name("LUCERNE SOLUTIONS.", "Lucerne Solutions") >= 0.85);
     assert_eq!(score_name("", "Contoso"), 0.0);
     assert_eq!(
         score_name("Contoso", "Contosso"),
