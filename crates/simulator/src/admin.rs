@@ -1,4 +1,5 @@
 //! The admin API under `/_admin/` (JSON, no auth): directory changes, faults, clock and settings for tests and demos.
+//! The endpoints and example bodies are listed in the crate documentation (`lib.rs`, "Admin API").
 
 use std::sync::Arc;
 
@@ -313,10 +314,10 @@ async fn clock(State(shared): State<Arc<Shared>>, body: String) -> Response {
     };
     let mut state = shared.lock();
     if let Some(offset) = body.offset_secs {
-        state.clock_offset = chrono::Duration::seconds(offset);
+        state.clock_offset = crate::state::clamp_seconds(offset);
     }
     if let Some(advance) = body.advance_secs {
-        state.clock_offset += chrono::Duration::seconds(advance);
+        state.advance_clock(advance);
     }
     let offset = state.clock_offset.num_seconds();
     drop(state);

@@ -544,7 +544,7 @@ pub(crate) async fn users_delta(
         let select = select_from_strings(&delta_token.s);
         // MICROSOFT.md §3: directory delta tokens last 7 days.
         if delta_token.ep != tenant.delta_epoch
-            || now - delta_token.iat > settings.delta_token_max_age_secs
+            || now.saturating_sub(delta_token.iat) > settings.delta_token_max_age_secs
         {
             return delta_expired(&shared, settings.delta_expiry, &select);
         }
@@ -704,7 +704,9 @@ fn partner_only(shared: &Shared, token: &AccessToken) -> Result<(), Response> {
 
 fn gdap_cursor(params: &[(String, String)], allow_filter: bool) -> Result<GdapCursor, Response> {
     if let Some(text) = param(params, "$skiptoken") {
-        return decode_cursor(text).ok_or_else(|| bad_request("Invalid skip token."));
+        return decode_cursor::<GdapCursor>(text)
+            .filter(|cursor| (1..=MAX_GDAP_PAGE).contains(&cursor.top))
+            .ok_or_else(|| bad_request("Invalid skip token."));
     }
     let top = match param(params, "$top") {
         None => MAX_GDAP_PAGE,

@@ -35,8 +35,41 @@
 //! third) an expired one; and a former customer has only a terminated one, so `$filter=status eq 'active'`
 //! matters.
 //!
-//! # Faults and switches
-//! See [`FaultSpec`], [`FaultKind`], [`ConsentFault`], [`Settings`] and the admin endpoints in `admin.rs`.
+//! # Admin API
+//! Every admin operation also has a Rust method on [`Simulator`] (e.g. [`Simulator::soft_delete_user`],
+//! [`Simulator::add_fault`], [`Simulator::advance_clock`]), so tests need not go over HTTP.
+//!
+//! `{tenant}` is a tenant id or any of its domains; `{user}` an object id. Errors answer
+//! `{"error":"…"}` with 404 (unknown tenant or user), 409 (wrong state, e.g. restoring a live user) or 400.
+//! Admin requests are not recorded in the request log.
+//!
+//! | method and path | body (example) | effect |
+//! |---|---|---|
+//! | `GET /_admin/state` | | summary: tenants with user counts, version, consent fault; settings; faults; token counts |
+//! | `POST /_admin/reset` | | regenerate from the config; forget tokens, faults, settings, clock, request log |
+//! | `GET /_admin/tenants/{tenant}/users` | | every user (soft-deleted included, `deleted: true`), snake_case fields |
+//! | `POST /_admin/tenants/{tenant}/users` | `{"given_name":"Ada","surname":"Lovelace","job_title":"Analyst","mail":"ada@contoso-dental.com"}` | add a member (mail and UPN default to `given.surname@{default domain}`) |
+//! | `PATCH /_admin/tenants/{tenant}/users/{user}` | `{"display_name":"Ada King","given_name":"Ada","surname":"King","mail":null,"job_title":"CTO","mobile_phone":"+1 …"}` | rename, change or clear mail (`null`), job title, mobile |
+//! | `POST /_admin/tenants/{tenant}/users/{user}/{action}` | | `disable`, `enable`, `soft-delete` (delta `@removed` reason `changed`), `hard-delete` (reason `deleted`), `restore` |
+//! | `POST /_admin/tenants/{tenant}/consent` | `{"fault":"aadsts65001"}` (or `aadsts90099`, `graph_request_denied`, `graph_identity_not_found`, `null` to clear) | per-tenant consent or role problem |
+//! | `POST /_admin/tenants/{tenant}/delta/expire` | | every delta link and delta skip token issued so far answers as expired |
+//! | `GET /_admin/faults` | | active faults with ids and remaining counts |
+//! | `POST /_admin/faults` | `{"kind":"throttle","retry_after_secs":2,"path_prefix":"/graph/v1.0/users","tenant":"contoso-dental.com","count":3}` | add a fault; answers `{"id":n}` |
+//! | `DELETE /_admin/faults`, `DELETE /_admin/faults/{id}` | | clear all faults / one |
+//! | `POST /_admin/clock` | `{"advance_secs":691200}` or `{"offset_secs":0}` | move the simulator clock (token, code, delta-token ages) |
+//! | `GET /_admin/settings`, `POST /_admin/settings` | `{"access_token_lifetime_secs":60,"delta_page_size":50,"delta_duplicates":true,"empty_pages":false,"delta_expiry":"sync_state_not_found","resource_unit_throttling":true,"resource_unit_limit":100,"redirect_uris":["https://psa.example.com/auth/oauth2/microsoft/callback"]}` | read / partially update [`Settings`] |
+//! | `POST /_admin/tokens/revoke` | | forget every issued access token |
+//!
+//! Fault kinds (`"kind"`): `throttle` (`retry_after_secs`), `unavailable` (optional `retry_after_secs`),
+//! `gateway_timeout`, `delay` (`ms`), `malformed_json`, `cipp_tenants_error_row`, `cipp_forbidden`,
+//! `cipp_disabled`, `cipp_graph_error`, `token_error` (`aadsts`, e.g. 70008, 50173, 7000215, 700016, 90002),
+//! `authorize_denied`. `path_prefix` defaults to `/`; `tenant` and `count` are optional (no count: until cleared).
+//!
+//! # Binary
+//! `entra-sync-simulator --seed N --tenants N --users N --listen 127.0.0.1:PORT` (also `SIMULATOR_SEED`,
+//! `SIMULATOR_TENANTS`, `SIMULATOR_USERS`, `SIMULATOR_LISTEN`, and `SIMULATOR_APP_CLIENT_ID`, …
+//! `SIMULATOR_PARTNER_TENANT_ID` for the credentials) prints `simulator listening on http://…` and serves
+//! until killed.
 
 // Handlers return `Result<_, Response>` so an early answer (an error body) reads as `?`-style control flow;
 // boxing every response to satisfy this lint would only add noise on a test tool's hot path.
@@ -306,7 +339,7 @@ impl Simulator {
 
     /// Moves the simulator clock (token, code and delta-token ages) forward by `seconds`.
     pub fn advance_clock(&self, seconds: i64) {
-        self.shared.lock().clock_offset += chrono::Duration::seconds(seconds);
+        self.shared.lock().advance_clock(seconds);
     }
 
     pub fn settings(&self) -> Settings {

@@ -13,7 +13,9 @@ use sha2::{Digest, Sha256};
 use crate::server::{
     apply_fault, json_response, param, parse_query, FaultOutcome, Shared, Surface,
 };
-use crate::state::{AccessToken, CodeRecord, ConsentFault, FaultKind, RefreshRecord, TokenKind};
+use crate::state::{
+    clamp_seconds, AccessToken, CodeRecord, ConsentFault, FaultKind, RefreshRecord, TokenKind,
+};
 
 const GRAPH_RESOURCE: &str = "https://graph.microsoft.com";
 /// Microsoft Graph's well-known application id, accepted as a resource name too.
@@ -133,7 +135,7 @@ fn token_success(
     let mut state = shared.lock();
     let access_token = state.random_token("sim-at.");
     let lifetime = state.settings.access_token_lifetime_secs;
-    let expires_at = state.now() + Duration::seconds(lifetime as i64);
+    let expires_at = state.now() + clamp_seconds(i64::try_from(lifetime).unwrap_or(i64::MAX));
     state.access_tokens.insert(
         access_token.clone(),
         AccessToken {
@@ -425,7 +427,7 @@ fn authorization_code(
             return aadsts(54005, tenant_id, client_id).into_response();
         }
         // MICROSOFT.md §1: codes live about 10 minutes.
-        if now - record.issued_at > Duration::seconds(lifetime) {
+        if now - record.issued_at > clamp_seconds(lifetime) {
             return aadsts(70008, tenant_id, client_id).into_response();
         }
         if !record.client_id.eq_ignore_ascii_case(client_id) {

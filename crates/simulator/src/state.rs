@@ -354,6 +354,12 @@ pub(crate) struct State {
     pub resource_units: HashMap<String, std::collections::VecDeque<(DateTime<Utc>, u32)>>,
 }
 
+/// A duration of `seconds`, clamped to a century either way so arithmetic on dates cannot overflow.
+pub(crate) fn clamp_seconds(seconds: i64) -> Duration {
+    const CENTURY: i64 = 100 * 365 * 24 * 3600;
+    Duration::try_seconds(seconds.clamp(-CENTURY, CENTURY)).unwrap_or_else(Duration::zero)
+}
+
 /// Well-known Entra role ids used in GDAP access details: Directory Readers, User Administrator, Helpdesk Administrator.
 const ROLE_IDS: [&str; 3] = [
     "88d8e3e3-8f55-4a1e-953a-9b9898b8876b",
@@ -482,7 +488,13 @@ impl State {
 
     /// The simulator's clock: wall time plus an offset tests can move forward.
     pub fn now(&self) -> DateTime<Utc> {
-        Utc::now() + self.clock_offset
+        let wall = Utc::now();
+        wall.checked_add_signed(self.clock_offset).unwrap_or(wall)
+    }
+
+    /// Moves the clock offset by `seconds`, within a century either way.
+    pub fn advance_clock(&mut self, seconds: i64) {
+        self.clock_offset = clamp_seconds(self.clock_offset.num_seconds().saturating_add(seconds));
     }
 
     pub fn random_token(&mut self, prefix: &str) -> String {

@@ -576,3 +576,42 @@ async fn contracts_list_customers_for_the_partner() {
         assert!(contracts[0][field].is_string(), "{field}");
     }
 }
+
+#[tokio::test]
+async fn bad_input_gets_a_graph_error_never_a_crash() {
+    let sim = start().await;
+    let token = app_token(&sim, &sim.msp().tenants[0].tenant_id).await;
+    let base = sim.graph_base_url();
+    let cases = [
+        format!("{base}/v1.0/users?$skiptoken=%%%"),
+        format!("{base}/v1.0/users?$skiptoken=eyJ0IjoxfQ"),
+        format!("{base}/v1.0/users?$top=-1"),
+        format!("{base}/v1.0/users?$top=99999999999999999999999"),
+        format!("{base}/v1.0/users?$filter=startswith(displayName,'a')"),
+        format!("{base}/v1.0/users?$select="),
+        format!("{base}/v1.0/users/delta?$orderby=displayName"),
+        format!("{base}/v1.0/tenantRelationships/delegatedAdminRelationships?$skiptoken=bm9wZQ"),
+        format!("{base}/v1.0/nothing/here"),
+    ];
+    for url in &cases {
+        let (status, _, body) = get(url, &token).await;
+        if status == 200 {
+            assert!(body["value"].is_array(), "{url}: {body}");
+        } else {
+            assert!((400..500).contains(&status), "{url}: {status}");
+            graph_error_code(&body);
+        }
+    }
+    // An unreadable delta token is an invalid token: 410 (MICROSOFT.md §3).
+    let (status, _, _) = get(
+        &format!("{base}/v1.0/users/delta?$deltatoken=garbage"),
+        &token,
+    )
+    .await;
+    assert_eq!(status, 410);
+    // The server is still answering.
+    assert_eq!(
+        get(&format!("{base}/v1.0/users?$top=1"), &token).await.0,
+        200
+    );
+}
