@@ -1,0 +1,32 @@
+#!/usr/bin/env bash
+# `make test`: installs what is missing, starts a private Postgres and a Temporal dev server on
+# free ports, runs every test of the workspace against them, and stops them again — also when
+# a test fails. Prints how long each phase takes.
+source "$(dirname "$0")/lib.sh"
+RUN="$ROOT/.run/test"
+total_start=$(now_s)
+
+cleanup() {
+  local status=$?
+  temporal_stop "$RUN/temporal"
+  pg_stop "$RUN/postgres"
+  say "make test finished in $(( $(now_s) - total_start ))s (exit $status)"
+  exit $status
+}
+trap cleanup EXIT INT TERM
+
+phase tools ensure_tools
+cd "$ROOT"
+phase build cargo build --workspace --all-targets --locked
+
+rm -rf "$RUN" && mkdir -p "$RUN"
+start_services() {
+  DATABASE_URL=$(pg_start "$RUN/postgres")
+  TEMPORAL_ADDRESS=$(temporal_start "$RUN/temporal")
+  export DATABASE_URL TEMPORAL_ADDRESS
+}
+phase services start_services
+export ENTRA_SYNC_TEMPORAL_CLI="$VENV/bin/temporal"
+export RUST_LOG="${RUST_LOG:-warn}"
+say "DATABASE_URL=$DATABASE_URL TEMPORAL_ADDRESS=$TEMPORAL_ADDRESS"
+phase tests cargo test --workspace --locked -- --test-threads "${TEST_THREADS:-4}"

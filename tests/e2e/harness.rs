@@ -1,0 +1,114 @@
+//! The test stack: a fresh database on the server named by `DATABASE_URL`, the Temporal server
+//! at `TEMPORAL_ADDRESS`, a simulator, the API on an ephemeral port, and a worker on a task
+//! queue of the test's own. `Stack::run` drives a scenario while the worker runs beside it.
+
+use std::future::Future;
+
+use anyhow::{Context, Result};
+use entra_sync::config::Settings;
+use entra_sync::runtime;
+use entra_sync_simulator::{Simulator, SimulatorConfig};
+use entra_sync_store::Store;
+use sqlx::postgres::PgPoolOptions;
+use sqlx::PgPool;
+
+pub struct Stack {
+    pub simulator: Simulator,
+    pub settings: Settings,
+    pub store: Store,
+    pub pool: PgPool,
+    pub api_url: String,
+    pub master_key: String,
+}
+
+fn required(name: &str) -> Result<String> {
+    std::env::var(name)
+        .with_context(|| format!("{name} must be set; run the tests through `make test`"))
+}
+
+fn random_name(prefix: &str) -> String {
+    format!("{prefix}_{:016x}", rand::random::<u64>())
+}
+
+impl Stack {
+    pub async fn start(simulator: SimulatorConfig) -> Result<Stack> {
+        let server_url = required("DATABASE_URL")?;
+        let temporal_address = required("TEMPORAL_ADDRESS")?;
+        let database = random_name("e2e");
+        let admin = PgPoolOptions::new()
+            .max_connections(1)
+            .connect(&server_url)
+            .await?;
+        sqlx::query(&format!("CREATE DATABASE {database}"))
+            .execute(&admin)
+            .await?;
+        admin.close().await;
+        let database_url = match server_url.rsplit_once('/') {
+            Some((base, _)) => format!("{base}/{database}"),
+            None => anyhow::bail!("DATABASE_URL has no database name"),
+        };
+
+        let simulator = Simulator::start(simulator).await?;
+        let master_key = random_name("master");
+        let environment: Vec<(String, String)> = [
+            ("DATABASE_URL", database_url.clone()),
+            ("TEMPORAL_ADDRESS", temporal_address),
+            ("TEMPORAL_TASK_QUEUE", random_name("queue")),
+            ("ENTRA_SYNC_MASTER_KEY", master_key.clone()),
+            (
+                "ENTRA_SYNC_ENCRYPTION_KEY",
+                "AAECAwQFBgcICQoLDA0ODxAREhMUFRYXGBkaGxwdHh8=".to_owned(),
+            ),
+            ("MICROSOFT_LOGIN_BASE_URL", simulator.login_base_url()),
+            ("MICROSOFT_GRAPH_BASE_URL", simulator.graph_base_url()),
+        ]
+        .into_iter()
+        .map(|(name, value)| (name.to_owned(), value))
+        .collect();
+        let settings = Settings::load(None, &environment)?;
+        let store = runtime::connect_store(&settings).await?;
+        store.migrate().await?;
+        let pool = PgPoolOptions::new()
+            .max_connections(4)
+            .connect(&database_url)
+            .await?;
+
+        let state = runtime::api_state(&settings, store.clone()).await?;
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+        let api_url = format!("http://{}", listener.local_addr()?);
+        tokio::spawn(runtime::serve(state, listener, std::future::pending()));
+
+        Ok(Stack {
+            simulator,
+            settings,
+            store,
+            pool,
+            api_url,
+            master_key,
+        })
+    }
+
+    /// Runs `scenario` while a worker serves this stack's task queue, then stops the worker.
+    pub async fn run<T>(&self, scenario: impl Future<Output = Result<T>>) -> Result<T> {
+        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+        let worker = runtime::run_worker(&self.settings, self.store.clone(), async {
+            let _ = stopped.await;
+        });
+        tokio::pin!(worker);
+        tokio::pin!(scenario);
+        let outcome = tokio::select! {
+            result = &mut worker => {
+                result?;
+                anyhow::bail!("the worker stopped before the scenario finished");
+            }
+            outcome = &mut scenario => outcome,
+        };
+        let _ = stop.send(());
+        worker.await?;
+        outcome
+    }
+
+    pub async fn count(&self, sql: &str) -> Result<i64> {
+        Ok(sqlx::query_scalar(sql).fetch_one(&self.pool).await?)
+    }
+}

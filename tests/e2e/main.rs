@@ -1,0 +1,6 @@
+//! End-to-end tests of entra-sync on the real stack: a real Postgres, a real Temporal server,
+//! the simulator over real HTTP, the API and a worker in this process. Each test gets its own
+//! database, task queue and ports.
+
+mod harness;
+mod initial_sync;
