@@ -15,6 +15,7 @@ use sqlx::{FromRow, PgConnection};
 use uuid::Uuid;
 
 use crate::psa::{fields_json, ContactColumns, ContactRow};
+use crate::runs::TallyCounts;
 use crate::{Result, Store};
 
 /// Where a page belongs.
@@ -25,8 +26,10 @@ pub struct PageScope {
     pub managed_tenant_id: Uuid,
     /// The client new contacts are created under.
     pub mapped_client_id: Uuid,
-    /// When set, saved as the tenant result's resume cursor in the same transaction, so a
-    /// retried activity resumes after the last page that committed.
+    /// When set, saved as the tenant result's resume cursor in the same transaction (together
+    /// with the page's counts, added to the result's counts), so a retried activity resumes
+    /// after the last page that committed with counts that match it. A tenant result that is
+    /// not `running` (or does not exist, as in a preflight) is left alone.
     pub next_cursor: Option<String>,
 }
 
@@ -460,15 +463,35 @@ impl Store {
         .execute(&mut *transaction)
         .await?;
 
+        // The tenant result's counts and resume cursor advance in the same transaction as the
+        // page's writes, so after a crash the stored counts and cursor match exactly the pages
+        // that committed.
+        statements += 1;
+        let stored_counts: Option<serde_json::Value> = sqlx::query_scalar(
+            "SELECT counts FROM run_tenant_results
+             WHERE tenant_id = $1 AND run_id = $2 AND managed_tenant_id = $3 AND status = 'running'
+             FOR UPDATE",
+        )
+        .bind(tenant_id)
+        .bind(scope.run_id)
+        .bind(managed_tenant_id)
+        .fetch_optional(&mut *transaction)
+        .await?;
+        let mut counts: TallyCounts = stored_counts
+            .and_then(|value| serde_json::from_value(value).ok())
+            .unwrap_or_default();
+        counts.add(&TallyCounts::from(&page_tally));
+
         statements += 1;
         sqlx::query(
-            "UPDATE run_tenant_results SET cursor = coalesce($4, cursor)
+            "UPDATE run_tenant_results SET cursor = coalesce($4, cursor), counts = $5
              WHERE tenant_id = $1 AND run_id = $2 AND managed_tenant_id = $3 AND status = 'running'",
         )
         .bind(tenant_id)
         .bind(scope.run_id)
         .bind(managed_tenant_id)
         .bind(scope.next_cursor.as_deref())
+        .bind(counts.to_json())
         .execute(&mut *transaction)
         .await?;
 

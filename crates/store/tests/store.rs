@@ -294,7 +294,18 @@ async fn finish_run_never_rewrites_a_finished_run(pool: PgPool) {
         )
         .await
         .expect("tenant result");
-    let outcome = fixture.reconcile(run_id, &users(3, "a")).await;
+    let mut scope = fixture.scope(run_id);
+    scope.next_cursor = Some("page-2".to_owned());
+    let outcome = store
+        .reconcile_page(&scope, &users(3, "a"), &SyncSettings::default(), false)
+        .await
+        .expect("reconcile");
+    let progress = store.get_run(fixture.tenant_id, run_id).await.expect("run");
+    assert_eq!(progress.tenants[0].cursor.as_deref(), Some("page-2"));
+    assert_eq!(
+        progress.tenants[0].counts.created, 3,
+        "counts advance with the page"
+    );
     store
         .finish_tenant_result(
             fixture.tenant_id,
@@ -1342,8 +1353,5 @@ async fn contacts_and_managed_tenants_are_never_deleted(pool: PgPool) {
         .status_page_counts(fixture.tenant_id)
         .await
         .expect("counts");
-    assert_eq!(
-        (counts.active_managed_tenants, counts.mapped),
-        (1, 1)
-    );
+    assert_eq!((counts.active_managed_tenants, counts.mapped), (1, 1));
 }
