@@ -545,6 +545,10 @@ fn render_preview(items: &[Value]) -> String {
     out
 }
 
+fn number(value: &Value) -> u64 {
+    value.as_u64().unwrap_or(0)
+}
+
 fn truncate(value: &str, width: usize) -> String {
     value.chars().take(width).collect()
 }
@@ -580,11 +584,11 @@ pub fn render_summary(run: &Value, names: &BTreeMap<String, String>) -> String {
             "  {:<36} {:<10} {:>6} {:>8} {:>7} {:>7} {:>7}  {}\n",
             truncate(names.get(id).map_or(id, String::as_str), 36),
             tenant["status"].as_str().unwrap_or("?"),
-            counts["seen"],
-            counts["created"],
-            counts["linked"],
-            counts["queued"],
-            counts["errors"],
+            number(&counts["seen"]),
+            number(&counts["created"]),
+            number(&counts["linked"]),
+            number(&counts["queued"]),
+            number(&counts["errors"]),
             skipped
         ));
         if !tenant["error"].is_null() {
