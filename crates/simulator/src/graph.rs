@@ -625,6 +625,10 @@ pub(crate) async fn users_delta(
             value.push(entry);
         }
     }
+    // MICROSOFT.md §3: entries can come in any order.
+    if settings.delta_reorder {
+        value.reverse();
+    }
     // MICROSOFT.md §3: entries can repeat.
     if settings.delta_duplicates {
         if let Some(first) = value.first().cloned() {

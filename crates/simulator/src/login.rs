@@ -149,7 +149,6 @@ fn token_success(
         "token_type": "Bearer",
         "scope": scope,
         "expires_in": lifetime,
-        "ext_expires_in": lifetime,
         "access_token": access_token,
     });
     if let Some(record) = refresh {

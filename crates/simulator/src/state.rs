@@ -113,6 +113,8 @@ pub struct Settings {
     pub delta_page_size: usize,
     /// MICROSOFT.md §3: entries can repeat; when on, every non-empty delta page repeats its first entry.
     pub delta_duplicates: bool,
+    /// MICROSOFT.md §3: entries can come in any order; when on, every delta page lists its entries in reverse.
+    pub delta_reorder: bool,
     /// MICROSOFT.md §3: a page can be empty and still carry a nextLink; when on, every fourth tenant's
     /// listings answer one empty page after the first one.
     pub empty_pages: bool,
@@ -137,6 +139,7 @@ impl Default for Settings {
             access_token_lifetime_secs: 3599,
             delta_page_size: 200,
             delta_duplicates: false,
+            delta_reorder: false,
             empty_pages: true,
             delta_expiry: DeltaExpiry::Gone,
             delta_token_max_age_secs: 7 * 24 * 3600,

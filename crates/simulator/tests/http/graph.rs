@@ -255,8 +255,11 @@ async fn delta_rejects_top_and_can_repeat_entries() {
     assert_eq!(status, 400);
     graph_error_code(&body);
 
+    let (plain, _) =
+        delta_round(format!("{}/v1.0/users/delta", sim.graph_base_url()), &token).await;
     let mut settings = sim.settings();
     settings.delta_duplicates = true;
+    settings.delta_reorder = true;
     sim.set_settings(settings);
     let (entries, _) =
         delta_round(format!("{}/v1.0/users/delta", sim.graph_base_url()), &token).await;
@@ -266,6 +269,10 @@ async fn delta_rejects_top_and_can_repeat_entries() {
         .collect();
     assert_eq!(unique.len(), tenant.users.len());
     assert!(entries.len() > unique.len(), "duplicates are emitted");
+    assert_ne!(
+        plain[0]["id"], entries[0]["id"],
+        "entries come in another order"
+    );
 }
 
 #[tokio::test]
