@@ -39,6 +39,7 @@ macro_rules! permission {
 
 permission!(EntraRead, "system_settings.read", true);
 permission!(EntraUpdate, "system_settings.update", true);
+permission!(AuditRead, "system_settings.read", false);
 permission!(ClientRead, "client.read", false);
 permission!(ClientCreate, "client.create", false);
 permission!(ContactRead, "contact.read", false);

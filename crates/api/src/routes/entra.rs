@@ -229,7 +229,7 @@ fn cipp_credentials(body: CippConnectBody) -> Result<CippCredentialsRecord, ApiE
     }
 }
 
-fn cipp_client(
+pub(crate) fn cipp_client(
     state: &AppState,
     base_url: url::Url,
     credentials: &CippCredentialsRecord,

@@ -1,8 +1,10 @@
 //! The route table: one module per area, each contributing `utoipa_axum` routes, plus the
 //! shapes several areas share (list pages, audit helper).
 
+mod admin;
 mod entra;
 mod health;
+mod oauth;
 mod platform;
 mod psa;
 mod runs;
@@ -24,6 +26,8 @@ pub(crate) fn openapi_router() -> OpenApiRouter<AppState> {
         .merge(psa::routes())
         .merge(entra::routes())
         .merge(runs::routes())
+        .merge(admin::routes())
+        .merge(oauth::routes())
 }
 
 pub(crate) async fn fallback(uri: Uri) -> ApiError {

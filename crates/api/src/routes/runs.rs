@@ -30,6 +30,7 @@ pub(super) fn routes() -> OpenApiRouter<AppState> {
         .routes(routes!(get_run))
         .routes(routes!(cancel_run))
         .routes(routes!(resolve_held_inactivations))
+        .routes(routes!(preflight))
 }
 
 /// Creates a run row (or finds the running one of the same scope) and starts its workflow. If
@@ -526,4 +527,159 @@ async fn resolve_held_inactivations(
         .find(|result| result.managed_tenant_id == managed_tenant_id)
         .map(TenantResultView::from);
     Ok(Json(HeldInactivationsView { affected, tenant }))
+}
+
+/// Pages read per managed tenant by a preflight: enough to show what a sync would do without
+/// making the request as slow as the sync itself.
+const PREFLIGHT_MAX_PAGES: usize = 5;
+/// Managed tenants a preflight looks at.
+const PREFLIGHT_MAX_TENANTS: usize = 25;
+
+#[derive(Debug, Serialize, ToSchema)]
+pub(crate) struct PreflightTenantView {
+    managed_tenant_id: Uuid,
+    entra_tenant_id: String,
+    client_id: Uuid,
+    /// False when the tenant has more users than the preflight read.
+    complete: bool,
+    counts: CountsView,
+    error: Option<RunErrorView>,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub(crate) struct PreflightView {
+    /// What a sync of this scope would do now; nothing was written.
+    tenants: Vec<PreflightTenantView>,
+    totals: CountsView,
+    /// Mapped tenants beyond the preflight's limit, not looked at.
+    tenants_not_checked: usize,
+}
+
+/// Dry run: reads users and plans exactly as a sync would, writing nothing.
+#[utoipa::path(post, path = "/api/v1/integrations/entra/sync/preflight", tag = "sync",
+    request_body = SyncBody,
+    responses((status = 200, body = PreflightView), (status = 401, body = ErrorBody),
+              (status = 403, body = ErrorBody), (status = 404, body = ErrorBody),
+              (status = 409, body = ErrorBody), (status = 422, body = ErrorBody)))]
+async fn preflight(
+    caller: Authorized<EntraUpdate>,
+    State(state): State<AppState>,
+    ApiJson(body): ApiJson<SyncBody>,
+) -> Result<Json<PreflightView>, ApiError> {
+    use entra_sync_store::connection::ConnectionCredentials;
+    use entra_sync_store::reconcile::PageScope;
+    let tenant_id = caller.user.tenant_id;
+    let scope = match body {
+        SyncBody::All => RunScope::All,
+        SyncBody::Client { client_id } => {
+            state.store.get_client(tenant_id, client_id).await.map_err(
+                |error| match ApiError::from(error) {
+                    error if error.status == StatusCode::NOT_FOUND => {
+                        ApiError::unprocessable("unknown_client", "the client does not exist")
+                    }
+                    other => other,
+                },
+            )?;
+            RunScope::Client(client_id)
+        }
+    };
+    let connection = state.store.get_connection(tenant_id).await?;
+    let (credentials, base_url) = match connection {
+        Some(connection) => match (connection.credentials, connection.cipp_base_url) {
+            (Some(ConnectionCredentials::Cipp(credentials)), Some(base_url)) => {
+                (credentials, base_url)
+            }
+            (Some(ConnectionCredentials::Direct(_)), _) => {
+                return Err(ApiError::unprocessable(
+                    "preflight_not_supported",
+                    "preflight reads users through CIPP connections only; run a sync to see what a direct connection does",
+                ))
+            }
+            _ => {
+                return Err(ApiError::conflict(
+                    "not_connected",
+                    "connect to Microsoft or CIPP first",
+                ))
+            }
+        },
+        None => {
+            return Err(ApiError::conflict(
+                "not_connected",
+                "connect to Microsoft or CIPP first",
+            ))
+        }
+    };
+    let base_url = url::Url::parse(&base_url)
+        .map_err(|_| ApiError::conflict("invalid_connection", "the saved base URL is not valid"))?;
+    let client = super::entra::cipp_client(&state, base_url, &credentials)?;
+    let targets = state.store.sync_targets(tenant_id, scope).await?;
+    let tenants_not_checked = targets.len().saturating_sub(PREFLIGHT_MAX_TENANTS);
+    // A run id that names no run: the dry run's statements need one, and it is rolled back.
+    let preflight_run_id = Uuid::now_v7();
+    let mut totals = TallyCounts::default();
+    let mut tenants = Vec::new();
+    for target in targets.into_iter().take(PREFLIGHT_MAX_TENANTS) {
+        let settings = state
+            .store
+            .load_sync_settings(tenant_id, target.managed_tenant_id)
+            .await?;
+        let mut counts = TallyCounts::default();
+        let mut cursor: Option<String> = None;
+        let mut complete = false;
+        let mut error = None;
+        for _ in 0..PREFLIGHT_MAX_PAGES {
+            let page = match client
+                .users_page(&target.entra_tenant_id, cursor.clone())
+                .await
+            {
+                Ok(page) => page,
+                Err(failure) => {
+                    error = Some(RunErrorView {
+                        class: Some(failure.class().to_owned()),
+                        code: failure.code().map(str::to_owned),
+                        message: Some(failure.to_string()),
+                        remediation: failure.remediation().map(str::to_owned),
+                    });
+                    break;
+                }
+            };
+            let outcome = state
+                .store
+                .reconcile_page(
+                    &PageScope {
+                        tenant_id,
+                        run_id: preflight_run_id,
+                        managed_tenant_id: target.managed_tenant_id,
+                        mapped_client_id: target.client_id,
+                        next_cursor: None,
+                    },
+                    &page.entries,
+                    &settings,
+                    true,
+                )
+                .await?;
+            counts.add(&TallyCounts::from(&outcome.tally));
+            match page.next_cursor {
+                Some(next) => cursor = Some(next),
+                None => {
+                    complete = true;
+                    break;
+                }
+            }
+        }
+        totals.add(&counts);
+        tenants.push(PreflightTenantView {
+            managed_tenant_id: target.managed_tenant_id,
+            entra_tenant_id: target.entra_tenant_id,
+            client_id: target.client_id,
+            complete,
+            counts: CountsView::from(&counts),
+            error,
+        });
+    }
+    Ok(Json(PreflightView {
+        tenants,
+        totals: CountsView::from(&totals),
+        tenants_not_checked,
+    }))
 }

@@ -193,6 +193,36 @@ pub struct World {
     pub contact_a: Uuid,
     pub managed_tenant_a: Uuid,
     pub discovery_run_a: Uuid,
+    /// An open review item of `managed_tenant_a`, candidates in `client_a`.
+    pub review_item_a: Uuid,
+}
+
+/// Inserts an open review item (the sync's planner is what queues them in production).
+pub async fn insert_review_item(
+    store: &Store,
+    tenant_id: Uuid,
+    managed_tenant_id: Uuid,
+    client_id: Uuid,
+    contact_id: Uuid,
+    object_id: &str,
+) -> Uuid {
+    let item_id = Uuid::new_v4();
+    sqlx::query(
+        "INSERT INTO review_items (tenant_id, item_id, reason, managed_tenant_id, client_id,
+                                   object_id, display_name, email, candidates)
+         VALUES ($1, $2, 'multiple_candidates', $3, $4, $5, 'Ada L.', 'ada@contoso.com', $6)",
+    )
+    .bind(tenant_id)
+    .bind(item_id)
+    .bind(managed_tenant_id)
+    .bind(client_id)
+    .bind(object_id)
+    .bind(json!([{"contact_id": contact_id, "client_id": client_id,
+                  "full_name": "Ada Lovelace", "email": "ada@contoso.com"}]))
+    .execute(store.pool())
+    .await
+    .expect("review item");
+    item_id
 }
 
 pub async fn create_tenant(app: &TestApp, name: &str) -> Uuid {
@@ -373,7 +403,17 @@ pub async fn world(app: &TestApp) -> World {
         .find(|tenant| tenant.display_name == "Contoso Ltd")
         .expect("contoso")
         .managed_tenant_id;
+    let review_item_a = insert_review_item(
+        &app.store,
+        tenant_a,
+        managed_tenant_a,
+        client_a,
+        contact_a,
+        "object-ada",
+    )
+    .await;
     World {
+        review_item_a,
         tenant_a,
         tenant_b,
         updater,

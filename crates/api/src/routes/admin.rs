@@ -1,0 +1,502 @@
+//! Integration settings (field policy, filters, schedule), the review queue of ambiguous
+//! matches, and the API audit log.
+
+use std::collections::BTreeMap;
+
+use axum::extract::State;
+use axum::http::StatusCode;
+use axum::Json;
+use entra_sync_store::error::StoreError;
+use entra_sync_store::flags::{AMBIGUOUS_QUEUE_FLAG, FIELD_SYNC_FLAG};
+use entra_sync_store::psa::PsaUserType;
+use entra_sync_store::review::{ReviewFilter, ReviewItemRecord, ReviewResolution, ReviewStatus};
+use entra_sync_store::settings::TenantSettings;
+use serde::{Deserialize, Serialize};
+use utoipa::{IntoParams, ToSchema};
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
+use uuid::Uuid;
+
+use super::{audit, check_text, ListResponse, PageQuery};
+use crate::auth::{AuditRead, Authorized, EntraRead, EntraUpdate};
+use crate::error::{ApiError, ErrorBody};
+use crate::extract::{ApiJson, ApiPath, ApiQuery};
+use crate::AppState;
+
+pub(super) fn routes() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new()
+        .routes(routes!(get_settings, put_settings))
+        .routes(routes!(list_review_items))
+        .routes(routes!(resolve_review_item))
+        .routes(routes!(list_audit))
+}
+
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, ToSchema, PartialEq, Eq)]
+#[serde(rename_all = "snake_case")]
+pub(crate) enum FieldPolicyValue {
+    /// The PSA value is authoritative (default).
+    Off,
+    FillBlank,
+    Overwrite,
+}
+
+impl FieldPolicyValue {
+    fn as_str(self) -> &'static str {
+        match self {
+            FieldPolicyValue::Off => "off",
+            FieldPolicyValue::FillBlank => "fill_blank",
+            FieldPolicyValue::Overwrite => "overwrite",
+        }
+    }
+
+    fn parse(value: &str) -> FieldPolicyValue {
+        match value {
+            "fill_blank" => FieldPolicyValue::FillBlank,
+            "overwrite" => FieldPolicyValue::Overwrite,
+            _ => FieldPolicyValue::Off,
+        }
+    }
+}
+
+#[derive(Debug, Default, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct FiltersDocument {
+    exclude_guests: Option<bool>,
+    exclude_disabled_on_create: Option<bool>,
+    licensed_only: Option<bool>,
+    domain_allow: Option<Vec<String>>,
+    domain_deny: Option<Vec<String>>,
+    /// Regular expressions matched against UPN, mail and display name.
+    exclusion_patterns: Option<Vec<String>>,
+}
+
+#[derive(Debug, Default, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct ScheduleDocument {
+    /// Recurring sync on or off (off by default).
+    enabled: Option<bool>,
+    /// 900 (15 minutes) to 2592000 (30 days); default 86400.
+    interval_seconds: Option<u64>,
+}
+
+/// The settings document. On PUT, omitted keys take their defaults.
+#[derive(Debug, Default, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct SettingsBody {
+    /// Field (`name`, `email`, `phone`, `mobile`, `job_title`) to policy.
+    field_policy: Option<BTreeMap<String, FieldPolicyValue>>,
+    filters: Option<FiltersDocument>,
+    mark_inactive_when_disabled: Option<bool>,
+    schedule: Option<ScheduleDocument>,
+    discovery_before_sync: Option<bool>,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub(crate) struct SettingsView {
+    field_policy: BTreeMap<String, FieldPolicyValue>,
+    filters: FiltersDocument,
+    mark_inactive_when_disabled: bool,
+    schedule: ScheduleDocument,
+    discovery_before_sync: bool,
+    /// The `entra-integration-field-sync` flag: off means no field overwrites are applied
+    /// whatever the field policy says.
+    field_sync_enabled: bool,
+}
+
+fn settings_view(settings: TenantSettings, field_sync_enabled: bool) -> SettingsView {
+    SettingsView {
+        field_policy: settings
+            .field_policy
+            .iter()
+            .map(|(field, policy)| (field.clone(), FieldPolicyValue::parse(policy)))
+            .collect(),
+        filters: FiltersDocument {
+            exclude_guests: Some(settings.filters.exclude_guests),
+            exclude_disabled_on_create: Some(settings.filters.exclude_disabled_on_create),
+            licensed_only: Some(settings.filters.licensed_only),
+            domain_allow: Some(settings.filters.domain_allow),
+            domain_deny: Some(settings.filters.domain_deny),
+            exclusion_patterns: Some(settings.filters.exclusion_patterns),
+        },
+        mark_inactive_when_disabled: settings.mark_inactive_when_disabled,
+        schedule: ScheduleDocument {
+            enabled: Some(settings.schedule.enabled),
+            interval_seconds: Some(settings.schedule.interval_seconds),
+        },
+        discovery_before_sync: settings.discovery_before_sync,
+        field_sync_enabled,
+    }
+}
+
+/// Field policy, filters and schedule.
+#[utoipa::path(get, path = "/api/v1/integrations/entra/settings", tag = "entra",
+    responses((status = 200, body = SettingsView), (status = 401, body = ErrorBody),
+              (status = 403, body = ErrorBody), (status = 404, body = ErrorBody)))]
+async fn get_settings(
+    caller: Authorized<EntraRead>,
+    State(state): State<AppState>,
+) -> Result<Json<SettingsView>, ApiError> {
+    let tenant_id = caller.user.tenant_id;
+    let settings = state.store.load_settings(tenant_id).await?;
+    let field_sync = state.store.flag_enabled(FIELD_SYNC_FLAG, tenant_id).await?;
+    Ok(Json(settings_view(settings, field_sync)))
+}
+
+/// Replaces the settings (validated: known fields, compiling patterns, domains, interval
+/// 15 minutes to 30 days) and updates the recurring schedule.
+#[utoipa::path(put, path = "/api/v1/integrations/entra/settings", tag = "entra",
+    request_body = SettingsBody,
+    responses((status = 200, body = SettingsView), (status = 401, body = ErrorBody),
+              (status = 403, body = ErrorBody), (status = 404, body = ErrorBody),
+              (status = 422, body = ErrorBody)))]
+async fn put_settings(
+    caller: Authorized<EntraUpdate>,
+    State(state): State<AppState>,
+    ApiJson(body): ApiJson<SettingsBody>,
+) -> Result<Json<SettingsView>, ApiError> {
+    let tenant_id = caller.user.tenant_id;
+    let mut settings = TenantSettings::default();
+    if let Some(field_policy) = body.field_policy {
+        for (field, policy) in field_policy {
+            check_text("field_policy", &field, 64)?;
+            settings
+                .field_policy
+                .insert(field, policy.as_str().to_owned());
+        }
+    }
+    if let Some(filters) = body.filters {
+        let target = &mut settings.filters;
+        if let Some(value) = filters.exclude_guests {
+            target.exclude_guests = value;
+        }
+        if let Some(value) = filters.exclude_disabled_on_create {
+            target.exclude_disabled_on_create = value;
+        }
+        if let Some(value) = filters.licensed_only {
+            target.licensed_only = value;
+        }
+        for (name, list) in [
+            ("filters.domain_allow", &filters.domain_allow),
+            ("filters.domain_deny", &filters.domain_deny),
+            ("filters.exclusion_patterns", &filters.exclusion_patterns),
+        ] {
+            for entry in list.iter().flatten() {
+                check_text(name, entry, 1024)?;
+            }
+        }
+        if let Some(value) = filters.domain_allow {
+            target.domain_allow = value;
+        }
+        if let Some(value) = filters.domain_deny {
+            target.domain_deny = value;
+        }
+        if let Some(value) = filters.exclusion_patterns {
+            target.exclusion_patterns = value;
+        }
+    }
+    if let Some(value) = body.mark_inactive_when_disabled {
+        settings.mark_inactive_when_disabled = value;
+    }
+    if let Some(schedule) = body.schedule {
+        if let Some(enabled) = schedule.enabled {
+            settings.schedule.enabled = enabled;
+        }
+        if let Some(interval_seconds) = schedule.interval_seconds {
+            settings.schedule.interval_seconds = interval_seconds;
+        }
+    }
+    if let Some(value) = body.discovery_before_sync {
+        settings.discovery_before_sync = value;
+    }
+    settings.validate().map_err(|error| match error {
+        StoreError::Invalid(message) => ApiError::unprocessable("invalid_settings", message),
+        other => ApiError::from(other),
+    })?;
+    state
+        .store
+        .save_settings(tenant_id, &settings, &caller.actor())
+        .await
+        .map_err(|error| match error {
+            StoreError::Invalid(message) => ApiError::unprocessable("invalid_settings", message),
+            other => ApiError::from(other),
+        })?;
+    let interval = settings
+        .schedule
+        .enabled
+        .then(|| std::time::Duration::from_secs(settings.schedule.interval_seconds));
+    if let Err(error) = state.starter.apply_schedule(tenant_id, interval).await {
+        // The worker reconciles schedules from the settings when it starts.
+        tracing::warn!(%tenant_id, error = %error, "updating the recurring schedule failed");
+    }
+    audit(
+        &state,
+        tenant_id,
+        &caller.actor(),
+        "entra.settings.update",
+        Some("settings".to_owned()),
+        serde_json::to_value(&settings).unwrap_or_default(),
+    )
+    .await?;
+    let field_sync = state.store.flag_enabled(FIELD_SYNC_FLAG, tenant_id).await?;
+    Ok(Json(settings_view(settings, field_sync)))
+}
+
+async fn require_queue(state: &AppState, tenant_id: Uuid) -> Result<(), ApiError> {
+    if state
+        .store
+        .flag_enabled(AMBIGUOUS_QUEUE_FLAG, tenant_id)
+        .await?
+    {
+        Ok(())
+    } else {
+        Err(ApiError::new(
+            StatusCode::NOT_FOUND,
+            "feature_disabled",
+            "the review queue is not enabled for this tenant",
+        ))
+    }
+}
+
+#[derive(Debug, Clone, Copy, Deserialize, ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub(crate) enum ReviewStatusFilter {
+    Open,
+    Resolved,
+    Dismissed,
+}
+
+#[derive(Debug, Default, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct ReviewQuery {
+    status: Option<ReviewStatusFilter>,
+    client_id: Option<Uuid>,
+    managed_tenant_id: Option<Uuid>,
+    limit: Option<u32>,
+    cursor: Option<String>,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub(crate) struct ReviewCandidateView {
+    contact_id: Option<Uuid>,
+    client_id: Option<Uuid>,
+    full_name: Option<String>,
+    email: Option<String>,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub(crate) struct ReviewItemView {
+    item_id: Uuid,
+    /// `open`, `resolved` or `dismissed`.
+    status: String,
+    /// `multiple_candidates`, `candidate_in_other_client` or `candidate_linked_to_other_user`.
+    reason: String,
+    managed_tenant_id: Uuid,
+    client_id: Option<Uuid>,
+    object_id: String,
+    display_name: Option<String>,
+    email: Option<String>,
+    candidates: Vec<ReviewCandidateView>,
+    #[schema(value_type = Option<Object>)]
+    resolution: Option<serde_json::Value>,
+    note: Option<String>,
+    created_at: chrono::DateTime<chrono::Utc>,
+    updated_at: chrono::DateTime<chrono::Utc>,
+}
+
+impl From<ReviewItemRecord> for ReviewItemView {
+    fn from(record: ReviewItemRecord) -> Self {
+        let text = |value: &serde_json::Value, key: &str| {
+            value.get(key).and_then(|v| v.as_str()).map(str::to_owned)
+        };
+        let id = |value: &serde_json::Value, key: &str| {
+            value
+                .get(key)
+                .and_then(|v| v.as_str())
+                .and_then(|v| v.parse().ok())
+        };
+        let candidates = record
+            .candidates
+            .as_array()
+            .map(|candidates| {
+                candidates
+                    .iter()
+                    .map(|candidate| ReviewCandidateView {
+                        contact_id: id(candidate, "contact_id"),
+                        client_id: id(candidate, "client_id"),
+                        full_name: text(candidate, "full_name"),
+                        email: text(candidate, "email"),
+                    })
+                    .collect()
+            })
+            .unwrap_or_default();
+        ReviewItemView {
+            item_id: record.item_id,
+            status: record.status.as_str().to_owned(),
+            reason: record.reason,
+            managed_tenant_id: record.managed_tenant_id,
+            client_id: record.client_id,
+            object_id: record.object_id,
+            display_name: record.display_name,
+            email: record.email,
+            candidates,
+            resolution: record.resolution,
+            note: record.note,
+            created_at: record.created_at,
+            updated_at: record.updated_at,
+        }
+    }
+}
+
+/// Review items of ambiguous matches, newest first.
+#[utoipa::path(get, path = "/api/v1/integrations/entra/reconciliation-queue", tag = "review",
+    params(ReviewQuery),
+    responses((status = 200, body = ListResponse<ReviewItemView>),
+              (status = 400, body = ErrorBody), (status = 401, body = ErrorBody),
+              (status = 403, body = ErrorBody), (status = 404, body = ErrorBody)))]
+async fn list_review_items(
+    caller: Authorized<EntraRead>,
+    State(state): State<AppState>,
+    ApiQuery(query): ApiQuery<ReviewQuery>,
+) -> Result<Json<ListResponse<ReviewItemView>>, ApiError> {
+    let tenant_id = caller.user.tenant_id;
+    require_queue(&state, tenant_id).await?;
+    let page = PageQuery {
+        limit: query.limit,
+        cursor: query.cursor.clone(),
+    }
+    .page_request()?;
+    let filter = ReviewFilter {
+        status: query.status.map(|status| match status {
+            ReviewStatusFilter::Open => ReviewStatus::Open,
+            ReviewStatusFilter::Resolved => ReviewStatus::Resolved,
+            ReviewStatusFilter::Dismissed => ReviewStatus::Dismissed,
+        }),
+        client_id: query.client_id,
+        managed_tenant_id: query.managed_tenant_id,
+    };
+    let items = state
+        .store
+        .list_review_items(tenant_id, &filter, &page)
+        .await?;
+    Ok(Json(ListResponse::from_page(items, ReviewItemView::from)))
+}
+
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(tag = "action", rename_all = "snake_case", deny_unknown_fields)]
+pub(crate) enum ResolveBody {
+    /// Link the user to this contact now; a contact of another client needs
+    /// `allow_other_client: true`.
+    LinkExisting {
+        contact_id: Uuid,
+        #[serde(default)]
+        allow_other_client: bool,
+    },
+    /// The next sync creates a new contact.
+    CreateNew,
+    /// Leave the user alone until the item is re-opened.
+    Dismiss { note: Option<String> },
+}
+
+/// Resolves a review item; the next sync honours the resolution.
+#[utoipa::path(post,
+    path = "/api/v1/integrations/entra/reconciliation-queue/{item_id}/resolve", tag = "review",
+    params(("item_id" = Uuid, Path, description = "review item")),
+    request_body = ResolveBody,
+    responses((status = 200, body = ReviewItemView), (status = 400, body = ErrorBody),
+              (status = 401, body = ErrorBody), (status = 403, body = ErrorBody),
+              (status = 404, body = ErrorBody), (status = 409, body = ErrorBody),
+              (status = 422, body = ErrorBody)))]
+async fn resolve_review_item(
+    caller: Authorized<EntraUpdate>,
+    State(state): State<AppState>,
+    ApiPath(item_id): ApiPath<Uuid>,
+    ApiJson(body): ApiJson<ResolveBody>,
+) -> Result<Json<ReviewItemView>, ApiError> {
+    let tenant_id = caller.user.tenant_id;
+    require_queue(&state, tenant_id).await?;
+    let resolution = match body {
+        ResolveBody::LinkExisting {
+            contact_id,
+            allow_other_client,
+        } => ReviewResolution::LinkExisting {
+            contact_id,
+            allow_other_client,
+        },
+        ResolveBody::CreateNew => ReviewResolution::CreateNew,
+        ResolveBody::Dismiss { note } => {
+            if let Some(note) = &note {
+                check_text("note", note, 2000)?;
+            }
+            ReviewResolution::Dismiss { note }
+        }
+    };
+    let record = state
+        .store
+        .resolve_review_item(tenant_id, item_id, &resolution, &caller.actor())
+        .await?;
+    let (action, detail) = match &resolution {
+        ReviewResolution::LinkExisting {
+            contact_id,
+            allow_other_client,
+        } => (
+            "link_existing",
+            serde_json::json!({"contact_id": contact_id, "allow_other_client": allow_other_client}),
+        ),
+        ReviewResolution::CreateNew => ("create_new", serde_json::json!({})),
+        ReviewResolution::Dismiss { .. } => ("dismiss", serde_json::json!({})),
+    };
+    audit(
+        &state,
+        tenant_id,
+        &caller.actor(),
+        &format!("entra.review.{action}"),
+        Some(format!("review_item:{item_id}")),
+        detail,
+    )
+    .await?;
+    Ok(Json(record.into()))
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub(crate) struct AuditEntryView {
+    audit_id: Uuid,
+    /// `user:<id>` or `platform`.
+    actor: String,
+    action: String,
+    target: Option<String>,
+    #[schema(value_type = Option<Object>)]
+    detail: Option<serde_json::Value>,
+    at: chrono::DateTime<chrono::Utc>,
+}
+
+/// Every change made through the API in the caller's tenant (who, what, when), newest first.
+#[utoipa::path(get, path = "/api/v1/audit", tag = "audit", params(PageQuery),
+    responses((status = 200, body = ListResponse<AuditEntryView>),
+              (status = 400, body = ErrorBody), (status = 401, body = ErrorBody),
+              (status = 403, body = ErrorBody)))]
+async fn list_audit(
+    caller: Authorized<AuditRead>,
+    State(state): State<AppState>,
+    ApiQuery(query): ApiQuery<PageQuery>,
+) -> Result<Json<ListResponse<AuditEntryView>>, ApiError> {
+    if caller.user.user_type == PsaUserType::Client {
+        return Err(ApiError::forbidden(
+            "client-portal users cannot read the audit log",
+        ));
+    }
+    let page = state
+        .store
+        .list_api_audit(caller.user.tenant_id, &query.page_request()?)
+        .await?;
+    Ok(Json(ListResponse::from_page(page, |entry| {
+        AuditEntryView {
+            audit_id: entry.audit_id,
+            actor: entry.actor,
+            action: entry.action,
+            target: entry.target,
+            detail: entry.detail,
+            at: entry.at,
+        }
+    })))
+}

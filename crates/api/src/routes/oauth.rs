@@ -1,0 +1,396 @@
+//! The direct Microsoft connection: starting the authorization-code flow (PKCE + state) and
+//! its callback, which exchanges the code, probes Graph, and only then saves the token set.
+//!
+//! Codes, verifiers, states and tokens are secrets: they are never logged or echoed.
+
+use std::sync::Arc;
+
+use axum::extract::State;
+use axum::http::{HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Redirect, Response};
+use axum::Json;
+use entra_sync_directory::error::{DirectoryError, SettingNames};
+use entra_sync_directory::http::{HttpSettings, ThrottleStats};
+use entra_sync_directory::oauth::{AppCredential, OAuthClient, OAuthConfig};
+use entra_sync_store::connection::DirectTokenSetRecord;
+use entra_sync_store::error::StoreError;
+use entra_sync_store::flags::UI_FLAG;
+use secrecy::{ExposeSecret, SecretString};
+use serde::{Deserialize, Serialize};
+use utoipa::{IntoParams, ToSchema};
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
+
+use super::audit;
+use crate::auth::{Authorized, EntraUpdate, API_KEY_HEADER};
+use crate::error::{ApiError, ErrorBody};
+use crate::extract::ApiQuery;
+use crate::AppState;
+
+pub const CALLBACK_PATH: &str = "/auth/oauth2/microsoft/callback";
+
+pub(super) fn routes() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new()
+        .routes(routes!(connect_direct))
+        .routes(routes!(oauth_callback))
+}
+
+fn is_loopback_host(url: &url::Url) -> bool {
+    match url.host() {
+        Some(url::Host::Domain(domain)) => domain.eq_ignore_ascii_case("localhost"),
+        Some(url::Host::Ipv4(address)) => address.is_loopback(),
+        Some(url::Host::Ipv6(address)) => address.is_loopback(),
+        None => false,
+    }
+}
+
+fn config_error(message: &str) -> ApiError {
+    ApiError::unprocessable("direct_not_configured", message)
+}
+
+/// The app registration's OAuth client, after the configuration checks of SPEC §2.1.
+fn oauth_client(state: &AppState) -> Result<OAuthClient, ApiError> {
+    let microsoft = &state.config.microsoft;
+    let client_id = microsoft.client_id.clone().ok_or_else(|| {
+        config_error("no app registration is configured: set MICROSOFT_CLIENT_ID and MICROSOFT_CLIENT_SECRET")
+    })?;
+    let secret = microsoft.client_secret.clone().ok_or_else(|| {
+        config_error("no client secret is configured: set MICROSOFT_CLIENT_SECRET")
+    })?;
+    if uuid::Uuid::parse_str(secret.expose_secret().trim()).is_ok() {
+        return Err(config_error(
+            "MICROSOFT_CLIENT_SECRET looks like a GUID: that is probably the secret's ID; use the secret's value",
+        ));
+    }
+    let callback = microsoft.callback_url.clone().ok_or_else(|| {
+        config_error(&format!(
+            "no redirect URI is configured: set MICROSOFT_OAUTH_CALLBACK_URL to https://<host>{CALLBACK_PATH}"
+        ))
+    })?;
+    let callback_url = url::Url::parse(&callback)
+        .map_err(|_| config_error("MICROSOFT_OAUTH_CALLBACK_URL is not a valid URL"))?;
+    if callback_url.scheme() != "https" && !is_loopback_host(&callback_url) {
+        return Err(config_error(
+            "MICROSOFT_OAUTH_CALLBACK_URL must use https unless the host is localhost, 127.0.0.1 or [::1]",
+        ));
+    }
+    if callback_url.path() != CALLBACK_PATH {
+        return Err(config_error(&format!(
+            "MICROSOFT_OAUTH_CALLBACK_URL must end in {CALLBACK_PATH}, the path this service answers and the one registered in Azure"
+        )));
+    }
+    OAuthClient::new(
+        OAuthConfig {
+            login_base_url: microsoft.login_base_url.clone(),
+            client_id,
+            credential: AppCredential::ClientSecret(secret),
+            redirect_uri: Some(callback),
+            settings: SettingNames::MICROSOFT,
+        },
+        HttpSettings {
+            request_timeout: state.config.provider_timeout,
+            max_attempts: 2,
+            background: false,
+            ..HttpSettings::default()
+        },
+        Arc::new(ThrottleStats::default()),
+    )
+    .map_err(|error| ApiError::unprocessable("direct_not_configured", error.to_string()))
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub(crate) struct AuthorizeView {
+    /// Send the admin's browser here; Microsoft redirects back to the callback.
+    authorize_url: String,
+    /// The flow must finish before this time.
+    expires_at: chrono::DateTime<chrono::Utc>,
+}
+
+/// Starts a direct connection: returns the Microsoft sign-in URL (PKCE S256, single-use state
+/// bound to this tenant and user).
+#[utoipa::path(post, path = "/api/v1/integrations/entra/connect/direct", tag = "entra",
+    responses((status = 200, body = AuthorizeView), (status = 401, body = ErrorBody),
+              (status = 403, body = ErrorBody), (status = 404, body = ErrorBody),
+              (status = 422, body = ErrorBody)))]
+async fn connect_direct(
+    caller: Authorized<EntraUpdate>,
+    State(state): State<AppState>,
+) -> Result<Json<AuthorizeView>, ApiError> {
+    let client = oauth_client(&state)?;
+    let request = client
+        .begin_authorization(None)
+        .map_err(|error| ApiError::unprocessable("direct_not_configured", error.to_string()))?;
+    let ttl = chrono::Duration::from_std(state.config.oauth_state_ttl)
+        .unwrap_or_else(|_| chrono::Duration::minutes(10));
+    let expires_at = chrono::Utc::now() + ttl;
+    state
+        .store
+        .create_oauth_state(
+            caller.user.tenant_id,
+            caller.user.user_id,
+            request.state.expose_secret(),
+            request.code_verifier.expose_secret(),
+            expires_at,
+        )
+        .await?;
+    audit(
+        &state,
+        caller.user.tenant_id,
+        &caller.actor(),
+        "entra.connect.direct.start",
+        Some("connection".to_owned()),
+        serde_json::json!({}),
+    )
+    .await?;
+    Ok(Json(AuthorizeView {
+        authorize_url: request.url.to_string(),
+        expires_at,
+    }))
+}
+
+#[derive(Debug, Default, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
+pub(crate) struct CallbackQuery {
+    code: Option<String>,
+    state: Option<String>,
+    error: Option<String>,
+    error_description: Option<String>,
+}
+
+impl std::fmt::Debug for CallbackQueryRedacted<'_> {
+    fn fmt(&self, formatter: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        formatter
+            .debug_struct("CallbackQuery")
+            .field("has_code", &self.0.code.is_some())
+            .field("has_state", &self.0.state.is_some())
+            .field("error", &self.0.error)
+            .finish()
+    }
+}
+
+struct CallbackQueryRedacted<'a>(&'a CallbackQuery);
+
+/// A failed callback: a stable code and a message without secrets.
+struct CallbackFailure {
+    status: StatusCode,
+    code: &'static str,
+    message: String,
+}
+
+impl CallbackFailure {
+    fn new(status: StatusCode, code: &'static str, message: impl Into<String>) -> Self {
+        CallbackFailure {
+            status,
+            code,
+            message: message.into(),
+        }
+    }
+}
+
+fn wants_json(headers: &HeaderMap) -> bool {
+    headers
+        .get(axum::http::header::ACCEPT)
+        .and_then(|value| value.to_str().ok())
+        .is_some_and(|accept| accept.contains("application/json"))
+}
+
+/// The OAuth redirect target. Browsers are sent to `/console?entra_status=…`; a request with
+/// `Accept: application/json` gets `{"status":"connected"}` or an error body.
+#[utoipa::path(get, path = "/auth/oauth2/microsoft/callback", tag = "entra", security(()),
+    params(CallbackQuery),
+    responses((status = 200, description = "connected (JSON)"),
+              (status = 303, description = "redirect to the console"),
+              (status = 400, body = ErrorBody), (status = 403, body = ErrorBody),
+              (status = 422, body = ErrorBody), (status = 502, body = ErrorBody)))]
+async fn oauth_callback(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    ApiQuery(query): ApiQuery<CallbackQuery>,
+) -> Response {
+    let json = wants_json(&headers);
+    tracing::info!(query = ?CallbackQueryRedacted(&query), "oauth callback");
+    match complete_authorization(&state, &headers, query).await {
+        Ok(()) => {
+            if json {
+                Json(serde_json::json!({"status": "connected"})).into_response()
+            } else {
+                Redirect::to("/console?entra_status=success").into_response()
+            }
+        }
+        Err(failure) => {
+            if json {
+                ApiError::new(failure.status, failure.code, failure.message).into_response()
+            } else {
+                Redirect::to(&format!(
+                    "/console?entra_status=failure&error={}",
+                    failure.code
+                ))
+                .into_response()
+            }
+        }
+    }
+}
+
+async fn complete_authorization(
+    state: &AppState,
+    headers: &HeaderMap,
+    query: CallbackQuery,
+) -> Result<(), CallbackFailure> {
+    let bad = |code: &'static str, message: &str| {
+        CallbackFailure::new(StatusCode::BAD_REQUEST, code, message)
+    };
+    let Some(state_param) = query
+        .state
+        .filter(|value| !value.is_empty() && value.len() <= 512)
+    else {
+        return Err(bad(
+            "invalid_state",
+            "the sign-in response carries no valid state",
+        ));
+    };
+    let consumed = state
+        .store
+        .consume_oauth_state(&state_param)
+        .await
+        .map_err(|error| match error {
+            StoreError::NotFound => bad("invalid_state", "the sign-in state is unknown"),
+            StoreError::Conflict(_) => bad("state_used", "the sign-in state was already used"),
+            StoreError::Invalid(_) => bad(
+                "state_expired",
+                "the sign-in took too long; start the connection again",
+            ),
+            other => {
+                tracing::error!(error = %other, "consuming an oauth state failed");
+                CallbackFailure::new(
+                    StatusCode::INTERNAL_SERVER_ERROR,
+                    "internal_error",
+                    "an internal error occurred; it has been logged",
+                )
+            }
+        })?;
+    let internal = |error: &dyn std::fmt::Display| {
+        tracing::error!(%error, "oauth callback failed");
+        CallbackFailure::new(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "internal_error",
+            "an internal error occurred; it has been logged",
+        )
+    };
+    // Credentials presented with the callback must belong to the tenant that started the flow.
+    if let Some(key) = headers
+        .get(API_KEY_HEADER)
+        .and_then(|value| value.to_str().ok())
+    {
+        let user = state
+            .store
+            .authenticate_api_key(key)
+            .await
+            .map_err(|error| internal(&error))?;
+        if user.is_some_and(|user| user.tenant_id != consumed.tenant_id) {
+            return Err(CallbackFailure::new(
+                StatusCode::FORBIDDEN,
+                "tenant_mismatch",
+                "the sign-in was started by another PSA tenant",
+            ));
+        }
+    }
+    let flag_on = state
+        .store
+        .flag_enabled(UI_FLAG, consumed.tenant_id)
+        .await
+        .map_err(|error| internal(&error))?;
+    if !flag_on {
+        return Err(CallbackFailure::new(
+            StatusCode::NOT_FOUND,
+            "not_found",
+            "the Entra integration is not enabled",
+        ));
+    }
+    if let Some(error) = query.error {
+        let code = if error == "access_denied" {
+            "consent_denied"
+        } else {
+            "authorization_failed"
+        };
+        let description = query
+            .error_description
+            .as_deref()
+            .map(|text| text.chars().take(300).collect::<String>())
+            .unwrap_or_default();
+        return Err(CallbackFailure::new(
+            StatusCode::BAD_REQUEST,
+            code,
+            format!("Microsoft refused the sign-in: {description}"),
+        ));
+    }
+    let Some(code) = query.code.filter(|code| !code.is_empty()) else {
+        return Err(bad(
+            "invalid_request",
+            "the sign-in response carries no code",
+        ));
+    };
+    let client = oauth_client(state).map_err(|error| {
+        CallbackFailure::new(error.status, "direct_not_configured", error.message)
+    })?;
+    let provider_failure = |error: DirectoryError| {
+        let status = match error {
+            DirectoryError::Transient { .. } | DirectoryError::Invalid { .. } => {
+                StatusCode::BAD_GATEWAY
+            }
+            _ => StatusCode::UNPROCESSABLE_ENTITY,
+        };
+        CallbackFailure::new(status, "microsoft_rejected", error.to_string())
+    };
+    let token_set = client
+        .exchange_code(
+            &SecretString::from(code),
+            &SecretString::from(consumed.code_verifier.clone()),
+        )
+        .await
+        .map_err(provider_failure)?;
+    let Some(refresh_token) = token_set.refresh_token.clone() else {
+        return Err(CallbackFailure::new(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "no_refresh_token",
+            "Microsoft issued no refresh token; the offline_access scope must be granted",
+        ));
+    };
+    entra_sync_directory::graph::probe(
+        &state.config.microsoft.graph_base_url,
+        &token_set.access_token,
+        &client.error_context(None),
+        HttpSettings {
+            request_timeout: state.config.provider_timeout,
+            max_attempts: 2,
+            background: false,
+            ..HttpSettings::default()
+        },
+        Arc::new(ThrottleStats::default()),
+    )
+    .await
+    .map_err(provider_failure)?;
+    state
+        .store
+        .save_direct_connection(
+            consumed.tenant_id,
+            &DirectTokenSetRecord {
+                access_token: token_set.access_token.expose_secret().to_owned(),
+                refresh_token: refresh_token.expose_secret().to_owned(),
+                expires_at: token_set.expires_at,
+                scope: token_set.scope.clone(),
+            },
+        )
+        .await
+        .map_err(|error| internal(&error))?;
+    audit(
+        state,
+        consumed.tenant_id,
+        &format!("user:{}", consumed.user_id),
+        "entra.connect.direct",
+        Some("connection".to_owned()),
+        serde_json::json!({"scope": token_set.scope}),
+    )
+    .await
+    .map_err(|error| CallbackFailure::new(error.status, "internal_error", error.message))?;
+    Ok(())
+}
