@@ -7,7 +7,7 @@ use entra_sync_directory::cipp::{CippAuth, CippClient, CippConfig};
 use entra_sync_directory::http::{HttpSettings, ThrottleStats};
 use entra_sync_directory::source::DirectorySource;
 use entra_sync_store::connection::{
-    CippCredentialsRecord, ConnectionCredentials, ConnectionStatus,
+    CippCredentialsRecord, ConnectionCredentials, ConnectionKind, ConnectionStatus,
 };
 use entra_sync_store::Store;
 use secrecy::SecretString;
@@ -24,6 +24,12 @@ pub struct DirectorySettings {
     pub login_base_url: Url,
     pub graph_base_url: Url,
     pub http: HttpSettings,
+}
+
+/// A directory source and the kind of connection behind it (which decides delta or full).
+pub struct ConnectedSource {
+    pub source: Arc<dyn DirectorySource>,
+    pub kind: ConnectionKind,
 }
 
 /// Makes directory sources; shares the throttle counters across all of them for metrics.
@@ -50,7 +56,7 @@ impl DirectoryFactory {
         &self,
         store: &Store,
         tenant_id: Uuid,
-    ) -> Result<Arc<dyn DirectorySource>, ActivityError> {
+    ) -> Result<ConnectedSource, ActivityError> {
         let connection = store
             .get_connection(tenant_id)
             .await
@@ -92,7 +98,10 @@ impl DirectoryFactory {
                     self.stats.clone(),
                 )
                 .map_err(|error| crate::errors::from_directory(&error))?;
-                Ok(Arc::new(client))
+                Ok(ConnectedSource {
+                    source: Arc::new(client),
+                    kind: ConnectionKind::Cipp,
+                })
             }
             Some(ConnectionCredentials::Direct(_)) => Err(invalid(
                 "direct connections are not supported by this worker yet; connect through CIPP",

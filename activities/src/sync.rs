@@ -6,9 +6,11 @@
 use std::str::FromStr;
 use std::sync::Arc;
 
+use chrono::Utc;
 use entra_sync_directory::error::DirectoryError;
 use entra_sync_directory::source::UsersCursor;
 use entra_sync_domain::model::{SkipReason, Tally};
+use entra_sync_store::connection::ConnectionKind;
 use entra_sync_store::discovery::{DiscoveredTenantRecord, TenantDomain};
 use entra_sync_store::reconcile::PageScope;
 use entra_sync_store::runs::{RunStatus, SyncMode, TallyCounts, TenantResultStatus};
@@ -38,6 +40,9 @@ impl SyncActivities {
         SyncActivities { store, directories }
     }
 }
+
+/// A stored delta link older than this starts a full enumeration (SPEC §5.1).
+const DELTA_LINK_MAX_AGE_DAYS: i64 = 6;
 
 /// What a `sync_tenant` attempt heartbeats after each committed page; a retry resumes from it.
 #[derive(Clone, Debug, Default, Serialize, Deserialize)]
@@ -193,8 +198,8 @@ impl SyncActivities {
     ) -> Result<DiscoverOutput, ActivityError> {
         let tenant_id = parse_uuid(&input.tenant_id, "tenant_id")?;
         let run_id = parse_uuid(&input.run_id, "run_id")?;
-        let source = self.directories.for_tenant(&self.store, tenant_id).await?;
-        let tenants = match source.list_tenants().await {
+        let connected = self.directories.for_tenant(&self.store, tenant_id).await?;
+        let tenants = match connected.source.list_tenants().await {
             Ok(tenants) => tenants,
             Err(error) => {
                 self.note_connection_error(tenant_id, &error).await;
@@ -259,12 +264,39 @@ impl SyncActivities {
         let client_id = parse_uuid(&input.target.client_id, "client_id")?;
         let entra_tenant_id = input.target.entra_tenant_id.clone();
 
-        // CIPP gives a full snapshot every run (MICROSOFT.md §5a); delta is for direct
-        // connections and is wired in with the direct connection.
-        let mode = SyncMode::Full;
+        let settings = self
+            .store
+            .load_sync_settings(tenant_id, managed_tenant_id)
+            .await
+            .map_err(from_store)?;
+        let connected = self.directories.for_tenant(&self.store, tenant_id).await?;
+
+        // CIPP gives a full snapshot every run (MICROSOFT.md §5a). Direct connections read
+        // `users/delta` from the stored delta link; without one, or with one older than six
+        // days (tokens last seven, §3), the delta round starts from scratch, which lists every
+        // user and so is a full enumeration.
+        let prefer_delta = connected.kind == ConnectionKind::Direct;
+        let stored_link = if prefer_delta {
+            self.store
+                .get_delta_state(tenant_id, managed_tenant_id)
+                .await
+                .map_err(from_store)?
+        } else {
+            None
+        };
+        let fresh_link = stored_link
+            .filter(|(_, issued_at)| {
+                Utc::now() - *issued_at < chrono::Duration::days(DELTA_LINK_MAX_AGE_DAYS)
+            })
+            .map(|(link, _)| link);
+        let wanted_mode = if fresh_link.is_some() {
+            SyncMode::Delta
+        } else {
+            SyncMode::Full
+        };
         let result = self
             .store
-            .start_tenant_result(tenant_id, run_id, managed_tenant_id, mode)
+            .start_tenant_result(tenant_id, run_id, managed_tenant_id, wanted_mode)
             .await
             .map_err(from_store)?;
         if result.status != TenantResultStatus::Running {
@@ -273,6 +305,13 @@ impl SyncActivities {
                 status: tenant_end(result.status),
             });
         }
+        // A resumed attempt keeps the mode the first attempt chose.
+        let mut mode = result.mode;
+        let mut delta_link = if mode == SyncMode::Delta {
+            fresh_link
+        } else {
+            None
+        };
         let mut tally = tally_from_counts(&result.counts);
 
         // Resume from the last heartbeat, else from the cursor the last committed page saved.
@@ -288,26 +327,40 @@ impl SyncActivities {
             );
         }
 
-        let settings = self
-            .store
-            .load_sync_settings(tenant_id, managed_tenant_id)
-            .await
-            .map_err(from_store)?;
-        let source = self.directories.for_tenant(&self.store, tenant_id).await?;
-
-        loop {
+        let new_delta_link = loop {
             if ctx.is_cancelled() {
                 return Err(ActivityError::cancelled());
             }
             let cursor = match &progress.next_cursor {
                 Some(next) => UsersCursor::Next(next.clone()),
                 None => UsersCursor::Start {
-                    prefer_delta: false,
-                    delta_link: None,
+                    prefer_delta,
+                    delta_link: delta_link.clone(),
                 },
             };
-            let page = match source.users_page(&entra_tenant_id, cursor).await {
+            let page = match connected.source.users_page(&entra_tenant_id, cursor).await {
                 Ok(page) => page,
+                Err(DirectoryError::DeltaExpired { code }) => {
+                    // MICROSOFT.md §3: an expired or invalid delta token means a full resync.
+                    warn!(%code, "delta link no longer accepted; starting a full enumeration");
+                    self.store
+                        .clear_delta_state(tenant_id, managed_tenant_id)
+                        .await
+                        .map_err(from_store)?;
+                    self.store
+                        .set_tenant_result_mode(
+                            tenant_id,
+                            run_id,
+                            managed_tenant_id,
+                            SyncMode::Full,
+                        )
+                        .await
+                        .map_err(from_store)?;
+                    mode = SyncMode::Full;
+                    delta_link = None;
+                    progress.next_cursor = None;
+                    continue;
+                }
                 Err(error) => {
                     return Err(self
                         .fail_tenant(tenant_id, run_id, managed_tenant_id, &tally, &error)
@@ -341,13 +394,24 @@ impl SyncActivities {
                 .map_err(from_store)?;
             ctx.record_heartbeat(progress.clone()).await.ok();
             if page.is_last() {
-                break;
+                break page.delta_link;
             }
+        };
+        if let Some(link) = new_delta_link {
+            self.store
+                .save_delta_state(tenant_id, managed_tenant_id, &link, Utc::now())
+                .await
+                .map_err(from_store)?;
         }
 
         let inactivations = self
             .store
-            .finish_tenant_inactivations(tenant_id, run_id, managed_tenant_id, true)
+            .finish_tenant_inactivations(
+                tenant_id,
+                run_id,
+                managed_tenant_id,
+                mode == SyncMode::Full,
+            )
             .await
             .map_err(from_store)?;
         tally.inactivated += inactivations.applied;
