@@ -1355,3 +1355,152 @@ async fn contacts_and_managed_tenants_are_never_deleted(pool: PgPool) {
         .expect("counts");
     assert_eq!((counts.active_managed_tenants, counts.mapped), (1, 1));
 }
+
+#[sqlx::test(migrations = "../../migrations")]
+async fn concurrent_workers_on_one_tenant_do_not_duplicate_contacts(pool: PgPool) {
+    let fixture = Fixture::new(pool.clone()).await;
+    let run_id = fixture.start_sync().await;
+    let page = users(200, "race");
+    let outcomes =
+        futures::future::join_all((0..4).map(|_| fixture.reconcile(run_id, &page))).await;
+    assert_eq!(
+        outcomes
+            .iter()
+            .map(|outcome| outcome.tally.created)
+            .sum::<u64>(),
+        200,
+        "the advisory lock lets exactly one worker create each contact"
+    );
+    assert_eq!(count(&pool, "SELECT count(*) FROM contacts").await, 200);
+    assert_eq!(count(&pool, "SELECT count(*) FROM links").await, 200);
+    assert_eq!(
+        count(&pool, "SELECT count(*) FROM contact_changes").await,
+        200
+    );
+}
+
+#[sqlx::test(migrations = "../../migrations")]
+async fn tenants_cannot_reach_each_others_rows(pool: PgPool) {
+    let fixture = Fixture::new(pool.clone()).await;
+    let contact = fixture
+        .contact(fixture.client_id, "Private", "p@contoso.com")
+        .await;
+    let intruder = fixture
+        .store
+        .create_psa_tenant("Other MSP")
+        .await
+        .expect("tenant");
+    let store = &fixture.store;
+    assert!(matches!(
+        store.get_contact(intruder.tenant_id, contact).await,
+        Err(StoreError::NotFound)
+    ));
+    assert!(matches!(
+        store
+            .get_client(intruder.tenant_id, fixture.client_id)
+            .await,
+        Err(StoreError::NotFound)
+    ));
+    // A contact cannot be created under another tenant's client (composite foreign key).
+    assert!(matches!(
+        store
+            .create_contact(
+                intruder.tenant_id,
+                fixture.client_id,
+                &ContactFields {
+                    full_name: "Sneaky".to_owned(),
+                    ..ContactFields::default()
+                }
+            )
+            .await,
+        Err(StoreError::Invalid(_))
+    ));
+    assert!(store
+        .list_managed_tenants(intruder.tenant_id)
+        .await
+        .expect("list")
+        .is_empty());
+}
+
+#[sqlx::test(migrations = "../../migrations")]
+async fn delta_state_and_run_history_pages(pool: PgPool) {
+    let fixture = Fixture::new(pool).await;
+    let store = &fixture.store;
+    let (tenant_id, managed_tenant_id) = (fixture.tenant_id, fixture.managed_tenant_id);
+    assert_eq!(
+        store
+            .get_delta_state(tenant_id, managed_tenant_id)
+            .await
+            .expect("get"),
+        None
+    );
+    let issued_at = chrono::DateTime::from_timestamp(1_790_000_000, 0).expect("time");
+    store
+        .save_delta_state(
+            tenant_id,
+            managed_tenant_id,
+            "https://graph/delta?token=1",
+            issued_at,
+        )
+        .await
+        .expect("save");
+    store
+        .save_delta_state(
+            tenant_id,
+            managed_tenant_id,
+            "https://graph/delta?token=2",
+            issued_at,
+        )
+        .await
+        .expect("replace");
+    assert_eq!(
+        store
+            .get_delta_state(tenant_id, managed_tenant_id)
+            .await
+            .expect("get"),
+        Some(("https://graph/delta?token=2".to_owned(), issued_at))
+    );
+    store
+        .clear_delta_state(tenant_id, managed_tenant_id)
+        .await
+        .expect("clear");
+    assert_eq!(
+        store
+            .get_delta_state(tenant_id, managed_tenant_id)
+            .await
+            .expect("get"),
+        None
+    );
+
+    let mut started = Vec::new();
+    for _ in 0..5 {
+        let run_id = fixture.start_sync().await;
+        store
+            .finish_run(tenant_id, run_id, RunStatus::Completed, None)
+            .await
+            .expect("finish");
+        started.push(run_id);
+    }
+    let mut seen = Vec::new();
+    let mut cursor = None;
+    loop {
+        let page = store
+            .list_runs(
+                tenant_id,
+                Some(RunKind::Sync),
+                &PageRequest {
+                    limit: Some(2),
+                    cursor,
+                },
+            )
+            .await
+            .expect("page");
+        seen.extend(page.items.iter().map(|run| run.run_id));
+        match page.next_cursor {
+            Some(next) => cursor = Some(next),
+            None => break,
+        }
+    }
+    started.reverse();
+    assert_eq!(seen, started, "newest first, each run once");
+}
