@@ -144,6 +144,22 @@ pub(crate) async fn list_tenants(
             .iter()
             .find(|domain| domain.is_default)
             .map(|domain| domain.id.clone());
+        // CIPP counts the Graph errors it meets per tenant; a tenant with a consent or role problem shows one.
+        let last_graph_error = match tenant.consent_fault {
+            Some(ConsentFault::Aadsts65001) => {
+                "AADSTS65001: The user or administrator has not consented to use the application."
+            }
+            Some(ConsentFault::Aadsts90099) => {
+                "AADSTS90099: The application has not been authorized in the tenant."
+            }
+            Some(ConsentFault::GraphRequestDenied) => {
+                "Insufficient privileges to complete the operation."
+            }
+            Some(ConsentFault::GraphIdentityNotFound) => {
+                "The identity of the calling application could not be established."
+            }
+            None => "",
+        };
         rows.push(json!({
             "customerId": tenant.tenant_id,
             "defaultDomainName": default,
@@ -151,8 +167,8 @@ pub(crate) async fn list_tenants(
             "displayName": tenant.display_name,
             "delegatedPrivilegeStatus": "granularDelegatedAdminPrivileges",
             "relationshipEnd": relationship_end,
-            "GraphErrorCount": 0,
-            "LastGraphError": "",
+            "GraphErrorCount": u32::from(!last_graph_error.is_empty()),
+            "LastGraphError": last_graph_error,
         }));
     }
     drop(state);

@@ -177,6 +177,7 @@ impl Simulator {
             base_url: format!("http://{address}"),
             log: Mutex::new(Vec::new()),
         });
+        tracing::info!(base_url = %shared.base_url, "simulator listening");
         let app = server::router(shared.clone());
         let server = tokio::spawn(async move {
             if let Err(error) = axum::serve(listener, app).await {
