@@ -91,6 +91,28 @@ async fn list_tenants_failures() {
         .unwrap_or_default()
         .starts_with("Failed to retrieve tenants"));
 
+    // A tenant with a consent problem shows it in GraphErrorCount / LastGraphError.
+    let tenant = sim.msp().tenants[2].tenant_id.clone();
+    sim.set_consent_fault(
+        &tenant,
+        Some(entra_sync_simulator::ConsentFault::Aadsts90099),
+    )
+    .expect("consent");
+    let (_, _, body) = get(&url, &api_token).await;
+    let row = body
+        .as_array()
+        .and_then(|rows| {
+            rows.iter()
+                .find(|row| row["customerId"] == tenant.as_str())
+                .cloned()
+        })
+        .expect("row");
+    assert_eq!(row["GraphErrorCount"], 1);
+    assert!(row["LastGraphError"]
+        .as_str()
+        .unwrap_or_default()
+        .contains("AADSTS90099"));
+
     sim.add_fault(fault(FaultKind::CippForbidden))
         .expect("fault");
     let response = crate::client()
