@@ -86,6 +86,20 @@ impl WorkflowStarter for TemporalStarter {
         Ok(workflow_id)
     }
 
+    /// The frontend's gRPC health check, bounded so `/readyz` answers quickly.
+    async fn ready(&self) -> anyhow::Result<()> {
+        use temporalio_common::protos::grpc::health::v1::HealthCheckRequest;
+        let mut health = self.client.connection().health_service();
+        let check = health.check(temporalio_client::tonic::Request::new(
+            HealthCheckRequest::default(),
+        ));
+        tokio::time::timeout(std::time::Duration::from_secs(2), check)
+            .await
+            .map_err(|_| anyhow::anyhow!("temporal health check timed out"))?
+            .map_err(|status| anyhow::anyhow!("temporal health check failed: {}", status.code()))?;
+        Ok(())
+    }
+
     async fn cancel(&self, workflow_id: &str) -> anyhow::Result<()> {
         self.client
             .get_workflow_handle::<UntypedWorkflow>(workflow_id)
