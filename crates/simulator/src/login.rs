@@ -283,13 +283,16 @@ pub(crate) async fn token(
     }
     match grant_type {
         "client_credentials" => client_credentials(&shared, &form, &tenant_id, &client_id, is_cipp),
-        "authorization_code" if is_app => authorization_code(&shared, &form, &tenant_id, &client_id),
+        "authorization_code" if is_app => {
+            authorization_code(&shared, &form, &tenant_id, &client_id)
+        }
         "refresh_token" if is_app => refresh_token(&shared, &form, &tenant_id, &client_id),
+        // The simulated CIPP API client is a daemon: it only uses client credentials (MICROSOFT.md §5a).
         "authorization_code" | "refresh_token" => AadError::new(
             StatusCode::BAD_REQUEST,
-            "unauthorized_client",
-            700025,
-            "Client is public so neither 'client_assertion' nor 'client_secret' should be presented.",
+            "unsupported_grant_type",
+            70003,
+            format!("The app requested an unsupported grant type '{grant_type}'."),
         )
         .into_response(),
         other => AadError::new(

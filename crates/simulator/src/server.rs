@@ -90,6 +90,10 @@ pub(crate) fn router(shared: Arc<Shared>) -> Router {
         .route("/cipp/api/ListGraphRequest", get(cipp::list_graph_request))
         .merge(admin::router())
         .fallback(fallback)
+        .layer(middleware::from_fn_with_state(
+            shared.clone(),
+            throttle_limit_percentage,
+        ))
         .layer(middleware::from_fn_with_state(shared.clone(), log_request))
         .with_state(shared)
 }
@@ -127,6 +131,40 @@ async fn log_request(State(shared): State<Arc<Shared>>, request: Request, next: 
             at,
             status: response.status().as_u16(),
         });
+    }
+    response
+}
+
+/// MICROSOFT.md §4: responses may carry `x-ms-throttle-limit-percentage`; Graph sends it once an app has
+/// used more than 0.8 of its budget (values 0.8 to 1.8). Only while resource-unit throttling is on.
+async fn throttle_limit_percentage(
+    State(shared): State<Arc<Shared>>,
+    request: Request,
+    next: Next,
+) -> Response {
+    let token = request
+        .uri()
+        .path()
+        .starts_with("/graph/")
+        .then(|| bearer(request.headers()))
+        .flatten();
+    let mut response = next.run(request).await;
+    let Some(token) = token else {
+        return response;
+    };
+    let usage = {
+        let state = shared.lock();
+        state
+            .access_tokens
+            .get(&token)
+            .and_then(|access| state.resource_unit_usage(&access.tenant_id))
+    };
+    if let Some(usage) = usage.filter(|usage| *usage > 0.8) {
+        if let Ok(value) = HeaderValue::from_str(&format!("{:.1}", usage.min(1.8))) {
+            response
+                .headers_mut()
+                .insert("x-ms-throttle-limit-percentage", value);
+        }
     }
     response
 }

@@ -541,16 +541,7 @@ impl State {
         if !self.settings.resource_unit_throttling {
             return Ok(());
         }
-        let limit = self.settings.resource_unit_limit.unwrap_or_else(|| {
-            let users = self
-                .tenant_position(tenant_id)
-                .map_or(0, |position| self.tenants[position].listed_user_count());
-            match users {
-                0..=49 => 3_500,
-                50..=500 => 5_000,
-                _ => 8_000,
-            }
-        });
+        let limit = self.resource_unit_limit(tenant_id);
         let now = self.now();
         let window = Duration::seconds(10);
         let spent = self
@@ -568,6 +559,35 @@ impl State {
         }
         spent.push_back((now, cost));
         Ok(())
+    }
+
+    fn resource_unit_limit(&self, tenant_id: &str) -> u32 {
+        self.settings.resource_unit_limit.unwrap_or_else(|| {
+            let users = self
+                .tenant_position(tenant_id)
+                .map_or(0, |position| self.tenants[position].listed_user_count());
+            match users {
+                0..=49 => 3_500,
+                50..=500 => 5_000,
+                _ => 8_000,
+            }
+        })
+    }
+
+    /// The share of the tenant's resource-unit budget spent in the current window, when throttling is on.
+    pub fn resource_unit_usage(&self, tenant_id: &str) -> Option<f64> {
+        if !self.settings.resource_unit_throttling {
+            return None;
+        }
+        let now = self.now();
+        let used: u32 = self
+            .resource_units
+            .get(&tenant_id.to_lowercase())?
+            .iter()
+            .filter(|(at, _)| now - *at < Duration::seconds(10))
+            .map(|(_, cost)| cost)
+            .sum();
+        Some(f64::from(used) / f64::from(self.resource_unit_limit(tenant_id).max(1)))
     }
 
     /// Returns and consumes the first fault matching the path and tenant.

@@ -541,8 +541,20 @@ async fn the_resource_unit_budget_throttles_with_retry_after() {
     let selected = format!("{}/v1.0/users?$select=id&$top=1", sim.graph_base_url());
     let unselected = format!("{}/v1.0/users?$top=1", sim.graph_base_url());
     // MICROSOFT.md §4: 1 unit with $select, 2 without.
-    assert_eq!(get(&selected, &token).await.0, 200);
-    assert_eq!(get(&unselected, &token).await.0, 200);
+    let (status, headers, _) = get(&selected, &token).await;
+    assert_eq!(status, 200);
+    assert!(
+        headers.get("x-ms-throttle-limit-percentage").is_none(),
+        "a third of the budget"
+    );
+    let (status, headers, _) = get(&unselected, &token).await;
+    assert_eq!(status, 200);
+    assert_eq!(
+        headers
+            .get("x-ms-throttle-limit-percentage")
+            .and_then(|value| value.to_str().ok()),
+        Some("1.0")
+    );
     let (status, headers, body) = get(&selected, &token).await;
     assert_eq!(status, 429);
     let retry_after: u64 = headers
