@@ -1,0 +1,501 @@
+//! `make bench`: times `Store::reconcile_page` on a real Postgres against the floor of writing
+//! the same number of contact rows with one `COPY`, and prints the figures as `name=value`
+//! lines.
+//!
+//! The scenario: a 50,000-user directory, read in pages of 999, reconciled against 50,000
+//! existing contacts of which 25,000 carry the emails of directory users. The first run links
+//! those 25,000 and creates the other 25,000 users; the re-run (a new run) finds everything
+//! linked and updates the job title of one user in ten (the only field whose policy is
+//! `overwrite`). The floor is `COPY contacts FROM STDIN` of 50,000 rows in one transaction on
+//! the same database, the best of three.
+//!
+//! When the server preloads `pg_stat_statements` (deploy/scripts/bench.sh arranges it), the
+//! server time of each statement of the page is printed too, which says where the time goes;
+//! the rest of a run's wall time is the client's (planning, building the bulk arrays and audit
+//! JSON, encoding and round trips).
+
+use std::collections::BTreeMap;
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, ensure, Context, Result};
+use entra_sync_domain::model::{
+    ContactField, DirectoryEntry, DirectoryUser, FieldPolicy, SyncSettings, Tally,
+};
+use entra_sync_domain::plan::new_contact_fields;
+use entra_sync_store::discovery::{DiscoveredTenantRecord, TenantDomain};
+use entra_sync_store::mapping::{MappingAction, MappingDecisionInput};
+use entra_sync_store::psa::NewContact;
+use entra_sync_store::reconcile::PageScope;
+use entra_sync_store::runs::{NewRun, RunKind, RunScope, RunStatus, RunTrigger, SyncMode};
+use entra_sync_store::Store;
+use sqlx::postgres::PgPoolOptions;
+use sqlx::{Connection, PgConnection, PgPool};
+use uuid::Uuid;
+
+const USERS: usize = 50_000;
+/// Graph's largest page of users.
+const PAGE_SIZE: usize = 999;
+const DOMAIN: &str = "contoso.com";
+/// The reconcile should take at most this many times the COPY floor.
+const GOAL_RATIO: f64 = 4.0;
+/// COPY repetitions; the fastest is the floor, which keeps the ratio conservative.
+const FLOOR_REPETITIONS: usize = 3;
+
+/// The benchmark's PSA tenant, as the sync would have set it up.
+struct Fixture {
+    tenant_id: Uuid,
+    client_id: Uuid,
+    managed_tenant_id: Uuid,
+}
+
+/// What reconciling every page of one run took.
+struct RunFigures {
+    elapsed: Duration,
+    statements_per_page: u32,
+    tally: Tally,
+    profile: Option<BTreeMap<&'static str, f64>>,
+}
+
+#[tokio::main]
+async fn main() -> Result<()> {
+    let server_url = std::env::var("DATABASE_URL")
+        .context("DATABASE_URL must name a Postgres server; run `make bench`")?;
+    let database_url = create_database(&server_url).await?;
+    let store = Store::connect_with(&database_url, 4)
+        .await
+        .context("connect to the benchmark database")?;
+    store.migrate().await.context("migrate")?;
+    let profiler = Profiler::connect(&database_url).await;
+
+    let fixture = seed(&store).await?;
+    let settings = SyncSettings {
+        field_policy: BTreeMap::from([(ContactField::JobTitle, FieldPolicy::Overwrite)]),
+        ..SyncSettings::default()
+    };
+
+    let first_users = directory_users(false);
+    let first = reconcile_run(&store, &fixture, &first_users, &settings, &profiler).await?;
+    ensure!(
+        first.tally.created == (USERS / 2) as u64 && first.tally.linked == (USERS / 2) as u64,
+        "first run should create and link {} each, got {:?}",
+        USERS / 2,
+        first.tally
+    );
+
+    let rerun_users = directory_users(true);
+    let rerun = reconcile_run(&store, &fixture, &rerun_users, &settings, &profiler).await?;
+    ensure!(
+        rerun.tally.created == 0
+            && rerun.tally.linked == 0
+            && rerun.tally.updated == (USERS / 10) as u64,
+        "re-run should only update {} contacts, got {:?}",
+        USERS / 10,
+        rerun.tally
+    );
+    ensure!(
+        first.statements_per_page == rerun.statements_per_page,
+        "statements per page differ between runs: {} and {}",
+        first.statements_per_page,
+        rerun.statements_per_page
+    );
+
+    let floor = copy_floor(&store, &first_users).await?;
+
+    let seconds = |duration: Duration| duration.as_secs_f64();
+    let first_ratio = seconds(first.elapsed) / seconds(floor);
+    let rerun_ratio = seconds(rerun.elapsed) / seconds(floor);
+    println!("users={USERS}");
+    println!("pages={}", USERS.div_ceil(PAGE_SIZE));
+    println!("first_run_seconds={:.3}", seconds(first.elapsed));
+    println!(
+        "first_run_users_per_second={:.0}",
+        USERS as f64 / seconds(first.elapsed)
+    );
+    println!("rerun_seconds={:.3}", seconds(rerun.elapsed));
+    println!(
+        "rerun_users_per_second={:.0}",
+        USERS as f64 / seconds(rerun.elapsed)
+    );
+    println!("statements_per_page={}", first.statements_per_page);
+    println!("copy_floor_seconds={:.3}", seconds(floor));
+    println!("first_run_floor_ratio={first_ratio:.2}");
+    println!("rerun_floor_ratio={rerun_ratio:.2}");
+    println!("goal_ratio={GOAL_RATIO}");
+    println!(
+        "goal_met={}",
+        first_ratio <= GOAL_RATIO && rerun_ratio <= GOAL_RATIO
+    );
+    for (name, figures) in [("first_run", &first), ("rerun", &rerun)] {
+        if let Some(profile) = &figures.profile {
+            let total: f64 = profile.values().sum();
+            for (label, server_seconds) in profile {
+                println!("{name}_server_seconds.{label}={server_seconds:.3}");
+            }
+            println!("{name}_server_seconds.total={total:.3}");
+            println!(
+                "{name}_client_seconds={:.3}",
+                (seconds(figures.elapsed) - total).max(0.0)
+            );
+        }
+    }
+    Ok(())
+}
+
+/// Creates a database of its own on the server and returns its URL.
+async fn create_database(server_url: &str) -> Result<String> {
+    let database = format!("bench_{:016x}", rand::random::<u64>());
+    let mut admin = PgConnection::connect(server_url)
+        .await
+        .context("connect to DATABASE_URL")?;
+    sqlx::query(&format!("CREATE DATABASE {database}"))
+        .execute(&mut admin)
+        .await
+        .context("create the benchmark database")?;
+    admin.close().await?;
+    match server_url.rsplit_once('/') {
+        Some((base, _)) => Ok(format!("{base}/{database}")),
+        None => bail!("DATABASE_URL has no database name"),
+    }
+}
+
+/// A PSA tenant with one client, one discovered managed tenant mapped to it, and 50,000
+/// contacts: one per even-numbered directory user (with the fields the sync would have given
+/// it) and 25,000 former staff no directory user matches.
+async fn seed(store: &Store) -> Result<Fixture> {
+    let tenant_id = store.create_psa_tenant("Bench MSP").await?.tenant_id;
+    let client_id = store
+        .create_client(tenant_id, "Contoso", &[DOMAIN.to_owned()], &[])
+        .await?
+        .client_id;
+    let discovery = store
+        .start_run(&NewRun {
+            tenant_id,
+            kind: RunKind::Discovery,
+            trigger: RunTrigger::Initial,
+            scope: RunScope::All,
+            requested_by: Some("bench".to_owned()),
+        })
+        .await?;
+    store
+        .record_discovery(
+            tenant_id,
+            discovery.run_id,
+            &[DiscoveredTenantRecord {
+                entra_tenant_id: Uuid::from_u128(0xc0_27050).to_string(),
+                display_name: "Contoso".to_owned(),
+                domains: vec![TenantDomain {
+                    name: DOMAIN.to_owned(),
+                    is_default: true,
+                    is_initial: false,
+                }],
+            }],
+        )
+        .await?;
+    store
+        .finish_run(tenant_id, discovery.run_id, RunStatus::Completed, None)
+        .await?;
+    let managed_tenant_id = store
+        .list_managed_tenants(tenant_id)
+        .await?
+        .first()
+        .context("discovery recorded no managed tenant")?
+        .managed_tenant_id;
+    store
+        .confirm_mappings(
+            tenant_id,
+            &[MappingDecisionInput {
+                managed_tenant_id,
+                action: MappingAction::Map { client_id },
+            }],
+            "bench",
+        )
+        .await?;
+
+    let users = directory_users(false);
+    let contacts: Vec<NewContact> = users
+        .iter()
+        .step_by(2)
+        .map(|user| NewContact {
+            client_id,
+            fields: new_contact_fields(user),
+        })
+        .chain((0..USERS / 2).map(|index| NewContact {
+            client_id,
+            fields: entra_sync_domain::model::ContactFields {
+                full_name: format!("Former Staff {index:05}"),
+                email: Some(format!("former{index:05}@{DOMAIN}")),
+                phone: None,
+                mobile: None,
+                job_title: Some("Consultant".to_owned()),
+            },
+        }))
+        .collect();
+    store.insert_contacts_bulk(tenant_id, &contacts).await?;
+    // An established database has statistics; without them the first pages are planned as if
+    // the tables were empty.
+    sqlx::query("ANALYZE").execute(store.pool()).await?;
+    Ok(Fixture {
+        tenant_id,
+        client_id,
+        managed_tenant_id,
+    })
+}
+
+/// The directory, the same on every call; `promoted` gives one user in ten a new job title.
+fn directory_users(promoted: bool) -> Vec<DirectoryUser> {
+    (0..USERS)
+        .map(|index| {
+            let address = format!("user{index:05}@{DOMAIN}");
+            let job_title = if promoted && index % 10 == 0 {
+                "Senior Engineer"
+            } else {
+                "Engineer"
+            };
+            DirectoryUser {
+                object_id: Uuid::from_u128(0xb3_0000_0000 + index as u128).to_string(),
+                display_name: Some(format!("Bench User {index:05}")),
+                given_name: Some("Bench".to_owned()),
+                surname: Some(format!("User {index:05}")),
+                mail: Some(address.clone()),
+                user_principal_name: Some(address.clone()),
+                other_mails: Vec::new(),
+                proxy_addresses: vec![format!("SMTP:{address}")],
+                account_enabled: Some(true),
+                user_type: Some("Member".to_owned()),
+                creation_type: None,
+                job_title: Some(job_title.to_owned()),
+                mobile_phone: Some(format!("+1 555 1{index:05}")),
+                business_phones: vec![format!("+1 555 2{index:05}")],
+                assigned_license_count: 1,
+            }
+        })
+        .collect()
+}
+
+/// Starts a sync run and its tenant result, reconciles every page, and finishes both; only
+/// the pages are timed.
+async fn reconcile_run(
+    store: &Store,
+    fixture: &Fixture,
+    users: &[DirectoryUser],
+    settings: &SyncSettings,
+    profiler: &Profiler,
+) -> Result<RunFigures> {
+    let tenant_id = fixture.tenant_id;
+    let managed_tenant_id = fixture.managed_tenant_id;
+    let run = store
+        .start_run(&NewRun {
+            tenant_id,
+            kind: RunKind::Sync,
+            trigger: RunTrigger::Manual,
+            scope: RunScope::All,
+            requested_by: Some("bench".to_owned()),
+        })
+        .await?;
+    ensure!(!run.deduplicated, "a sync run was already running");
+    store
+        .start_tenant_result(tenant_id, run.run_id, managed_tenant_id, SyncMode::Full)
+        .await?;
+    let pages: Vec<Vec<DirectoryEntry>> = users
+        .chunks(PAGE_SIZE)
+        .map(|page| page.iter().cloned().map(DirectoryEntry::Present).collect())
+        .collect();
+
+    profiler.reset().await;
+    let mut tally = Tally::default();
+    let mut statements_per_page = None;
+    let started = Instant::now();
+    for (index, page) in pages.iter().enumerate() {
+        let scope = PageScope {
+            tenant_id,
+            run_id: run.run_id,
+            managed_tenant_id,
+            mapped_client_id: fixture.client_id,
+            next_cursor: (index + 1 < pages.len()).then(|| format!("page-{}", index + 1)),
+        };
+        let outcome = store.reconcile_page(&scope, page, settings, false).await?;
+        match statements_per_page {
+            None => statements_per_page = Some(outcome.statements),
+            Some(expected) => ensure!(
+                outcome.statements == expected,
+                "page {index} ran {} statements, page 0 ran {expected}",
+                outcome.statements
+            ),
+        }
+        tally.add(&outcome.tally);
+    }
+    let elapsed = started.elapsed();
+    let profile = profiler.read().await;
+
+    store
+        .finish_tenant_result(
+            tenant_id,
+            run.run_id,
+            managed_tenant_id,
+            entra_sync_store::runs::TenantResultStatus::Completed,
+            &tally,
+            None,
+        )
+        .await?;
+    store
+        .finish_run(tenant_id, run.run_id, RunStatus::Completed, None)
+        .await?;
+    Ok(RunFigures {
+        elapsed,
+        statements_per_page: statements_per_page.context("no pages")?,
+        tally,
+        profile,
+    })
+}
+
+/// The fastest of a few `COPY contacts FROM STDIN` of one contact per directory user, each in
+/// one transaction and under a PSA tenant of its own; the rows are encoded before the clock
+/// starts.
+async fn copy_floor(store: &Store, users: &[DirectoryUser]) -> Result<Duration> {
+    let mut fastest: Option<Duration> = None;
+    for repetition in 0..FLOOR_REPETITIONS {
+        let tenant_id = store
+            .create_psa_tenant(&format!("Floor {repetition}"))
+            .await?
+            .tenant_id;
+        let client_id = store
+            .create_client(tenant_id, "Floor", &[DOMAIN.to_owned()], &[])
+            .await?
+            .client_id;
+        let mut rows = String::with_capacity(users.len() * 200);
+        for user in users {
+            let fields = new_contact_fields(user);
+            let optional = |value: &Option<String>| value.clone().unwrap_or_else(|| "\\N".into());
+            rows.push_str(&format!(
+                "{tenant_id}\t{}\t{client_id}\t{}\t{}\t{}\t{}\t{}\n",
+                Uuid::now_v7(),
+                fields.full_name,
+                optional(&fields.email),
+                optional(&fields.phone),
+                optional(&fields.mobile),
+                optional(&fields.job_title),
+            ));
+        }
+        let mut connection = store.pool().acquire().await?;
+        let started = Instant::now();
+        let mut transaction = Connection::begin(&mut *connection).await?;
+        let mut copy = transaction
+            .copy_in_raw(
+                "COPY contacts (tenant_id, contact_id, client_id, full_name, email, phone, \
+                 mobile, job_title) FROM STDIN",
+            )
+            .await?;
+        copy.send(rows.as_bytes()).await?;
+        let copied = copy.finish().await?;
+        transaction.commit().await?;
+        let elapsed = started.elapsed();
+        ensure!(
+            copied == users.len() as u64,
+            "COPY wrote {copied} rows, expected {}",
+            users.len()
+        );
+        fastest = Some(fastest.map_or(elapsed, |fastest| fastest.min(elapsed)));
+    }
+    fastest.context("no COPY repetitions")
+}
+
+/// Server time per statement of the page, from `pg_stat_statements` when the server preloads
+/// it; otherwise does nothing.
+struct Profiler {
+    pool: Option<PgPool>,
+}
+
+impl Profiler {
+    async fn connect(database_url: &str) -> Profiler {
+        let pool = async {
+            let pool = PgPoolOptions::new()
+                .max_connections(1)
+                .connect(database_url)
+                .await?;
+            sqlx::query("CREATE EXTENSION IF NOT EXISTS pg_stat_statements")
+                .execute(&pool)
+                .await?;
+            // Fails unless the library is preloaded.
+            sqlx::query("SELECT pg_stat_statements_reset()")
+                .execute(&pool)
+                .await?;
+            Ok::<PgPool, sqlx::Error>(pool)
+        }
+        .await;
+        match pool {
+            Ok(pool) => Profiler { pool: Some(pool) },
+            Err(error) => {
+                eprintln!("no per-statement profile (pg_stat_statements unavailable: {error})");
+                Profiler { pool: None }
+            }
+        }
+    }
+
+    async fn reset(&self) {
+        if let Some(pool) = &self.pool {
+            if let Err(error) = sqlx::query("SELECT pg_stat_statements_reset()")
+                .execute(pool)
+                .await
+            {
+                eprintln!("could not reset pg_stat_statements: {error}");
+            }
+        }
+    }
+
+    /// Seconds of server execution time by statement of the page.
+    async fn read(&self) -> Option<BTreeMap<&'static str, f64>> {
+        let pool = self.pool.as_ref()?;
+        let rows: Vec<(String, f64)> = match sqlx::query_as(
+            "SELECT query, total_exec_time + total_plan_time FROM pg_stat_statements
+             WHERE dbid = (SELECT oid FROM pg_database WHERE datname = current_database())",
+        )
+        .fetch_all(pool)
+        .await
+        {
+            Ok(rows) => rows,
+            Err(error) => {
+                eprintln!("could not read pg_stat_statements: {error}");
+                return None;
+            }
+        };
+        let mut profile = BTreeMap::new();
+        for (query, milliseconds) in rows {
+            if let Some(label) = statement_label(&query) {
+                *profile.entry(label).or_insert(0.0) += milliseconds / 1000.0;
+            }
+        }
+        Some(profile)
+    }
+}
+
+/// A short name for each statement `reconcile_page` runs (numbered in its order); None for
+/// the profiler's own queries.
+fn statement_label(query: &str) -> Option<&'static str> {
+    let query = query.split_whitespace().collect::<Vec<_>>().join(" ");
+    let labels: [(&str, &'static str); 15] = [
+        ("pg_stat_statements", ""),
+        ("pg_advisory_xact_lock", "01_lock"),
+        ("SELECT object_id, contact_id FROM links", "02_read_links"),
+        ("FROM contacts c LEFT JOIN links", "03_read_contacts"),
+        ("FROM review_items WHERE", "04_read_reviews"),
+        ("INSERT INTO contacts", "05_insert_contacts"),
+        ("INSERT INTO links", "06_insert_links"),
+        ("UPDATE contacts c SET full_name", "07_update_contacts"),
+        ("INSERT INTO review_items", "08_insert_reviews"),
+        ("INSERT INTO pending_inactivations", "09_pending_inactivations"),
+        ("SET is_active = true", "10_reactivate"),
+        ("UPDATE links SET last_seen_run_id", "11_touch_links"),
+        ("SELECT counts FROM run_tenant_results", "12_read_counts"),
+        ("UPDATE run_tenant_results SET cursor", "13_write_counts"),
+        ("COMMIT", "14_commit"),
+    ];
+    for (needle, label) in labels {
+        if query.contains(needle) {
+            return (!label.is_empty()).then_some(label);
+        }
+    }
+    if query.starts_with("BEGIN") {
+        return Some("00_begin");
+    }
+    Some("other")
+}
