@@ -17,6 +17,25 @@ pub struct Settings {
     pub encryption_key: Option<SecretString>,
     pub microsoft: MicrosoftSettings,
     pub sync: SyncSettings,
+    #[serde(default)]
+    pub secrets: SecretSettings,
+}
+
+/// Secret providers for the app registration (SPEC §2.1), besides the environment: a directory
+/// of files (`{directory}/MICROSOFT_CLIENT_SECRET`, `{directory}/tenants/{tenant id}/…`) and
+/// Vault/OpenBao KV v2 (`{vault_mount}/{vault_prefix}/app`, `…/tenants/{tenant id}`).
+#[derive(Debug, Default, Deserialize, Clone)]
+pub struct SecretSettings {
+    #[serde(default)]
+    pub directory: Option<String>,
+    #[serde(default)]
+    pub vault_address: Option<String>,
+    #[serde(default)]
+    pub vault_token: Option<SecretString>,
+    #[serde(default)]
+    pub vault_mount: Option<String>,
+    #[serde(default)]
+    pub vault_prefix: Option<String>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -49,6 +68,14 @@ pub struct MicrosoftSettings {
     pub tenant_id: Option<String>,
     #[serde(default)]
     pub oauth_callback_url: Option<String>,
+    /// A certificate (PEM) registered on the app and its private key (PEM), instead of a secret.
+    #[serde(default)]
+    pub client_certificate: Option<SecretString>,
+    #[serde(default)]
+    pub client_certificate_key: Option<SecretString>,
+    /// Workload identity: a file holding a federated token, instead of a secret.
+    #[serde(default)]
+    pub federated_token_file: Option<String>,
     pub login_base_url: String,
     pub graph_base_url: String,
 }
@@ -59,7 +86,7 @@ pub struct SyncSettings {
 }
 
 /// The contract variable names (SPEC §8) and the keys they set.
-const CONTRACT_VARIABLES: [(&str, &str); 13] = [
+const CONTRACT_VARIABLES: [(&str, &str); 19] = [
     ("DATABASE_URL", "database.url"),
     ("TEMPORAL_ADDRESS", "temporal.address"),
     ("TEMPORAL_NAMESPACE", "temporal.namespace"),
@@ -76,6 +103,24 @@ const CONTRACT_VARIABLES: [(&str, &str); 13] = [
     ),
     ("MICROSOFT_LOGIN_BASE_URL", "microsoft.login_base_url"),
     ("MICROSOFT_GRAPH_BASE_URL", "microsoft.graph_base_url"),
+    (
+        "MICROSOFT_CLIENT_CERTIFICATE",
+        "microsoft.client_certificate",
+    ),
+    (
+        "MICROSOFT_CLIENT_CERTIFICATE_KEY",
+        "microsoft.client_certificate_key",
+    ),
+    (
+        "AZURE_FEDERATED_TOKEN_FILE",
+        "microsoft.federated_token_file",
+    ),
+    (
+        "MICROSOFT_FEDERATED_TOKEN_FILE",
+        "microsoft.federated_token_file",
+    ),
+    ("VAULT_ADDR", "secrets.vault_address"),
+    ("VAULT_TOKEN", "secrets.vault_token"),
 ];
 
 const DEFAULTS: &str = include_str!("../../../config/default.toml");

@@ -7,9 +7,11 @@
 //! numbers the seeding implies.
 
 use std::collections::BTreeMap;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use anyhow::{bail, Context, Result};
+
+pub use crate::api_client::ApiClient;
 use entra_sync_simulator::{CustomerTenant, Msp, SimUser, SimulatorConfig};
 use serde_json::{json, Value};
 
@@ -258,92 +260,6 @@ fn seed_contacts(
         }
     }
     expected
-}
-
-/// A thin client of the API for the scenario.
-pub struct ApiClient {
-    http: reqwest::Client,
-    base: String,
-    key: String,
-}
-
-impl ApiClient {
-    pub fn new(base: &str, key: &str) -> Result<ApiClient> {
-        Ok(ApiClient {
-            http: reqwest::Client::builder()
-                .timeout(Duration::from_secs(60))
-                .build()?,
-            base: base.trim_end_matches('/').to_owned(),
-            key: key.to_owned(),
-        })
-    }
-
-    pub fn with_key(&self, key: &str) -> ApiClient {
-        ApiClient {
-            http: self.http.clone(),
-            base: self.base.clone(),
-            key: key.to_owned(),
-        }
-    }
-
-    pub async fn call(
-        &self,
-        method: reqwest::Method,
-        path: &str,
-        body: Option<Value>,
-    ) -> Result<Value> {
-        let mut request = self
-            .http
-            .request(method.clone(), format!("{}{path}", self.base))
-            .header("x-api-key", &self.key);
-        if let Some(body) = body {
-            request = request.json(&body);
-        }
-        let response = request
-            .send()
-            .await
-            .with_context(|| format!("{method} {path}"))?;
-        let status = response.status();
-        let text = response.text().await?;
-        if !status.is_success() {
-            bail!("{method} {path} answered {status}: {text}");
-        }
-        if text.is_empty() {
-            return Ok(Value::Null);
-        }
-        serde_json::from_str(&text).with_context(|| format!("{method} {path} answered non-JSON"))
-    }
-
-    pub async fn get(&self, path: &str) -> Result<Value> {
-        self.call(reqwest::Method::GET, path, None).await
-    }
-
-    pub async fn post(&self, path: &str, body: Value) -> Result<Value> {
-        self.call(reqwest::Method::POST, path, Some(body)).await
-    }
-
-    /// Polls a run until it is no longer `running`.
-    pub async fn wait_for_run(
-        &self,
-        run_id: &str,
-        deadline: Duration,
-        mut progress: impl FnMut(&Value),
-    ) -> Result<Value> {
-        let started = Instant::now();
-        loop {
-            let run = self
-                .get(&format!("/api/v1/integrations/entra/sync/runs/{run_id}"))
-                .await?;
-            progress(&run);
-            if run["status"] != "running" {
-                return Ok(run);
-            }
-            if started.elapsed() > deadline {
-                bail!("run {run_id} still running after {deadline:?}");
-            }
-            tokio::time::sleep(Duration::from_millis(250)).await;
-        }
-    }
 }
 
 /// What the scenario did, for printing and for the end-to-end tests' assertions.
@@ -607,14 +523,14 @@ pub fn render_summary(run: &Value, names: &BTreeMap<String, String>) -> String {
 }
 
 /// `entra-sync demo`: the scenario against a running API, printed for a person.
-pub async fn run(args: &DemoArgs) -> Result<()> {
+pub async fn run(args: &DemoArgs, api_url: &str) -> Result<()> {
     let simulator = SimulatorConfig {
         seed: args.seed,
         tenants: args.tenants,
         users: args.users,
         ..SimulatorConfig::default()
     };
-    let master = ApiClient::new(&args.api_url, &args.master_key)?;
+    let master = ApiClient::new(api_url, &args.master_key)?;
     let outcome = run_scenario(
         &master,
         &args.cipp_url,
@@ -654,10 +570,10 @@ pub async fn run(args: &DemoArgs) -> Result<()> {
         }
     }
     println!();
-    println!("The API stays up at {} — try:", args.api_url);
+    println!("The API stays up at {} — try:", api_url);
     println!(
         "  curl -s -H 'x-api-key: {}' {}/api/v1/integrations/entra/sync/runs",
-        outcome.admin_key, args.api_url
+        outcome.admin_key, api_url
     );
     println!("Stop everything with: make stop");
     Ok(())

@@ -2,6 +2,8 @@
 //! configuration into a running API server, Temporal worker or demo. Kept as a library so the
 //! end-to-end tests run exactly what the binary runs.
 
+pub mod api_client;
 pub mod config;
 pub mod demo;
+pub mod ops;
 pub mod runtime;

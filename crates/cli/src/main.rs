@@ -18,6 +18,8 @@ struct Cli {
     /// A TOML file overriding the built-in defaults.
     #[arg(long, global = true, env = "ENTRA_SYNC_CONFIG")]
     config: Option<PathBuf>,
+    #[command(flatten)]
+    api: entra_sync::ops::ApiArgs,
     #[command(subcommand)]
     command: Command,
 }
@@ -32,6 +34,8 @@ enum Command {
     Migrate,
     /// Drive the demo scenario through the running API and print a per-tenant summary.
     Demo(entra_sync::demo::DemoArgs),
+    #[command(flatten)]
+    Ops(entra_sync::ops::OpsCommand),
 }
 
 fn init_logging() {
@@ -90,7 +94,10 @@ async fn main() -> Result<()> {
             runtime::run_worker(&settings, store, shutdown_signal()).await?;
         }
         Command::Demo(args) => {
-            entra_sync::demo::run(&args).await?;
+            entra_sync::demo::run(&args, &cli.api.api_url).await?;
+        }
+        Command::Ops(command) => {
+            entra_sync::ops::run(&cli.api, &command).await?;
         }
     }
     Ok(())

@@ -9,6 +9,10 @@ use anyhow::{Context, Result};
 use entra_sync_activities::{DirectoryFactory, DirectorySettings, SyncActivities};
 use entra_sync_api::{ApiConfig, AppState, MicrosoftConfig, TemporalStarter};
 use entra_sync_directory::http::HttpSettings;
+use entra_sync_secrets::{
+    AppCredentialResolver, DirectoryProvider, EnvironmentProvider, SecretProvider, VaultConfig,
+    VaultProvider,
+};
 use entra_sync_store::Store;
 use entra_sync_workflows::{DiscoveryWorkflow, SyncWorkflow};
 use secrecy::SecretString;
@@ -17,7 +21,7 @@ use temporalio_sdk::{Runtime, Worker, WorkerOptions};
 use tracing::info;
 use url::Url;
 
-use crate::config::{MicrosoftSettings, Settings, TemporalSettings};
+use crate::config::{Settings, TemporalSettings};
 
 /// Connects to Postgres with the configured encryption key (when one is set).
 pub async fn connect_store(settings: &Settings) -> Result<Store> {
@@ -57,12 +61,80 @@ fn parse_url(value: &str, name: &str) -> Result<Url> {
     Url::parse(value).with_context(|| format!("{name} is not a URL"))
 }
 
-pub fn directory_settings(microsoft: &MicrosoftSettings) -> Result<DirectorySettings> {
+pub fn directory_settings(settings: &Settings) -> Result<DirectorySettings> {
+    let microsoft = &settings.microsoft;
     Ok(DirectorySettings {
         login_base_url: parse_url(&microsoft.login_base_url, "MICROSOFT_LOGIN_BASE_URL")?,
         graph_base_url: parse_url(&microsoft.graph_base_url, "MICROSOFT_GRAPH_BASE_URL")?,
         http: HttpSettings::default(),
+        app_registrations: Some(Arc::new(app_registrations(settings)?)),
+        redirect_uri: microsoft.oauth_callback_url.clone(),
     })
+}
+
+/// The app-registration resolution of SPEC §2.1 over the configured secret providers: the
+/// PSA tenant's secrets, then the environment (`MICROSOFT_*`, as loaded into the settings),
+/// then the application's secrets.
+pub fn app_registrations(settings: &Settings) -> Result<AppCredentialResolver> {
+    use secrecy::ExposeSecret;
+    let mut providers: Vec<Arc<dyn SecretProvider>> = Vec::new();
+    if let Some(directory) = &settings.secrets.directory {
+        providers.push(Arc::new(DirectoryProvider::new(directory)));
+    }
+    if let Some(address) = &settings.secrets.vault_address {
+        let token = settings
+            .secrets
+            .vault_token
+            .clone()
+            .context("a Vault address is set but no token (VAULT_TOKEN)")?;
+        providers.push(Arc::new(
+            VaultProvider::new(VaultConfig {
+                address: parse_url(address, "VAULT_ADDR")?,
+                token,
+                mount: settings
+                    .secrets
+                    .vault_mount
+                    .clone()
+                    .unwrap_or_else(|| "secret".to_owned()),
+                prefix: settings
+                    .secrets
+                    .vault_prefix
+                    .clone()
+                    .unwrap_or_else(|| "entra-sync".to_owned()),
+                cache_ttl: Duration::from_secs(60),
+                request_timeout: Duration::from_secs(10),
+            })
+            .context("building the Vault client")?,
+        ));
+    }
+    let microsoft = &settings.microsoft;
+    let secret = |value: &Option<SecretString>| {
+        value
+            .as_ref()
+            .map(|value| value.expose_secret().to_owned())
+            .unwrap_or_default()
+    };
+    let plain = |value: &Option<String>| value.clone().unwrap_or_default();
+    let pairs = [
+        ("MICROSOFT_CLIENT_ID", plain(&microsoft.client_id)),
+        ("MICROSOFT_CLIENT_SECRET", secret(&microsoft.client_secret)),
+        ("MICROSOFT_TENANT_ID", plain(&microsoft.tenant_id)),
+        (
+            "MICROSOFT_CLIENT_CERTIFICATE",
+            secret(&microsoft.client_certificate),
+        ),
+        (
+            "MICROSOFT_CLIENT_CERTIFICATE_KEY",
+            secret(&microsoft.client_certificate_key),
+        ),
+        (
+            "MICROSOFT_FEDERATED_TOKEN_FILE",
+            plain(&microsoft.federated_token_file),
+        ),
+    ];
+    let environment =
+        EnvironmentProvider::from_pairs(pairs.iter().map(|(name, value)| (*name, value.as_str())));
+    Ok(AppCredentialResolver::new(providers, environment))
 }
 
 /// Runs a Temporal worker for the sync and discovery workflows until `shutdown` completes,
@@ -76,10 +148,8 @@ pub async fn run_worker(
     let runtime =
         Runtime::from_current_tokio(Default::default()).context("starting the Temporal runtime")?;
     let client = connect_temporal(&settings.temporal).await?;
-    let activities = SyncActivities::new(
-        store,
-        DirectoryFactory::new(directory_settings(&settings.microsoft)?),
-    );
+    let activities =
+        SyncActivities::new(store, DirectoryFactory::new(directory_settings(settings)?));
     let options = WorkerOptions::new(settings.temporal.task_queue.clone())
         .register_activities(activities)
         .register_workflow::<SyncWorkflow>()
