@@ -37,13 +37,6 @@ pub const FLAGS: [&str; 5] = [
 
 #[derive(clap::Args, Debug, Clone)]
 pub struct DemoArgs {
-    /// Base URL of the running API.
-    #[arg(
-        long,
-        env = "ENTRA_SYNC_API_URL",
-        default_value = "http://127.0.0.1:8080"
-    )]
-    pub api_url: String,
     /// The platform master key the API was started with.
     #[arg(long, env = "ENTRA_SYNC_MASTER_KEY", hide_env_values = true)]
     pub master_key: String,
