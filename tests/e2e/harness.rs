@@ -32,6 +32,15 @@ fn random_name(prefix: &str) -> String {
 
 impl Stack {
     pub async fn start(simulator: SimulatorConfig) -> Result<Stack> {
+        Stack::start_with(simulator, |_| Vec::new()).await
+    }
+
+    /// Like `start`, with extra environment variables made from the running simulator (for
+    /// example the direct connection's app registration and callback URL).
+    pub async fn start_with(
+        simulator: SimulatorConfig,
+        extra_environment: impl FnOnce(&Simulator) -> Vec<(String, String)>,
+    ) -> Result<Stack> {
         let server_url = required("DATABASE_URL")?;
         let temporal_address = required("TEMPORAL_ADDRESS")?;
         let database = random_name("e2e");
@@ -64,6 +73,7 @@ impl Stack {
         ]
         .into_iter()
         .map(|(name, value)| (name.to_owned(), value))
+        .chain(extra_environment(&simulator))
         .collect();
         let settings = Settings::load(None, &environment)?;
         let store = runtime::connect_store(&settings).await?;

@@ -2,5 +2,6 @@
 //! the simulator over real HTTP, the API and a worker in this process. Each test gets its own
 //! database, task queue and ports.
 
+mod direct;
 mod harness;
 mod initial_sync;

@@ -461,6 +461,9 @@ pub trait RefreshTokenSource: Send + Sync {
     /// one). Called before the new token can be used again; the access token that came with
     /// it belongs to a customer tenant, so it is not passed on.
     async fn store_rotated(&self, new_refresh_token: SecretString) -> Result<(), DirectoryError>;
+    /// The redemption that followed `current_refresh_token` failed or returned no new token:
+    /// give up whatever `current_refresh_token` holds (a store-backed source holds a lock).
+    async fn abandon(&self) {}
 }
 
 type TokenSlot = Arc<tokio::sync::Mutex<Option<TokenSet>>>;
@@ -536,6 +539,8 @@ impl CustomerTokenCache {
                 self.refresh_tokens
                     .store_rotated(new_refresh_token.clone())
                     .await?;
+            } else {
+                self.refresh_tokens.abandon().await;
             }
             redeemed
         };

@@ -37,6 +37,7 @@ pub mod reconcile;
 pub mod review;
 pub mod runs;
 pub mod settings;
+pub mod tokens;
 
 use std::sync::Arc;
 

@@ -1,0 +1,708 @@
+//! The direct Microsoft connection end to end: the authorization-code flow through the API
+//! (PKCE, single-use state) against the simulator's authorize endpoint, discovery over GDAP,
+//! syncs in delta mode through Temporal, upstream changes, classified failures, switching to
+//! CIPP and disconnecting; and the refresh-token rotation under the cross-process lock.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::{bail, Context, Result};
+use entra_sync_activities::StoredRefreshTokens;
+use entra_sync_directory::error::SettingNames;
+use entra_sync_directory::http::{HttpSettings, ThrottleStats};
+use entra_sync_directory::oauth::{
+    AppCredential, CustomerTokenCache, OAuthClient, OAuthConfig, GRAPH_DEFAULT_SCOPE,
+};
+use entra_sync_simulator::{ConsentFault, FaultKind, FaultSpec, NewUser, SimulatorConfig};
+use entra_sync_store::connection::{ConnectionCredentials, DirectTokenSetRecord};
+use entra_sync_store::Store;
+use secrecy::{ExposeSecret, SecretString};
+use serde_json::{json, Value};
+use uuid::Uuid;
+
+use crate::harness::Stack;
+
+/// The callback URL the API is configured with. The browser leg is driven by this test, so the
+/// host only has to pass the configuration checks (loopback may use http).
+const CALLBACK_URL: &str = "http://localhost:9/auth/oauth2/microsoft/callback";
+
+const PERMISSIONS: [&str; 7] = [
+    "system_settings.read",
+    "system_settings.update",
+    "client.read",
+    "client.create",
+    "contact.read",
+    "contact.create",
+    "contact.update",
+];
+
+const FLAGS: [&str; 5] = [
+    "entra-integration-ui",
+    "entra-integration-client-sync-action",
+    "entra-integration-cipp",
+    "entra-integration-field-sync",
+    "entra-integration-ambiguous-queue",
+];
+
+fn simulator_config() -> SimulatorConfig {
+    SimulatorConfig {
+        tenants: 3,
+        users: 90,
+        ..SimulatorConfig::default()
+    }
+}
+
+fn direct_environment(simulator: &entra_sync_simulator::Simulator) -> Vec<(String, String)> {
+    let config = simulator.config();
+    vec![
+        (
+            "MICROSOFT_CLIENT_ID".to_owned(),
+            config.app_client_id.clone(),
+        ),
+        (
+            "MICROSOFT_CLIENT_SECRET".to_owned(),
+            config.app_client_secret.clone(),
+        ),
+        (
+            "MICROSOFT_TENANT_ID".to_owned(),
+            config.partner_tenant_id.clone(),
+        ),
+        (
+            "MICROSOFT_OAUTH_CALLBACK_URL".to_owned(),
+            CALLBACK_URL.to_owned(),
+        ),
+    ]
+}
+
+/// A JSON client for the API with one key.
+#[derive(Clone)]
+struct Api {
+    http: reqwest::Client,
+    base: String,
+    key: String,
+}
+
+struct Answer {
+    status: u16,
+    body: Value,
+}
+
+impl Api {
+    fn new(base: &str, key: &str) -> Result<Api> {
+        Ok(Api {
+            http: reqwest::Client::builder()
+                .redirect(reqwest::redirect::Policy::none())
+                .build()?,
+            base: base.to_owned(),
+            key: key.to_owned(),
+        })
+    }
+
+    fn with_key(&self, key: &str) -> Api {
+        Api {
+            key: key.to_owned(),
+            ..self.clone()
+        }
+    }
+
+    async fn call(
+        &self,
+        method: reqwest::Method,
+        path: &str,
+        body: Option<Value>,
+    ) -> Result<Answer> {
+        let mut request = self
+            .http
+            .request(method, format!("{}{path}", self.base))
+            .header("x-api-key", &self.key)
+            .header("accept", "application/json");
+        if let Some(body) = body {
+            request = request.json(&body);
+        }
+        let response = request.send().await?;
+        let status = response.status().as_u16();
+        let text = response.text().await?;
+        let body = serde_json::from_str(&text).unwrap_or(Value::String(text));
+        Ok(Answer { status, body })
+    }
+
+    async fn post(&self, path: &str, body: Value) -> Result<Value> {
+        let answer = self.call(reqwest::Method::POST, path, Some(body)).await?;
+        if !(200..300).contains(&answer.status) {
+            bail!("POST {path} answered {}: {}", answer.status, answer.body);
+        }
+        Ok(answer.body)
+    }
+
+    async fn get(&self, path: &str) -> Result<Value> {
+        let answer = self.call(reqwest::Method::GET, path, None).await?;
+        if !(200..300).contains(&answer.status) {
+            bail!("GET {path} answered {}: {}", answer.status, answer.body);
+        }
+        Ok(answer.body)
+    }
+
+    /// The OAuth callback as the browser would call it, asking for JSON, with this key
+    /// attached when `with_key` is set.
+    async fn callback(&self, query: &str, with_key: bool) -> Result<Answer> {
+        let mut request = self
+            .http
+            .get(format!(
+                "{}/auth/oauth2/microsoft/callback?{query}",
+                self.base
+            ))
+            .header("accept", "application/json");
+        if with_key {
+            request = request.header("x-api-key", &self.key);
+        }
+        let response = request.send().await?;
+        let status = response.status().as_u16();
+        let body = response.json().await.unwrap_or(Value::Null);
+        Ok(Answer { status, body })
+    }
+
+    async fn wait_for_run(&self, run_id: &str) -> Result<Value> {
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(180);
+        loop {
+            let run = self
+                .get(&format!("/api/v1/integrations/entra/sync/runs/{run_id}"))
+                .await?;
+            if run["status"] != "running" {
+                return Ok(run);
+            }
+            if tokio::time::Instant::now() > deadline {
+                bail!("run {run_id} still running: {run}");
+            }
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+    }
+
+    async fn sync_all(&self) -> Result<Value> {
+        let started = self
+            .post("/api/v1/integrations/entra/sync", json!({"scope": "all"}))
+            .await?;
+        self.wait_for_run(started["run_id"].as_str().context("run_id")?)
+            .await
+    }
+}
+
+/// A PSA tenant with an admin user and every Entra flag; returns the admin's client.
+async fn psa_tenant(master: &Api, name: &str) -> Result<(Uuid, Api)> {
+    let tenant = master
+        .post("/api/v1/platform/tenants", json!({ "name": name }))
+        .await?;
+    let tenant_id = tenant["tenant_id"]
+        .as_str()
+        .context("tenant_id")?
+        .to_owned();
+    let user = master
+        .post(
+            &format!("/api/v1/platform/tenants/{tenant_id}/users"),
+            json!({"email": format!("admin@{name}.example"), "user_type": "internal", "permissions": PERMISSIONS}),
+        )
+        .await?;
+    master
+        .post(
+            "/api/v1/platform-feature-flags",
+            json!({"__action": "ensure_entra_phase1_flags"}),
+        )
+        .await?;
+    for flag in FLAGS {
+        master
+            .post(
+                &format!("/api/v1/platform-feature-flags/{flag}/tenants"),
+                json!({"__action": "add", "tenantId": tenant_id}),
+            )
+            .await?;
+    }
+    Ok((
+        Uuid::parse_str(&tenant_id)?,
+        master.with_key(user["api_key"].as_str().context("api_key")?),
+    ))
+}
+
+/// Starts the direct connection and drives the simulator's authorize endpoint (which consents
+/// and redirects back); returns the callback's query string (`code=…&state=…`).
+async fn authorize(admin: &Api) -> Result<String> {
+    let started = admin
+        .post("/api/v1/integrations/entra/connect/direct", json!({}))
+        .await?;
+    let authorize_url =
+        url::Url::parse(started["authorize_url"].as_str().context("authorize_url")?)?;
+    let query: BTreeMap<String, String> = authorize_url.query_pairs().into_owned().collect();
+    assert_eq!(query["code_challenge_method"], "S256");
+    assert!(query["scope"]
+        .split(' ')
+        .any(|scope| scope == "offline_access"));
+    assert!(query["state"].len() >= 43, "state too short");
+    assert_eq!(query["redirect_uri"], CALLBACK_URL);
+    let redirect = admin.http.get(authorize_url).send().await?;
+    assert_eq!(redirect.status().as_u16(), 302);
+    let location = redirect
+        .headers()
+        .get("location")
+        .and_then(|value| value.to_str().ok())
+        .context("no Location")?;
+    let location = url::Url::parse(location)?;
+    assert!(location.as_str().starts_with(CALLBACK_URL));
+    Ok(location.query().unwrap_or_default().to_owned())
+}
+
+async fn connection_fingerprint(
+    stack: &Stack,
+    tenant_id: Uuid,
+) -> Result<Option<(String, String, i64)>> {
+    Ok(sqlx::query_as(
+        "SELECT coalesce(kind, ''), status, credentials_version FROM connections WHERE tenant_id = $1",
+    )
+    .bind(tenant_id)
+    .fetch_optional(&stack.pool)
+    .await?)
+}
+
+fn tenant_results(run: &Value) -> Vec<Value> {
+    run["tenants"].as_array().cloned().unwrap_or_default()
+}
+
+async fn contact_state(
+    stack: &Stack,
+    tenant_id: Uuid,
+    object_id: &str,
+) -> Result<Option<(bool, Option<String>)>> {
+    Ok(sqlx::query_as(
+        "SELECT c.is_active, c.inactive_reason FROM links l
+         JOIN contacts c ON c.tenant_id = l.tenant_id AND c.contact_id = l.contact_id
+         WHERE l.tenant_id = $1 AND l.object_id = $2",
+    )
+    .bind(tenant_id)
+    .bind(object_id)
+    .fetch_optional(&stack.pool)
+    .await?)
+}
+
+/// Object ids of active linked contacts of one managed tenant.
+async fn linked_objects(
+    stack: &Stack,
+    tenant_id: Uuid,
+    entra_tenant_id: &str,
+) -> Result<Vec<String>> {
+    Ok(sqlx::query_scalar(
+        "SELECT l.object_id FROM links l
+         JOIN managed_tenants mt ON mt.tenant_id = l.tenant_id AND mt.managed_tenant_id = l.managed_tenant_id
+         JOIN contacts c ON c.tenant_id = l.tenant_id AND c.contact_id = l.contact_id
+         WHERE l.tenant_id = $1 AND lower(mt.entra_tenant_id) = lower($2) AND c.is_active
+         ORDER BY l.object_id",
+    )
+    .bind(tenant_id)
+    .bind(entra_tenant_id)
+    .fetch_all(&stack.pool)
+    .await?)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn direct_connection_authorize_discover_sync_and_delta() -> Result<()> {
+    let stack = Stack::start_with(simulator_config(), direct_environment).await?;
+    let simulator = &stack.simulator;
+    // MICROSOFT.md §3: delta entries repeat and come in any order; the sync must not care.
+    let mut settings = simulator.settings();
+    settings.delta_duplicates = true;
+    settings.delta_reorder = true;
+    settings.delta_page_size = 7;
+    simulator.set_settings(settings);
+    let master = Api::new(&stack.api_url, &stack.master_key)?;
+    let (tenant_id, admin) = psa_tenant(&master, "direct-msp").await?;
+    let (other_tenant_id, other_admin) = psa_tenant(&master, "other-msp").await?;
+    stack
+        .run(async {
+            // Start on CIPP, so the direct connection has credentials to replace.
+            admin
+                .post(
+                    "/api/v1/integrations/entra/connect/cipp",
+                    json!({"base_url": simulator.cipp_base_url(), "api_token": simulator.config().cipp_api_token}),
+                )
+                .await?;
+            let on_cipp = connection_fingerprint(&stack, tenant_id).await?;
+            assert_eq!(on_cipp.as_ref().map(|row| row.0.as_str()), Some("cipp"));
+
+            // Forged, expired, cross-tenant and replayed states are refused and change nothing.
+            let forged = admin.callback("code=whatever&state=forged-state-of-enough-length-0123456789abcdef", false).await?;
+            assert_eq!((forged.status, forged.body["error"]["code"].as_str()), (400, Some("invalid_state")));
+            assert_eq!(connection_fingerprint(&stack, tenant_id).await?, on_cipp);
+
+            let expired_query = authorize(&admin).await?;
+            sqlx::query("UPDATE oauth_states SET expires_at = now() - interval '1 second' WHERE tenant_id = $1 AND used_at IS NULL")
+                .bind(tenant_id)
+                .execute(&stack.pool)
+                .await?;
+            let expired = admin.callback(&expired_query, false).await?;
+            assert_eq!((expired.status, expired.body["error"]["code"].as_str()), (400, Some("state_expired")));
+            assert_eq!(connection_fingerprint(&stack, tenant_id).await?, on_cipp);
+
+            let cross_query = authorize(&admin).await?;
+            let cross = other_admin.callback(&cross_query, true).await?;
+            assert_eq!((cross.status, cross.body["error"]["code"].as_str()), (403, Some("tenant_mismatch")));
+            assert_eq!(connection_fingerprint(&stack, tenant_id).await?, on_cipp);
+            assert_eq!(connection_fingerprint(&stack, other_tenant_id).await?, None);
+
+            // The real flow: the code is redeemed with the verifier, Graph probed, then saved.
+            let query = authorize(&admin).await?;
+            let connected = admin.callback(&query, true).await?;
+            assert_eq!(connected.status, 200, "{}", connected.body);
+            assert_eq!(connected.body["status"], "connected");
+            let replayed = admin.callback(&query, false).await?;
+            assert_eq!((replayed.status, replayed.body["error"]["code"].as_str()), (400, Some("state_used")));
+            let record = stack.store.get_connection(tenant_id).await?.context("connection")?;
+            let Some(ConnectionCredentials::Direct(token_set)) = &record.credentials else {
+                bail!("the CIPP credentials were not replaced: {:?}", record.credentials);
+            };
+            assert_eq!(record.cipp_base_url, None, "CIPP settings cleared");
+            // Encrypted at rest: the stored bytes do not contain the refresh token.
+            let ciphertext: Vec<u8> = sqlx::query_scalar("SELECT credentials_ciphertext FROM connections WHERE tenant_id = $1")
+                .bind(tenant_id)
+                .fetch_one(&stack.pool)
+                .await?;
+            let needle = token_set.refresh_token.as_bytes();
+            assert!(!ciphertext.windows(needle.len()).any(|window| window == needle));
+
+            // Discovery over GDAP finds every simulated customer with its domains.
+            let discovery = admin.post("/api/v1/integrations/entra/discovery", json!({})).await?;
+            let discovery = admin.wait_for_run(discovery["run_id"].as_str().context("run_id")?).await?;
+            assert_eq!(discovery["status"], "completed", "{discovery}");
+            let managed = admin.get("/api/v1/integrations/entra/managed-tenants").await?;
+            let managed = managed["items"].as_array().cloned().unwrap_or_default();
+            let msp = simulator.msp();
+            assert_eq!(managed.len(), msp.tenants.len(), "{managed:?}");
+            assert!(managed.iter().all(|tenant| tenant["domains"].as_array().is_some_and(|domains| !domains.is_empty())));
+
+            // Map every tenant to a new client and run the initial sync: a delta round from
+            // scratch, which is a full enumeration.
+            let decisions: Vec<Value> = managed
+                .iter()
+                .map(|tenant| json!({"managed_tenant_id": tenant["managed_tenant_id"], "action": "create_client"}))
+                .collect();
+            let confirmed = admin
+                .post("/api/v1/integrations/entra/mappings/confirm", json!({"decisions": decisions, "start_initial_sync": true}))
+                .await?;
+            let initial = admin.wait_for_run(confirmed["run_id"].as_str().context("run_id")?).await?;
+            assert_eq!(initial["status"], "completed", "{initial}");
+            for result in tenant_results(&initial) {
+                assert_eq!((result["status"].as_str(), result["mode"].as_str()), (Some("completed"), Some("full")), "{result}");
+            }
+            let delta_links = stack.count(&format!("SELECT count(*) FROM delta_state WHERE tenant_id = '{tenant_id}'")).await?;
+            assert_eq!(delta_links as usize, msp.tenants.len(), "a delta link per managed tenant");
+            let contacts_after_initial = stack.count(&format!("SELECT count(*) FROM contacts WHERE tenant_id = '{tenant_id}'")).await?;
+            assert!(contacts_after_initial > 0);
+
+            // Upstream: a new user, a disabled one and a soft-deleted one in the first tenant.
+            let first = &msp.tenants[0];
+            let linked = linked_objects(&stack, tenant_id, &first.tenant_id).await?;
+            assert!(linked.len() >= 3, "too few linked users in {}: {linked:?}", first.display_name);
+            let (disabled, deleted) = (linked[0].clone(), linked[1].clone());
+            let added = simulator
+                .add_user(&first.tenant_id, NewUser { given_name: "Ada".into(), surname: "Lovelace".into(), job_title: Some("Analyst".into()), ..NewUser::default() })
+                .map_err(|error| anyhow::anyhow!("{error:?}"))?;
+            simulator.disable_user(&first.tenant_id, &disabled).map_err(|error| anyhow::anyhow!("{error:?}"))?;
+            simulator.soft_delete_user(&first.tenant_id, &deleted).map_err(|error| anyhow::anyhow!("{error:?}"))?;
+            simulator.clear_request_log();
+
+            let second = admin.sync_all().await?;
+            assert_eq!(second["status"], "completed", "{second}");
+            for result in tenant_results(&second) {
+                assert_eq!((result["status"].as_str(), result["mode"].as_str()), (Some("completed"), Some("delta")), "{result}");
+            }
+            assert!(
+                simulator.request_log().iter().any(|request| request.path.ends_with("/users/delta") && request.query.as_deref().is_some_and(|query| query.contains("deltatoken") || query.contains("token"))),
+                "the second sync read from the stored delta link"
+            );
+            assert_eq!(contact_state(&stack, tenant_id, &added.id).await?, Some((true, None)), "new upstream user created");
+            assert_eq!(contact_state(&stack, tenant_id, &disabled).await?, Some((false, Some("disabled_upstream".to_owned()))));
+            assert_eq!(contact_state(&stack, tenant_id, &deleted).await?, Some((false, Some("deleted_upstream".to_owned()))));
+            let contacts_after_delta = stack.count(&format!("SELECT count(*) FROM contacts WHERE tenant_id = '{tenant_id}'")).await?;
+            assert_eq!(contacts_after_delta, contacts_after_initial + 1, "only the new user was added");
+
+            // A replay of the same delta round changes nothing (entries repeat, any order).
+            let third = admin.sync_all().await?;
+            assert_eq!(third["status"], "completed", "{third}");
+            assert_eq!(third["totals"]["created"], 0, "{third}");
+            assert_eq!(third["totals"]["inactivated"], 0, "{third}");
+
+            // Tenant access: one customer loses consent; it fails with remediation, others go on.
+            let second_tenant = &msp.tenants[1];
+            simulator
+                .set_consent_fault(&second_tenant.tenant_id, Some(ConsentFault::GraphRequestDenied))
+                .map_err(|error| anyhow::anyhow!("{error:?}"))?;
+            let partial = admin.sync_all().await?;
+            assert_eq!(partial["status"], "partial", "{partial}");
+            let failed: Vec<Value> = tenant_results(&partial).into_iter().filter(|result| result["status"] == "failed").collect();
+            assert_eq!(failed.len(), 1, "{partial}");
+            assert_eq!(failed[0]["error"]["class"], "tenant_access", "{partial}");
+            let remediation = failed[0]["error"]["remediation"].as_str().unwrap_or_default().to_owned();
+            assert!(remediation.contains("adminconsent") || remediation.to_lowercase().contains("gdap"), "{remediation}");
+            // The fix needs no restart: the next run gets fresh tokens and succeeds.
+            simulator.set_consent_fault(&second_tenant.tenant_id, None).map_err(|error| anyhow::anyhow!("{error:?}"))?;
+            let recovered = admin.sync_all().await?;
+            assert_eq!(recovered["status"], "completed", "{recovered}");
+
+            // An expired delta link (and a user hard-deleted meanwhile): a full enumeration,
+            // after which the absent user's contact is inactive.
+            let gone = linked[2].clone();
+            simulator.hard_delete_user(&first.tenant_id, &gone).map_err(|error| anyhow::anyhow!("{error:?}"))?;
+            simulator.expire_delta_tokens(&first.tenant_id).map_err(|error| anyhow::anyhow!("{error:?}"))?;
+            let resynced = admin.sync_all().await?;
+            assert_eq!(resynced["status"], "completed", "{resynced}");
+            let modes: Vec<&str> = tenant_results(&resynced).iter().map(|result| if result["mode"] == "full" { "full" } else { "delta" }).collect();
+            assert_eq!(modes.iter().filter(|mode| **mode == "full").count(), 1, "{resynced}");
+            assert_eq!(contact_state(&stack, tenant_id, &gone).await?, Some((false, Some("deleted_upstream".to_owned()))));
+
+            // A grant Microsoft no longer accepts: the connection needs reconnecting and syncs stop.
+            simulator.revoke_access_tokens();
+            simulator
+                .add_fault(FaultSpec { kind: FaultKind::TokenError { aadsts: 70008 }, path_prefix: "/login".into(), tenant: None, count: None })
+                .map_err(|error| anyhow::anyhow!("{error:?}"))?;
+            let refused = admin.sync_all().await?;
+            assert_ne!(refused["status"], "completed", "{refused}");
+            let status = admin.get("/api/v1/integrations/entra").await?;
+            let status_text = status.to_string();
+            assert!(status_text.contains("needs_reconnect"), "{status}");
+            let run_text = refused.to_string().to_lowercase();
+            assert!(run_text.contains("reconnect"), "{refused}");
+            simulator.clear_faults();
+
+            // Switching back to CIPP clears the direct token set; disconnect keeps the data.
+            admin
+                .post(
+                    "/api/v1/integrations/entra/connect/cipp",
+                    json!({"base_url": simulator.cipp_base_url(), "api_token": simulator.config().cipp_api_token}),
+                )
+                .await?;
+            let record = stack.store.get_connection(tenant_id).await?.context("connection")?;
+            assert!(matches!(record.credentials, Some(ConnectionCredentials::Cipp(_))), "{:?}", record.credentials);
+            let counts = |stack: &Stack| {
+                let tenant_id = tenant_id;
+                let pool = stack.pool.clone();
+                async move {
+                    let mut counts = Vec::new();
+                    for table in ["mappings", "runs", "links", "contacts"] {
+                        let count: i64 = sqlx::query_scalar(&format!("SELECT count(*) FROM {table} WHERE tenant_id = $1"))
+                            .bind(tenant_id)
+                            .fetch_one(&pool)
+                            .await?;
+                        counts.push(count);
+                    }
+                    anyhow::Ok(counts)
+                }
+            };
+            let before = counts(&stack).await?;
+            admin.post("/api/v1/integrations/entra/disconnect", json!({})).await?;
+            assert_eq!(counts(&stack).await?, before, "disconnect kept mappings, runs, links and contacts");
+            let record = stack.store.get_connection(tenant_id).await?.context("connection")?;
+            assert_eq!(record.credentials, None);
+            Ok(())
+        })
+        .await
+}
+
+/// A PSA tenant whose direct connection holds a real token set from the simulator, with the
+/// access token already inside the five-minute refresh window.
+async fn stored_direct_connection(stack: &Stack) -> Result<(Uuid, Arc<OAuthClient>)> {
+    let simulator = &stack.simulator;
+    let oauth = Arc::new(oauth_client(stack)?);
+    let request = oauth.begin_authorization(None)?;
+    let redirect = reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .build()?
+        .get(request.url.clone())
+        .send()
+        .await?;
+    let location = url::Url::parse(
+        redirect
+            .headers()
+            .get("location")
+            .and_then(|value| value.to_str().ok())
+            .context("no Location")?,
+    )?;
+    let code = location
+        .query_pairs()
+        .find(|(name, _)| name == "code")
+        .map(|(_, value)| value.into_owned())
+        .context("no code")?;
+    let token_set = oauth
+        .exchange_code(&SecretString::from(code), &request.code_verifier)
+        .await?;
+    let tenant = stack
+        .store
+        .create_psa_tenant(&format!("rotation-{}", simulator.config().seed))
+        .await?;
+    stack
+        .store
+        .save_direct_connection(
+            tenant.tenant_id,
+            &DirectTokenSetRecord {
+                access_token: token_set.access_token.expose_secret().to_owned(),
+                refresh_token: token_set
+                    .refresh_token
+                    .as_ref()
+                    .context("no refresh token")?
+                    .expose_secret()
+                    .to_owned(),
+                expires_at: chrono::Utc::now() + chrono::Duration::minutes(4),
+                scope: token_set.scope.clone(),
+            },
+        )
+        .await?;
+    Ok((tenant.tenant_id, oauth))
+}
+
+fn oauth_client(stack: &Stack) -> Result<OAuthClient> {
+    let config = stack.simulator.config();
+    Ok(OAuthClient::new(
+        OAuthConfig {
+            login_base_url: url::Url::parse(&stack.simulator.login_base_url())?,
+            client_id: config.app_client_id.clone(),
+            credential: AppCredential::ClientSecret(SecretString::from(
+                config.app_client_secret.clone(),
+            )),
+            redirect_uri: Some(CALLBACK_URL.to_owned()),
+            settings: SettingNames::MICROSOFT,
+        },
+        HttpSettings::default(),
+        Arc::new(ThrottleStats::default()),
+    )?)
+}
+
+/// Stands in for a separate worker process: its own pool, OAuth client and token source.
+async fn worker_process(stack: &Stack, tenant_id: Uuid) -> Result<Arc<StoredRefreshTokens>> {
+    let store = Store::connect_with(&stack.settings.database.url, 2)
+        .await?
+        .with_encryption_key(stack.settings.encryption_key()?);
+    let oauth = Arc::new(oauth_client(stack)?);
+    Ok(Arc::new(StoredRefreshTokens::new(
+        store,
+        tenant_id,
+        oauth,
+        stack.simulator.config().partner_tenant_id.clone(),
+    )))
+}
+
+fn token_grants(stack: &Stack) -> usize {
+    stack
+        .simulator
+        .request_log()
+        .iter()
+        .filter(|request| {
+            request.method == "POST"
+                && request.path.ends_with("/oauth2/v2.0/token")
+                && request.status == 200
+        })
+        .count()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn direct_concurrent_refreshes_rotate_once_across_processes() -> Result<()> {
+    let stack = Stack::start(simulator_config()).await?;
+    let (tenant_id, _) = stored_direct_connection(&stack).await?;
+    let version_before = connection_fingerprint(&stack, tenant_id)
+        .await?
+        .context("row")?
+        .2;
+    let mut processes = Vec::new();
+    for _ in 0..6 {
+        processes.push(worker_process(&stack, tenant_id).await?);
+    }
+    stack.simulator.clear_request_log();
+    let tokens: Vec<SecretString> = futures_join(processes.iter().map(|process| {
+        let process = process.clone();
+        tokio::spawn(async move { process.partner_access_token().await })
+    }))
+    .await?;
+    assert_eq!(
+        token_grants(&stack),
+        1,
+        "exactly one refresh-token redemption"
+    );
+    let version_after = connection_fingerprint(&stack, tenant_id)
+        .await?
+        .context("row")?
+        .2;
+    assert_eq!(
+        version_after,
+        version_before + 1,
+        "exactly one rotation stored"
+    );
+    let first = tokens[0].expose_secret().to_owned();
+    assert!(
+        tokens.iter().all(|token| token.expose_secret() == first),
+        "every caller has the new token"
+    );
+    let graph = url::Url::parse(&stack.simulator.graph_base_url())?;
+    let oauth = oauth_client(&stack)?;
+    entra_sync_directory::graph::probe(
+        &graph,
+        &tokens[0],
+        &oauth.error_context(None),
+        HttpSettings::default(),
+        Arc::default(),
+    )
+    .await
+    .context("the refreshed token works on Graph")?;
+
+    // Customer-tenant tokens from several processes at once: each redemption rotates the
+    // refresh token, and with the row lock none of them redeems a token already spent.
+    stack.simulator.clear_request_log();
+    let msp = stack.simulator.msp();
+    let customers: Vec<String> = msp
+        .tenants
+        .iter()
+        .map(|tenant| tenant.tenant_id.clone())
+        .collect();
+    let mut caches = Vec::new();
+    for process in &processes {
+        let oauth = Arc::new(oauth_client(&stack)?);
+        caches.push(Arc::new(CustomerTokenCache::new(oauth, process.clone())));
+    }
+    let results: Vec<SecretString> =
+        futures_join(caches.iter().enumerate().map(|(index, cache)| {
+            let cache = cache.clone();
+            let customer = customers[index % customers.len()].clone();
+            tokio::spawn(async move { cache.access_token(&customer, GRAPH_DEFAULT_SCOPE).await })
+        }))
+        .await?;
+    assert_eq!(results.len(), caches.len());
+    assert_eq!(
+        token_grants(&stack),
+        caches.len(),
+        "one redemption per process, none refused"
+    );
+    assert!(
+        stack
+            .simulator
+            .request_log()
+            .iter()
+            .all(|request| !(request.path.ends_with("/token") && request.status >= 400)),
+        "no redemption of a spent refresh token"
+    );
+    // The last stored refresh token is still the live one.
+    let lease = stack.store.lease_direct_token_set(tenant_id).await?;
+    let mut record = lease.token_set().clone();
+    record.expires_at = chrono::Utc::now();
+    lease.replace(&stack.store, &record).await?;
+    processes[0]
+        .partner_access_token()
+        .await
+        .context("the stored refresh token is current")?;
+    Ok(())
+}
+
+/// Awaits every spawned task and fails on the first error.
+async fn futures_join<T>(
+    handles: impl Iterator<
+        Item = tokio::task::JoinHandle<Result<T, entra_sync_directory::error::DirectoryError>>,
+    >,
+) -> Result<Vec<T>> {
+    let mut values = Vec::new();
+    for handle in handles.collect::<Vec<_>>() {
+        values.push(handle.await??);
+    }
+    Ok(values)
+}
