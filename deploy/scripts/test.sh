@@ -16,6 +16,9 @@ cleanup() {
 trap cleanup EXIT INT TERM
 
 phase tools ensure_tools
+# The Vault secret provider's tests run against a real OpenBao dev server they start themselves.
+phase openbao ensure_openbao
+export ENTRA_SYNC_BAO_BIN="$VENV/bin/bao"
 cd "$ROOT"
 phase build cargo build --workspace --all-targets --locked
 

@@ -17,8 +17,9 @@ use crate::crypto::Sealed;
 use crate::error::StoreError;
 use crate::{Result, Store};
 
-/// Must equal the purpose `connection.rs` seals credentials with (a round-trip test in
-/// `crates/store/tests/tokens.rs` fails if the two drift apart).
+/// Must equal the purpose `connection.rs` seals credentials with: `get_connection` opens what
+/// `replace` seals (the end-to-end test `direct_concurrent_refreshes_rotate_once_across_processes`
+/// reads a replaced token set back through it, so a drift fails there).
 const CONNECTION_PURPOSE: &str = "connection";
 
 /// How long a lease may sit idle (for example waiting on a hung token request) before Postgres
