@@ -219,7 +219,8 @@ impl Simulator {
         &self.shared.config
     }
 
-    /// Every request served so far (admin requests excluded), oldest first.
+    /// Every request served so far (admin requests excluded), oldest first. Past 200,000 entries the
+    /// oldest half is dropped.
     pub fn request_log(&self) -> Vec<LoggedRequest> {
         self.shared.lock_log().clone()
     }

@@ -135,7 +135,14 @@ fn token_success(
     let mut state = shared.lock();
     let access_token = state.random_token("sim-at.");
     let lifetime = state.settings.access_token_lifetime_secs;
-    let expires_at = state.now() + clamp_seconds(i64::try_from(lifetime).unwrap_or(i64::MAX));
+    let now = state.now();
+    let expires_at = now + clamp_seconds(i64::try_from(lifetime).unwrap_or(i64::MAX));
+    // Forget expired tokens now and then, so a long benchmark does not grow the map without bound.
+    if state.access_tokens.len() >= 10_000 {
+        state
+            .access_tokens
+            .retain(|_, token| token.expires_at > now);
+    }
     state.access_tokens.insert(
         access_token.clone(),
         AccessToken {

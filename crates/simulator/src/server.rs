@@ -33,6 +33,9 @@ pub struct LoggedRequest {
     pub status: u16,
 }
 
+/// How many requests the log keeps; past this the oldest half is dropped.
+const REQUEST_LOG_CAPACITY: usize = 200_000;
+
 pub(crate) struct Shared {
     pub config: SimulatorConfig,
     pub base_url: String,
@@ -122,7 +125,12 @@ async fn log_request(State(shared): State<Arc<Shared>>, request: Request, next: 
         .and_then(|value| value.split_whitespace().next().map(str::to_string));
     let response = next.run(request).await;
     if !path.starts_with("/_admin") {
-        shared.lock_log().push(LoggedRequest {
+        let mut log = shared.lock_log();
+        // A long-running demo or benchmark must not grow without bound: keep the newest entries.
+        if log.len() >= REQUEST_LOG_CAPACITY {
+            log.drain(..REQUEST_LOG_CAPACITY / 2);
+        }
+        log.push(LoggedRequest {
             method,
             path,
             query,
