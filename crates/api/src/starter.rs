@@ -111,4 +111,89 @@ impl WorkflowStarter for TemporalStarter {
             .await
             .map_err(|error| anyhow::anyhow!("cancelling the workflow failed: {error}"))
     }
+
+    /// One Schedule per PSA tenant (`schedule_id_for_tenant`): created when missing, otherwise
+    /// updated in place (interval, action, overlap policy skip, unpaused), deleted when
+    /// `interval` is None. Every step tolerates the state another caller left behind, so the
+    /// API and a starting worker can both apply the same settings.
+    async fn apply_schedule(
+        &self,
+        tenant_id: uuid::Uuid,
+        interval: Option<std::time::Duration>,
+    ) -> anyhow::Result<()> {
+        use temporalio_client::schedules::{
+            CreateScheduleOptions, ScheduleAction, ScheduleError, ScheduleOverlapPolicy,
+            ScheduleSpec,
+        };
+        use temporalio_client::tonic::Code;
+
+        let tenant = tenant_id.to_string();
+        let schedule_id = entra_sync_workflows::schedule_id_for_tenant(&tenant);
+        let handle = self.client.get_schedule_handle(schedule_id.clone());
+        let status_code = |error: &ScheduleError| match error {
+            ScheduleError::Rpc(status) => Some(status.code()),
+            _ => None,
+        };
+        let Some(interval) = interval else {
+            return match handle.delete(Default::default()).await {
+                Err(error) if status_code(&error) != Some(Code::NotFound) => Err(anyhow::anyhow!(
+                    "deleting the schedule {schedule_id} failed: {error}"
+                )),
+                _ => Ok(()),
+            };
+        };
+        let action = ScheduleAction::start_workflow(
+            entra_sync_workflows::ScheduledSyncWorkflow::run,
+            entra_sync_workflows::contract::ScheduledSyncInput {
+                version: entra_sync_workflows::contract::CONTRACT_VERSION,
+                tenant_id: tenant.clone(),
+            },
+            self.task_queue.clone(),
+            entra_sync_workflows::scheduled_workflow_id_prefix(&tenant),
+        );
+        let spec = ScheduleSpec::from_interval(interval);
+        let update = |action: ScheduleAction, spec: ScheduleSpec| {
+            let handle = handle.clone();
+            async move {
+                handle
+                    .update(
+                        move |update| {
+                            update
+                                .set_spec(spec)
+                                .set_action(action)
+                                .set_overlap_policy(ScheduleOverlapPolicy::Skip)
+                                .set_paused(false);
+                        },
+                        Default::default(),
+                    )
+                    .await
+            }
+        };
+        let result = match handle.describe(Default::default()).await {
+            Ok(_) => update(action, spec).await,
+            Err(error) if status_code(&error) == Some(Code::NotFound) => {
+                let created = self
+                    .client
+                    .create_schedule(
+                        schedule_id.clone(),
+                        CreateScheduleOptions::builder()
+                            .action(action.clone())
+                            .spec(spec.clone())
+                            .overlap_policy(ScheduleOverlapPolicy::Skip)
+                            .build(),
+                    )
+                    .await;
+                match created {
+                    Ok(_) => Ok(()),
+                    // Someone created it in between: bring theirs up to date instead.
+                    Err(error) if status_code(&error) == Some(Code::AlreadyExists) => {
+                        update(action, spec).await
+                    }
+                    Err(error) => Err(error),
+                }
+            }
+            Err(error) => Err(error),
+        };
+        result.map_err(|error| anyhow::anyhow!("applying the schedule {schedule_id} failed: {error}"))
+    }
 }

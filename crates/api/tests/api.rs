@@ -1290,3 +1290,98 @@ async fn missing_content_type_is_415(pool: PgPool) {
     assert_eq!(response.status, StatusCode::UNSUPPORTED_MEDIA_TYPE);
     assert_eq!(response.code(), "unsupported_media_type");
 }
+
+#[sqlx::test(migrations = "../../migrations")]
+async fn sync_and_confirm_bodies_are_strict(pool: PgPool) {
+    let app = TestApp::new(pool);
+    let world = world(&app).await;
+    let sync = "/api/v1/integrations/entra/sync";
+    for (body, want) in [
+        (
+            json!({"scope": "all", "client_id": world.client_a}),
+            StatusCode::UNPROCESSABLE_ENTITY,
+        ),
+        (json!({"scope": "client"}), StatusCode::UNPROCESSABLE_ENTITY),
+        (
+            json!({"scope": "everything"}),
+            StatusCode::UNPROCESSABLE_ENTITY,
+        ),
+        (json!({}), StatusCode::UNPROCESSABLE_ENTITY),
+        (
+            json!({"scope": "client", "client_id": Uuid::new_v4()}),
+            StatusCode::UNPROCESSABLE_ENTITY,
+        ),
+    ] {
+        let response = app.post(sync, &world.updater, body.clone()).await;
+        assert_eq!(response.status, want, "{body}: {}", response.body);
+    }
+    // A client of another PSA tenant is unknown here.
+    let foreign_client = app
+        .post(
+            "/api/v1/clients",
+            &world.other,
+            json!({"name": "B's client"}),
+        )
+        .await;
+    let response = app
+        .post(
+            sync,
+            &world.updater,
+            json!({"scope": "client", "client_id": foreign_client.body["client_id"]}),
+        )
+        .await;
+    assert_eq!(response.status, StatusCode::UNPROCESSABLE_ENTITY);
+    assert_eq!(response.code(), "unknown_client");
+    assert!(app.starter.syncs.lock().expect("lock").is_empty());
+
+    let confirm = "/api/v1/integrations/entra/mappings/confirm";
+    for body in [
+        json!({"decisions": []}),
+        json!({"decisions": [{"managed_tenant_id": world.managed_tenant_a, "action": "map"}]}),
+        json!({"decisions": [{"managed_tenant_id": world.managed_tenant_a, "action": "skip", "client_id": world.client_a}]}),
+        json!({"decisions": [{"managed_tenant_id": world.managed_tenant_a, "action": "map", "client_id": foreign_client.body["client_id"]}]}),
+        json!({"decisions": [{"managed_tenant_id": world.managed_tenant_a, "action": "skip"},
+                             {"managed_tenant_id": world.managed_tenant_a, "action": "create_client"}]}),
+    ] {
+        let response = app.post(confirm, &world.updater, body.clone()).await;
+        assert_eq!(
+            response.status,
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "{body}: {}",
+            response.body
+        );
+    }
+    let mappings = app
+        .get("/api/v1/integrations/entra/mappings", &world.reader)
+        .await;
+    assert_eq!(mappings.body["items"], json!([]));
+}
+
+#[sqlx::test(migrations = "../../migrations")]
+async fn resolve_bodies_are_strict(pool: PgPool) {
+    let app = TestApp::new(pool);
+    let world = world(&app).await;
+    let resolve = format!(
+        "/api/v1/integrations/entra/reconciliation-queue/{}/resolve",
+        world.review_item_a
+    );
+    for body in [
+        json!({"action": "create_new", "contact_id": world.contact_a}),
+        json!({"action": "dismiss", "note": "x", "allow_other_client": true}),
+        json!({"action": "link_existing"}),
+        json!({"action": "merge"}),
+    ] {
+        let response = app.post(&resolve, &world.updater, body.clone()).await;
+        assert_eq!(
+            response.status,
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "{body}: {}",
+            response.body
+        );
+    }
+    let created = app
+        .post(&resolve, &world.updater, json!({"action": "create_new"}))
+        .await;
+    assert_eq!(created.status, StatusCode::OK, "{}", created.body);
+    assert_eq!(created.body["status"], json!("resolved"));
+}

@@ -393,7 +393,7 @@ pub(crate) enum ResolveBody {
         allow_other_client: bool,
     },
     /// The next sync creates a new contact.
-    CreateNew,
+    CreateNew {},
     /// Leave the user alone until the item is re-opened.
     Dismiss { note: Option<String> },
 }
@@ -423,7 +423,7 @@ async fn resolve_review_item(
             contact_id,
             allow_other_client,
         },
-        ResolveBody::CreateNew => ReviewResolution::CreateNew,
+        ResolveBody::CreateNew {} => ReviewResolution::CreateNew,
         ResolveBody::Dismiss { note } => {
             if let Some(note) = &note {
                 check_text("note", note, 2000)?;

@@ -117,13 +117,38 @@ pub(crate) async fn start_run(
     }
 }
 
-#[derive(Debug, Deserialize, ToSchema)]
-#[serde(tag = "scope", rename_all = "snake_case", deny_unknown_fields)]
-pub(crate) enum SyncBody {
+#[derive(Debug, Clone, Copy, Deserialize, ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub(crate) enum SyncScopeName {
     /// Every mapped managed tenant.
     All,
-    /// The managed tenants mapped to one client.
-    Client { client_id: Uuid },
+    /// The managed tenants mapped to one client (`client_id`).
+    Client,
+}
+
+/// `{"scope":"all"}` or `{"scope":"client","client_id":…}`.
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct SyncBody {
+    scope: SyncScopeName,
+    client_id: Option<Uuid>,
+}
+
+/// The scope a body names, refusing a `client_id` with `all` (it would silently sync every
+/// tenant) and `client` without one.
+fn requested_scope(body: &SyncBody) -> Result<Option<Uuid>, ApiError> {
+    match (body.scope, body.client_id) {
+        (SyncScopeName::All, None) => Ok(None),
+        (SyncScopeName::Client, Some(client_id)) => Ok(Some(client_id)),
+        (SyncScopeName::All, Some(_)) => Err(ApiError::unprocessable(
+            "invalid_body",
+            "client_id is only allowed with scope \"client\"",
+        )),
+        (SyncScopeName::Client, None) => Err(ApiError::unprocessable(
+            "invalid_body",
+            "scope \"client\" needs a client_id",
+        )),
+    }
 }
 
 #[derive(Debug, Serialize, ToSchema)]
@@ -145,9 +170,9 @@ async fn start_sync(
     ApiJson(body): ApiJson<SyncBody>,
 ) -> Result<(StatusCode, Json<StartedRunView>), ApiError> {
     let tenant_id = caller.user.tenant_id;
-    let scope = match body {
-        SyncBody::All => RunScope::All,
-        SyncBody::Client { client_id } => {
+    let scope = match requested_scope(&body)? {
+        None => RunScope::All,
+        Some(client_id) => {
             if !state
                 .store
                 .flag_enabled(CLIENT_SYNC_ACTION_FLAG, tenant_id)
@@ -569,9 +594,9 @@ async fn preflight(
     use entra_sync_store::connection::ConnectionCredentials;
     use entra_sync_store::reconcile::PageScope;
     let tenant_id = caller.user.tenant_id;
-    let scope = match body {
-        SyncBody::All => RunScope::All,
-        SyncBody::Client { client_id } => {
+    let scope = match requested_scope(&body)? {
+        None => RunScope::All,
+        Some(client_id) => {
             state.store.get_client(tenant_id, client_id).await.map_err(
                 |error| match ApiError::from(error) {
                     error if error.status == StatusCode::NOT_FOUND => {
