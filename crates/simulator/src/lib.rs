@@ -18,7 +18,7 @@
 //!   domain, a default custom domain (`contoso-dental.com`) and, for about a third, an extra verified domain
 //!   (`contoso-dental.co.uk`);
 //! - users are spread unevenly (every tenant has at least one); when there are enough users two tenants get
-//!   at least 1,000 (1,500 and 1,000 with the defaults), so `$top=999` paging spans several pages;
+//!   at least 1,000 (about 1,500 and 1,400 with the defaults), so `$top=999` paging spans several pages;
 //! - positions 1 to 6 of each tenant are, in order, a guest (`userType` Guest, `creationType` Invitation, UPN
 //!   `alice.smith_gmail.com#EXT#@contosodental.onmicrosoft.com`, the real address in `mail` and `otherMails`),
 //!   an external member (`userType` Member with an `#EXT#` UPN), a disabled user, a shared-mailbox-like user
@@ -34,6 +34,24 @@
 //! GDAP: every tenant has an active relationship; every fourth a second active one; every fifth (from the
 //! third) an expired one; and a former customer has only a terminated one, so `$filter=status eq 'active'`
 //! matters.
+//!
+//! Also served: `GET {login}/{tenant}/adminconsent` (MICROSOFT.md §1 admin consent URL; it clears the tenant's
+//! consent problem and redirects with `admin_consent=True&tenant=…&state=…`) and `GET {graph}/v1.0/contracts`
+//! (MICROSOFT.md §2, the older DAP view).
+//!
+//! # Choices where MICROSOFT.md is silent
+//! - `common` and `organizations` in a login path resolve to the partner tenant, where the MSP admin signs in.
+//!   An unknown tenant id or domain answers AADSTS90002.
+//! - The partner tenant has no simulated users: `users` and `users/delta` with a partner token answer empty.
+//! - Delta expiry: `Gone` (the default) answers 410 with `Location` and a `resyncRequired` body; the code-only
+//!   modes (`syncStateNotFound`, `SyncStateNotFound`, `resyncRequired`) answer 400 without `Location`, so a
+//!   client must branch on the error code and not only on 410. An unreadable delta token counts as expired.
+//! - `$filter`, `$orderby`, `$expand`, `$search` and `$count` on `users` are refused with a 400
+//!   `Request_UnsupportedQuery` rather than silently ignored.
+//! - Client assertions (certificate or federated credentials) are accepted without checking their signature;
+//!   `client_secret_basic` is accepted like a `client_secret` form field.
+//! - The CIPP 400 body is a JSON string (`"Graph Error: … - Endpoint: users"`); 401, 403 and 503 are plain text;
+//!   `Metadata` is `{}` on the last ListGraphRequest page.
 //!
 //! # Admin API
 //! Every admin operation also has a Rust method on [`Simulator`] (e.g. [`Simulator::soft_delete_user`],
