@@ -2,9 +2,18 @@
 //! pages users from the directory, reconciles each page in one transaction (which also saves
 //! the resume cursor), heartbeats the cursor, and on the last page settles the tenant's
 //! inactivations and writes its result.
+//!
+//! Resumption: each page's writes, the tenant result's counts and the cursor of the next page
+//! commit in one transaction, so the stored cursor always matches the stored counts. A retry
+//! (after an error, a lost heartbeat or a killed worker) resumes from that stored cursor, which
+//! is never older than the last heartbeat (the heartbeat is sent after the commit); resuming
+//! from a heartbeat that lagged behind the database would replay committed pages and count
+//! them twice.
 
+use std::future::Future;
 use std::str::FromStr;
 use std::sync::Arc;
+use std::time::Duration;
 
 use chrono::Utc;
 use entra_sync_directory::error::DirectoryError;
@@ -13,13 +22,17 @@ use entra_sync_domain::model::{SkipReason, Tally};
 use entra_sync_store::connection::ConnectionKind;
 use entra_sync_store::discovery::{DiscoveredTenantRecord, TenantDomain};
 use entra_sync_store::reconcile::PageScope;
-use entra_sync_store::runs::{RunStatus, SyncMode, TallyCounts, TenantResultStatus};
+use entra_sync_store::runs::{
+    NewRun, RunKind, RunScope, RunStatus, RunTrigger, SyncMode, TallyCounts, TenantResultStatus,
+};
 use entra_sync_store::Store;
 use entra_sync_workflows::contract::{
-    DiscoverInput, DiscoverOutput, FinishRunInput, FinishRunOutput, PrepareSyncInput,
-    PrepareSyncOutput, RunEnd, SyncTarget, SyncTenantInput, SyncTenantOutput, TenantEnd,
-    TenantFailureInput,
+    DiscoverInput, DiscoverOutput, FinishRunInput, FinishRunOutput, OpenScheduledRunInput,
+    OpenScheduledRunOutput, PrepareSyncInput, PrepareSyncOutput, RunEnd, RunKindName,
+    ScheduleSettingsInput, ScheduleSettingsOutput, SyncTarget, SyncTenantInput, SyncTenantOutput,
+    TenantEnd, TenantFailureInput,
 };
+use entra_sync_workflows::workflow_id_for_run;
 use serde::{Deserialize, Serialize};
 use temporalio_macros::activities;
 use temporalio_sdk::activities::{ActivityContext, ActivityError};
@@ -33,13 +46,34 @@ use crate::errors::{from_directory, from_store, invalid};
 pub struct SyncActivities {
     store: Store,
     directories: DirectoryFactory,
+    /// The bound a scheduled sync passes to its sync run (manual runs get theirs from the API).
+    max_parallel_tenants: u32,
 }
 
 impl SyncActivities {
     pub fn new(store: Store, directories: DirectoryFactory) -> Self {
-        SyncActivities { store, directories }
+        SyncActivities {
+            store,
+            directories,
+            max_parallel_tenants: 4,
+        }
+    }
+
+    /// Sets the bound on concurrently syncing managed tenants for scheduled runs.
+    pub fn with_max_parallel_tenants(mut self, max_parallel_tenants: u32) -> Self {
+        self.max_parallel_tenants = max_parallel_tenants.max(1);
+        self
     }
 }
+
+/// How often a `sync_tenant` attempt heartbeats while a page is being read or written; well
+/// inside `TENANT_HEARTBEAT_TIMEOUT` so a slow page (or a Retry-After wait) is not mistaken for
+/// a lost worker. The SDK throttles what it actually sends.
+const HEARTBEAT_EVERY: Duration = Duration::from_secs(3);
+
+/// The stored cursor of a tenant whose last page committed: a retry after that point goes
+/// straight to settling the tenant instead of reading the last page again.
+const ENUMERATION_COMPLETE: &str = "entra-sync:enumeration-complete";
 
 /// A stored delta link older than this starts a full enumeration (SPEC §5.1).
 const DELTA_LINK_MAX_AGE_DAYS: i64 = 6;
@@ -190,6 +224,64 @@ impl SyncActivities {
         })
     }
 
+    #[activity(definition = entra_sync_workflows::contract::LoadScheduleSettings)]
+    pub async fn load_schedule_settings(
+        self: Arc<Self>,
+        _ctx: ActivityContext,
+        input: ScheduleSettingsInput,
+    ) -> Result<ScheduleSettingsOutput, ActivityError> {
+        let tenant_id = parse_uuid(&input.tenant_id, "tenant_id")?;
+        let settings = self
+            .store
+            .load_settings(tenant_id)
+            .await
+            .map_err(from_store)?;
+        Ok(ScheduleSettingsOutput {
+            discovery_before_sync: settings.discovery_before_sync,
+            max_parallel_tenants: self.max_parallel_tenants,
+        })
+    }
+
+    /// Opens a scheduled run, or finds the running run of the same scope (`deduplicated`).
+    /// The new run's workflow id is recorded at once: it is the id the scheduled workflow gives
+    /// the run's child workflow, so cancel and the run reconciler can find it.
+    #[activity(definition = entra_sync_workflows::contract::OpenScheduledRun)]
+    pub async fn open_scheduled_run(
+        self: Arc<Self>,
+        _ctx: ActivityContext,
+        input: OpenScheduledRunInput,
+    ) -> Result<OpenScheduledRunOutput, ActivityError> {
+        let tenant_id = parse_uuid(&input.tenant_id, "tenant_id")?;
+        let kind = match input.kind {
+            RunKindName::Discovery => RunKind::Discovery,
+            RunKindName::Sync => RunKind::Sync,
+        };
+        let outcome = self
+            .store
+            .start_run(&NewRun {
+                tenant_id,
+                kind,
+                trigger: RunTrigger::Scheduled,
+                scope: RunScope::All,
+                requested_by: Some("schedule".to_owned()),
+            })
+            .await
+            .map_err(from_store)?;
+        let run_id = outcome.run_id.to_string();
+        if !outcome.deduplicated {
+            let workflow_id = workflow_id_for_run(input.kind.as_str(), &input.tenant_id, &run_id);
+            self.store
+                .set_run_workflow_id(tenant_id, outcome.run_id, &workflow_id)
+                .await
+                .map_err(from_store)?;
+        }
+        info!(%tenant_id, %run_id, deduplicated = outcome.deduplicated, kind = input.kind.as_str(), "scheduled run opened");
+        Ok(OpenScheduledRunOutput {
+            run_id,
+            deduplicated: outcome.deduplicated,
+        })
+    }
+
     #[activity(definition = entra_sync_workflows::contract::DiscoverTenants)]
     pub async fn discover_tenants(
         self: Arc<Self>,
@@ -314,20 +406,26 @@ impl SyncActivities {
         };
         let mut tally = tally_from_counts(&result.counts);
 
-        // Resume from the last heartbeat, else from the cursor the last committed page saved.
+        // Resume from the cursor the last committed page saved (see the module docs); the
+        // heartbeat says how many pages the earlier attempts committed.
         let heartbeat: Option<Progress> = ctx.heartbeat_details().deserialize().ok().flatten();
-        let mut progress = heartbeat.unwrap_or(Progress {
+        let mut progress = Progress {
             next_cursor: result.cursor.clone(),
-            pages: 0,
-        });
+            pages: heartbeat.map_or(0, |heartbeat| heartbeat.pages),
+        };
         if progress.next_cursor.is_some() {
             info!(
                 pages = progress.pages,
+                attempt = ctx.info().attempt,
                 "resuming the tenant from its saved cursor"
             );
         }
+        let enumeration_done = progress.next_cursor.as_deref() == Some(ENUMERATION_COMPLETE);
 
         let new_delta_link = loop {
+            if enumeration_done {
+                break None;
+            }
             if ctx.is_cancelled() {
                 return Err(ActivityError::cancelled());
             }
@@ -338,7 +436,15 @@ impl SyncActivities {
                     delta_link: delta_link.clone(),
                 },
             };
-            let page = match connected.source.users_page(&entra_tenant_id, cursor).await {
+            let fetched = with_heartbeats(
+                &ctx,
+                &progress,
+                true,
+                connected.source.users_page(&entra_tenant_id, cursor),
+            )
+            .await
+            .ok_or_else(ActivityError::cancelled)?;
+            let page = match fetched {
                 Ok(page) => page,
                 Err(DirectoryError::DeltaExpired { code }) => {
                     // MICROSOFT.md §3: an expired or invalid delta token means a full resync.
@@ -367,31 +473,36 @@ impl SyncActivities {
                         .await)
                 }
             };
+            // The last page stores the completion marker, so a retry after it committed does
+            // not read (and count) the last page again.
+            let stored_cursor = page
+                .next_cursor
+                .clone()
+                .unwrap_or_else(|| ENUMERATION_COMPLETE.to_owned());
             let scope = PageScope {
                 tenant_id,
                 run_id,
                 managed_tenant_id,
                 mapped_client_id: client_id,
-                next_cursor: page.next_cursor.clone(),
+                next_cursor: Some(stored_cursor),
             };
-            let outcome = self
-                .store
-                .reconcile_page(&scope, &page.entries, &settings, false)
-                .await
-                .map_err(from_store)?;
+            // Once reconcile starts it runs to its commit or rollback: a cancel is honoured
+            // between pages, never inside one.
+            let outcome = with_heartbeats(
+                &ctx,
+                &progress,
+                false,
+                self.store
+                    .reconcile_page(&scope, &page.entries, &settings, false),
+            )
+            .await;
+            let outcome = match outcome {
+                Some(outcome) => outcome.map_err(from_store)?,
+                None => return Err(ActivityError::cancelled()),
+            };
             tally.add(&outcome.tally);
             progress.pages += 1;
             progress.next_cursor = page.next_cursor.clone();
-            self.store
-                .save_tenant_progress(
-                    tenant_id,
-                    run_id,
-                    managed_tenant_id,
-                    progress.next_cursor.as_deref(),
-                    &tally,
-                )
-                .await
-                .map_err(from_store)?;
             ctx.record_heartbeat(progress.clone()).await.ok();
             if page.is_last() {
                 break page.delta_link;
@@ -485,6 +596,28 @@ impl SyncActivities {
                     Some(&error_json(error)),
                 )
                 .await;
+        }
+    }
+}
+
+/// Runs `work` while heartbeating `progress` every few seconds. With `cancellable`, returns
+/// None as soon as the activity is cancelled (used for page fetches, harmless to abandon).
+async fn with_heartbeats<T>(
+    ctx: &ActivityContext,
+    progress: &Progress,
+    cancellable: bool,
+    work: impl Future<Output = T>,
+) -> Option<T> {
+    tokio::pin!(work);
+    let mut ticker = tokio::time::interval(HEARTBEAT_EVERY);
+    ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            output = &mut work => return Some(output),
+            _ = ctx.cancelled(), if cancellable => return None,
+            _ = ticker.tick() => {
+                ctx.record_heartbeat(progress.clone()).await.ok();
+            }
         }
     }
 }

@@ -126,14 +126,87 @@ pub struct DiscoverOutput {
     pub missing: u32,
 }
 
+/// Input of [`crate::ScheduledSyncWorkflow`], stored in the PSA tenant's Temporal Schedule.
+/// The schedule carries no run row: the workflow opens (or deduplicates) its runs itself.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ScheduledSyncInput {
+    pub version: u32,
+    pub tenant_id: String,
+}
+
+/// Output of [`crate::ScheduledSyncWorkflow`]: which runs it opened and how they ended.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ScheduledSyncOutput {
+    /// The discovery run, when the settings ask for discovery before each scheduled sync.
+    #[serde(default)]
+    pub discovery_run_id: Option<String>,
+    /// The sync run, or the run of the same scope that was already running.
+    pub sync_run_id: String,
+    /// True when a sync of the same scope was already running: nothing new was started.
+    pub deduplicated: bool,
+    /// How the sync run ended; None when deduplicated.
+    #[serde(default)]
+    pub status: Option<RunEnd>,
+}
+
+/// Input of `load_schedule_settings`.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ScheduleSettingsInput {
+    pub tenant_id: String,
+}
+
+/// Output of `load_schedule_settings`: what a scheduled sync reads at the time it fires, so a
+/// settings change applies to the next firing without touching the schedule.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ScheduleSettingsOutput {
+    pub discovery_before_sync: bool,
+    /// The worker's configured bound on concurrently syncing managed tenants.
+    pub max_parallel_tenants: u32,
+}
+
+/// Which kind of run a scheduled workflow opens.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum RunKindName {
+    Discovery,
+    Sync,
+}
+
+impl RunKindName {
+    /// The `runs.kind` value, also the kind part of [`crate::workflow_id_for_run`].
+    pub fn as_str(self) -> &'static str {
+        match self {
+            RunKindName::Discovery => "discovery",
+            RunKindName::Sync => "sync",
+        }
+    }
+}
+
+/// Input of `open_scheduled_run`: a run of `kind`, trigger `scheduled`, scope all.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct OpenScheduledRunInput {
+    pub tenant_id: String,
+    pub kind: RunKindName,
+}
+
+/// Output of `open_scheduled_run`. When `deduplicated`, `run_id` is the run of the same scope
+/// that was already running and the caller starts nothing.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct OpenScheduledRunOutput {
+    pub run_id: String,
+    pub deduplicated: bool,
+}
+
 /// The activity names, as registered by the worker; a test in the activities crate checks that
 /// every definition here is implemented under the same name.
-pub const ACTIVITY_NAMES: [&str; 5] = [
+pub const ACTIVITY_NAMES: [&str; 7] = [
     "prepare_sync",
     "sync_tenant",
     "record_tenant_failure",
     "finish_run",
     "discover_tenants",
+    "load_schedule_settings",
+    "open_scheduled_run",
 ];
 
 /// Declarations of the activities; the bodies live in the activities crate.
@@ -165,9 +238,24 @@ impl SyncActivities {
     pub fn discover_tenants(input: DiscoverInput) -> Result<DiscoverOutput, ActivityError> {
         unimplemented!()
     }
+
+    #[activity(name = "load_schedule_settings")]
+    pub fn load_schedule_settings(
+        input: ScheduleSettingsInput,
+    ) -> Result<ScheduleSettingsOutput, ActivityError> {
+        unimplemented!()
+    }
+
+    #[activity(name = "open_scheduled_run")]
+    pub fn open_scheduled_run(
+        input: OpenScheduledRunInput,
+    ) -> Result<OpenScheduledRunOutput, ActivityError> {
+        unimplemented!()
+    }
 }
 
 /// The activity marker types, named for implementers' `#[activity(definition = …)]`.
 pub use sync_activities::{
-    DiscoverTenants, FinishRun, PrepareSync, RecordTenantFailure, SyncTenant,
+    DiscoverTenants, FinishRun, LoadScheduleSettings, OpenScheduledRun, PrepareSync,
+    RecordTenantFailure, SyncTenant,
 };

@@ -7,12 +7,28 @@
 
 pub mod contract;
 mod discovery;
+mod scheduled;
 mod sync;
 
 pub use discovery::DiscoveryWorkflow;
-pub use sync::SyncWorkflow;
+pub use scheduled::ScheduledSyncWorkflow;
+pub use sync::{SyncWorkflow, NON_RETRYABLE_ERROR_TYPES, TENANT_HEARTBEAT_TIMEOUT};
 
 /// The workflow id of a run: one workflow per run row, so a run id names its workflow.
 pub fn workflow_id_for_run(kind: &str, tenant_id: &str, run_id: &str) -> String {
     format!("entra-{kind}-{tenant_id}-{run_id}")
+}
+
+/// The id of a PSA tenant's one recurring-sync Temporal Schedule.
+pub fn schedule_id_for_tenant(tenant_id: &str) -> String {
+    format!("{SCHEDULE_ID_PREFIX}{tenant_id}")
+}
+
+/// Every schedule id this service owns starts with this, so start-up reconciliation can list
+/// them without touching anyone else's schedules.
+pub const SCHEDULE_ID_PREFIX: &str = "entra-sync-schedule-";
+
+/// The workflow id prefix of a schedule's firings (the server appends the firing time).
+pub fn scheduled_workflow_id_prefix(tenant_id: &str) -> String {
+    format!("entra-scheduled-sync-{tenant_id}")
 }

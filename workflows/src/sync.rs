@@ -1,14 +1,20 @@
 //! The sync workflow: one run over the managed tenants in its scope. Tenants sync as bounded
 //! concurrent `sync_tenant` activities, each with its own retry policy, so one tenant's failure
 //! leaves the others running; the run row is always finalized, also on failure and cancel.
+//!
+//! Concurrency is a sliding window of `max_parallel_tenants` lanes: each lane takes the next
+//! target from a shared position as soon as its current tenant ends, so one slow tenant does
+//! not hold back a whole chunk. Lanes are joined with the SDK's deterministic `join_all`, and
+//! which lane takes which target depends only on activity completions recorded in history.
 
+use std::cell::Cell;
 use std::time::Duration;
 
 use temporalio_common::RetryPolicy;
 use temporalio_macros::{workflow, workflow_methods};
 use temporalio_sdk::{
-    workflows::join_all, ActivityExecutionError, ActivityOptions, WorkflowCancellationToken,
-    WorkflowContext, WorkflowResult,
+    workflows::join_all, ActivityCancellationType, ActivityExecutionError, ActivityOptions,
+    WorkflowCancellationToken, WorkflowContext, WorkflowResult,
 };
 
 use crate::contract::{
@@ -38,18 +44,29 @@ pub(crate) fn bookkeeping_options(
     options
 }
 
+/// How long a `sync_tenant` attempt may go without a heartbeat before Temporal declares its
+/// worker gone and retries it elsewhere. The activity heartbeats every few seconds while a page
+/// is fetched or written, so this bounds how long a crashed worker delays its tenant.
+pub const TENANT_HEARTBEAT_TIMEOUT: Duration = Duration::from_secs(15);
+
+/// Attempts of one tenant's sync. Every lost worker costs an attempt, so this is generous;
+/// errors classified as non-retryable stop at the first attempt regardless.
+pub const TENANT_MAX_ATTEMPTS: u32 = 10;
+
 /// Options for one tenant's sync: long, heartbeating (the heartbeat carries the page cursor so a
 /// retry resumes where the last attempt stopped), retried with backoff unless the error class
-/// says retrying is pointless.
+/// says retrying is pointless. Cancellation waits for the activity to acknowledge, so nothing
+/// writes to a run after it was finalized as cancelled.
 fn tenant_sync_options() -> ActivityOptions {
     ActivityOptions::with_start_to_close_timeout(Duration::from_secs(6 * 60 * 60))
-        .heartbeat_timeout(Duration::from_secs(60))
+        .heartbeat_timeout(TENANT_HEARTBEAT_TIMEOUT)
+        .cancellation_type(ActivityCancellationType::WaitCancellationCompleted)
         .retry_policy(
             RetryPolicy::builder()
                 .initial_interval(Duration::from_secs(2))
                 .backoff_coefficient(2.0)
                 .maximum_interval(Duration::from_secs(120))
-                .maximum_attempts(5)
+                .maximum_attempts(TENANT_MAX_ATTEMPTS)
                 .non_retryable_error_types(NON_RETRYABLE_ERROR_TYPES)
                 .build(),
         )
@@ -89,22 +106,37 @@ impl SyncWorkflow {
             }
         };
 
-        let window = input.max_parallel_tenants.max(1) as usize;
-        for chunk in targets.chunks(window) {
-            if ctx.cancellation_token().is_cancelled() {
-                break;
-            }
-            let syncs = chunk
-                .iter()
-                .map(|target| sync_one(ctx, &input, target.clone()));
-            join_all(syncs).await;
-        }
+        let window = (input.max_parallel_tenants.max(1) as usize).min(targets.len());
+        let next_target = Cell::new(0usize);
+        let lanes = (0..window).map(|_| lane(ctx, &input, &targets, &next_target));
+        join_all(lanes).await;
 
         let forced = ctx
             .cancellation_token()
             .is_cancelled()
             .then_some(RunEnd::Cancelled);
         finish(ctx, &input, forced, None).await
+    }
+}
+
+/// One lane of the window: syncs targets one after another, each time taking the next one
+/// nobody has taken, until none are left or the run is cancelled.
+async fn lane(
+    ctx: &WorkflowContext<SyncWorkflow>,
+    input: &SyncRunInput,
+    targets: &[SyncTarget],
+    next_target: &Cell<usize>,
+) {
+    loop {
+        if ctx.cancellation_token().is_cancelled() {
+            return;
+        }
+        let index = next_target.get();
+        let Some(target) = targets.get(index) else {
+            return;
+        };
+        next_target.set(index + 1);
+        sync_one(ctx, input, target.clone()).await;
     }
 }
 

@@ -1,5 +1,10 @@
 //! Building the long-lived parts from configuration: the store, the Temporal client, the
 //! worker, and the API server.
+//!
+//! A starting worker also reconciles: every PSA tenant's recurring-sync Schedule is made to
+//! match its settings and connection, and (then periodically) every run still marked `running`
+//! whose workflow is closed or gone is finalized, because a terminated or timed-out workflow
+//! runs no cleanup code of its own.
 
 use std::future::Future;
 use std::sync::Arc;
@@ -7,18 +12,26 @@ use std::time::Duration;
 
 use anyhow::{Context, Result};
 use entra_sync_activities::{DirectoryFactory, DirectorySettings, SyncActivities};
+use entra_sync_api::WorkflowStarter;
 use entra_sync_api::{ApiConfig, AppState, MicrosoftConfig, TemporalStarter};
 use entra_sync_directory::http::HttpSettings;
 use entra_sync_secrets::{
     AppCredentialResolver, DirectoryProvider, EnvironmentProvider, SecretProvider, VaultConfig,
     VaultProvider,
 };
+use entra_sync_store::runs::{derive_run_status, RunStatus};
+use entra_sync_store::workflow_queries::RunningRun;
 use entra_sync_store::Store;
-use entra_sync_workflows::{DiscoveryWorkflow, SyncWorkflow};
+use entra_sync_workflows::{
+    workflow_id_for_run, DiscoveryWorkflow, ScheduledSyncWorkflow, SyncWorkflow,
+};
 use secrecy::SecretString;
+use temporalio_client::errors::WorkflowInteractionError;
 use temporalio_client::{Client, ClientOptions, Connection, ConnectionOptions};
+use temporalio_client::{UntypedWorkflow, WorkflowExecutionStatus};
+use temporalio_sdk::runtime::worker_tuner::{FixedSizeSlotSupplier, TunerHolder};
 use temporalio_sdk::{Runtime, Worker, WorkerOptions};
-use tracing::info;
+use tracing::{info, warn};
 use url::Url;
 
 use crate::config::{Settings, TemporalSettings};
@@ -137,37 +150,227 @@ pub fn app_registrations(settings: &Settings) -> Result<AppCredentialResolver> {
     Ok(AppCredentialResolver::new(providers, environment))
 }
 
-/// Runs a Temporal worker for the sync and discovery workflows until `shutdown` completes,
-/// then lets in-flight tasks finish. The worker future is not `Send`, so this runs on the
-/// caller's task.
+/// Per-worker knobs beyond the shared configuration: what distinguishes two workers in one
+/// process (tests run several) and how often the run reconciler looks.
+#[derive(Clone, Debug)]
+pub struct WorkerTuning {
+    /// The identity Temporal records for this worker's tasks (default `entra-sync@{pid}`).
+    pub identity: Option<String>,
+    /// At most this many activities at once (default: the SDK's 100).
+    pub max_concurrent_activities: Option<usize>,
+    /// How often running runs are checked against their workflows after the start-up check.
+    pub reconcile_every: Duration,
+}
+
+impl Default for WorkerTuning {
+    fn default() -> WorkerTuning {
+        WorkerTuning {
+            identity: None,
+            max_concurrent_activities: None,
+            reconcile_every: Duration::from_secs(60),
+        }
+    }
+}
+
+/// A run whose workflow cannot be found is only declared lost after this long, so a run whose
+/// workflow the API is starting right now is left alone.
+const MISSING_WORKFLOW_GRACE: Duration = Duration::from_secs(120);
+
+/// Runs a Temporal worker for the sync, discovery and scheduled-sync workflows until
+/// `shutdown` completes, then lets in-flight tasks finish. The worker future is not `Send`, so
+/// this runs on the caller's task.
 pub async fn run_worker(
     settings: &Settings,
     store: Store,
     shutdown: impl Future<Output = ()>,
 ) -> Result<()> {
+    run_worker_tuned(settings, store, WorkerTuning::default(), shutdown).await
+}
+
+/// [`run_worker`] with explicit [`WorkerTuning`]. Before polling, reconciles the recurring
+/// schedules; while polling, checks running runs against their workflows at once and then
+/// every `tuning.reconcile_every`. Reconciliation failures are logged, never fatal: the next
+/// check (or worker) tries again.
+pub async fn run_worker_tuned(
+    settings: &Settings,
+    store: Store,
+    tuning: WorkerTuning,
+    shutdown: impl Future<Output = ()>,
+) -> Result<()> {
     let runtime =
         Runtime::from_current_tokio(Default::default()).context("starting the Temporal runtime")?;
     let client = connect_temporal(&settings.temporal).await?;
-    let activities =
-        SyncActivities::new(store, DirectoryFactory::new(directory_settings(settings)?));
+    let starter = TemporalStarter::new(client.clone(), settings.temporal.task_queue.clone());
+    if let Err(error) = reconcile_schedules(&store, &starter).await {
+        warn!(error = %format!("{error:#}"), "reconciling recurring schedules failed");
+    }
+    let activities = SyncActivities::new(
+        store.clone(),
+        DirectoryFactory::new(directory_settings(settings)?),
+    )
+    .with_max_parallel_tenants(settings.sync.max_parallel_tenants);
+    let activity_slots = tuning.max_concurrent_activities.unwrap_or(100).max(1);
+    let tuner = TunerHolder::builder()
+        .workflow_task_slot_supplier(FixedSizeSlotSupplier::new(100))
+        .activity_task_slot_supplier(FixedSizeSlotSupplier::new(activity_slots))
+        .local_activity_task_slot_supplier(FixedSizeSlotSupplier::new(100))
+        .nexus_task_slot_supplier(FixedSizeSlotSupplier::new(100))
+        .build();
     let options = WorkerOptions::new(settings.temporal.task_queue.clone())
         .register_activities(activities)
         .register_workflow::<SyncWorkflow>()
         .context("registering the sync workflow")?
         .register_workflow::<DiscoveryWorkflow>()
         .context("registering the discovery workflow")?
+        .register_workflow::<ScheduledSyncWorkflow>()
+        .context("registering the scheduled sync workflow")?
+        .maybe_client_identity_override(tuning.identity.clone())
+        .tuner(tuner)
         .build();
     let mut worker =
-        Worker::new(&runtime, client, options).context("creating the Temporal worker")?;
+        Worker::new(&runtime, client.clone(), options).context("creating the Temporal worker")?;
     let stop = worker.shutdown_handle();
     info!(task_queue = %settings.temporal.task_queue, "worker started");
+    let reconciler = async {
+        let mut ticker = tokio::time::interval(tuning.reconcile_every);
+        loop {
+            ticker.tick().await;
+            if let Err(error) = reconcile_runs(&store, &client).await {
+                warn!(error = %format!("{error:#}"), "reconciling running runs failed");
+            }
+        }
+    };
     let run = worker.run();
     tokio::pin!(run);
+    tokio::pin!(reconciler);
     tokio::select! {
         result = &mut run => return result.context("the worker stopped"),
         _ = shutdown => stop(),
+        () = &mut reconciler => {}
     }
     run.await.context("the worker stopped while shutting down")
+}
+
+/// Makes every PSA tenant's Schedule match the database: present with the configured interval
+/// while the schedule is enabled and the tenant connected, absent otherwise.
+pub async fn reconcile_schedules(store: &Store, starter: &TemporalStarter) -> Result<()> {
+    let schedules = store
+        .tenant_schedules()
+        .await
+        .context("reading tenant schedules")?;
+    let mut failures = 0usize;
+    for tenant in &schedules {
+        let interval = (tenant.schedule.enabled && tenant.connected)
+            .then(|| Duration::from_secs(tenant.schedule.interval_seconds));
+        if let Err(error) = starter.apply_schedule(tenant.tenant_id, interval).await {
+            failures += 1;
+            warn!(tenant_id = %tenant.tenant_id, error = %format!("{error:#}"), "schedule reconcile failed");
+        }
+    }
+    info!(
+        tenants = schedules.len(),
+        failures, "recurring schedules reconciled"
+    );
+    Ok(())
+}
+
+/// Finalizes runs still marked `running` whose workflow has closed (terminated, timed out,
+/// failed, or completed without finishing its run) or cannot be found after a grace period.
+/// Returns how many runs it finalized. A run finished concurrently by its own workflow stays as
+/// that workflow wrote it (`Store::finish_run` never rewrites a finished run).
+pub async fn reconcile_runs(store: &Store, client: &Client) -> Result<usize> {
+    let running = store.running_runs().await.context("listing running runs")?;
+    let mut finalized = 0usize;
+    for run in running {
+        match reconcile_run(store, client, &run).await {
+            Ok(true) => finalized += 1,
+            Ok(false) => {}
+            Err(error) => {
+                warn!(run_id = %run.run_id, error = %format!("{error:#}"), "run reconcile failed")
+            }
+        }
+    }
+    Ok(finalized)
+}
+
+async fn reconcile_run(store: &Store, client: &Client, run: &RunningRun) -> Result<bool> {
+    let workflow_id = run.workflow_id.clone().unwrap_or_else(|| {
+        workflow_id_for_run(
+            run.kind.as_str(),
+            &run.tenant_id.to_string(),
+            &run.run_id.to_string(),
+        )
+    });
+    let described = client
+        .get_workflow_handle::<UntypedWorkflow>(workflow_id.as_str())
+        .describe(Default::default())
+        .await;
+    let (status, code, message) = match described {
+        Ok(description) => match description.status() {
+            WorkflowExecutionStatus::Canceled => (
+                RunStatus::Cancelled,
+                "workflow_cancelled",
+                "the run's workflow was cancelled",
+            ),
+            WorkflowExecutionStatus::Terminated => (
+                RunStatus::Failed,
+                "workflow_terminated",
+                "the run's workflow was terminated before it finished the run",
+            ),
+            WorkflowExecutionStatus::TimedOut => (
+                RunStatus::Failed,
+                "workflow_timed_out",
+                "the run's workflow timed out before it finished the run",
+            ),
+            WorkflowExecutionStatus::Failed => (
+                RunStatus::Failed,
+                "workflow_failed",
+                "the run's workflow failed before it finished the run",
+            ),
+            WorkflowExecutionStatus::Completed => {
+                let record = store.get_run(run.tenant_id, run.run_id).await?;
+                let statuses: Vec<_> = record.tenants.iter().map(|tenant| tenant.status).collect();
+                (
+                    derive_run_status(&statuses),
+                    "workflow_completed",
+                    "the run's workflow ended without recording the run's end",
+                )
+            }
+            // Running, paused, continued (never used here) or a status this build does not
+            // know: the workflow is not known to be gone.
+            _ => return Ok(false),
+        },
+        Err(WorkflowInteractionError::NotFound(_)) => {
+            let now = std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .unwrap_or_default()
+                .as_secs();
+            let age_seconds = i64::try_from(now).unwrap_or(i64::MAX) - run.started_at.timestamp();
+            if age_seconds < MISSING_WORKFLOW_GRACE.as_secs() as i64 {
+                return Ok(false);
+            }
+            (
+                RunStatus::Failed,
+                "workflow_missing",
+                "the run's workflow was never started or no longer exists",
+            )
+        }
+        Err(error) => return Err(error).context("describing the run's workflow"),
+    };
+    let error = serde_json::json!({
+        "class": "transient",
+        "code": code,
+        "message": message,
+        "remediation": "run the sync again",
+    });
+    let error = (status != RunStatus::Completed).then_some(error);
+    let changed = store
+        .finish_run(run.tenant_id, run.run_id, status, error.as_ref())
+        .await?;
+    if changed {
+        info!(tenant_id = %run.tenant_id, run_id = %run.run_id, %workflow_id, status = status.as_str(), "finalized a run whose workflow had ended");
+    }
+    Ok(changed)
 }
 
 /// The API's state from configuration.

@@ -38,6 +38,7 @@ pub mod review;
 pub mod runs;
 pub mod settings;
 pub mod tokens;
+pub mod workflow_queries;
 
 use std::sync::Arc;
 
