@@ -472,19 +472,23 @@ impl Profiler {
 /// the profiler's own queries.
 fn statement_label(query: &str) -> Option<&'static str> {
     let query = query.split_whitespace().collect::<Vec<_>>().join(" ");
-    let labels: [(&str, &'static str); 15] = [
+    let labels: [(&str, &'static str); 16] = [
         ("pg_stat_statements", ""),
         ("pg_advisory_xact_lock", "01_lock"),
         ("SELECT object_id, contact_id FROM links", "02_read_links"),
+        ("SELECT l.object_id, l.contact_id", "02_read_links"),
         ("FROM contacts c LEFT JOIN links", "03_read_contacts"),
         ("FROM review_items WHERE", "04_read_reviews"),
         ("INSERT INTO contacts", "05_insert_contacts"),
         ("INSERT INTO links", "06_insert_links"),
         ("UPDATE contacts c SET full_name", "07_update_contacts"),
         ("INSERT INTO review_items", "08_insert_reviews"),
-        ("INSERT INTO pending_inactivations", "09_pending_inactivations"),
+        (
+            "INSERT INTO pending_inactivations",
+            "09_pending_inactivations",
+        ),
         ("SET is_active = true", "10_reactivate"),
-        ("UPDATE links SET last_seen_run_id", "11_touch_links"),
+        ("SET last_seen_run_id", "11_touch_links"),
         ("SELECT counts FROM run_tenant_results", "12_read_counts"),
         ("UPDATE run_tenant_results SET cursor", "13_write_counts"),
         ("COMMIT", "14_commit"),
