@@ -194,6 +194,7 @@ impl WorkflowStarter for TemporalStarter {
             }
             Err(error) => Err(error),
         };
-        result.map_err(|error| anyhow::anyhow!("applying the schedule {schedule_id} failed: {error}"))
+        result
+            .map_err(|error| anyhow::anyhow!("applying the schedule {schedule_id} failed: {error}"))
     }
 }

@@ -1385,3 +1385,132 @@ async fn resolve_bodies_are_strict(pool: PgPool) {
     assert_eq!(created.status, StatusCode::OK, "{}", created.body);
     assert_eq!(created.body["status"], json!("resolved"));
 }
+
+#[sqlx::test(migrations = "../../migrations")]
+async fn direct_connection_completes_through_the_callback(pool: PgPool) {
+    let simulator = start_simulator().await;
+    let callback = "http://localhost:8080/auth/oauth2/microsoft/callback";
+    let sim_config = simulator.config().clone();
+    let app = TestApp::with_config(pool, |config| {
+        config.microsoft.login_base_url =
+            url::Url::parse(&simulator.login_base_url()).expect("login url");
+        config.microsoft.graph_base_url =
+            url::Url::parse(&simulator.graph_base_url()).expect("graph url");
+        config.microsoft.client_id = Some(sim_config.app_client_id.clone());
+        config.microsoft.client_secret = Some(secrecy::SecretString::from(
+            sim_config.app_client_secret.clone(),
+        ));
+        config.microsoft.callback_url = Some(callback.to_owned());
+    });
+    let world = world(&app).await;
+    let started = app
+        .post(
+            "/api/v1/integrations/entra/connect/direct",
+            &world.updater,
+            json!({}),
+        )
+        .await;
+    assert_eq!(started.status, StatusCode::OK, "{}", started.body);
+    let authorize_url = started.body["authorize_url"]
+        .as_str()
+        .expect("url")
+        .to_owned();
+    assert!(authorize_url.contains("code_challenge_method=S256"));
+    assert!(authorize_url.contains("prompt=select_account"));
+
+    // The browser's trip through Microsoft: the simulator consents and redirects back.
+    let browser = reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .expect("client");
+    let answer = browser.get(&authorize_url).send().await.expect("authorize");
+    assert_eq!(answer.status().as_u16(), 302);
+    let location = answer
+        .headers()
+        .get("location")
+        .and_then(|value| value.to_str().ok())
+        .expect("location")
+        .to_owned();
+    let location = url::Url::parse(&location).expect("location url");
+    assert_eq!(location.path(), "/auth/oauth2/microsoft/callback");
+    let query = location.query().expect("query").to_owned();
+
+    // A key of another PSA tenant presented with the callback is refused.
+    let foreign = axum::http::Request::builder()
+        .uri(format!("/auth/oauth2/microsoft/callback?{query}"))
+        .header("accept", "application/json")
+        .header("x-api-key", &world.other)
+        .body(axum::body::Body::empty())
+        .expect("request");
+    let refused = app.raw(foreign).await;
+    assert_eq!(refused.status, StatusCode::FORBIDDEN, "{}", refused.body);
+    assert_eq!(refused.code(), "tenant_mismatch");
+    let status = app.get("/api/v1/integrations/entra", &world.reader).await;
+    assert_eq!(status.body["connection"]["status"], json!("disconnected"));
+
+    // A fresh flow, completed by the right browser.
+    let started = app
+        .post(
+            "/api/v1/integrations/entra/connect/direct",
+            &world.updater,
+            json!({}),
+        )
+        .await;
+    let authorize_url = started.body["authorize_url"]
+        .as_str()
+        .expect("url")
+        .to_owned();
+    let answer = browser.get(&authorize_url).send().await.expect("authorize");
+    let location = url::Url::parse(
+        answer
+            .headers()
+            .get("location")
+            .and_then(|value| value.to_str().ok())
+            .expect("location"),
+    )
+    .expect("location url");
+    let query = location.query().expect("query").to_owned();
+    let completed = app
+        .raw(
+            axum::http::Request::builder()
+                .uri(format!("/auth/oauth2/microsoft/callback?{query}"))
+                .header("accept", "application/json")
+                .body(axum::body::Body::empty())
+                .expect("request"),
+        )
+        .await;
+    assert_eq!(completed.status, StatusCode::OK, "{}", completed.body);
+    assert_eq!(completed.body, json!({"status": "connected"}));
+    let status = app.get("/api/v1/integrations/entra", &world.reader).await;
+    assert_eq!(status.body["connection"]["status"], json!("connected"));
+    assert_eq!(status.body["connection"]["kind"], json!("direct"));
+
+    // Replaying the callback is refused and changes nothing.
+    let replay = app
+        .call(
+            Method::GET,
+            &format!("/auth/oauth2/microsoft/callback?{query}"),
+            None,
+            None,
+        )
+        .await;
+    assert_eq!(replay.status, StatusCode::SEE_OTHER);
+    let replay_json = app
+        .raw(
+            axum::http::Request::builder()
+                .uri(format!("/auth/oauth2/microsoft/callback?{query}"))
+                .header("accept", "application/json")
+                .body(axum::body::Body::empty())
+                .expect("request"),
+        )
+        .await;
+    assert_eq!(replay_json.code(), "state_used");
+    let audit = app.get("/api/v1/audit", &world.reader).await;
+    let actions: Vec<&str> = audit.body["items"]
+        .as_array()
+        .expect("items")
+        .iter()
+        .filter_map(|entry| entry["action"].as_str())
+        .collect();
+    assert!(actions.contains(&"entra.connect.direct"), "{actions:?}");
+}

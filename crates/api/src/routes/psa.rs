@@ -298,7 +298,10 @@ async fn create_contact(
 #[derive(Debug, Default, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub(crate) struct UpdateContactBody {
-    full_name: Option<String>,
+    /// Cannot be cleared (null is refused).
+    #[serde(default, deserialize_with = "double_option")]
+    #[schema(value_type = Option<String>)]
+    full_name: Option<Option<String>>,
     /// null clears the field.
     #[serde(default, deserialize_with = "double_option")]
     #[schema(value_type = Option<String>)]
@@ -331,9 +334,19 @@ async fn update_contact(
     ApiPath(contact_id): ApiPath<Uuid>,
     ApiJson(body): ApiJson<UpdateContactBody>,
 ) -> Result<Json<ContactView>, ApiError> {
-    if let Some(full_name) = &body.full_name {
-        check_text("full_name", full_name, MAX_NAME_CHARS)?;
-    }
+    let full_name = match body.full_name {
+        Some(None) => {
+            return Err(ApiError::unprocessable(
+                "invalid_field",
+                "full_name cannot be null",
+            ))
+        }
+        Some(Some(full_name)) => {
+            check_text("full_name", &full_name, MAX_NAME_CHARS)?;
+            Some(full_name)
+        }
+        None => None,
+    };
     if let Some(Some(email)) = &body.email {
         check_text("email", email, 254)?;
         check_email(email)?;
@@ -342,7 +355,7 @@ async fn update_contact(
     check_optional("mobile", body.mobile.clone().flatten().as_deref())?;
     check_optional("job_title", body.job_title.clone().flatten().as_deref())?;
     let changed: Vec<&str> = [
-        ("full_name", body.full_name.is_some()),
+        ("full_name", full_name.is_some()),
         ("email", body.email.is_some()),
         ("phone", body.phone.is_some()),
         ("mobile", body.mobile.is_some()),
@@ -354,7 +367,7 @@ async fn update_contact(
     .filter_map(|(name, present)| present.then_some(name))
     .collect();
     let patch = ContactPatch {
-        full_name: body.full_name,
+        full_name,
         email: body.email,
         phone: body.phone,
         mobile: body.mobile,

@@ -88,10 +88,16 @@ impl Response {
 
 impl TestApp {
     pub fn new(pool: PgPool) -> TestApp {
+        TestApp::with_config(pool, |_| {})
+    }
+
+    /// An app whose configuration `adjust` changes first (e.g. Microsoft endpoints).
+    pub fn with_config(pool: PgPool, adjust: impl FnOnce(&mut ApiConfig)) -> TestApp {
         let store = Store::from_pool(pool).with_encryption_key([7u8; 32]);
         let starter = Arc::new(FakeStarter::default());
         let mut config = ApiConfig::new(SecretString::from(MASTER_KEY.to_owned()));
         config.provider_timeout = std::time::Duration::from_secs(3);
+        adjust(&mut config);
         let state = AppState::new(store.clone(), starter.clone(), config);
         TestApp {
             app: router(state),
