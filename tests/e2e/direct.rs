@@ -8,6 +8,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::{bail, Context, Result};
+use entra_sync::doctor::Severity;
 use entra_sync_activities::StoredRefreshTokens;
 use entra_sync_directory::error::SettingNames;
 use entra_sync_directory::http::{HttpSettings, ThrottleStats};
@@ -467,6 +468,26 @@ async fn direct_connection_authorize_discover_sync_and_delta() -> Result<()> {
             assert!(status_text.contains("needs_reconnect"), "{status}");
             let run_text = refused.to_string().to_lowercase();
             assert!(run_text.contains("reconnect"), "{refused}");
+            // `entra-sync doctor` sees the same: services reachable, this connection broken.
+            let findings = entra_sync::doctor::run_checks(&stack.settings).await;
+            let report = entra_sync::doctor::render(&findings);
+            let severity_of = |check: &str| {
+                findings
+                    .iter()
+                    .filter(|finding| finding.check == check)
+                    .map(|finding| finding.severity)
+                    .max()
+            };
+            assert_eq!(severity_of("postgres"), Some(Severity::Ok), "{report}");
+            assert_eq!(severity_of("temporal"), Some(Severity::Ok), "{report}");
+            assert_eq!(severity_of("client secret"), Some(Severity::Ok), "{report}");
+            assert!(
+                findings.iter().any(|finding| finding.severity == Severity::Error
+                    && finding.message.contains(&tenant_id.to_string())
+                    && finding.remediation.as_deref().is_some_and(|fix| fix.contains("reconnect"))),
+                "{report}"
+            );
+            assert!(!report.contains(&simulator.config().app_client_secret), "{report}");
             simulator.clear_faults();
 
             // Switching back to CIPP clears the direct token set; disconnect keeps the data.
@@ -479,7 +500,6 @@ async fn direct_connection_authorize_discover_sync_and_delta() -> Result<()> {
             let record = stack.store.get_connection(tenant_id).await?.context("connection")?;
             assert!(matches!(record.credentials, Some(ConnectionCredentials::Cipp(_))), "{:?}", record.credentials);
             let counts = |stack: &Stack| {
-                let tenant_id = tenant_id;
                 let pool = stack.pool.clone();
                 async move {
                     let mut counts = Vec::new();

@@ -5,5 +5,6 @@
 pub mod api_client;
 pub mod config;
 pub mod demo;
+pub mod doctor;
 pub mod ops;
 pub mod runtime;

@@ -34,6 +34,8 @@ enum Command {
     Migrate,
     /// Drive the demo scenario through the running API and print a per-tenant summary.
     Demo(entra_sync::demo::DemoArgs),
+    /// Check configuration, secrets, Postgres, Temporal and connections; print fixes.
+    Doctor,
     #[command(flatten)]
     Ops(entra_sync::ops::OpsCommand),
 }
@@ -95,6 +97,16 @@ async fn main() -> Result<()> {
         }
         Command::Demo(args) => {
             entra_sync::demo::run(&args, &cli.api.api_url).await?;
+        }
+        Command::Doctor => {
+            let findings = entra_sync::doctor::run_checks(&settings).await;
+            print!("{}", entra_sync::doctor::render(&findings));
+            if findings
+                .iter()
+                .any(|finding| finding.severity == entra_sync::doctor::Severity::Error)
+            {
+                std::process::exit(1);
+            }
         }
         Command::Ops(command) => {
             entra_sync::ops::run(&cli.api, &command).await?;

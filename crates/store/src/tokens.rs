@@ -29,6 +29,9 @@ const LEASE_IDLE_TIMEOUT: &str = "120s";
 /// How long a worker waits for another worker's lease before giving up (a transient error).
 const LEASE_WAIT_TIMEOUT: &str = "60s";
 
+/// kind, credentials ciphertext and nonce, credentials version.
+type LockedConnectionRow = (Option<String>, Option<Vec<u8>>, Option<Vec<u8>>, i64);
+
 /// The locked token set of one direct connection.
 pub struct DirectTokenLease {
     tenant_id: Uuid,
@@ -102,7 +105,7 @@ impl Store {
         sqlx::query(&format!("SET LOCAL lock_timeout = '{LEASE_WAIT_TIMEOUT}'"))
             .execute(&mut *transaction)
             .await?;
-        let row: Option<(Option<String>, Option<Vec<u8>>, Option<Vec<u8>>, i64)> = sqlx::query_as(
+        let row: Option<LockedConnectionRow> = sqlx::query_as(
             "SELECT kind, credentials_ciphertext, credentials_nonce, credentials_version
                  FROM connections WHERE tenant_id = $1 FOR UPDATE",
         )
@@ -132,5 +135,53 @@ impl Store {
             token_set,
             credentials_version,
         })
+    }
+}
+
+/// One PSA tenant's connection as `entra-sync doctor` reports it: no credentials, only the
+/// kind, the status and the code of the last recorded error.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ConnectionHealth {
+    pub tenant_id: Uuid,
+    pub tenant_name: String,
+    pub kind: Option<String>,
+    pub status: String,
+    pub last_error_code: Option<String>,
+    pub last_error_message: Option<String>,
+}
+
+#[derive(sqlx::FromRow)]
+struct ConnectionHealthRow {
+    tenant_id: Uuid,
+    tenant_name: String,
+    kind: Option<String>,
+    status: String,
+    last_error_code: Option<String>,
+    last_error_message: Option<String>,
+}
+
+impl Store {
+    /// Every PSA tenant's connection state, for operators (no secret is read or decrypted).
+    pub async fn connection_health(&self) -> Result<Vec<ConnectionHealth>> {
+        let rows: Vec<ConnectionHealthRow> = sqlx::query_as(
+            "SELECT c.tenant_id, t.name AS tenant_name, c.kind, c.status,
+                    c.last_error->>'code' AS last_error_code,
+                    c.last_error->>'message' AS last_error_message
+             FROM connections c JOIN psa_tenants t ON t.tenant_id = c.tenant_id
+             ORDER BY t.name, c.tenant_id",
+        )
+        .fetch_all(&self.pool)
+        .await?;
+        Ok(rows
+            .into_iter()
+            .map(|row| ConnectionHealth {
+                tenant_id: row.tenant_id,
+                tenant_name: row.tenant_name,
+                kind: row.kind,
+                status: row.status,
+                last_error_code: row.last_error_code,
+                last_error_message: row.last_error_message,
+            })
+            .collect())
     }
 }
