@@ -19,6 +19,8 @@ pub struct Stack {
     pub pool: PgPool,
     pub api_url: String,
     pub master_key: String,
+    /// The environment the settings were loaded from, for worker processes of this stack.
+    pub environment: Vec<(String, String)>,
 }
 
 fn required(name: &str) -> Result<String> {
@@ -95,6 +97,7 @@ impl Stack {
             pool,
             api_url,
             master_key,
+            environment,
         })
     }
 

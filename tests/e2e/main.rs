@@ -5,3 +5,6 @@
 mod direct;
 mod harness;
 mod initial_sync;
+mod crash;
+mod run_lifecycle;
+mod workflow_support;
