@@ -1129,6 +1129,27 @@ async fn cipp_connect_validates_before_saving_then_preflight_writes_nothing(pool
     assert_eq!(insecure.status, StatusCode::UNPROCESSABLE_ENTITY);
     assert_eq!(insecure.code(), "invalid_base_url");
 
+    // A schedule is enabled while disconnected: it exists only once a connection is saved.
+    let schedule = app
+        .call(
+            Method::PUT,
+            "/api/v1/integrations/entra/settings",
+            Some(&world.updater),
+            Some(json!({"schedule": {"enabled": true, "interval_seconds": 1800}})),
+        )
+        .await;
+    assert_eq!(schedule.status, StatusCode::OK);
+    let last_schedule = || {
+        app.starter
+            .schedules
+            .lock()
+            .expect("lock")
+            .last()
+            .cloned()
+            .expect("a schedule call")
+    };
+    assert_eq!(last_schedule(), (world.tenant_a, None));
+
     let token = simulator.config().cipp_api_token.clone();
     let connected = app
         .post(
@@ -1142,6 +1163,10 @@ async fn cipp_connect_validates_before_saving_then_preflight_writes_nothing(pool
     assert_eq!(connected.body["connection"]["kind"], json!("cipp"));
     assert_eq!(connected.body["tenants_visible"], json!(3));
     assert!(!connected.body.to_string().contains(&token));
+    assert_eq!(
+        last_schedule(),
+        (world.tenant_a, Some(std::time::Duration::from_secs(1800)))
+    );
 
     let validated = app
         .post(
@@ -1244,6 +1269,7 @@ async fn cipp_connect_validates_before_saving_then_preflight_writes_nothing(pool
         .await;
     assert_eq!(disconnected.status, StatusCode::OK);
     assert_eq!(disconnected.body["status"], json!("disconnected"));
+    assert_eq!(last_schedule(), (world.tenant_a, None));
     let mappings = app
         .get("/api/v1/integrations/entra/mappings", &world.reader)
         .await;

@@ -142,3 +142,38 @@ async fn starts_each_run_once_and_cancels_it() {
     starter.cancel(&discovery_id).await.expect("cancelled");
     assert!(starter.cancel("entra-sync-no-such-workflow").await.is_err());
 }
+
+#[tokio::test]
+async fn schedules_are_created_updated_and_deleted_idempotently() {
+    let (client, _server) = temporal().await;
+    let starter = TemporalStarter::new(client.clone(), format!("api-test-{}", Uuid::new_v4()));
+    let tenant_id = Uuid::new_v4();
+    let handle = client.get_schedule_handle(entra_sync_workflows::schedule_id_for_tenant(
+        &tenant_id.to_string(),
+    ));
+    let exists = || async { handle.describe(Default::default()).await.is_ok() };
+    assert!(!exists().await);
+    starter
+        .apply_schedule(tenant_id, Some(Duration::from_secs(3600)))
+        .await
+        .expect("created");
+    assert!(exists().await);
+    starter
+        .apply_schedule(tenant_id, Some(Duration::from_secs(900)))
+        .await
+        .expect("updated");
+    let description = handle
+        .describe(Default::default())
+        .await
+        .expect("described");
+    assert!(!description.paused());
+    starter
+        .apply_schedule(tenant_id, None)
+        .await
+        .expect("deleted");
+    assert!(!exists().await);
+    starter
+        .remove_schedule(tenant_id)
+        .await
+        .expect("deleting a missing schedule is fine");
+}

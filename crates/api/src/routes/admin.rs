@@ -220,14 +220,7 @@ async fn put_settings(
             StoreError::Invalid(message) => ApiError::unprocessable("invalid_settings", message),
             other => ApiError::from(other),
         })?;
-    let interval = settings
-        .schedule
-        .enabled
-        .then(|| std::time::Duration::from_secs(settings.schedule.interval_seconds));
-    if let Err(error) = state.starter.apply_schedule(tenant_id, interval).await {
-        // The worker reconciles schedules from the settings when it starts.
-        tracing::warn!(%tenant_id, error = %error, "updating the recurring schedule failed");
-    }
+    super::refresh_schedule(&state, tenant_id).await;
     audit(
         &state,
         tenant_id,

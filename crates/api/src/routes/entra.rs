@@ -322,6 +322,7 @@ async fn connect_cipp(
         .store
         .save_cipp_connection(tenant_id, &base_url_text, &credentials)
         .await?;
+    super::refresh_schedule(&state, tenant_id).await;
     audit(
         &state,
         tenant_id,
@@ -452,11 +453,7 @@ async fn disconnect(
 ) -> Result<Json<ConnectionView>, ApiError> {
     let tenant_id = caller.user.tenant_id;
     state.store.disconnect(tenant_id).await?;
-    if let Err(error) = state.starter.remove_schedule(tenant_id).await {
-        // The worker reconciles schedules on start, and a schedule without a connection
-        // only produces runs that fail fast with a clear message.
-        tracing::warn!(%tenant_id, error = %error, "removing the recurring schedule failed");
-    }
+    super::refresh_schedule(&state, tenant_id).await;
     audit(
         &state,
         tenant_id,

@@ -175,3 +175,27 @@ pub(crate) fn paginate<T>(items: Vec<T>, query: &PageQuery) -> Result<ListRespon
         next_cursor,
     })
 }
+
+/// Makes the PSA tenant's recurring-sync Schedule match its settings and connection: present
+/// with the configured interval while the schedule is enabled and a connection is saved,
+/// absent otherwise. A failure is logged, not returned: the change that triggered this is
+/// already committed, and the worker reconciles every schedule when it starts.
+pub(crate) async fn refresh_schedule(state: &AppState, tenant_id: uuid::Uuid) {
+    let wanted = async {
+        let settings = state.store.load_settings(tenant_id).await?;
+        let connection = state.store.connection_summary(tenant_id).await?;
+        Ok::<_, entra_sync_store::error::StoreError>(
+            (settings.schedule.enabled && connection.has_credentials)
+                .then(|| std::time::Duration::from_secs(settings.schedule.interval_seconds)),
+        )
+    };
+    let result = match wanted.await {
+        Ok(interval) => state.starter.apply_schedule(tenant_id, interval).await,
+        Err(error) => Err(anyhow::anyhow!(
+            "reading the schedule settings failed: {error}"
+        )),
+    };
+    if let Err(error) = result {
+        tracing::warn!(%tenant_id, error = %error, "updating the recurring schedule failed");
+    }
+}

@@ -30,6 +30,8 @@ pub struct FakeStarter {
     pub syncs: Mutex<Vec<SyncRunInput>>,
     pub discoveries: Mutex<Vec<DiscoveryRunInput>>,
     pub cancels: Mutex<Vec<String>>,
+    /// Every `apply_schedule` call: (tenant, interval or None for "no schedule").
+    pub schedules: Mutex<Vec<(Uuid, Option<std::time::Duration>)>>,
     pub fail: AtomicBool,
 }
 
@@ -57,6 +59,18 @@ impl WorkflowStarter for FakeStarter {
             .map_err(|_| anyhow::anyhow!("poisoned"))?
             .push(input);
         Ok(id)
+    }
+
+    async fn apply_schedule(
+        &self,
+        tenant_id: Uuid,
+        interval: Option<std::time::Duration>,
+    ) -> anyhow::Result<()> {
+        self.schedules
+            .lock()
+            .map_err(|_| anyhow::anyhow!("poisoned"))?
+            .push((tenant_id, interval));
+        Ok(())
     }
 
     async fn cancel(&self, workflow_id: &str) -> anyhow::Result<()> {
