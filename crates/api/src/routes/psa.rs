@@ -28,6 +28,7 @@ pub(super) fn routes() -> OpenApiRouter<AppState> {
         .routes(routes!(list_clients, create_client))
         .routes(routes!(list_contacts, create_contact))
         .routes(routes!(update_contact))
+        .routes(routes!(contact_history))
 }
 
 #[derive(Debug, Serialize, ToSchema)]
@@ -390,4 +391,51 @@ async fn update_contact(
     )
     .await?;
     Ok(Json(record.into()))
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub(crate) struct ContactChangeView {
+    change_id: Uuid,
+    run_id: Option<Uuid>,
+    managed_tenant_id: Option<Uuid>,
+    object_id: Option<String>,
+    /// `create`, `link`, `update`, `inactivate`, `reactivate` or `review_link`.
+    action: String,
+    #[schema(value_type = Option<Object>)]
+    before: Option<serde_json::Value>,
+    #[schema(value_type = Option<Object>)]
+    after: Option<serde_json::Value>,
+    at: chrono::DateTime<chrono::Utc>,
+}
+
+/// Every change the sync made to a contact, oldest first: the answer to "why did it do that?".
+#[utoipa::path(get, path = "/api/v1/contacts/{contact_id}/history", tag = "psa",
+    params(("contact_id" = Uuid, Path, description = "contact")),
+    responses((status = 200, body = ListResponse<ContactChangeView>),
+              (status = 400, body = ErrorBody), (status = 401, body = ErrorBody),
+              (status = 403, body = ErrorBody), (status = 404, body = ErrorBody)))]
+async fn contact_history(
+    caller: Authorized<ContactRead>,
+    State(state): State<AppState>,
+    ApiPath(contact_id): ApiPath<Uuid>,
+) -> Result<Json<ListResponse<ContactChangeView>>, ApiError> {
+    let tenant_id = caller.user.tenant_id;
+    state.store.get_contact(tenant_id, contact_id).await?;
+    let changes = state.store.contact_history(tenant_id, contact_id).await?;
+    Ok(Json(ListResponse {
+        items: changes
+            .into_iter()
+            .map(|change| ContactChangeView {
+                change_id: change.change_id,
+                run_id: change.run_id,
+                managed_tenant_id: change.managed_tenant_id,
+                object_id: change.object_id,
+                action: change.action,
+                before: change.before,
+                after: change.after,
+                at: change.at,
+            })
+            .collect(),
+        next_cursor: None,
+    }))
 }

@@ -29,7 +29,7 @@ pub(super) fn routes() -> OpenApiRouter<AppState> {
         .routes(routes!(list_runs))
         .routes(routes!(get_run))
         .routes(routes!(cancel_run))
-        .routes(routes!(resolve_held_inactivations))
+        .routes(routes!(list_held_inactivations, resolve_held_inactivations))
         .routes(routes!(preflight))
 }
 
@@ -474,6 +474,52 @@ async fn cancel_run(
     .await?;
     let run = state.store.get_run(tenant_id, run_id).await?;
     Ok((StatusCode::ACCEPTED, Json(RunView::from(&run))))
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub(crate) struct HeldInactivationView {
+    contact_id: Uuid,
+    object_id: String,
+    /// `disabled_upstream` or `deleted_upstream`.
+    reason: String,
+    /// `pending`, `held`, `applied` or `discarded`.
+    state: String,
+}
+
+/// The inactivations a run queued for a managed tenant, so an admin sees what the
+/// mass-inactivation guard held before applying or discarding it.
+#[utoipa::path(get,
+    path = "/api/v1/integrations/entra/sync/runs/{run_id}/tenants/{managed_tenant_id}/held-inactivations",
+    tag = "sync",
+    params(("run_id" = Uuid, Path, description = "run"),
+           ("managed_tenant_id" = Uuid, Path, description = "managed tenant")),
+    responses((status = 200, body = ListResponse<HeldInactivationView>),
+              (status = 400, body = ErrorBody), (status = 401, body = ErrorBody),
+              (status = 403, body = ErrorBody), (status = 404, body = ErrorBody)))]
+async fn list_held_inactivations(
+    caller: Authorized<EntraRead>,
+    State(state): State<AppState>,
+    ApiPath((run_id, managed_tenant_id)): ApiPath<(Uuid, Uuid)>,
+) -> Result<Json<ListResponse<HeldInactivationView>>, ApiError> {
+    let tenant_id = caller.user.tenant_id;
+    // The run must be the caller's: a foreign run id is a 404, not an empty list.
+    state.store.get_run(tenant_id, run_id).await?;
+    let held = state
+        .store
+        .list_held_inactivations(tenant_id, run_id, managed_tenant_id)
+        .await?;
+    Ok(Json(ListResponse {
+        items: held
+            .into_iter()
+            .map(|held| HeldInactivationView {
+                contact_id: held.contact_id,
+                object_id: held.object_id,
+                reason: held.reason.as_str().to_owned(),
+                state: held.state,
+            })
+            .collect(),
+        next_cursor: None,
+    }))
 }
 
 #[derive(Debug, Clone, Copy, Deserialize, ToSchema)]
