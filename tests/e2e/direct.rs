@@ -303,7 +303,19 @@ async fn linked_objects(
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn direct_connection_authorize_discover_sync_and_delta() -> Result<()> {
-    let stack = Stack::start_with(simulator_config(), direct_environment).await?;
+    // A secrets directory, where a PSA tenant can have an app registration of its own.
+    let secrets_directory =
+        std::env::temp_dir().join(format!("entra-sync-direct-{:016x}", rand::random::<u64>()));
+    std::fs::create_dir_all(&secrets_directory)?;
+    let stack = Stack::start_with(simulator_config(), |simulator| {
+        let mut environment = direct_environment(simulator);
+        environment.push((
+            "ENTRA_SYNC__SECRETS__DIRECTORY".to_owned(),
+            secrets_directory.display().to_string(),
+        ));
+        environment
+    })
+    .await?;
     let simulator = &stack.simulator;
     // MICROSOFT.md §3: delta entries repeat and come in any order; the sync must not care.
     let mut settings = simulator.settings();
@@ -314,6 +326,34 @@ async fn direct_connection_authorize_discover_sync_and_delta() -> Result<()> {
     let master = Api::new(&stack.api_url, &stack.master_key)?;
     let (tenant_id, admin) = psa_tenant(&master, "direct-msp").await?;
     let (other_tenant_id, other_admin) = psa_tenant(&master, "other-msp").await?;
+    // The other PSA tenant's own secrets come before the environment's (SPEC §2.1).
+    let own = secrets_directory
+        .join("tenants")
+        .join(other_tenant_id.to_string());
+    std::fs::create_dir_all(&own)?;
+    std::fs::write(
+        own.join("MICROSOFT_CLIENT_ID"),
+        "0bad0000-0000-4000-8000-00000000b0b0",
+    )?;
+    std::fs::write(
+        own.join("MICROSOFT_CLIENT_SECRET"),
+        "other-tenant-secret-value",
+    )?;
+    let other_start = other_admin
+        .post("/api/v1/integrations/entra/connect/direct", json!({}))
+        .await?;
+    let other_url = url::Url::parse(
+        other_start["authorize_url"]
+            .as_str()
+            .context("authorize_url")?,
+    )?;
+    assert!(
+        other_url
+            .query_pairs()
+            .any(|(name, value)| name == "client_id"
+                && value == "0bad0000-0000-4000-8000-00000000b0b0"),
+        "{other_url}"
+    );
     stack
         .run(async {
             // Start on CIPP, so the direct connection has credentials to replace.
@@ -447,13 +487,24 @@ async fn direct_connection_authorize_discover_sync_and_delta() -> Result<()> {
 
             // An expired delta link (and a user hard-deleted meanwhile): a full enumeration,
             // after which the absent user's contact is inactive.
+            // A delta link older than six days is not used either (tokens last seven).
+            sqlx::query(
+                "UPDATE delta_state d SET issued_at = now() - interval '7 days'
+                 FROM managed_tenants mt
+                 WHERE mt.tenant_id = d.tenant_id AND mt.managed_tenant_id = d.managed_tenant_id
+                   AND d.tenant_id = $1 AND lower(mt.entra_tenant_id) = lower($2)",
+            )
+            .bind(tenant_id)
+            .bind(&msp.tenants[2].tenant_id)
+            .execute(&stack.pool)
+            .await?;
             let gone = linked[2].clone();
             simulator.hard_delete_user(&first.tenant_id, &gone).map_err(|error| anyhow::anyhow!("{error:?}"))?;
             simulator.expire_delta_tokens(&first.tenant_id).map_err(|error| anyhow::anyhow!("{error:?}"))?;
             let resynced = admin.sync_all().await?;
             assert_eq!(resynced["status"], "completed", "{resynced}");
             let modes: Vec<&str> = tenant_results(&resynced).iter().map(|result| if result["mode"] == "full" { "full" } else { "delta" }).collect();
-            assert_eq!(modes.iter().filter(|mode| **mode == "full").count(), 1, "{resynced}");
+            assert_eq!(modes.iter().filter(|mode| **mode == "full").count(), 2, "{resynced}");
             assert_eq!(contact_state(&stack, tenant_id, &gone).await?, Some((false, Some("deleted_upstream".to_owned()))));
 
             // A grant Microsoft no longer accepts: the connection needs reconnecting and syncs stop.

@@ -34,6 +34,10 @@ pub struct MicrosoftConfig {
     pub client_secret: Option<SecretString>,
     /// `MICROSOFT_OAUTH_CALLBACK_URL`, the redirect URI registered in Azure.
     pub callback_url: Option<String>,
+    /// The app-registration resolution of SPEC §2.1 (the PSA tenant's secrets, then the
+    /// environment, then the application's secrets; secret, certificate or federated token).
+    /// When set it replaces `client_id` and `client_secret`.
+    pub app_registrations: Option<Arc<entra_sync_secrets::AppCredentialResolver>>,
 }
 
 impl std::fmt::Debug for MicrosoftConfig {
@@ -48,6 +52,7 @@ impl std::fmt::Debug for MicrosoftConfig {
                 &self.client_secret.as_ref().map(|_| "<redacted>"),
             )
             .field("callback_url", &self.callback_url)
+            .field("app_registrations", &self.app_registrations.is_some())
             .finish()
     }
 }
@@ -62,6 +67,7 @@ impl Default for MicrosoftConfig {
             client_id: None,
             client_secret: None,
             callback_url: None,
+            app_registrations: None,
         }
     }
 }

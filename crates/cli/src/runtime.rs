@@ -395,6 +395,7 @@ pub async fn api_state(settings: &Settings, store: Store) -> Result<AppState> {
         client_id: settings.microsoft.client_id.clone(),
         client_secret: settings.microsoft.client_secret.clone(),
         callback_url: settings.microsoft.oauth_callback_url.clone(),
+        app_registrations: Some(Arc::new(app_registrations(settings)?)),
     };
     Ok(AppState::new(
         store,

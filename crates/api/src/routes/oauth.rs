@@ -48,19 +48,42 @@ fn config_error(message: &str) -> ApiError {
     ApiError::unprocessable("direct_not_configured", message)
 }
 
-/// The app registration's OAuth client, after the configuration checks of SPEC §2.1.
-fn oauth_client(state: &AppState) -> Result<OAuthClient, ApiError> {
+/// The app registration for `tenant_id`: through the configured resolution (SPEC §2.1: the
+/// PSA tenant's secrets, the environment, the application's secrets), else the plain settings.
+async fn app_registration(
+    state: &AppState,
+    tenant_id: uuid::Uuid,
+) -> Result<(String, AppCredential), ApiError> {
     let microsoft = &state.config.microsoft;
+    if let Some(resolver) = &microsoft.app_registrations {
+        let app = resolver
+            .resolve(tenant_id)
+            .await
+            .map_err(|error| config_error(&error.to_string()))?
+            .ok_or_else(|| {
+                config_error("no app registration is configured: set MICROSOFT_CLIENT_ID and MICROSOFT_CLIENT_SECRET")
+            })?;
+        return Ok((app.client_id, app.credential));
+    }
     let client_id = microsoft.client_id.clone().ok_or_else(|| {
         config_error("no app registration is configured: set MICROSOFT_CLIENT_ID and MICROSOFT_CLIENT_SECRET")
     })?;
     let secret = microsoft.client_secret.clone().ok_or_else(|| {
         config_error("no client secret is configured: set MICROSOFT_CLIENT_SECRET")
     })?;
-    if uuid::Uuid::parse_str(secret.expose_secret().trim()).is_ok() {
-        return Err(config_error(
-            "MICROSOFT_CLIENT_SECRET looks like a GUID: that is probably the secret's ID; use the secret's value",
-        ));
+    Ok((client_id, AppCredential::ClientSecret(secret)))
+}
+
+/// The app registration's OAuth client, after the configuration checks of SPEC §2.1.
+async fn oauth_client(state: &AppState, tenant_id: uuid::Uuid) -> Result<OAuthClient, ApiError> {
+    let microsoft = &state.config.microsoft;
+    let (client_id, credential) = app_registration(state, tenant_id).await?;
+    if let AppCredential::ClientSecret(secret) = &credential {
+        if uuid::Uuid::parse_str(secret.expose_secret().trim()).is_ok() {
+            return Err(config_error(
+                "MICROSOFT_CLIENT_SECRET looks like a GUID: that is probably the secret's ID; use the secret's value",
+            ));
+        }
     }
     let callback = microsoft.callback_url.clone().ok_or_else(|| {
         config_error(&format!(
@@ -83,7 +106,7 @@ fn oauth_client(state: &AppState) -> Result<OAuthClient, ApiError> {
         OAuthConfig {
             login_base_url: microsoft.login_base_url.clone(),
             client_id,
-            credential: AppCredential::ClientSecret(secret),
+            credential,
             redirect_uri: Some(callback),
             settings: SettingNames::MICROSOFT,
         },
@@ -116,7 +139,7 @@ async fn connect_direct(
     caller: Authorized<EntraUpdate>,
     State(state): State<AppState>,
 ) -> Result<Json<AuthorizeView>, ApiError> {
-    let client = oauth_client(&state)?;
+    let client = oauth_client(&state, caller.user.tenant_id).await?;
     let request = client
         .begin_authorization(None)
         .map_err(|error| ApiError::unprocessable("direct_not_configured", error.to_string()))?;
@@ -329,9 +352,11 @@ async fn complete_authorization(
             "the sign-in response carries no code",
         ));
     };
-    let client = oauth_client(state).map_err(|error| {
-        CallbackFailure::new(error.status, "direct_not_configured", error.message)
-    })?;
+    let client = oauth_client(state, consumed.tenant_id)
+        .await
+        .map_err(|error| {
+            CallbackFailure::new(error.status, "direct_not_configured", error.message)
+        })?;
     let provider_failure = |error: DirectoryError| {
         let status = match error {
             DirectoryError::Transient { .. } | DirectoryError::Invalid { .. } => {
@@ -382,6 +407,7 @@ async fn complete_authorization(
         )
         .await
         .map_err(|error| internal(&error))?;
+    super::refresh_schedule(state, consumed.tenant_id).await;
     audit(
         state,
         consumed.tenant_id,
