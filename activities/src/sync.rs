@@ -138,7 +138,12 @@ impl SyncActivities {
         ctx: ActivityContext,
         input: SyncTenantInput,
     ) -> Result<SyncTenantOutput, ActivityError> {
-        self.sync_tenant_inner(ctx, input).await
+        let started = std::time::Instant::now();
+        let outcome = self.sync_tenant_inner(ctx, input).await;
+        let result = if outcome.is_ok() { "ok" } else { "error" };
+        metrics::histogram!("entra_sync_tenant_sync_seconds", "result" => result)
+            .record(started.elapsed().as_secs_f64());
+        outcome
     }
 
     #[activity(definition = entra_sync_workflows::contract::RecordTenantFailure)]
@@ -501,6 +506,7 @@ impl SyncActivities {
                 None => return Err(ActivityError::cancelled()),
             };
             tally.add(&outcome.tally);
+            metrics::counter!("entra_sync_users_processed_total").increment(page.entries.len() as u64);
             progress.pages += 1;
             progress.next_cursor = page.next_cursor.clone();
             ctx.record_heartbeat(progress.clone()).await.ok();

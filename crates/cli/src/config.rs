@@ -19,6 +19,8 @@ pub struct Settings {
     pub sync: SyncSettings,
     #[serde(default)]
     pub secrets: SecretSettings,
+    #[serde(default)]
+    pub worker: WorkerSettings,
 }
 
 /// Secret providers for the app registration (SPEC §2.1), besides the environment: a directory
@@ -83,6 +85,13 @@ pub struct MicrosoftSettings {
 #[derive(Debug, Deserialize)]
 pub struct SyncSettings {
     pub max_parallel_tenants: u32,
+}
+
+#[derive(Debug, Deserialize, Default)]
+pub struct WorkerSettings {
+    /// Where a worker serves `/metrics` (e.g. `127.0.0.1:9464`); unset means nowhere.
+    #[serde(default)]
+    pub metrics_listen: Option<String>,
 }
 
 /// The contract variable names (SPEC §8) and the keys they set.

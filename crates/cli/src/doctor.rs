@@ -182,12 +182,14 @@ pub async fn check_app_registration(settings: &Settings) -> Vec<Finding> {
     const CHECK: &str = "app registration";
     let resolver = match runtime::app_registrations(settings) {
         Ok(resolver) => resolver,
-        Err(error) => return vec![problem(
+        Err(error) => {
+            return vec![problem(
             CHECK,
             Severity::Error,
             format!("{error:#}"),
             "fix the secret provider settings (ENTRA_SYNC__SECRETS__*, VAULT_ADDR, VAULT_TOKEN)",
-        )],
+        )]
+        }
     };
     // The nil tenant has no secrets of its own, so this resolves the shared registration.
     match resolver.resolve(Uuid::nil()).await {

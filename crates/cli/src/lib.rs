@@ -8,3 +8,4 @@ pub mod demo;
 pub mod doctor;
 pub mod ops;
 pub mod runtime;
+pub mod telemetry;

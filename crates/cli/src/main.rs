@@ -89,10 +89,25 @@ async fn main() -> Result<()> {
                 .await
                 .with_context(|| format!("binding ENTRA_SYNC_LISTEN {}", settings.api.listen))?;
             tracing::info!(listen = %settings.api.listen, "API listening");
-            runtime::serve(state, listener, shutdown_signal()).await?;
+            let metrics = entra_sync::telemetry::recorder()?;
+            let metrics = entra_sync::telemetry::metrics_router(metrics, Some(state.store.clone()));
+            runtime::serve(state, Some(metrics), listener, shutdown_signal()).await?;
         }
         Command::Worker => {
             let store = runtime::connect_store(&settings).await?;
+            let metrics = entra_sync::telemetry::recorder()?;
+            if let Some(listen) = settings
+                .worker
+                .metrics_listen
+                .clone()
+                .filter(|listen| !listen.is_empty())
+            {
+                let listener = tokio::net::TcpListener::bind(&listen)
+                    .await
+                    .with_context(|| format!("binding the worker's metrics listener {listen}"))?;
+                let router = entra_sync::telemetry::metrics_router(metrics, None);
+                tokio::spawn(async move { axum::serve(listener, router).await });
+            }
             runtime::run_worker(&settings, store, shutdown_signal()).await?;
         }
         Command::Demo(args) => {

@@ -407,13 +407,18 @@ pub async fn api_state(settings: &Settings, store: Store) -> Result<AppState> {
     ))
 }
 
-/// Serves the API on `listener` until `shutdown` completes.
+/// Serves the API, and `/metrics` when given a metrics router, on `listener` until
+/// `shutdown` completes.
 pub async fn serve(
     state: AppState,
+    metrics: Option<axum::Router>,
     listener: tokio::net::TcpListener,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<()> {
-    let router = entra_sync_api::router(state);
+    let mut router = entra_sync_api::router(state);
+    if let Some(metrics) = metrics {
+        router = router.merge(metrics);
+    }
     axum::serve(listener, router)
         .with_graceful_shutdown(shutdown)
         .await

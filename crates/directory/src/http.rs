@@ -83,6 +83,8 @@ impl ThrottleStats {
         self.retries.fetch_add(1, Ordering::Relaxed);
         let millis = u64::try_from(wait.as_millis()).unwrap_or(u64::MAX);
         self.wait_millis.fetch_add(millis, Ordering::Relaxed);
+        metrics::counter!("entra_sync_provider_retries_total").increment(1);
+        metrics::counter!("entra_sync_provider_wait_milliseconds_total").increment(millis);
     }
 }
 
@@ -252,7 +254,9 @@ impl HttpCore {
                 if self.settings.background {
                     request = request.header("x-ms-throttle-priority", "Low");
                 }
-                match request.send().await {
+                let response = request.send().await;
+                record_request(&response);
+                match response {
                     Ok(response) if response.status().is_success() => return Ok(response),
                     Ok(response) => {
                         let failed = read_failed(response).await;
@@ -286,6 +290,19 @@ impl HttpCore {
             tokio::time::sleep(wait).await;
         }
     }
+}
+
+/// Counts every provider request by status (SPEC §9: Microsoft requests by status, throttled
+/// requests). Transport failures count under `error`.
+fn record_request(response: &Result<reqwest::Response, reqwest::Error>) {
+    let status = match response {
+        Ok(response) => response.status().as_u16().to_string(),
+        Err(_) => "error".to_owned(),
+    };
+    if status == "429" {
+        metrics::counter!("entra_sync_throttled_requests_total").increment(1);
+    }
+    metrics::counter!("entra_sync_provider_requests_total", "status" => status).increment(1);
 }
 
 async fn read_failed(response: reqwest::Response) -> FailedResponse {

@@ -282,7 +282,11 @@ impl OAuthClient {
             ("refresh_token", refresh_token.expose_secret().to_owned()),
             ("scope", scope.to_owned()),
         ];
-        self.token_request(tenant, form).await
+        let refreshed = self.token_request(tenant, form).await;
+        if refreshed.is_err() {
+            metrics::counter!("entra_sync_token_refresh_failures_total").increment(1);
+        }
+        refreshed
     }
 
     /// The client-credentials grant in `tenant` for `{resource}/.default`.

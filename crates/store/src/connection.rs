@@ -354,6 +354,14 @@ impl Store {
         Ok(())
     }
 
+    /// Connections currently `connected`, across every PSA tenant (the active-connections
+    /// metric of SPEC §9).
+    pub async fn count_connected(&self) -> Result<i64> {
+        Ok(sqlx::query_scalar("SELECT count(*) FROM connections WHERE status = 'connected'")
+            .fetch_one(&self.pool)
+            .await?)
+    }
+
     /// Clears credentials and marks the connection disconnected; mappings, runs, links and
     /// contacts stay.
     pub async fn disconnect(&self, tenant_id: Uuid) -> Result<()> {
