@@ -446,6 +446,13 @@ async fn direct_connection_authorize_discover_sync_and_delta() -> Result<()> {
             simulator.disable_user(&first.tenant_id, &disabled).map_err(|error| anyhow::anyhow!("{error:?}"))?;
             simulator.soft_delete_user(&first.tenant_id, &deleted).map_err(|error| anyhow::anyhow!("{error:?}"))?;
             simulator.clear_request_log();
+            // Kept so the round can be replayed below.
+            let links_before: Vec<(Uuid, String, chrono::DateTime<chrono::Utc>)> = sqlx::query_as(
+                "SELECT managed_tenant_id, delta_link, issued_at FROM delta_state WHERE tenant_id = $1",
+            )
+            .bind(tenant_id)
+            .fetch_all(&stack.pool)
+            .await?;
 
             let second = admin.sync_all().await?;
             assert_eq!(second["status"], "completed", "{second}");
@@ -462,11 +469,33 @@ async fn direct_connection_authorize_discover_sync_and_delta() -> Result<()> {
             let contacts_after_delta = stack.count(&format!("SELECT count(*) FROM contacts WHERE tenant_id = '{tenant_id}'")).await?;
             assert_eq!(contacts_after_delta, contacts_after_initial + 1, "only the new user was added");
 
-            // A replay of the same delta round changes nothing (entries repeat, any order).
+            // A replay of the same delta round (as after a lost delta link save) changes
+            // nothing: the same entries again, repeated and in another order.
+            for (managed_tenant_id, link, issued_at) in &links_before {
+                sqlx::query("UPDATE delta_state SET delta_link = $3, issued_at = $4 WHERE tenant_id = $1 AND managed_tenant_id = $2")
+                    .bind(tenant_id)
+                    .bind(managed_tenant_id)
+                    .bind(link)
+                    .bind(issued_at)
+                    .execute(&stack.pool)
+                    .await?;
+            }
             let third = admin.sync_all().await?;
             assert_eq!(third["status"], "completed", "{third}");
+            for result in tenant_results(&third) {
+                assert_eq!(result["mode"], "delta", "{result}");
+            }
+            assert!(third["totals"]["seen"].as_u64().unwrap_or(0) >= 3, "the round was replayed: {third}");
             assert_eq!(third["totals"]["created"], 0, "{third}");
+            assert_eq!(third["totals"]["linked"], 0, "{third}");
             assert_eq!(third["totals"]["inactivated"], 0, "{third}");
+            assert_eq!(third["totals"]["reactivated"], 0, "{third}");
+            assert_eq!(
+                stack.count(&format!("SELECT count(*) FROM contacts WHERE tenant_id = '{tenant_id}'")).await?,
+                contacts_after_delta
+            );
+            assert_eq!(contact_state(&stack, tenant_id, &disabled).await?, Some((false, Some("disabled_upstream".to_owned()))));
+            assert_eq!(contact_state(&stack, tenant_id, &deleted).await?, Some((false, Some("deleted_upstream".to_owned()))));
 
             // Tenant access: one customer loses consent; it fails with remediation, others go on.
             let second_tenant = &msp.tenants[1];
