@@ -11,12 +11,12 @@ use std::sync::{Arc, Mutex};
 
 use chrono::{DateTime, Utc};
 use entra_sync_directory::cipp::{CippAuth, CippClient, CippConfig};
-use entra_sync_directory::error::SettingNames;
+use entra_sync_directory::error::{DirectoryError, SettingNames};
 use entra_sync_directory::graph::{GraphClient, GraphConfig};
 use entra_sync_directory::http::{HttpSettings, ThrottleStats};
 use entra_sync_directory::oauth::{CustomerTokenCache, OAuthClient, OAuthConfig};
 use entra_sync_directory::source::DirectorySource;
-use entra_sync_secrets::AppCredentialResolver;
+use entra_sync_secrets::{AppCredentialResolver, SecretsError};
 use entra_sync_store::connection::{
     CippCredentialsRecord, ConnectionCredentials, ConnectionKind, ConnectionStatus,
 };
@@ -164,7 +164,7 @@ impl DirectoryFactory {
         let app = resolver
             .resolve(tenant_id)
             .await
-            .map_err(|error| invalid(error.to_string()))?
+            .map_err(|error| from_directory(&secrets_failure(error)))?
             .ok_or_else(|| {
                 invalid("no app registration is configured for direct connections: set MICROSOFT_CLIENT_ID and MICROSOFT_CLIENT_SECRET")
             })?;
@@ -218,5 +218,26 @@ impl DirectoryFactory {
         }
         tracing::info!(%tenant_id, source = %app.source, "direct connection client built");
         Ok(cached)
+    }
+}
+
+/// A secret-provider failure in the directory crate's classes: an unreachable provider is
+/// transient (Temporal retries), anything else is configuration.
+fn secrets_failure(error: SecretsError) -> DirectoryError {
+    match error {
+        SecretsError::Unavailable { provider, message } => DirectoryError::Transient {
+            code: format!("secrets_{provider}"),
+            message,
+            retry_after: None,
+        },
+        SecretsError::Config {
+            provider,
+            message,
+            setting,
+        } => DirectoryError::Config {
+            code: format!("secrets_{provider}"),
+            message,
+            setting,
+        },
     }
 }
