@@ -791,6 +791,38 @@ async fn direct_concurrent_refreshes_rotate_once_across_processes() -> Result<()
         .partner_access_token()
         .await
         .context("the stored refresh token is current")?;
+
+    // A grant Microsoft refuses at refresh time marks the connection `needs_reconnect`.
+    let lease = stack.store.lease_direct_token_set(tenant_id).await?;
+    let mut record = lease.token_set().clone();
+    record.expires_at = chrono::Utc::now();
+    lease.replace(&stack.store, &record).await?;
+    stack
+        .simulator
+        .add_fault(FaultSpec {
+            kind: FaultKind::TokenError { aadsts: 70008 },
+            path_prefix: "/login".into(),
+            tenant: None,
+            count: None,
+        })
+        .map_err(|error| anyhow::anyhow!("{error:?}"))?;
+    let refused = processes[1]
+        .partner_access_token()
+        .await
+        .expect_err("the grant is refused");
+    assert_eq!(refused.class(), "reauth_required", "{refused}");
+    let connection = stack
+        .store
+        .get_connection(tenant_id)
+        .await?
+        .context("connection")?;
+    assert_eq!(connection.status.as_str(), "needs_reconnect");
+    let last_error = connection.last_error.unwrap_or_default().to_string();
+    assert!(last_error.contains("reconnect"), "{last_error}");
+    assert!(
+        !last_error.contains(&record.refresh_token),
+        "no token in the recorded error"
+    );
     Ok(())
 }
 
