@@ -7,4 +7,6 @@ mod harness;
 mod initial_sync;
 mod crash;
 mod run_lifecycle;
+mod schedules;
+mod two_workers;
 mod workflow_support;
