@@ -354,7 +354,7 @@ async fn direct_connection_authorize_discover_sync_and_delta() -> Result<()> {
                 && value == "0bad0000-0000-4000-8000-00000000b0b0"),
         "{other_url}"
     );
-    stack
+    let outcome = stack
         .run(async {
             // Start on CIPP, so the direct connection has credentials to replace.
             admin
@@ -600,7 +600,9 @@ async fn direct_connection_authorize_discover_sync_and_delta() -> Result<()> {
             assert_eq!(record.credentials, None);
             Ok(())
         })
-        .await
+        .await;
+    let _ = std::fs::remove_dir_all(&secrets_directory);
+    outcome
 }
 
 /// A PSA tenant whose direct connection holds a real token set from the simulator, with the
