@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use anyhow::{Context, Result};
 use entra_sync_simulator::{FaultKind, FaultSpec, SimulatorConfig};
-use entra_sync_workflows::schedule_id_for_tenant;
+use entra_sync_workflows::{schedule_id_for_tenant, workflow_id_for_run};
 use serde_json::json;
 use temporalio_client::schedules::{ScheduleError, ScheduleOverlapPolicy};
 use temporalio_client::{Client, UntypedWorkflow, WorkflowExecutionStatus};
@@ -135,6 +135,9 @@ async fn settings_drive_one_schedule_whose_firings_sync_without_overlapping() ->
         assert_eq!(syncs.len(), 1, "{syncs:?}");
         assert_eq!(syncs[0].1, "completed");
         record_history(&client, &workflow_id, "scheduled_sync").await?;
+        let tenant = tenant_id.to_string();
+        record_history(&client, &workflow_id_for_run("discovery", &tenant, &discoveries[0].0), "discovery_scheduled").await?;
+        record_history(&client, &workflow_id_for_run("sync", &tenant, &syncs[0].0), "sync_scheduled_child").await?;
 
         // A firing while a manual run of the same scope is in progress starts no second sync.
         settings(json!({"schedule": {"enabled": true, "interval_seconds": 900}, "discovery_before_sync": false})).await?;
