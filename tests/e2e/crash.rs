@@ -95,17 +95,31 @@ async fn killing_the_worker_mid_run_changes_nothing_in_the_outcome() -> Result<(
     let (_, actual) = stormy_outcome?;
 
     // Sanity: the run did real work of every kind being compared.
-    let counts = &expected.tenant_results.first().context("a tenant result")?.2;
+    let counts = &expected
+        .tenant_results
+        .first()
+        .context("a tenant result")?
+        .2;
     assert_eq!(counts["seen"], USERS as u64, "{counts}");
     assert!(counts["created"].as_u64().unwrap_or(0) > 10_000, "{counts}");
     assert!(counts["linked"].as_u64().unwrap_or(0) > 50, "{counts}");
-    assert!(!expected.review_items.is_empty(), "no review items to compare");
+    assert!(
+        !expected.review_items.is_empty(),
+        "no review items to compare"
+    );
 
-    assert_eq!(actual.tenant_results, expected.tenant_results, "tenant result counts");
+    assert_eq!(
+        actual.tenant_results, expected.tenant_results,
+        "tenant result counts"
+    );
     assert_eq!(actual.review_items, expected.review_items, "review items");
     assert_eq!(actual.links.len(), expected.links.len(), "link count");
     assert!(actual.links == expected.links, "links differ");
-    assert_eq!(actual.contacts.len(), expected.contacts.len(), "contact count");
+    assert_eq!(
+        actual.contacts.len(),
+        expected.contacts.len(),
+        "contact count"
+    );
     assert!(actual.contacts == expected.contacts, "contacts differ");
 
     // Resumed, not restarted: one request started the enumeration, and at most one page per

@@ -41,12 +41,12 @@ fn slow_pages(stack: &Stack, ms: u64) -> Result<()> {
 }
 
 async fn run_row(stack: &Stack, run_id: &str) -> Result<(String, Option<String>, Option<Value>)> {
-    Ok(sqlx::query_as(
-        "SELECT status, finished_at::text, totals FROM runs WHERE run_id = $1",
+    Ok(
+        sqlx::query_as("SELECT status, finished_at::text, totals FROM runs WHERE run_id = $1")
+            .bind(Uuid::parse_str(run_id)?)
+            .fetch_one(&stack.pool)
+            .await?,
     )
-    .bind(Uuid::parse_str(run_id)?)
-    .fetch_one(&stack.pool)
-    .await?)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -68,7 +68,11 @@ async fn fifty_concurrent_sync_requests_make_one_run_and_a_later_request_a_new_o
                 run_ids.insert(run_id);
                 fresh += usize::from(!deduplicated);
             }
-            assert_eq!(run_ids.len(), 1, "every request got the same run: {run_ids:?}");
+            assert_eq!(
+                run_ids.len(),
+                1,
+                "every request got the same run: {run_ids:?}"
+            );
             assert_eq!(fresh, 1, "exactly one request started the run");
             let first = run_ids.into_iter().next().context("run id")?;
             let sync_runs = stack
@@ -86,8 +90,12 @@ async fn fifty_concurrent_sync_requests_make_one_run_and_a_later_request_a_new_o
             stack.simulator.clear_faults();
             let (second, deduplicated) = start_sync(&prepared.admin).await?;
             assert!(!deduplicated, "a finished run is not reused");
-            assert_ne!(second, first, "a new request after the run finished is a new run");
-            let finished = wait_finished(&prepared.admin, &second, Duration::from_secs(120)).await?;
+            assert_ne!(
+                second, first,
+                "a new request after the run finished is a new run"
+            );
+            let finished =
+                wait_finished(&prepared.admin, &second, Duration::from_secs(120)).await?;
             assert_eq!(finished["status"], "completed", "{finished}");
             assert_eq!(
                 run_row(&stack, &first).await?,
@@ -95,8 +103,7 @@ async fn fifty_concurrent_sync_requests_make_one_run_and_a_later_request_a_new_o
                 "the finished run's row is not rewritten by the next run"
             );
             let client = temporal(&stack).await?;
-            let workflow_id =
-                workflow_id_for_run("sync", &prepared.tenant_id.to_string(), &second);
+            let workflow_id = workflow_id_for_run("sync", &prepared.tenant_id.to_string(), &second);
             record_history(&client, &workflow_id, "sync_completed").await?;
             Ok(())
         })
@@ -104,8 +111,8 @@ async fn fifty_concurrent_sync_requests_make_one_run_and_a_later_request_a_new_o
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_tenant_without_consent_fails_alone_without_retries_and_the_run_is_partial(
-) -> Result<()> {
+async fn a_tenant_without_consent_fails_alone_without_retries_and_the_run_is_partial() -> Result<()>
+{
     let stack = Stack::start(small(4, 320)).await?;
     stack
         .run(async {
@@ -145,14 +152,16 @@ async fn a_tenant_without_consent_fails_alone_without_retries_and_the_run_is_par
                 .count();
             assert_eq!(asked, 1, "the tenant_access failure was retried");
             let client = temporal(&stack).await?;
-            let workflow_id =
-                workflow_id_for_run("sync", &prepared.tenant_id.to_string(), &run_id);
+            let workflow_id = workflow_id_for_run("sync", &prepared.tenant_id.to_string(), &run_id);
             record_history(&client, &workflow_id, "sync_partial").await?;
 
             // Without a connection every tenant fails for good, and the run says so.
             prepared
                 .admin
-                .post("/api/v1/integrations/entra/disconnect", serde_json::json!({}))
+                .post(
+                    "/api/v1/integrations/entra/disconnect",
+                    serde_json::json!({}),
+                )
                 .await?;
             let (run_id, _) = start_sync(&prepared.admin).await?;
             let run = wait_finished(&prepared.admin, &run_id, Duration::from_secs(120)).await?;

@@ -44,7 +44,9 @@ async fn described(client: &Client, tenant_id: Uuid) -> Result<Option<(i64, i32,
             };
             Ok(Some((interval, overlap, task_queue)))
         }
-        Err(ScheduleError::Rpc(status)) if status.code() == temporalio_client::tonic::Code::NotFound => {
+        Err(ScheduleError::Rpc(status))
+            if status.code() == temporalio_client::tonic::Code::NotFound =>
+        {
             Ok(None)
         }
         Err(error) => Err(error.into()),
@@ -67,18 +69,27 @@ async fn fire(client: &Client, tenant_id: Uuid, firings_before: usize) -> Result
 }
 
 async fn wait_closed(client: &Client, workflow_id: &str) -> Result<WorkflowExecutionStatus> {
-    eventually("the workflow to close", Duration::from_secs(120), || async {
-        let status = client
-            .get_workflow_handle::<UntypedWorkflow>(workflow_id)
-            .describe(Default::default())
-            .await?
-            .status();
-        Ok((status != WorkflowExecutionStatus::Running).then_some(status))
-    })
+    eventually(
+        "the workflow to close",
+        Duration::from_secs(120),
+        || async {
+            let status = client
+                .get_workflow_handle::<UntypedWorkflow>(workflow_id)
+                .describe(Default::default())
+                .await?
+                .status();
+            Ok((status != WorkflowExecutionStatus::Running).then_some(status))
+        },
+    )
     .await
 }
 
-async fn runs(stack: &Stack, tenant_id: Uuid, kind: &str, trigger: &str) -> Result<Vec<(String, String)>> {
+async fn runs(
+    stack: &Stack,
+    tenant_id: Uuid,
+    kind: &str,
+    trigger: &str,
+) -> Result<Vec<(String, String)>> {
     Ok(sqlx::query_as(
         "SELECT run_id::text, status FROM runs
          WHERE tenant_id = $1 AND kind = $2 AND trigger = $3 ORDER BY started_at",

@@ -55,7 +55,10 @@ async fn sync_with(
         for event in &events {
             match &event.attributes {
                 Some(Attributes::ActivityTaskScheduledEventAttributes(scheduled))
-                    if scheduled.activity_type.as_ref().map(|kind| kind.name.as_str())
+                    if scheduled
+                        .activity_type
+                        .as_ref()
+                        .map(|kind| kind.name.as_str())
                         == Some("sync_tenant") =>
                 {
                     sync_tenant_events.insert(event.event_id);

@@ -54,7 +54,10 @@ pub async fn prepare(stack: &Stack) -> Result<Prepared> {
     let tenant = master
         .post("/api/v1/platform/tenants", json!({"name": "Workflow MSP"}))
         .await?;
-    let tenant_id = tenant["tenant_id"].as_str().context("tenant_id")?.to_owned();
+    let tenant_id = tenant["tenant_id"]
+        .as_str()
+        .context("tenant_id")?
+        .to_owned();
     let user = master
         .post(
             &format!("/api/v1/platform/tenants/{tenant_id}/users"),
@@ -86,7 +89,10 @@ pub async fn prepare(stack: &Stack) -> Result<Prepared> {
                 json!({"name": customer.display_name, "domains": [customer.default_domain()]}),
             )
             .await?;
-        let client_id = client["client_id"].as_str().context("client_id")?.to_owned();
+        let client_id = client["client_id"]
+            .as_str()
+            .context("client_id")?
+            .to_owned();
         for (index, user) in customer.users.iter().enumerate() {
             let Some(mail) = user.mail.clone() else {
                 continue;
@@ -144,7 +150,11 @@ pub async fn prepare(stack: &Stack) -> Result<Prepared> {
         decisions.push(json!({"managed_tenant_id": managed_tenant_id, "action": "map", "client_id": client_id}));
     }
     if managed.len() != msp.tenants.len() {
-        bail!("discovery found {} of {} tenants", managed.len(), msp.tenants.len());
+        bail!(
+            "discovery found {} of {} tenants",
+            managed.len(),
+            msp.tenants.len()
+        );
     }
     admin
         .post(
@@ -271,7 +281,8 @@ pub struct WorkerProcess {
 
 impl WorkerProcess {
     pub fn spawn(stack: &Stack, name: &str) -> Result<WorkerProcess> {
-        let log = std::env::temp_dir().join(format!("entra-sync-{name}-{}.log", std::process::id()));
+        let log =
+            std::env::temp_dir().join(format!("entra-sync-{name}-{}.log", std::process::id()));
         let child = tokio::process::Command::new(worker_binary()?)
             .arg("worker")
             .env_clear()
@@ -294,12 +305,23 @@ impl WorkerProcess {
     }
 }
 
+/// A contact as compared: client name, full name, email, phone, mobile, job title, active.
+pub type ContactRow = (
+    String,
+    String,
+    Option<String>,
+    Option<String>,
+    Option<String>,
+    Option<String>,
+    bool,
+);
+
 /// What a sync wrote for a PSA tenant, free of ids that differ between databases: contacts
 /// (with their client's name), links (by directory user), review items, and each tenant
 /// result's status and counts.
 #[derive(Debug, PartialEq, Eq)]
 pub struct Snapshot {
-    pub contacts: Vec<(String, String, Option<String>, Option<String>, Option<String>, Option<String>, bool)>,
+    pub contacts: Vec<ContactRow>,
     pub links: Vec<(String, String, Option<String>)>,
     pub review_items: Vec<(String, String, String, String)>,
     pub tenant_results: Vec<(String, String, Value)>,
@@ -366,6 +388,9 @@ pub async fn record_history(client: &Client, workflow_id: &str, name: &str) -> R
         .to_json()
         .await?;
     std::fs::create_dir_all(&directory)?;
-    std::fs::write(PathBuf::from(directory).join(format!("{name}.json")), history)?;
+    std::fs::write(
+        PathBuf::from(directory).join(format!("{name}.json")),
+        history,
+    )?;
     Ok(())
 }

@@ -7,9 +7,7 @@
 
 use std::path::PathBuf;
 
-use entra_sync_workflows::contract::{
-    FinishRunInput, RunEnd, SyncActivities, SyncRunInput,
-};
+use entra_sync_workflows::contract::{FinishRunInput, RunEnd, SyncActivities, SyncRunInput};
 use entra_sync_workflows::{DiscoveryWorkflow, ScheduledSyncWorkflow, SyncWorkflow};
 use temporalio_client::WorkflowHistory;
 use temporalio_macros::{workflow, workflow_methods};
@@ -23,7 +21,10 @@ fn histories() -> Vec<(String, Vec<u8>)> {
     let mut files: Vec<_> = std::fs::read_dir(&directory)
         .expect("tests/histories exists")
         .map(|entry| entry.expect("readable entry").path())
-        .filter(|path| path.extension().is_some_and(|extension| extension == "json"))
+        .filter(|path| {
+            path.extension()
+                .is_some_and(|extension| extension == "json")
+        })
         .collect();
     files.sort();
     files

@@ -18,11 +18,14 @@ pub struct RunningRun {
     pub started_at: DateTime<Utc>,
 }
 
+/// A `runs` row as `running_runs` selects it.
+type RunningRow = (Uuid, Uuid, String, Option<String>, DateTime<Utc>);
+
 impl Store {
     /// Every `running` run, oldest first. Served by the partial index behind
     /// `runs_one_running_per_scope`, so it stays cheap however long the run history grows.
     pub async fn running_runs(&self) -> Result<Vec<RunningRun>> {
-        let rows: Vec<(Uuid, Uuid, String, Option<String>, DateTime<Utc>)> = sqlx::query_as(
+        let rows: Vec<RunningRow> = sqlx::query_as(
             "SELECT tenant_id, run_id, kind, workflow_id, started_at FROM runs
              WHERE status = 'running' ORDER BY started_at",
         )
