@@ -241,6 +241,8 @@ async fn oauth_callback(
             }
         }
         Err(failure) => {
+            metrics::counter!("entra_sync_oauth_failures_total", "reason" => failure.code)
+                .increment(1);
             if json {
                 ApiError::new(failure.status, failure.code, failure.message).into_response()
             } else {
