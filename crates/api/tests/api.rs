@@ -1547,3 +1547,26 @@ async fn direct_connection_completes_through_the_callback(pool: PgPool) {
         .collect();
     assert!(actions.contains(&"entra.connect.direct"), "{actions:?}");
 }
+
+#[sqlx::test(migrations = "../../migrations")]
+async fn simultaneous_sync_requests_start_one_run(pool: PgPool) {
+    let app = TestApp::new(pool);
+    let world = world(&app).await;
+    let path = "/api/v1/integrations/entra/sync";
+    let requests = (0..6).map(|_| app.post(path, &world.updater, json!({"scope": "all"})));
+    let responses = futures::future::join_all(requests).await;
+    let run_ids: std::collections::BTreeSet<String> = responses
+        .iter()
+        .map(|response| {
+            assert_eq!(response.status, StatusCode::ACCEPTED, "{}", response.body);
+            response.body["run_id"].as_str().expect("run id").to_owned()
+        })
+        .collect();
+    assert_eq!(run_ids.len(), 1, "every request names the same run");
+    let fresh = responses
+        .iter()
+        .filter(|response| response.body["deduplicated"] == json!(false))
+        .count();
+    assert_eq!(fresh, 1, "exactly one request started the run");
+    assert_eq!(app.starter.syncs.lock().expect("lock").len(), 1);
+}
