@@ -55,7 +55,8 @@ async fn fifty_concurrent_sync_requests_make_one_run_and_a_later_request_a_new_o
     stack
         .run(async {
             let prepared = prepare(&stack).await?;
-            slow_pages(&stack, 400)?;
+            // Slow enough that all 50 requests arrive while the run is in progress.
+            slow_pages(&stack, 2000)?;
             let mut requests = tokio::task::JoinSet::new();
             for _ in 0..50 {
                 let admin = prepared.admin.with_key(&prepared.admin_key);
@@ -174,12 +175,13 @@ async fn a_tenant_without_consent_fails_alone_without_retries_and_the_run_is_par
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn cancelled_and_terminated_runs_never_stay_running() -> Result<()> {
-    let stack = Stack::start(small(2, 3000)).await?;
+    let stack = Stack::start(small(2, 6000)).await?;
     let tunings = vec![tuning("lifecycle-worker", None)];
     with_workers(&stack, tunings, async {
         let prepared = prepare(&stack).await?;
         let client = temporal(&stack).await?;
-        slow_pages(&stack, 700)?;
+        // Three pages per tenant, each slow: the run is mid-way for seconds.
+        slow_pages(&stack, 1500)?;
 
         // Cancel through the API while tenants are mid-way.
         let (run_id, _) = start_sync(&prepared.admin).await?;
