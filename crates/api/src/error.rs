@@ -110,6 +110,15 @@ fn describe_store_code(code: &str) -> String {
             "the contact belongs to another client; send allow_other_client: true to link it anyway"
                 .to_owned()
         }
+        "unknown_contact" => "the contact does not exist".to_owned(),
+        "contact_already_linked" => {
+            "the contact is already linked to another directory user".to_owned()
+        }
+        "user_already_linked" => "the directory user is already linked to a contact".to_owned(),
+        "review_item_not_open" => "the review item was already resolved or dismissed".to_owned(),
+        "run_start_contention" => {
+            "another run of the same scope was starting at the same moment; try again".to_owned()
+        }
         other => format!("the request was refused ({other})"),
     }
 }
@@ -139,10 +148,26 @@ impl From<StoreError> for ApiError {
         match error {
             StoreError::NotFound => ApiError::not_found("the resource does not exist"),
             StoreError::Conflict(code) => {
-                ApiError::conflict(&public_code(&code, "conflict"), describe_store_code(&code))
+                let public = public_code(&code, "conflict");
+                let message = if public == "conflict" {
+                    tracing::info!(store_code = %code, "store conflict");
+                    "the request conflicts with existing data".to_owned()
+                } else {
+                    describe_store_code(&code)
+                };
+                ApiError::conflict(&public, message)
             }
             StoreError::Invalid(code) => {
-                ApiError::unprocessable(&public_code(&code, "invalid"), describe_store_code(&code))
+                let public = public_code(&code, "invalid");
+                let message = if public == "invalid" {
+                    // Constraint names and free-text store reasons describe the schema, not
+                    // the request: log them, answer generically.
+                    tracing::info!(store_code = %code, "store refused a request");
+                    "the request is not valid for the data it refers to".to_owned()
+                } else {
+                    describe_store_code(&code)
+                };
+                ApiError::unprocessable(&public, message)
             }
             other => ApiError::internal(&other),
         }
@@ -174,6 +199,23 @@ mod tests {
             StoreError::Invalid("runs_tenant_id_client_id_fkey".to_owned()),
             StatusCode::UNPROCESSABLE_ENTITY,
             "invalid",
+        );
+        let leaky = ApiError::from(StoreError::Invalid(
+            "stored settings: invalid type at line 1".to_owned(),
+        ));
+        assert_eq!(leaky.code, "invalid");
+        assert!(
+            !leaky.message.contains("stored settings"),
+            "{}",
+            leaky.message
+        );
+        let constraint = ApiError::from(StoreError::Invalid(
+            "runs_tenant_id_client_id_fkey".to_owned(),
+        ));
+        assert!(
+            !constraint.message.contains("runs_"),
+            "{}",
+            constraint.message
         );
         check(
             StoreError::Encryption("no encryption key configured"),
