@@ -1,6 +1,7 @@
 //! Two workers on one task queue share a run's tenants (each may hold only two activities, so
 //! a window of four tenants cannot fit on one) and produce exactly what one worker produces
-//! from the same data in another database.
+//! from the same data in another database; either way at most `max_parallel_tenants` tenants
+//! are in flight at once.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::time::Duration;
@@ -52,6 +53,8 @@ async fn sync_with(
             .await?;
         let mut sync_tenant_events = BTreeSet::new();
         let mut by_worker = BTreeMap::new();
+        // Scheduled-but-not-closed `sync_tenant` activities, in history order: the window.
+        let (mut open, mut peak) = (0usize, 0usize);
         for event in &events {
             match &event.attributes {
                 Some(Attributes::ActivityTaskScheduledEventAttributes(scheduled))
@@ -62,6 +65,13 @@ async fn sync_with(
                         == Some("sync_tenant") =>
                 {
                     sync_tenant_events.insert(event.event_id);
+                    open += 1;
+                    peak = peak.max(open);
+                }
+                Some(Attributes::ActivityTaskCompletedEventAttributes(closed))
+                    if sync_tenant_events.contains(&closed.scheduled_event_id) =>
+                {
+                    open -= 1;
                 }
                 Some(Attributes::ActivityTaskStartedEventAttributes(started))
                     if sync_tenant_events.contains(&started.scheduled_event_id) =>
@@ -71,6 +81,9 @@ async fn sync_with(
                 _ => {}
             }
         }
+        // `max_parallel_tenants` is 4 (config/default.toml) and there are 6 tenants: the
+        // window fills up and never overflows.
+        assert_eq!(peak, 4, "tenants in flight at once");
         let snapshot = snapshot(&stack.pool, prepared.tenant_id, &run_id).await?;
         Ok((snapshot, by_worker))
     })
