@@ -1518,6 +1518,37 @@ async fn direct_connection_completes_through_the_callback(pool: PgPool) {
     assert_eq!(status.body["connection"]["status"], json!("connected"));
     assert_eq!(status.body["connection"]["kind"], json!("direct"));
 
+    // Validate probes Graph with the saved token; a revoked token marks the connection.
+    let validated = app
+        .post(
+            "/api/v1/integrations/entra/validate",
+            &world.updater,
+            json!({}),
+        )
+        .await;
+    assert_eq!(validated.status, StatusCode::OK, "{}", validated.body);
+    assert_eq!(validated.body["ok"], json!(true), "{}", validated.body);
+    simulator.revoke_access_tokens();
+    let revoked = app
+        .post(
+            "/api/v1/integrations/entra/validate",
+            &world.updater,
+            json!({}),
+        )
+        .await;
+    assert_eq!(revoked.status, StatusCode::OK, "{}", revoked.body);
+    assert_eq!(revoked.body["ok"], json!(false), "{}", revoked.body);
+    assert_ne!(
+        revoked.body["connection"]["status"],
+        json!("connected"),
+        "{}",
+        revoked.body
+    );
+    assert!(!revoked.body["error"]["message"]
+        .as_str()
+        .unwrap_or("")
+        .is_empty());
+
     // Replaying the callback is refused and changes nothing.
     let replay = app
         .call(

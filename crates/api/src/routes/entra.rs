@@ -378,11 +378,42 @@ async fn validate_connection(
                 ApiError::conflict("invalid_connection", "the saved base URL is not valid")
             })?;
             let client = cipp_client(&state, base_url, credentials)?;
-            client.list_tenants().await.map(|tenants| tenants.len())
+            client
+                .list_tenants()
+                .await
+                .map(|tenants| Some(tenants.len()))
+        }
+        (Some(ConnectionCredentials::Direct(token_set)), _)
+            if token_set.expires_at > chrono::Utc::now() + chrono::Duration::seconds(60) =>
+        {
+            // The saved access token is still good: probe Graph with it. Refreshing here
+            // would rotate the refresh token outside the sync's per-connection lock.
+            let microsoft = &state.config.microsoft;
+            let context = entra_sync_directory::error::ErrorContext {
+                login_base_url: microsoft.login_base_url.clone(),
+                client_id: microsoft.client_id.clone().unwrap_or_default(),
+                redirect_uri: microsoft.callback_url.clone(),
+                tenant_id: None,
+                settings: entra_sync_directory::error::SettingNames::MICROSOFT,
+            };
+            entra_sync_directory::graph::probe(
+                &microsoft.graph_base_url,
+                &SecretString::from(token_set.access_token.clone()),
+                &context,
+                HttpSettings {
+                    request_timeout: state.config.provider_timeout,
+                    max_attempts: 1,
+                    background: false,
+                    ..HttpSettings::default()
+                },
+                Arc::new(ThrottleStats::default()),
+            )
+            .await
+            .map(|_| None)
         }
         _ => {
-            // Direct connections are probed by the sync's own token refresh; here the saved
-            // status is reported as it stands.
+            // An expired access token is refreshed by the sync under its per-connection lock
+            // (refresh tokens rotate on every use); here the saved status is reported.
             return Ok(Json(ValidationView {
                 ok: connection.status == ConnectionStatus::Connected,
                 connection: connection_view(&state, tenant_id).await?,
@@ -397,7 +428,7 @@ async fn validate_connection(
                 .store
                 .set_connection_status(tenant_id, ConnectionStatus::Connected, None)
                 .await?;
-            (true, Some(count), None)
+            (true, count, None)
         }
         Err(error) => {
             let status = match error {
@@ -415,7 +446,11 @@ async fn validate_connection(
                 .store
                 .set_connection_status(tenant_id, status, Some(&recorded))
                 .await?;
-            let api_error = provider_error("CIPP", &error);
+            let provider = match connection.kind {
+                Some(entra_sync_store::connection::ConnectionKind::Direct) => "Microsoft",
+                _ => "CIPP",
+            };
+            let api_error = provider_error(provider, &error);
             (
                 false,
                 None,
