@@ -1,7 +1,7 @@
 //! Runs are honest and deduplicated, on a real Temporal server: 50 concurrent "sync all"
 //! requests make one run; a request after it finished makes a new run and leaves the old one's
 //! history alone; one tenant without consent fails at once (no retries) while the others
-//! complete (`partial`); a run with no usable connection ends `failed`; a cancelled run ends
+//! complete (`partial`); a transient failure is retried by Temporal for its tenant alone; a run with no usable connection ends `failed`; a cancelled run ends
 //! `cancelled`; and a run whose workflow is terminated (no cleanup code runs) is finalized by
 //! the worker's reconciler instead of staying `running`.
 
@@ -241,4 +241,51 @@ async fn wait_for_progress(stack: &Stack, run_id: &str) -> Result<()> {
         Ok(seen.filter(|seen| *seen > 0).map(|_| ()))
     })
     .await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_transient_failure_is_retried_by_temporal_for_that_tenant_alone() -> Result<()> {
+    let stack = Stack::start(small(3, 240)).await?;
+    stack
+        .run(async {
+            let prepared = prepare(&stack).await?;
+            let msp = stack.simulator.msp();
+            let flaky = msp.tenants[0].tenant_id.clone();
+            // Five 504s: more than one activity attempt's HTTP retries (five requests), so
+            // only a second `sync_tenant` attempt, scheduled by Temporal, gets through.
+            stack.simulator.add_fault(FaultSpec {
+                kind: FaultKind::GatewayTimeout,
+                path_prefix: "/cipp/api/ListGraphRequest".to_owned(),
+                tenant: Some(flaky.clone()),
+                count: Some(5),
+            })?;
+            stack.simulator.clear_request_log();
+            let (run_id, _) = start_sync(&prepared.admin).await?;
+            let run = wait_finished(&prepared.admin, &run_id, Duration::from_secs(120)).await?;
+            assert_eq!(run["status"], "completed", "{run}");
+            let requests_for = |tenant: &str| {
+                stack
+                    .simulator
+                    .request_log()
+                    .iter()
+                    .filter(|request| request.path.ends_with("/ListGraphRequest"))
+                    .filter(|request| {
+                        request
+                            .query
+                            .as_deref()
+                            .is_some_and(|query| query.contains(tenant))
+                    })
+                    .count()
+            };
+            assert_eq!(
+                requests_for(&flaky),
+                6,
+                "five failures, then the retried attempt"
+            );
+            for other in &msp.tenants[1..] {
+                assert_eq!(requests_for(&other.tenant_id), 1, "{}", other.display_name);
+            }
+            Ok(())
+        })
+        .await
 }
