@@ -148,6 +148,16 @@ fn endpoints(world: &World) -> Vec<Endpoint> {
             format!("{entra}/reconciliation-queue/{}/resolve", world.review_item_a),
             Some(json!({"action": "dismiss", "note": "a duplicate mailbox"})),
             EntraUpdate, StatusCode::OK, StatusCode::NOT_FOUND),
+        endpoint(Method::POST, "/api/v1/integrations/entra/reconciliation-queue/{item_id}/reopen",
+            format!("{entra}/reconciliation-queue/{}/reopen", world.review_item_a), None,
+            EntraUpdate, StatusCode::OK, StatusCode::NOT_FOUND),
+        endpoint(Method::GET, "/api/v1/integrations/entra/managed-tenants/{managed_tenant_id}/filters",
+            format!("{entra}/managed-tenants/{managed}/filters"), None,
+            EntraRead, StatusCode::OK, StatusCode::NOT_FOUND),
+        endpoint(Method::PUT, "/api/v1/integrations/entra/managed-tenants/{managed_tenant_id}/filters",
+            format!("{entra}/managed-tenants/{managed}/filters"),
+            Some(json!({"licensed_only": true, "domain_deny": ["contractors.contoso.com"]})),
+            EntraUpdate, StatusCode::OK, StatusCode::NOT_FOUND),
         endpoint(Method::POST, "/api/v1/integrations/entra/connect/direct", format!("{entra}/connect/direct"), None,
             EntraUpdate, StatusCode::UNPROCESSABLE_ENTITY, StatusCode::UNPROCESSABLE_ENTITY),
         endpoint(Method::GET, "/api/v1/audit", "/api/v1/audit".into(), None,
@@ -313,6 +323,12 @@ async fn openapi_documents_every_route(pool: PgPool) {
 fn body_endpoints(world: &World) -> Vec<(Method, String, Value, String)> {
     let entra = "/api/v1/integrations/entra";
     vec![
+        (
+            Method::PUT,
+            format!("{entra}/managed-tenants/{}/filters", world.managed_tenant_a),
+            json!({"exclusion_patterns": ["^svc-"]}),
+            world.updater.clone(),
+        ),
         (
             Method::POST,
             "/api/v1/platform/tenants".into(),
@@ -1600,4 +1616,79 @@ async fn simultaneous_sync_requests_start_one_run(pool: PgPool) {
         .count();
     assert_eq!(fresh, 1, "exactly one request started the run");
     assert_eq!(app.starter.syncs.lock().expect("lock").len(), 1);
+}
+
+#[sqlx::test(migrations = "../../migrations")]
+async fn dismissed_items_can_be_reopened_and_filter_overrides_are_validated(pool: PgPool) {
+    let app = TestApp::new(pool);
+    let world = world(&app).await;
+    let item = format!(
+        "/api/v1/integrations/entra/reconciliation-queue/{}",
+        world.review_item_a
+    );
+    let not_dismissed = app
+        .post(&format!("{item}/reopen"), &world.updater, json!({}))
+        .await;
+    assert_eq!(
+        not_dismissed.status,
+        StatusCode::CONFLICT,
+        "{}",
+        not_dismissed.body
+    );
+    let dismissed = app
+        .post(
+            &format!("{item}/resolve"),
+            &world.updater,
+            json!({"action": "dismiss", "note": "shared mailbox"}),
+        )
+        .await;
+    assert_eq!(dismissed.body["status"], json!("dismissed"));
+    assert_eq!(dismissed.body["note"], json!("shared mailbox"));
+    let reopened = app
+        .post(&format!("{item}/reopen"), &world.updater, json!({}))
+        .await;
+    assert_eq!(reopened.status, StatusCode::OK, "{}", reopened.body);
+    assert_eq!(reopened.body["status"], json!("open"));
+
+    let filters = format!(
+        "/api/v1/integrations/entra/managed-tenants/{}/filters",
+        world.managed_tenant_a
+    );
+    let empty = app.get(&filters, &world.reader).await;
+    assert_eq!(empty.body["licensed_only"], Value::Null);
+    let bad = app
+        .call(
+            Method::PUT,
+            &filters,
+            Some(&world.updater),
+            Some(json!({"exclusion_patterns": ["[a-"]})),
+        )
+        .await;
+    assert_eq!(bad.status, StatusCode::UNPROCESSABLE_ENTITY, "{}", bad.body);
+    let saved = app
+        .call(
+            Method::PUT,
+            &filters,
+            Some(&world.updater),
+            Some(json!({"licensed_only": true})),
+        )
+        .await;
+    assert_eq!(saved.status, StatusCode::OK, "{}", saved.body);
+    let read = app.get(&filters, &world.reader).await;
+    assert_eq!(read.body["licensed_only"], json!(true));
+    assert_eq!(
+        read.body["exclude_guests"],
+        Value::Null,
+        "unset keys follow the tenant"
+    );
+    let unknown = app
+        .get(
+            &format!(
+                "/api/v1/integrations/entra/managed-tenants/{}/filters",
+                Uuid::new_v4()
+            ),
+            &world.reader,
+        )
+        .await;
+    assert_eq!(unknown.status, StatusCode::NOT_FOUND);
 }

@@ -10,7 +10,7 @@ use entra_sync_store::error::StoreError;
 use entra_sync_store::flags::{AMBIGUOUS_QUEUE_FLAG, FIELD_SYNC_FLAG};
 use entra_sync_store::psa::PsaUserType;
 use entra_sync_store::review::{ReviewFilter, ReviewItemRecord, ReviewResolution, ReviewStatus};
-use entra_sync_store::settings::TenantSettings;
+use entra_sync_store::settings::{FilterOverride, TenantSettings};
 use serde::{Deserialize, Serialize};
 use utoipa::{IntoParams, ToSchema};
 use utoipa_axum::router::OpenApiRouter;
@@ -28,6 +28,8 @@ pub(super) fn routes() -> OpenApiRouter<AppState> {
         .routes(routes!(get_settings, put_settings))
         .routes(routes!(list_review_items))
         .routes(routes!(resolve_review_item))
+        .routes(routes!(reopen_review_item))
+        .routes(routes!(get_filter_override, put_filter_override))
         .routes(routes!(list_audit))
 }
 
@@ -492,4 +494,140 @@ async fn list_audit(
             at: entry.at,
         }
     })))
+}
+
+/// Re-opens a dismissed review item: the next sync considers the user again.
+#[utoipa::path(post,
+    path = "/api/v1/integrations/entra/reconciliation-queue/{item_id}/reopen", tag = "review",
+    params(("item_id" = Uuid, Path, description = "review item")),
+    responses((status = 200, body = ReviewItemView), (status = 400, body = ErrorBody),
+              (status = 401, body = ErrorBody), (status = 403, body = ErrorBody),
+              (status = 404, body = ErrorBody), (status = 409, body = ErrorBody)))]
+async fn reopen_review_item(
+    caller: Authorized<EntraUpdate>,
+    State(state): State<AppState>,
+    ApiPath(item_id): ApiPath<Uuid>,
+) -> Result<Json<ReviewItemView>, ApiError> {
+    let tenant_id = caller.user.tenant_id;
+    require_queue(&state, tenant_id).await?;
+    let record = state
+        .store
+        .reopen_review_item(tenant_id, item_id)
+        .await
+        .map_err(|error| match error {
+            StoreError::Conflict(code) if code == "review_item_not_dismissed" => {
+                ApiError::conflict(
+                    "review_item_not_dismissed",
+                    "only a dismissed item can be re-opened (or the user already has an open item)",
+                )
+            }
+            other => ApiError::from(other),
+        })?;
+    audit(
+        &state,
+        tenant_id,
+        &caller.actor(),
+        "entra.review.reopen",
+        Some(format!("review_item:{item_id}")),
+        serde_json::json!({}),
+    )
+    .await?;
+    Ok(Json(record.into()))
+}
+
+fn filter_override_view(filter_override: FilterOverride) -> FiltersDocument {
+    FiltersDocument {
+        exclude_guests: filter_override.exclude_guests,
+        exclude_disabled_on_create: filter_override.exclude_disabled_on_create,
+        licensed_only: filter_override.licensed_only,
+        domain_allow: filter_override.domain_allow,
+        domain_deny: filter_override.domain_deny,
+        exclusion_patterns: filter_override.exclusion_patterns,
+    }
+}
+
+/// A managed tenant's filter overrides: each key set replaces the PSA tenant's filter.
+#[utoipa::path(get,
+    path = "/api/v1/integrations/entra/managed-tenants/{managed_tenant_id}/filters", tag = "entra",
+    params(("managed_tenant_id" = Uuid, Path, description = "managed tenant")),
+    responses((status = 200, body = FiltersDocument), (status = 400, body = ErrorBody),
+              (status = 401, body = ErrorBody), (status = 403, body = ErrorBody),
+              (status = 404, body = ErrorBody)))]
+async fn get_filter_override(
+    caller: Authorized<EntraRead>,
+    State(state): State<AppState>,
+    ApiPath(managed_tenant_id): ApiPath<Uuid>,
+) -> Result<Json<FiltersDocument>, ApiError> {
+    let tenant_id = caller.user.tenant_id;
+    state
+        .store
+        .get_managed_tenant(tenant_id, managed_tenant_id)
+        .await?;
+    let filter_override = state
+        .store
+        .load_filter_override(tenant_id, managed_tenant_id)
+        .await?;
+    Ok(Json(filter_override_view(filter_override)))
+}
+
+/// Replaces a managed tenant's filter overrides (validated merged over the tenant's filters);
+/// omitted keys follow the PSA tenant's settings.
+#[utoipa::path(put,
+    path = "/api/v1/integrations/entra/managed-tenants/{managed_tenant_id}/filters", tag = "entra",
+    params(("managed_tenant_id" = Uuid, Path, description = "managed tenant")),
+    request_body = FiltersDocument,
+    responses((status = 200, body = FiltersDocument), (status = 400, body = ErrorBody),
+              (status = 401, body = ErrorBody), (status = 403, body = ErrorBody),
+              (status = 404, body = ErrorBody), (status = 422, body = ErrorBody)))]
+async fn put_filter_override(
+    caller: Authorized<EntraUpdate>,
+    State(state): State<AppState>,
+    ApiPath(managed_tenant_id): ApiPath<Uuid>,
+    ApiJson(body): ApiJson<FiltersDocument>,
+) -> Result<Json<FiltersDocument>, ApiError> {
+    let tenant_id = caller.user.tenant_id;
+    state
+        .store
+        .get_managed_tenant(tenant_id, managed_tenant_id)
+        .await?;
+    for (name, list) in [
+        ("domain_allow", &body.domain_allow),
+        ("domain_deny", &body.domain_deny),
+        ("exclusion_patterns", &body.exclusion_patterns),
+    ] {
+        for entry in list.iter().flatten() {
+            check_text(name, entry, 1024)?;
+        }
+    }
+    let filter_override = FilterOverride {
+        exclude_guests: body.exclude_guests,
+        exclude_disabled_on_create: body.exclude_disabled_on_create,
+        licensed_only: body.licensed_only,
+        domain_allow: body.domain_allow,
+        domain_deny: body.domain_deny,
+        exclusion_patterns: body.exclusion_patterns,
+    };
+    state
+        .store
+        .save_filter_override(
+            tenant_id,
+            managed_tenant_id,
+            &filter_override,
+            &caller.actor(),
+        )
+        .await
+        .map_err(|error| match error {
+            StoreError::Invalid(message) => ApiError::unprocessable("invalid_settings", message),
+            other => ApiError::from(other),
+        })?;
+    audit(
+        &state,
+        tenant_id,
+        &caller.actor(),
+        "entra.managed_tenant.filters.update",
+        Some(format!("managed_tenant:{managed_tenant_id}")),
+        serde_json::to_value(&filter_override).unwrap_or_default(),
+    )
+    .await?;
+    Ok(Json(filter_override_view(filter_override)))
 }
