@@ -136,6 +136,16 @@ async fn settings_drive_one_schedule_whose_firings_sync_without_overlapping() ->
             "updated in place"
         );
 
+        // Outside 15 minutes to 30 days the settings are refused and the schedule stays.
+        for interval_seconds in [60, 31 * 24 * 3600] {
+            let refused = settings(json!({"schedule": {"enabled": true, "interval_seconds": interval_seconds}})).await;
+            assert!(refused.is_err(), "interval {interval_seconds} accepted");
+        }
+        assert_eq!(
+            described(&client, tenant_id).await?.map(|(interval, _, _)| interval),
+            Some(900)
+        );
+
         // A firing opens its own runs: discovery first (the setting), then the sync.
         let workflow_id = fire(&client, tenant_id, 0).await?;
         assert_eq!(wait_closed(&client, &workflow_id).await?, WorkflowExecutionStatus::Completed);
