@@ -1692,3 +1692,91 @@ async fn dismissed_items_can_be_reopened_and_filter_overrides_are_validated(pool
         .await;
     assert_eq!(unknown.status, StatusCode::NOT_FOUND);
 }
+
+#[sqlx::test(migrations = "../../migrations")]
+async fn held_inactivations_are_listed_then_applied(pool: PgPool) {
+    let app = TestApp::new(pool);
+    let world = world(&app).await;
+    let started = app
+        .post(
+            "/api/v1/integrations/entra/sync",
+            &world.updater,
+            json!({"scope": "all"}),
+        )
+        .await;
+    let run_id: Uuid = started.body["run_id"]
+        .as_str()
+        .and_then(|id| id.parse().ok())
+        .expect("run id");
+    // What the guard leaves behind when a run would inactivate too many contacts.
+    sqlx::query(
+        "INSERT INTO run_tenant_results (tenant_id, run_id, managed_tenant_id, status, mode, finished_at)
+         VALUES ($1, $2, $3, 'needs_confirmation', 'full', now())",
+    )
+    .bind(world.tenant_a)
+    .bind(run_id)
+    .bind(world.managed_tenant_a)
+    .execute(app.store.pool())
+    .await
+    .expect("tenant result");
+    sqlx::query(
+        "INSERT INTO pending_inactivations (tenant_id, run_id, managed_tenant_id, contact_id, object_id, reason, state)
+         VALUES ($1, $2, $3, $4, 'object-ada', 'deleted_upstream', 'held')",
+    )
+    .bind(world.tenant_a)
+    .bind(run_id)
+    .bind(world.managed_tenant_a)
+    .bind(world.contact_a)
+    .execute(app.store.pool())
+    .await
+    .expect("held inactivation");
+
+    let path = format!(
+        "/api/v1/integrations/entra/sync/runs/{run_id}/tenants/{}/held-inactivations",
+        world.managed_tenant_a
+    );
+    let listed = app.get(&path, &world.reader).await;
+    assert_eq!(listed.status, StatusCode::OK, "{}", listed.body);
+    assert_eq!(listed.body["items"][0]["state"], json!("held"));
+    assert_eq!(listed.body["items"][0]["reason"], json!("deleted_upstream"));
+    let run = app
+        .get(
+            &format!("/api/v1/integrations/entra/sync/runs/{run_id}"),
+            &world.reader,
+        )
+        .await;
+    assert_eq!(
+        run.body["tenants"][0]["status"],
+        json!("needs_confirmation")
+    );
+
+    let applied = app
+        .post(&path, &world.updater, json!({"action": "apply"}))
+        .await;
+    assert_eq!(applied.status, StatusCode::OK, "{}", applied.body);
+    assert_eq!(applied.body["affected"], json!(1));
+    assert_eq!(applied.body["tenant"]["status"], json!("completed"));
+    let contact = app
+        .get(
+            "/api/v1/contacts?include_inactive=true&email=ada@contoso.com",
+            &world.reader,
+        )
+        .await;
+    assert_eq!(contact.body["items"][0]["is_active"], json!(false));
+    assert_eq!(
+        contact.body["items"][0]["inactive_reason"],
+        json!("deleted_upstream")
+    );
+    let history = app
+        .get(
+            &format!("/api/v1/contacts/{}/history", world.contact_a),
+            &world.reader,
+        )
+        .await;
+    assert_eq!(history.body["items"][0]["action"], json!("inactivate"));
+    // Nothing is held any more.
+    let again = app
+        .post(&path, &world.updater, json!({"action": "discard"}))
+        .await;
+    assert_eq!(again.status, StatusCode::NOT_FOUND);
+}
