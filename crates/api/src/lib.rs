@@ -142,7 +142,34 @@ pub fn router(state: AppState) -> Router {
         .fallback(routes::fallback)
         .method_not_allowed_fallback(routes::method_not_allowed)
         .layer(DefaultBodyLimit::max(extract::MAX_BODY_BYTES))
+        .layer(axum::middleware::from_fn(log_request))
         .with_state(state)
+}
+
+/// One structured line per request: method, the route template (never the raw URI, whose
+/// query can carry an OAuth code or state), status and latency.
+async fn log_request(
+    request: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> axum::response::Response {
+    let method = request.method().clone();
+    let route = request
+        .extensions()
+        .get::<axum::extract::MatchedPath>()
+        .map(|path| path.as_str().to_owned())
+        .unwrap_or_else(|| "unmatched".to_owned());
+    let started = std::time::Instant::now();
+    let response = next.run(request).await;
+    let status = response.status().as_u16();
+    let elapsed_ms = started.elapsed().as_millis() as u64;
+    if response.status().is_server_error() {
+        tracing::warn!(%method, %route, status, elapsed_ms, "request failed");
+    } else if route == "/healthz" || route == "/readyz" {
+        tracing::debug!(%method, %route, status, elapsed_ms, "request");
+    } else {
+        tracing::info!(%method, %route, status, elapsed_ms, "request");
+    }
+    response
 }
 
 /// The OpenAPI document of [`router`], without building a state (for tests and tooling).
