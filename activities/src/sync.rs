@@ -18,12 +18,12 @@ use std::time::Duration;
 use chrono::Utc;
 use entra_sync_directory::error::DirectoryError;
 use entra_sync_directory::source::UsersCursor;
-use entra_sync_domain::model::{SkipReason, Tally};
+use entra_sync_domain::model::Tally;
 use entra_sync_store::connection::ConnectionKind;
 use entra_sync_store::discovery::{DiscoveredTenantRecord, TenantDomain};
 use entra_sync_store::reconcile::PageScope;
 use entra_sync_store::runs::{
-    NewRun, RunKind, RunScope, RunStatus, RunTrigger, SyncMode, TallyCounts, TenantResultStatus,
+    NewRun, RunKind, RunScope, RunStatus, RunTrigger, SyncMode, TenantResultStatus,
 };
 use entra_sync_store::Store;
 use entra_sync_workflows::contract::{
@@ -344,7 +344,7 @@ async fn current_tally(
     run.tenants
         .iter()
         .find(|tenant| tenant.managed_tenant_id == managed_tenant_id)
-        .map(|tenant| tally_from_counts(&tenant.counts))
+        .map(|tenant| Tally::from(&tenant.counts))
         .unwrap_or_default()
 }
 
@@ -409,7 +409,7 @@ impl SyncActivities {
         } else {
             None
         };
-        let mut tally = tally_from_counts(&result.counts);
+        let mut tally = Tally::from(&result.counts);
 
         // Resume from the cursor the last committed page saved (see the module docs); the
         // heartbeat says how many pages the earlier attempts committed.
@@ -506,7 +506,8 @@ impl SyncActivities {
                 None => return Err(ActivityError::cancelled()),
             };
             tally.add(&outcome.tally);
-            metrics::counter!("entra_sync_users_processed_total").increment(page.entries.len() as u64);
+            metrics::counter!("entra_sync_users_processed_total")
+                .increment(page.entries.len() as u64);
             progress.pages += 1;
             progress.next_cursor = page.next_cursor.clone();
             ctx.record_heartbeat(progress.clone()).await.ok();
@@ -634,25 +635,5 @@ fn tenant_end(status: TenantResultStatus) -> TenantEnd {
         TenantResultStatus::Failed => TenantEnd::Failed,
         TenantResultStatus::NeedsConfirmation => TenantEnd::NeedsConfirmation,
         TenantResultStatus::Cancelled => TenantEnd::Cancelled,
-    }
-}
-
-/// The stored counts back as a tally; reasons this build does not know are dropped.
-fn tally_from_counts(counts: &TallyCounts) -> Tally {
-    Tally {
-        seen: counts.seen,
-        eligible: counts.eligible,
-        created: counts.created,
-        linked: counts.linked,
-        updated: counts.updated,
-        inactivated: counts.inactivated,
-        reactivated: counts.reactivated,
-        queued: counts.queued,
-        errors: counts.errors,
-        skipped: counts
-            .skipped
-            .iter()
-            .filter_map(|(reason, count)| SkipReason::parse(reason).map(|reason| (reason, *count)))
-            .collect(),
     }
 }

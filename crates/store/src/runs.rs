@@ -4,7 +4,7 @@
 use std::collections::BTreeMap;
 
 use chrono::{DateTime, Utc};
-use entra_sync_domain::model::Tally;
+use entra_sync_domain::model::{SkipReason, Tally};
 use serde::{Deserialize, Serialize};
 use sqlx::FromRow;
 use uuid::Uuid;
@@ -145,6 +145,30 @@ impl From<&Tally> for TallyCounts {
                 .skipped
                 .iter()
                 .map(|(reason, count)| (reason.as_str().to_owned(), *count))
+                .collect(),
+        }
+    }
+}
+
+impl From<&TallyCounts> for Tally {
+    /// The stored counts back as a tally; reasons this build does not know are dropped.
+    fn from(counts: &TallyCounts) -> Tally {
+        Tally {
+            seen: counts.seen,
+            eligible: counts.eligible,
+            created: counts.created,
+            linked: counts.linked,
+            updated: counts.updated,
+            inactivated: counts.inactivated,
+            reactivated: counts.reactivated,
+            queued: counts.queued,
+            errors: counts.errors,
+            skipped: counts
+                .skipped
+                .iter()
+                .filter_map(|(reason, count)| {
+                    SkipReason::parse(reason).map(|reason| (reason, *count))
+                })
                 .collect(),
         }
     }
