@@ -357,9 +357,11 @@ impl Store {
     /// Connections currently `connected`, across every PSA tenant (the active-connections
     /// metric of SPEC §9).
     pub async fn count_connected(&self) -> Result<i64> {
-        Ok(sqlx::query_scalar("SELECT count(*) FROM connections WHERE status = 'connected'")
-            .fetch_one(&self.pool)
-            .await?)
+        Ok(
+            sqlx::query_scalar("SELECT count(*) FROM connections WHERE status = 'connected'")
+                .fetch_one(&self.pool)
+                .await?,
+        )
     }
 
     /// Clears credentials and marks the connection disconnected; mappings, runs, links and
@@ -410,29 +412,43 @@ impl Store {
     }
 
     /// Uses up a state exactly once. Unknown: `NotFound`; already used:
-    /// `Conflict("oauth_state_used")`; expired: `Invalid("oauth_state_expired")`. A rejected
-    /// state changes nothing.
-    pub async fn consume_oauth_state(&self, state: &str) -> Result<ConsumedOAuthState> {
+    /// `Conflict("oauth_state_used")`; expired: `Invalid("oauth_state_expired")`; presented
+    /// with credentials of another PSA tenant than the one that started the flow:
+    /// `Conflict("oauth_state_tenant_mismatch")`. A rejected state changes nothing.
+    pub async fn consume_oauth_state(
+        &self,
+        state: &str,
+        presented_tenant: Option<Uuid>,
+    ) -> Result<ConsumedOAuthState> {
         let state_hash = sha256(state);
+        // A callback carrying another PSA tenant's credentials is refused without using the
+        // state up, so the admin who started the flow can still finish it.
         let consumed: Option<(Uuid, Uuid, Vec<u8>, Vec<u8>)> = sqlx::query_as(
             "UPDATE oauth_states SET used_at = now()
              WHERE state_hash = $1 AND used_at IS NULL AND expires_at > now()
+               AND ($2::uuid IS NULL OR tenant_id = $2)
              RETURNING tenant_id, user_id, code_verifier_ciphertext, code_verifier_nonce",
         )
         .bind(&state_hash)
+        .bind(presented_tenant)
         .fetch_optional(&self.pool)
         .await?;
         let Some((tenant_id, user_id, ciphertext, nonce)) = consumed else {
-            let found: Option<bool> = sqlx::query_scalar(
-                "SELECT used_at IS NOT NULL FROM oauth_states WHERE state_hash = $1 LIMIT 1",
+            let found: Option<(bool, bool, Uuid)> = sqlx::query_as(
+                "SELECT used_at IS NOT NULL, expires_at <= now(), tenant_id
+                 FROM oauth_states WHERE state_hash = $1 LIMIT 1",
             )
             .bind(&state_hash)
             .fetch_optional(&self.pool)
             .await?;
             return Err(match found {
                 None => StoreError::NotFound,
-                Some(true) => StoreError::Conflict("oauth_state_used".to_owned()),
-                Some(false) => StoreError::Invalid("oauth_state_expired".to_owned()),
+                Some((true, _, _)) => StoreError::Conflict("oauth_state_used".to_owned()),
+                Some((false, true, _)) => StoreError::Invalid("oauth_state_expired".to_owned()),
+                Some((false, false, owner)) if Some(owner) != presented_tenant => {
+                    StoreError::Conflict("oauth_state_tenant_mismatch".to_owned())
+                }
+                Some(_) => StoreError::Conflict("oauth_state_used".to_owned()),
             });
         };
         let verifier = self.encryption_key()?.open(

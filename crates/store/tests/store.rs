@@ -1041,18 +1041,23 @@ async fn oauth_state_is_single_use_and_api_keys_authenticate(pool: PgPool) {
         )
         .await
         .expect("state");
+    // Another PSA tenant's credentials are refused and do not use the state up.
+    assert!(matches!(
+        store.consume_oauth_state("state-abc", Some(Uuid::new_v4())).await,
+        Err(StoreError::Conflict(code)) if code == "oauth_state_tenant_mismatch"
+    ));
     let consumed = store
-        .consume_oauth_state("state-abc")
+        .consume_oauth_state("state-abc", Some(fixture.tenant_id))
         .await
         .expect("consume");
     assert_eq!(consumed.tenant_id, fixture.tenant_id);
     assert_eq!(consumed.code_verifier, "verifier-xyz");
     assert!(matches!(
-        store.consume_oauth_state("state-abc").await,
+        store.consume_oauth_state("state-abc", None).await,
         Err(StoreError::Conflict(_))
     ));
     assert!(matches!(
-        store.consume_oauth_state("forged").await,
+        store.consume_oauth_state("forged", None).await,
         Err(StoreError::NotFound)
     ));
     store
@@ -1066,7 +1071,7 @@ async fn oauth_state_is_single_use_and_api_keys_authenticate(pool: PgPool) {
         .await
         .expect("expired state");
     assert!(matches!(
-        store.consume_oauth_state("old-state").await,
+        store.consume_oauth_state("old-state", None).await,
         Err(StoreError::Invalid(_))
     ));
 }

@@ -273,26 +273,6 @@ async fn complete_authorization(
             "the sign-in response carries no valid state",
         ));
     };
-    let consumed = state
-        .store
-        .consume_oauth_state(&state_param)
-        .await
-        .map_err(|error| match error {
-            StoreError::NotFound => bad("invalid_state", "the sign-in state is unknown"),
-            StoreError::Conflict(_) => bad("state_used", "the sign-in state was already used"),
-            StoreError::Invalid(_) => bad(
-                "state_expired",
-                "the sign-in took too long; start the connection again",
-            ),
-            other => {
-                tracing::error!(error = %other, "consuming an oauth state failed");
-                CallbackFailure::new(
-                    StatusCode::INTERNAL_SERVER_ERROR,
-                    "internal_error",
-                    "an internal error occurred; it has been logged",
-                )
-            }
-        })?;
     let internal = |error: &dyn std::fmt::Display| {
         tracing::error!(%error, "oauth callback failed");
         CallbackFailure::new(
@@ -301,24 +281,40 @@ async fn complete_authorization(
             "an internal error occurred; it has been logged",
         )
     };
-    // Credentials presented with the callback must belong to the tenant that started the flow.
-    if let Some(key) = headers
+    // Credentials presented with the callback must belong to the tenant that started the flow;
+    // the store refuses the state otherwise, without using it up.
+    let presented_tenant = match headers
         .get(API_KEY_HEADER)
         .and_then(|value| value.to_str().ok())
     {
-        let user = state
+        Some(key) => state
             .store
             .authenticate_api_key(key)
             .await
-            .map_err(|error| internal(&error))?;
-        if user.is_some_and(|user| user.tenant_id != consumed.tenant_id) {
-            return Err(CallbackFailure::new(
-                StatusCode::FORBIDDEN,
-                "tenant_mismatch",
-                "the sign-in was started by another PSA tenant",
-            ));
-        }
-    }
+            .map_err(|error| internal(&error))?
+            .map(|user| user.tenant_id),
+        None => None,
+    };
+    let consumed = state
+        .store
+        .consume_oauth_state(&state_param, presented_tenant)
+        .await
+        .map_err(|error| match error {
+            StoreError::NotFound => bad("invalid_state", "the sign-in state is unknown"),
+            StoreError::Conflict(code) if code == "oauth_state_tenant_mismatch" => {
+                CallbackFailure::new(
+                    StatusCode::FORBIDDEN,
+                    "tenant_mismatch",
+                    "the sign-in was started by another PSA tenant",
+                )
+            }
+            StoreError::Conflict(_) => bad("state_used", "the sign-in state was already used"),
+            StoreError::Invalid(_) => bad(
+                "state_expired",
+                "the sign-in took too long; start the connection again",
+            ),
+            other => internal(&other),
+        })?;
     let flag_on = state
         .store
         .flag_enabled(UI_FLAG, consumed.tenant_id)

@@ -1,0 +1,75 @@
+//! The request log names routes, never the raw URI: OAuth codes and states in a callback's
+//! query stay out of logs. In its own test binary because it installs a thread-local tracing
+//! subscriber, and tracing's per-callsite interest cache is shared with whatever other tests
+//! run at the same time in the same process.
+
+mod support;
+
+use axum::http::Method;
+use sqlx::PgPool;
+
+use support::*;
+
+/// Collects everything the subscriber writes.
+#[derive(Clone, Default)]
+struct LogBuffer(std::sync::Arc<std::sync::Mutex<Vec<u8>>>);
+
+impl std::io::Write for LogBuffer {
+    fn write(&mut self, bytes: &[u8]) -> std::io::Result<usize> {
+        self.0
+            .lock()
+            .map_err(|_| std::io::Error::other("poisoned"))?
+            .extend_from_slice(bytes);
+        Ok(bytes.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+#[sqlx::test(migrations = "../../migrations")]
+async fn request_logs_name_routes_not_secrets(pool: PgPool) {
+    let app = TestApp::new(pool);
+    let world = world(&app).await;
+    let buffer = LogBuffer::default();
+    let writer = buffer.clone();
+    let subscriber = tracing_subscriber::fmt()
+        .with_max_level(tracing::Level::DEBUG)
+        .with_writer(move || writer.clone())
+        .with_ansi(false)
+        .finish();
+    let _guard = tracing::subscriber::set_default(subscriber);
+    let secret_code = "code-SECRET-0123456789";
+    let secret_state = "state-SECRET-9876543210";
+    app.call(
+        Method::GET,
+        &format!("/auth/oauth2/microsoft/callback?code={secret_code}&state={secret_state}"),
+        None,
+        None,
+    )
+    .await;
+    app.get(
+        &format!("/api/v1/contacts/{}/history", world.contact_a),
+        &world.reader,
+    )
+    .await;
+    let logs = String::from_utf8(buffer.0.lock().expect("lock").clone()).expect("utf-8");
+    assert!(logs.contains("/auth/oauth2/microsoft/callback"), "{logs}");
+    assert!(
+        logs.contains("/api/v1/contacts/{contact_id}/history"),
+        "{logs}"
+    );
+    assert!(
+        !logs.contains(secret_code),
+        "the OAuth code was logged: {logs}"
+    );
+    assert!(
+        !logs.contains(secret_state),
+        "the OAuth state was logged: {logs}"
+    );
+    assert!(
+        !logs.contains(&world.reader),
+        "an API key was logged: {logs}"
+    );
+}
