@@ -32,4 +32,4 @@ phase services start_services
 export ENTRA_SYNC_TEMPORAL_CLI="$VENV/bin/temporal"
 export RUST_LOG="${RUST_LOG:-warn}"
 say "DATABASE_URL=$DATABASE_URL TEMPORAL_ADDRESS=$TEMPORAL_ADDRESS"
-phase tests cargo test --workspace --locked -- --test-threads "${TEST_THREADS:-4}"
+phase tests cargo test --workspace --locked --no-fail-fast -- --test-threads "${TEST_THREADS:-4}"
