@@ -88,7 +88,12 @@ impl Stack {
         let state = runtime::api_state(&settings, store.clone()).await?;
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
         let api_url = format!("http://{}", listener.local_addr()?);
-        tokio::spawn(runtime::serve(state, None, listener, std::future::pending()));
+        tokio::spawn(runtime::serve(
+            state,
+            None,
+            listener,
+            std::future::pending(),
+        ));
 
         Ok(Stack {
             simulator,

@@ -2,10 +2,11 @@
 //! the simulator over real HTTP, the API and a worker in this process. Each test gets its own
 //! database, task queue and ports.
 
+mod cli;
+mod crash;
 mod direct;
 mod harness;
 mod initial_sync;
-mod crash;
 mod run_lifecycle;
 mod schedules;
 mod two_workers;
