@@ -17,8 +17,10 @@ use std::time::Duration;
 
 use chrono::Utc;
 use entra_sync_directory::error::DirectoryError;
+use entra_sync_directory::source::DirectorySource;
 use entra_sync_directory::source::UsersCursor;
-use entra_sync_domain::model::Tally;
+use entra_sync_domain::filter::MAX_FILTER_GROUPS;
+use entra_sync_domain::model::{DirectoryEntry, Tally};
 use entra_sync_store::connection::ConnectionKind;
 use entra_sync_store::discovery::{DiscoveredTenantRecord, TenantDomain};
 use entra_sync_store::reconcile::PageScope;
@@ -332,6 +334,68 @@ impl SyncActivities {
 }
 
 /// The counts a tenant result holds so far (kept when a failure is recorded over it).
+/// Which of the filters' named groups each user (by lowercase object id) belongs to. Empty,
+/// and leaving users untouched, when the filters name no groups.
+#[derive(Debug, Default)]
+struct GroupMembers {
+    loaded: bool,
+    groups_by_user: std::collections::BTreeMap<String, Vec<String>>,
+}
+
+impl GroupMembers {
+    /// Sets `group_ids` on every present user: the named groups it is a member of, or none.
+    fn annotate(&self, entries: &mut [DirectoryEntry]) {
+        if !self.loaded {
+            return;
+        }
+        for entry in entries {
+            if let DirectoryEntry::Present(user) = entry {
+                let groups = self
+                    .groups_by_user
+                    .get(&user.object_id.to_ascii_lowercase())
+                    .cloned()
+                    .unwrap_or_default();
+                user.group_ids = Some(groups);
+            }
+        }
+    }
+}
+
+/// Reads the members of each named group. More groups than validation allows (settings
+/// written around it) is refused rather than read partially, since skipping an exclude group
+/// would sync users an admin meant to exclude.
+async fn load_group_members(
+    source: &dyn DirectorySource,
+    entra_tenant_id: &str,
+    groups: &[String],
+) -> Result<GroupMembers, DirectoryError> {
+    if groups.is_empty() {
+        return Ok(GroupMembers::default());
+    }
+    if groups.len() > MAX_FILTER_GROUPS {
+        return Err(DirectoryError::Invalid {
+            message: format!("the filters name more than {MAX_FILTER_GROUPS} groups"),
+        });
+    }
+    let mut members = GroupMembers {
+        loaded: true,
+        groups_by_user: std::collections::BTreeMap::new(),
+    };
+    for group in groups {
+        for user_id in source.group_member_ids(entra_tenant_id, group).await? {
+            let user_groups = members
+                .groups_by_user
+                .entry(user_id.to_ascii_lowercase())
+                .or_default();
+            if !user_groups.contains(group) {
+                user_groups.push(group.clone());
+            }
+        }
+    }
+    info!(groups = groups.len(), "filter group members loaded");
+    Ok(members)
+}
+
 async fn current_tally(
     store: &Store,
     tenant_id: Uuid,
@@ -427,6 +491,31 @@ impl SyncActivities {
         }
         let enumeration_done = progress.next_cursor.as_deref() == Some(ENUMERATION_COMPLETE);
 
+        // The group filters (SPEC §5.2) need each named group's members; they are read once
+        // per attempt, before the first page, so every page is judged against the same
+        // membership. A failure is classified like any other directory failure.
+        let group_members = if enumeration_done {
+            GroupMembers::default()
+        } else {
+            let groups = settings.filters.named_groups();
+            let loaded = with_heartbeats(
+                &ctx,
+                &progress,
+                true,
+                load_group_members(connected.source.as_ref(), &entra_tenant_id, &groups),
+            )
+            .await
+            .ok_or_else(ActivityError::cancelled)?;
+            match loaded {
+                Ok(members) => members,
+                Err(error) => {
+                    return Err(self
+                        .fail_tenant(tenant_id, run_id, managed_tenant_id, &tally, &error)
+                        .await)
+                }
+            }
+        };
+
         let new_delta_link = loop {
             if enumeration_done {
                 break None;
@@ -449,7 +538,7 @@ impl SyncActivities {
             )
             .await
             .ok_or_else(ActivityError::cancelled)?;
-            let page = match fetched {
+            let mut page = match fetched {
                 Ok(page) => page,
                 Err(DirectoryError::DeltaExpired { code }) => {
                     // MICROSOFT.md §3: an expired or invalid delta token means a full resync.
@@ -478,6 +567,7 @@ impl SyncActivities {
                         .await)
                 }
             };
+            group_members.annotate(&mut page.entries);
             // The last page stores the completion marker, so a retry after it committed does
             // not read (and count) the last page again.
             let stored_cursor = page

@@ -983,6 +983,14 @@ async fn settings_are_validated_and_saved(pool: PgPool) {
             "bad domain",
         ),
         (json!({"schedule": {"every": "day"}}), "unknown key"),
+        (
+            json!({"filters": {"include_groups": ["Sales Team"]}}),
+            "include group that is not a GUID",
+        ),
+        (
+            json!({"filters": {"exclude_groups": ["5b0e6c5e-0000-4000-8000"]}}),
+            "exclude group that is not a GUID",
+        ),
     ] {
         let response = app
             .call(Method::PUT, path, Some(&world.updater), Some(body))
@@ -1005,7 +1013,8 @@ async fn settings_are_validated_and_saved(pool: PgPool) {
             Some(&world.updater),
             Some(
                 json!({"field_policy": {"job_title": "overwrite", "phone": "fill_blank"},
-                        "filters": {"licensed_only": true, "exclusion_patterns": ["^svc-"]},
+                        "filters": {"licensed_only": true, "exclusion_patterns": ["^svc-"],
+                                    "include_groups": [" 5B0E6C5E-0000-4000-8000-000000000001 "]},
                         "schedule": {"enabled": true, "interval_seconds": 900}}),
             ),
         )
@@ -1015,6 +1024,12 @@ async fn settings_are_validated_and_saved(pool: PgPool) {
     assert_eq!(read.body["field_policy"]["job_title"], json!("overwrite"));
     assert_eq!(read.body["field_policy"]["name"], json!("off"));
     assert_eq!(read.body["filters"]["licensed_only"], json!(true));
+    assert_eq!(
+        read.body["filters"]["include_groups"],
+        json!(["5b0e6c5e-0000-4000-8000-000000000001"]),
+        "group ids are stored trimmed and lowercase"
+    );
+    assert_eq!(read.body["filters"]["exclude_groups"], json!([]));
     assert_eq!(read.body["schedule"]["interval_seconds"], json!(900));
     let status = app.get("/api/v1/integrations/entra", &world.reader).await;
     assert_eq!(status.body["schedule"]["enabled"], json!(true));
@@ -1665,17 +1680,37 @@ async fn dismissed_items_can_be_reopened_and_filter_overrides_are_validated(pool
         )
         .await;
     assert_eq!(bad.status, StatusCode::UNPROCESSABLE_ENTITY, "{}", bad.body);
+    let bad_group = app
+        .call(
+            Method::PUT,
+            &filters,
+            Some(&world.updater),
+            Some(json!({"exclude_groups": ["contractors"]})),
+        )
+        .await;
+    assert_eq!(
+        bad_group.status,
+        StatusCode::UNPROCESSABLE_ENTITY,
+        "{}",
+        bad_group.body
+    );
     let saved = app
         .call(
             Method::PUT,
             &filters,
             Some(&world.updater),
-            Some(json!({"licensed_only": true})),
+            Some(json!({"licensed_only": true,
+                        "exclude_groups": ["5b0e6c5e-0000-4000-8000-000000000002"]})),
         )
         .await;
     assert_eq!(saved.status, StatusCode::OK, "{}", saved.body);
     let read = app.get(&filters, &world.reader).await;
     assert_eq!(read.body["licensed_only"], json!(true));
+    assert_eq!(
+        read.body["exclude_groups"],
+        json!(["5b0e6c5e-0000-4000-8000-000000000002"])
+    );
+    assert_eq!(read.body["include_groups"], Value::Null);
     assert_eq!(
         read.body["exclude_guests"],
         Value::Null,

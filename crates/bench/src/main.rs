@@ -382,6 +382,7 @@ fn directory_users(promoted: bool) -> Vec<DirectoryUser> {
                 mobile_phone: Some(format!("+1 555 1{index:05}")),
                 business_phones: vec![format!("+1 555 2{index:05}")],
                 assigned_license_count: 1,
+                group_ids: None,
             }
         })
         .collect()

@@ -16,7 +16,10 @@ use crate::http::{
     read_json, short_description, FailedResponse, HttpCore, HttpSettings, ThrottleStats,
 };
 use crate::oauth::{AppCredential, OAuthClient, OAuthConfig, TokenSet, EXPIRY_MARGIN};
-use crate::source::{DirectorySource, DiscoveredTenant, TenantDomain, UsersCursor, UsersPage};
+use crate::source::{
+    checked_group_id, member_ids, DirectorySource, DiscoveredTenant, TenantDomain, UsersCursor,
+    UsersPage, MAX_GROUP_MEMBER_PAGES,
+};
 use crate::users::{parse_entry, USER_SELECT};
 
 /// How the service authenticates to CIPP (SPEC §2.2).
@@ -269,6 +272,47 @@ impl CippClient {
         }
     }
 
+    /// Every user that is a direct or nested member of a group, through `ListGraphRequest`
+    /// on Graph's `groups/{id}/transitiveMembers/microsoft.graph.user` (MICROSOFT.md §5a;
+    /// https://learn.microsoft.com/en-us/graph/api/group-list-transitivemembers), paged by
+    /// `Metadata.nextLink` like the users listing. There is no `ListUsers`-style fallback.
+    #[instrument(skip_all, fields(tenant_id = %tenant))]
+    pub async fn group_member_ids(
+        &self,
+        tenant: &str,
+        group_id: &str,
+    ) -> Result<Vec<String>, DirectoryError> {
+        let group_id = checked_group_id(group_id)?;
+        let mut ids = Vec::new();
+        let mut cursor: Option<String> = None;
+        for _ in 0..MAX_GROUP_MEMBER_PAGES {
+            let mut url = self.endpoint("ListGraphRequest")?;
+            url.query_pairs_mut()
+                .append_pair(
+                    "Endpoint",
+                    &format!("groups/{group_id}/transitiveMembers/microsoft.graph.user"),
+                )
+                .append_pair("tenantFilter", tenant)
+                .append_pair("Version", "v1.0")
+                .append_pair("manualPagination", "true")
+                .append_pair("$select", "id")
+                .append_pair("$top", "999");
+            if let Some(next_link) = &cursor {
+                url.query_pairs_mut().append_pair("nextLink", next_link);
+            }
+            let body = self.get(url, Some(tenant), &AtomicU16::new(0)).await?;
+            let (results, next_cursor) = graph_request_results(&body)?;
+            ids.extend(member_ids(results));
+            match next_cursor {
+                Some(next_link) => cursor = Some(next_link),
+                None => return Ok(ids),
+            }
+        }
+        Err(DirectoryError::invalid(
+            "a filter group has more members than the sync reads",
+        ))
+    }
+
     /// `ListUsers?tenantFilter=`: every user in one answer (§5a), so a single last page.
     async fn list_users(&self, tenant: &str) -> Result<UsersPage, DirectoryError> {
         let mut url = self.endpoint("ListUsers")?;
@@ -303,9 +347,27 @@ impl DirectorySource for CippClient {
         };
         CippClient::users_page(self, tenant, cursor).await
     }
+
+    async fn group_member_ids(
+        &self,
+        tenant: &str,
+        group_id: &str,
+    ) -> Result<Vec<String>, DirectoryError> {
+        CippClient::group_member_ids(self, tenant, group_id).await
+    }
 }
 
 fn parse_graph_request_page(body: &Value) -> Result<UsersPage, DirectoryError> {
+    let (results, next_cursor) = graph_request_results(body)?;
+    Ok(UsersPage {
+        entries: results.iter().map(parse_entry).collect(),
+        next_cursor,
+        delta_link: None,
+    })
+}
+
+/// A `ListGraphRequest` answer with manual pagination: its `Results` and `Metadata.nextLink`.
+fn graph_request_results(body: &Value) -> Result<(&[Value], Option<String>), DirectoryError> {
     let results = match body.get("Results") {
         Some(Value::Array(results)) => results.as_slice(),
         Some(Value::Null) | None => &[],
@@ -324,7 +386,7 @@ fn parse_graph_request_page(body: &Value) -> Result<UsersPage, DirectoryError> {
         // Only `$count` makes CIPP queue (§5a), and it is never sent; say so if it happens.
         return Err(DirectoryError::Transient {
             code: "cipp_queued".to_owned(),
-            message: "CIPP queued the users request instead of answering it".to_owned(),
+            message: "CIPP queued the request instead of answering it".to_owned(),
             retry_after: None,
         });
     }
@@ -333,11 +395,7 @@ fn parse_graph_request_page(body: &Value) -> Result<UsersPage, DirectoryError> {
         .and_then(Value::as_str)
         .filter(|next_link| !next_link.is_empty())
         .map(str::to_owned);
-    Ok(UsersPage {
-        entries: results.iter().map(parse_entry).collect(),
-        next_cursor,
-        delta_link: None,
-    })
+    Ok((results, next_cursor))
 }
 
 fn parse_tenants(

@@ -14,7 +14,10 @@ use url::Url;
 use crate::error::{classify, DirectoryError, ErrorContext};
 use crate::http::{read_json, HttpCore, HttpSettings, ThrottleStats};
 use crate::oauth::{CustomerTokenCache, GRAPH_DEFAULT_SCOPE};
-use crate::source::{DirectorySource, DiscoveredTenant, TenantDomain, UsersCursor, UsersPage};
+use crate::source::{
+    checked_group_id, member_ids, DirectorySource, DiscoveredTenant, TenantDomain, UsersCursor,
+    UsersPage, MAX_GROUP_MEMBER_PAGES,
+};
 use crate::users::{parse_entry, USER_SELECT};
 
 /// Where Graph is and whom the partner-level calls run as.
@@ -336,6 +339,35 @@ impl GraphClient {
         self.users_from(tenant, &url).await
     }
 
+    /// Every user that is a direct or nested member of a group. Graph's "List group
+    /// transitive members" (https://learn.microsoft.com/en-us/graph/api/group-list-transitivemembers):
+    /// `GET /v1.0/groups/{id}/transitiveMembers/microsoft.graph.user?$select=id&$top=999`, the
+    /// OData cast keeping only users; pages of at most 999 follow `@odata.nextLink`
+    /// (MICROSOFT.md §3's paging rules).
+    #[instrument(skip_all, fields(tenant_id = %tenant))]
+    pub async fn group_member_ids(
+        &self,
+        tenant: &str,
+        group_id: &str,
+    ) -> Result<Vec<String>, DirectoryError> {
+        let group_id = checked_group_id(group_id)?;
+        let mut url = self.url(&format!(
+            "/v1.0/groups/{group_id}/transitiveMembers/microsoft.graph.user?$select=id&$top=999"
+        ))?;
+        let mut ids = Vec::new();
+        for _ in 0..MAX_GROUP_MEMBER_PAGES {
+            let page = self.collection_page(tenant, &url).await?;
+            ids.extend(member_ids(&page.values));
+            match page.next_link {
+                Some(next_link) => url = self.check_link(&next_link)?,
+                None => return Ok(ids),
+            }
+        }
+        Err(DirectoryError::invalid(
+            "a filter group has more members than the sync reads",
+        ))
+    }
+
     async fn users_from(&self, tenant: &str, url: &Url) -> Result<UsersPage, DirectoryError> {
         let page = self.collection_page(tenant, url).await?;
         Ok(UsersPage {
@@ -445,6 +477,14 @@ impl DirectorySource for GraphClient {
                 self.users_from(tenant, &url).await
             }
         }
+    }
+
+    async fn group_member_ids(
+        &self,
+        tenant: &str,
+        group_id: &str,
+    ) -> Result<Vec<String>, DirectoryError> {
+        GraphClient::group_member_ids(self, tenant, group_id).await
     }
 }
 

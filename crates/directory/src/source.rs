@@ -77,4 +77,43 @@ pub trait DirectorySource: Send + Sync {
         tenant: &str,
         cursor: UsersCursor,
     ) -> Result<UsersPage, DirectoryError>;
+
+    /// The object ids of every user that is a direct or nested member of the group `group_id`
+    /// (a GUID) in `tenant`, for the group filters (SPEC §5.2). Sources that cannot read
+    /// group membership refuse, which the caller classifies like any directory error.
+    async fn group_member_ids(
+        &self,
+        tenant: &str,
+        group_id: &str,
+    ) -> Result<Vec<String>, DirectoryError> {
+        let _ = (tenant, group_id);
+        Err(DirectoryError::invalid(
+            "this directory source cannot read group membership",
+        ))
+    }
+}
+
+/// A group's members are read page by page; past this many pages (999 ids each) the group is
+/// refused rather than read without end.
+pub const MAX_GROUP_MEMBER_PAGES: usize = 1_000;
+
+/// Checks a group id before it goes into a URL path, so no caller can smuggle path segments
+/// or query text into a provider call.
+pub(crate) fn checked_group_id(group_id: &str) -> Result<String, DirectoryError> {
+    let group_id = group_id.trim().to_ascii_lowercase();
+    if entra_sync_domain::filter::is_group_id(&group_id) {
+        Ok(group_id)
+    } else {
+        Err(DirectoryError::invalid("a filter group id is not a GUID"))
+    }
+}
+
+/// The object ids of a page of `transitiveMembers/microsoft.graph.user` answered with
+/// `$select=id`: `[{"@odata.type":"#microsoft.graph.user","id":"…"}]`.
+pub(crate) fn member_ids(values: &[serde_json::Value]) -> Vec<String> {
+    values
+        .iter()
+        .filter_map(|value| value.get("id").and_then(serde_json::Value::as_str))
+        .map(str::to_ascii_lowercase)
+        .collect()
 }

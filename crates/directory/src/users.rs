@@ -62,6 +62,8 @@ fn parse_user(object: &Map<String, Value>, object_id: String) -> Result<Director
             Some(Value::Array(licenses)) => licenses.len(),
             Some(_) => return Err("assignedLicenses is not an array".to_owned()),
         },
+        // Group membership is not part of a users page; the sync sets it when filters need it.
+        group_ids: None,
     })
 }
 

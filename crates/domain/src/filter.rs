@@ -1,5 +1,10 @@
 //! User filters (SPEC §5.2): which directory users may become new contacts, and the check
 //! run when an admin saves filter settings.
+//!
+//! Only unlinked users are filtered (a link decides its contact whatever the filters say). The
+//! first matching rule gives the skip reason, in this order: guest, disabled, no usable email,
+//! unlicensed, denied domain, domain not allowed, exclusion pattern, excluded group, not in an
+//! included group.
 
 use crate::email::{email_domain, is_domain, is_guest, primary_email};
 use crate::model::{DirectoryUser, Filters, SkipReason};
@@ -20,6 +25,24 @@ pub enum FilterError {
     InvalidDomain { domain: String },
     #[error("at most {MAX_EXCLUSION_PATTERNS} exclusion patterns are allowed")]
     TooManyPatterns,
+    #[error("{group:?} is not a group object id (a GUID)")]
+    InvalidGroup { group: String },
+    #[error("at most {MAX_FILTER_GROUPS} include and exclude groups are allowed")]
+    TooManyGroups,
+}
+
+/// At most this many distinct groups (include and exclude together) are accepted on save, so
+/// loading their members at the start of a sync stays bounded.
+pub const MAX_FILTER_GROUPS: usize = 50;
+
+/// Whether `value` looks like a group object id: a GUID in its 8-4-4-4-12 hex form.
+pub fn is_group_id(value: &str) -> bool {
+    let parts: Vec<&str> = value.split('-').collect();
+    parts.len() == 5
+        && parts
+            .iter()
+            .zip([8, 4, 4, 4, 12])
+            .all(|(part, len)| part.len() == len && part.chars().all(|c| c.is_ascii_hexdigit()))
 }
 
 /// Checks filters before they are saved: every pattern compiles, every domain looks like one.
@@ -30,6 +53,16 @@ pub fn validate_filters(filters: &Filters) -> Result<(), FilterError> {
                 domain: domain.clone(),
             });
         }
+    }
+    for group in filters.include_groups.iter().chain(&filters.exclude_groups) {
+        if !is_group_id(group.trim()) {
+            return Err(FilterError::InvalidGroup {
+                group: group.clone(),
+            });
+        }
+    }
+    if filters.named_groups().len() > MAX_FILTER_GROUPS {
+        return Err(FilterError::TooManyGroups);
     }
     if filters.exclusion_patterns.len() > MAX_EXCLUSION_PATTERNS {
         return Err(FilterError::TooManyPatterns);
@@ -72,6 +105,8 @@ pub struct CompiledFilters {
     domain_allow: Vec<String>,
     domain_deny: Vec<String>,
     patterns: Option<RegexSet>,
+    include_groups: Vec<String>,
+    exclude_groups: Vec<String>,
     /// Set when a saved pattern does not compile (settings written around the validation).
     /// The planner then fails closed: it excludes every user the patterns would have been
     /// checked against, rather than syncing users an admin meant to exclude.
@@ -104,6 +139,8 @@ impl CompiledFilters {
                 .collect(),
             patterns,
             broken_pattern,
+            include_groups: normalize_groups(&filters.include_groups),
+            exclude_groups: normalize_groups(&filters.exclude_groups),
         }
     }
 
@@ -157,8 +194,36 @@ impl CompiledFilters {
                 }
             }
         }
+        self.group_skip_reason(user)
+    }
+
+    /// The group rules. Exclusion wins over inclusion, like deny over allow for domains. When
+    /// membership was not loaded (`group_ids` is `None`) they fail closed, as broken patterns do.
+    fn group_skip_reason(&self, user: &DirectoryUser) -> Option<(SkipReason, Option<String>)> {
+        if self.include_groups.is_empty() && self.exclude_groups.is_empty() {
+            return None;
+        }
+        let Some(group_ids) = &user.group_ids else {
+            let reason = if self.exclude_groups.is_empty() {
+                SkipReason::NotInIncludedGroup
+            } else {
+                SkipReason::InExcludedGroup
+            };
+            return Some((reason, Some("group membership not loaded".to_string())));
+        };
+        let is_member = |group: &String| group_ids.iter().any(|id| id.eq_ignore_ascii_case(group));
+        if let Some(excluded) = self.exclude_groups.iter().find(|g| is_member(g)) {
+            return Some((SkipReason::InExcludedGroup, Some(excluded.clone())));
+        }
+        if !self.include_groups.is_empty() && !self.include_groups.iter().any(is_member) {
+            return Some((SkipReason::NotInIncludedGroup, None));
+        }
         None
     }
+}
+
+fn normalize_groups(groups: &[String]) -> Vec<String> {
+    groups.iter().map(|g| g.trim().to_lowercase()).collect()
 }
 
 /// A filter domain covers itself and its subdomains (`contoso.com` covers `sales.contoso.com`).

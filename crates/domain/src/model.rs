@@ -26,6 +26,9 @@ pub struct DirectoryUser {
     pub mobile_phone: Option<String>,
     pub business_phones: Vec<String>,
     pub assigned_license_count: usize,
+    /// Object ids of the filter's named security groups this user is a (transitive) member
+    /// of. `None` means membership was not loaded; the group filters then fail closed.
+    pub group_ids: Option<Vec<String>>,
 }
 
 /// One entry of a users page: a present user, a removal reported by delta (`@removed`), or a
@@ -179,6 +182,25 @@ pub struct Filters {
     pub domain_deny: Vec<String>,
     /// Regular expressions matched against the user's UPN, mail and display name.
     pub exclusion_patterns: Vec<String>,
+    /// Security group object ids (lowercase GUIDs); when non-empty, only (transitive) members
+    /// of at least one of them may become contacts.
+    pub include_groups: Vec<String>,
+    /// Security group object ids whose (transitive) members never become contacts.
+    pub exclude_groups: Vec<String>,
+}
+
+impl Filters {
+    /// Every group the filters name, include groups first, without duplicates.
+    pub fn named_groups(&self) -> Vec<String> {
+        let mut groups: Vec<String> = Vec::new();
+        for group in self.include_groups.iter().chain(&self.exclude_groups) {
+            let group = group.trim().to_lowercase();
+            if !groups.contains(&group) {
+                groups.push(group);
+            }
+        }
+        groups
+    }
 }
 
 impl Default for Filters {
@@ -190,6 +212,8 @@ impl Default for Filters {
             domain_allow: Vec::new(),
             domain_deny: Vec::new(),
             exclusion_patterns: Vec::new(),
+            include_groups: Vec::new(),
+            exclude_groups: Vec::new(),
         }
     }
 }
@@ -231,6 +255,8 @@ pub enum SkipReason {
     DomainNotAllowed,
     DomainDenied,
     ExcludedByPattern,
+    NotInIncludedGroup,
+    InExcludedGroup,
     InvalidRecord,
     Dismissed,
     AlreadyQueued,
@@ -246,6 +272,8 @@ impl SkipReason {
             SkipReason::DomainNotAllowed => "domain_not_allowed",
             SkipReason::DomainDenied => "domain_denied",
             SkipReason::ExcludedByPattern => "excluded_by_pattern",
+            SkipReason::NotInIncludedGroup => "not_in_included_group",
+            SkipReason::InExcludedGroup => "in_excluded_group",
             SkipReason::InvalidRecord => "invalid_record",
             SkipReason::Dismissed => "dismissed",
             SkipReason::AlreadyQueued => "already_queued",
@@ -396,6 +424,8 @@ pub struct FilterOverride {
     pub domain_allow: Option<Vec<String>>,
     pub domain_deny: Option<Vec<String>>,
     pub exclusion_patterns: Option<Vec<String>>,
+    pub include_groups: Option<Vec<String>>,
+    pub exclude_groups: Option<Vec<String>>,
 }
 
 impl Filters {
@@ -423,12 +453,20 @@ impl Filters {
                 .exclusion_patterns
                 .clone()
                 .unwrap_or_else(|| defaults.exclusion_patterns.clone()),
+            include_groups: filter_override
+                .include_groups
+                .clone()
+                .unwrap_or_else(|| defaults.include_groups.clone()),
+            exclude_groups: filter_override
+                .exclude_groups
+                .clone()
+                .unwrap_or_else(|| defaults.exclude_groups.clone()),
         }
     }
 }
 
 impl SkipReason {
-    pub const ALL: [SkipReason; 10] = [
+    pub const ALL: [SkipReason; 12] = [
         SkipReason::Guest,
         SkipReason::Disabled,
         SkipReason::NoUsableEmail,
@@ -436,6 +474,8 @@ impl SkipReason {
         SkipReason::DomainNotAllowed,
         SkipReason::DomainDenied,
         SkipReason::ExcludedByPattern,
+        SkipReason::NotInIncludedGroup,
+        SkipReason::InExcludedGroup,
         SkipReason::InvalidRecord,
         SkipReason::Dismissed,
         SkipReason::AlreadyQueued,

@@ -50,6 +50,7 @@ trait UserBuilder {
     fn phones(self, business: &[&str], mobile: Option<&str>) -> Self;
     fn job(self, job_title: &str) -> Self;
     fn licenses(self, count: usize) -> Self;
+    fn groups(self, group_ids: &[&str]) -> Self;
 }
 
 impl UserBuilder for DirectoryUser {
@@ -99,7 +100,14 @@ impl UserBuilder for DirectoryUser {
         self.assigned_license_count = count;
         self
     }
+    fn groups(mut self, group_ids: &[&str]) -> Self {
+        self.group_ids = Some(group_ids.iter().map(|g| g.to_string()).collect());
+        self
+    }
 }
+
+const SALES: &str = "5b0e6c5e-0000-4000-8000-000000000001";
+const CONTRACTORS: &str = "5b0e6c5e-0000-4000-8000-000000000002";
 
 fn present(user: DirectoryUser) -> DirectoryEntry {
     DirectoryEntry::Present(user)
@@ -907,11 +915,51 @@ fn rules() -> Vec<(&'static str, Rule)> {
             bob().licenses(0),
             Some(SkipReason::Unlicensed),
         )),
+        ("filter: include groups, member passes", Rule::Filter(filters(|f| f.include_groups = vec![SALES.into()]), bob().groups(&[SALES]), None)),
+        ("filter: include groups, non-member skipped", Rule::Filter(filters(|f| f.include_groups = vec![SALES.into()]), bob().groups(&[CONTRACTORS]), Some(SkipReason::NotInIncludedGroup))),
+        ("filter: include groups, member of one of several passes", Rule::Filter(filters(|f| f.include_groups = vec![SALES.into(), CONTRACTORS.into()]), bob().groups(&[CONTRACTORS]), None)),
+        ("filter: include groups compare case-insensitively", Rule::Filter(filters(|f| f.include_groups = vec![SALES.to_uppercase()]), bob().groups(&[SALES]), None)),
+        ("filter: include groups, membership not loaded fails closed", Rule::Filter(filters(|f| f.include_groups = vec![SALES.into()]), bob(), Some(SkipReason::NotInIncludedGroup))),
+        ("filter: exclude groups, member skipped", Rule::Filter(filters(|f| f.exclude_groups = vec![CONTRACTORS.into()]), bob().groups(&[CONTRACTORS]), Some(SkipReason::InExcludedGroup))),
+        ("filter: exclude groups, non-member passes", Rule::Filter(filters(|f| f.exclude_groups = vec![CONTRACTORS.into()]), bob().groups(&[]), None)),
+        ("filter: exclude groups, membership not loaded fails closed", Rule::Filter(filters(|f| f.exclude_groups = vec![CONTRACTORS.into()]), bob(), Some(SkipReason::InExcludedGroup))),
+        ("filter: no groups named, membership ignored", Rule::Filter(Filters::default(), bob(), None)),
+        ("filter: both, exclusion wins over inclusion", Rule::Filter(filters(|f| { f.include_groups = vec![SALES.into()]; f.exclude_groups = vec![CONTRACTORS.into()] }), bob().groups(&[SALES, CONTRACTORS]), Some(SkipReason::InExcludedGroup))),
+        ("filter: both, included and not excluded passes", Rule::Filter(filters(|f| { f.include_groups = vec![SALES.into()]; f.exclude_groups = vec![CONTRACTORS.into()] }), bob().groups(&[SALES]), None)),
+        ("filter: both, in neither is not included", Rule::Filter(filters(|f| { f.include_groups = vec![SALES.into()]; f.exclude_groups = vec![CONTRACTORS.into()] }), bob().groups(&[]), Some(SkipReason::NotInIncludedGroup))),
+        ("filter: earlier rules win over groups (guest before group)", Rule::Filter(filters(|f| f.include_groups = vec![SALES.into()]), bob().user_type("Guest").groups(&[]), Some(SkipReason::Guest))),
+        ("filter: override clears the default include groups", Rule::Filter(
+            Filters::merged(&filters(|f| f.include_groups = vec![SALES.into()]), &FilterOverride { include_groups: Some(Vec::new()), ..FilterOverride::default() }),
+            bob().groups(&[]),
+            None,
+        )),
+        ("filter: override sets exclude groups, default include groups kept", Rule::Filter(
+            Filters::merged(&filters(|f| f.include_groups = vec![SALES.into()]), &FilterOverride { exclude_groups: Some(vec![CONTRACTORS.into()]), ..FilterOverride::default() }),
+            bob().groups(&[SALES, CONTRACTORS]),
+            Some(SkipReason::InExcludedGroup),
+        )),
+        ("filter: group through the planner, with the reason counted", Rule::Plan(
+            page(vec![present(bob().groups(&[]))]).settings(|s| s.filters.include_groups = vec![SALES.into()]),
+            &["skip u1 not_in_included_group"],
+        )),
+        ("filter: excluded group through the planner names the group", Rule::Plan(
+            page(vec![present(bob().groups(&[CONTRACTORS]))]).settings(|s| s.filters.exclude_groups = vec![CONTRACTORS.into()]),
+            &["skip u1 in_excluded_group (5b0e6c5e-0000-4000-8000-000000000002)"],
+        )),
+        ("filter: linked user bypasses group filters", Rule::Plan(
+            page(vec![present(bob().groups(&[]).job("CEO"))]).contacts(vec![contact(1, "bob@contoso.com")]).link("u1", 1).policy(JobTitle, FillBlank)
+                .settings(|s| s.filters.include_groups = vec![SALES.into()]),
+            &["update u1 c1 job -->\"CEO\""],
+        )),
         ("validate filters: defaults", Rule::ValidFilters(Filters::default(), true)),
         ("validate filters: good patterns and domains", Rule::ValidFilters(filters(|f| { f.exclusion_patterns = vec!["^svc-".into()]; f.domain_allow = vec!["*.Contoso.com".into(), "@fabrikam.co.uk".into()] }), true)),
         ("validate filters: pattern that does not compile", Rule::ValidFilters(filters(|f| f.exclusion_patterns = vec!["[a-".into()]), false)),
         ("validate filters: domain without a dot", Rule::ValidFilters(filters(|f| f.domain_deny = vec!["contoso".into()]), false)),
         ("validate filters: domain with a space", Rule::ValidFilters(filters(|f| f.domain_allow = vec!["con toso.com".into()]), false)),
+        ("validate filters: group ids that are GUIDs, any case", Rule::ValidFilters(filters(|f| { f.include_groups = vec![SALES.into()]; f.exclude_groups = vec![CONTRACTORS.to_uppercase()] }), true)),
+        ("validate filters: include group that is not a GUID", Rule::ValidFilters(filters(|f| f.include_groups = vec!["Sales Team".into()]), false)),
+        ("validate filters: exclude group with a missing digit", Rule::ValidFilters(filters(|f| f.exclude_groups = vec!["5b0e6c5e-0000-4000-8000-00000000000".into()]), false)),
+        ("validate filters: too many groups", Rule::ValidFilters(filters(|f| f.include_groups = (0..51).map(|n| format!("5b0e6c5e-0000-4000-8000-{n:012}")).collect()), false)),
 
         // ---- tally ----
         ("tally: counts per action and skip reason; eligible excludes filtered users", Rule::Tally(

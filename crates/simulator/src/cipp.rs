@@ -1,4 +1,5 @@
-//! The CIPP API (MICROSOFT.md §5a): ListTenants, ListUsers and ListGraphRequest for users.
+//! The CIPP API (MICROSOFT.md §5a): ListTenants, ListUsers and ListGraphRequest for users and for group
+//! transitive members.
 
 use std::sync::Arc;
 
@@ -8,7 +9,8 @@ use axum::response::Response;
 use serde_json::{json, Value};
 
 use crate::graph::{
-    parse_select, user_json, users_next_link, users_page, ListCursor, USER_PROPERTIES,
+    group_members_next_link, group_members_page, group_not_found_message, parse_select, user_json,
+    users_next_link, users_page, GroupCursor, ListCursor, USER_PROPERTIES,
 };
 use crate::server::{
     apply_fault, bearer, decode_cursor, json_response, param, parse_query, text_response,
@@ -280,6 +282,9 @@ pub(crate) async fn list_graph_request(
     {
         return response;
     }
+    if let Some(group_id) = group_members_endpoint(&endpoint) {
+        return list_group_members(&shared, &params, tenant_filter, &endpoint, group_id);
+    }
     if !endpoint
         .trim_start_matches('/')
         .eq_ignore_ascii_case("users")
@@ -352,6 +357,92 @@ pub(crate) async fn list_graph_request(
     drop(state);
     let metadata = match next {
         Some(cursor) => json!({"nextLink": users_next_link(&graph_base, &select, top, &cursor)}),
+        None => json!({}),
+    };
+    json_response(
+        StatusCode::OK,
+        &json!({"Results": results, "Metadata": metadata}),
+    )
+}
+
+/// The group id of an `Endpoint=groups/{id}/transitiveMembers/microsoft.graph.user`.
+fn group_members_endpoint(endpoint: &str) -> Option<&str> {
+    let path = endpoint.trim_start_matches('/');
+    let (collection, rest) = path.split_once('/')?;
+    let (group_id, cast) = rest.split_once('/')?;
+    (collection.eq_ignore_ascii_case("groups")
+        && cast.eq_ignore_ascii_case("transitiveMembers/microsoft.graph.user"))
+    .then_some(group_id)
+}
+
+/// `ListGraphRequest` on a group's transitive member users: CIPP relays Graph's answer
+/// (https://learn.microsoft.com/en-us/graph/api/group-list-transitivemembers) as `Results`, and with
+/// `manualPagination=true` hands Graph's nextLink back as `Metadata.nextLink` (MICROSOFT.md §5a).
+fn list_group_members(
+    shared: &Shared,
+    params: &[(String, String)],
+    tenant_filter: Option<&str>,
+    endpoint: &str,
+    group_id: &str,
+) -> Response {
+    let position = match resolve_tenant(shared, tenant_filter, endpoint) {
+        Ok(position) => position,
+        Err(response) => return response,
+    };
+    let next_link_params = param(params, "nextLink")
+        .and_then(|link| url::Url::parse(link).ok())
+        .map(|url| parse_query(url.query()));
+    let source = next_link_params.as_deref().unwrap_or(params);
+    let top = match param(source, "$top") {
+        None => 100,
+        Some(text) => match text.trim().parse::<usize>() {
+            Ok(top) if (1..=MAX_TOP).contains(&top) => top,
+            _ => {
+                return graph_error_400(
+                    &format!(
+                    "Invalid page size specified: '{text}'. Must be between 1 and 999 inclusive."
+                ),
+                    endpoint,
+                )
+            }
+        },
+    };
+    let state = shared.lock();
+    let tenant = &state.tenants[position];
+    let mut cursor = GroupCursor {
+        t: tenant.tenant_id.clone(),
+        g: group_id.to_string(),
+        o: 0,
+    };
+    if let Some(skiptoken) = param(source, "$skiptoken") {
+        match decode_cursor::<GroupCursor>(skiptoken) {
+            Some(decoded)
+                if decoded.t.eq_ignore_ascii_case(&tenant.tenant_id)
+                    && decoded.g.eq_ignore_ascii_case(group_id) =>
+            {
+                cursor = decoded
+            }
+            _ => return graph_error_400("Invalid skip token.", endpoint),
+        }
+    }
+    let manual =
+        param(params, "manualPagination").is_some_and(|value| value.eq_ignore_ascii_case("true"));
+    let graph_base = shared.graph_base();
+    let mut results = Vec::new();
+    let mut next = Some(cursor);
+    while let Some(current) = next.take() {
+        let Some((page, following)) = group_members_page(&state, position, &current, top) else {
+            return graph_error_400(&group_not_found_message(group_id), endpoint);
+        };
+        results.extend(page);
+        next = following;
+        if manual {
+            break;
+        }
+    }
+    drop(state);
+    let metadata = match next {
+        Some(cursor) => json!({"nextLink": group_members_next_link(&graph_base, top, &cursor)}),
         None => json!({}),
     };
     json_response(

@@ -27,6 +27,50 @@ pub struct CustomerTenant {
     /// The users, in a stable order (the order the users list pages through).
     /// Soft-deleted users are kept with `deleted: true`; hard-deleted users are gone.
     pub users: Vec<SimUser>,
+    /// The tenant's security groups (for the include/exclude group filters), in a stable order.
+    pub groups: Vec<SimGroup>,
+}
+
+/// A security group with its flattened (transitive) user membership, as Graph's
+/// `GET /v1.0/groups/{id}/transitiveMembers/microsoft.graph.user` lists it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SimGroup {
+    /// Object id (a lowercase GUID).
+    pub id: String,
+    pub display_name: String,
+    /// Object ids of the member users, direct or through nested groups, in user order.
+    pub member_ids: Vec<String>,
+}
+
+/// Whether the user at a position in the tenant's user list belongs to a group.
+type GroupRule = fn(usize, &SimUser) -> bool;
+
+/// The groups every tenant has, by name and by which user positions belong to them.
+const GROUP_SPECS: [(&str, GroupRule); 3] = [
+    ("All Staff", |_, user| user.user_type == "Member"),
+    ("Sales", |position, _| position % 3 == 0),
+    ("Contractors", |position, _| position % 5 == 1),
+];
+
+/// Groups derived from the tenant id and its users alone (no randomness is drawn, so adding
+/// groups did not change any generated tenant or user). Ids embed the tenant id's last part,
+/// so they differ between tenants.
+pub(crate) fn generate_groups(tenant_id: &str, users: &[SimUser]) -> Vec<SimGroup> {
+    let tenant_part = tenant_id.rsplit('-').next().unwrap_or_default();
+    GROUP_SPECS
+        .iter()
+        .enumerate()
+        .map(|(index, (display_name, is_member))| SimGroup {
+            id: format!("{:08x}-6e0a-4b1c-9d2e-{tenant_part}", index + 1).to_lowercase(),
+            display_name: (*display_name).to_string(),
+            member_ids: users
+                .iter()
+                .enumerate()
+                .filter(|(position, user)| is_member(*position, user))
+                .map(|(_, user)| user.id.clone())
+                .collect(),
+        })
+        .collect()
 }
 
 impl CustomerTenant {
@@ -578,14 +622,16 @@ pub fn generate(config: &SimulatorConfig) -> Msp {
             extra_domain,
         };
         let mut taken = HashSet::new();
-        let users = (0..size)
+        let users: Vec<SimUser> = (0..size)
             .map(|position| generate_user(position, &names, &mut taken, &mut rng))
             .collect();
+        let groups = generate_groups(&tenant_id, &users);
         tenants.push(CustomerTenant {
             tenant_id,
             display_name,
             domains,
             users,
+            groups,
         });
     }
     Msp {
@@ -654,6 +700,35 @@ mod tests {
             ..SimulatorConfig::default()
         });
         assert_ne!(first, other);
+    }
+
+    #[test]
+    fn every_tenant_has_distinct_groups_of_its_own_users() {
+        let msp = generate(&SimulatorConfig::default());
+        let mut ids = HashSet::new();
+        for tenant in &msp.tenants {
+            assert_eq!(tenant.groups.len(), GROUP_SPECS.len());
+            for group in &tenant.groups {
+                assert!(
+                    ids.insert(group.id.clone()),
+                    "group id {} repeats",
+                    group.id
+                );
+                assert!(group
+                    .member_ids
+                    .iter()
+                    .all(|id| tenant.users.iter().any(|user| &user.id == id)));
+            }
+        }
+        let largest = msp
+            .tenants
+            .iter()
+            .max_by_key(|tenant| tenant.users.len())
+            .expect("tenants");
+        assert!(
+            largest.groups[0].member_ids.len() > 999,
+            "one group should need several $top=999 pages"
+        );
     }
 
     #[test]

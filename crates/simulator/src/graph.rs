@@ -1,8 +1,9 @@
-//! Microsoft Graph v1.0: users (list and delta), GDAP relationships and customers, domains and organization.
+//! Microsoft Graph v1.0: users (list and delta), group transitive members, GDAP relationships and customers,
+//! domains and organization.
 
 use std::sync::Arc;
 
-use axum::extract::{RawQuery, State};
+use axum::extract::{Path, RawQuery, State};
 use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
 use axum::response::Response;
 use serde::{Deserialize, Serialize};
@@ -1003,4 +1004,139 @@ pub(crate) async fn contracts(
         items,
         &cursor,
     )
+}
+
+/// The position of a cursor inside a group's member list.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub(crate) struct GroupCursor {
+    /// Tenant id the cursor belongs to.
+    pub t: String,
+    /// Group id.
+    pub g: String,
+    /// Next member index.
+    pub o: usize,
+}
+
+/// One page of a group's listed (not deleted) member users, shaped as Graph answers
+/// `transitiveMembers/microsoft.graph.user?$select=id`: `{"@odata.type":"#microsoft.graph.user","id":…}`.
+/// `None` when the tenant has no such group.
+pub(crate) fn group_members_page(
+    state: &SimState,
+    tenant_position: usize,
+    cursor: &GroupCursor,
+    top: usize,
+) -> Option<(Vec<Value>, Option<GroupCursor>)> {
+    let tenant = &state.tenants[tenant_position];
+    let group = tenant
+        .groups
+        .iter()
+        .find(|group| group.id.eq_ignore_ascii_case(&cursor.g))?;
+    let listed = |id: &String| {
+        tenant
+            .index
+            .get(id)
+            .is_some_and(|position| tenant.records[*position].is_listed())
+    };
+    let mut value = Vec::new();
+    let mut next_index = cursor.o;
+    for (index, id) in group.member_ids.iter().enumerate().skip(cursor.o) {
+        if value.len() == top {
+            break;
+        }
+        next_index = index + 1;
+        if listed(id) {
+            value.push(json!({"@odata.type": "#microsoft.graph.user", "id": id}));
+        }
+    }
+    let more = group.member_ids.iter().skip(next_index).any(listed);
+    let next = more.then(|| GroupCursor {
+        t: cursor.t.clone(),
+        g: group.id.clone(),
+        o: next_index,
+    });
+    Some((value, next))
+}
+
+pub(crate) fn group_members_next_link(
+    graph_base: &str,
+    top: usize,
+    cursor: &GroupCursor,
+) -> String {
+    format!(
+        "{graph_base}/v1.0/groups/{}/transitiveMembers/microsoft.graph.user?$select=id&$top={top}&$skiptoken={}",
+        cursor.g,
+        encode_cursor(cursor)
+    )
+}
+
+/// Graph's 404 for a group id the tenant does not have.
+pub(crate) fn group_not_found_message(group_id: &str) -> String {
+    format!(
+        "Resource '{group_id}' does not exist or one of its queried reference-property objects are not present."
+    )
+}
+
+/// `GET /v1.0/groups/{id}/transitiveMembers/microsoft.graph.user` ("List group transitive members",
+/// https://learn.microsoft.com/en-us/graph/api/group-list-transitivemembers, with the OData cast to users):
+/// `$select` and `$top` (default 100, maximum 999 like MICROSOFT.md §3's users), paged by `@odata.nextLink`.
+pub(crate) async fn group_transitive_member_users(
+    State(shared): State<Arc<Shared>>,
+    Path(group_id): Path<String>,
+    headers: HeaderMap,
+    RawQuery(raw): RawQuery,
+) -> Response {
+    let token = match authenticate(&shared, &headers, "/graph/v1.0/groups", 1).await {
+        Ok(token) => token,
+        Err(response) => return response,
+    };
+    let params = parse_query(raw.as_deref());
+    if let Err(response) = reject_options(&params, &["$select", "$top", "$skiptoken"]) {
+        return response;
+    }
+    let top = match param(&params, "$top") {
+        None => DEFAULT_USERS_PAGE,
+        Some(text) => match text.trim().parse::<usize>() {
+            Ok(top) if (1..=MAX_USERS_PAGE).contains(&top) => top,
+            _ => {
+                return bad_request(&format!(
+                    "Invalid page size specified: '{text}'. Must be between 1 and 999 inclusive."
+                ))
+            }
+        },
+    };
+    let cursor = match param(&params, "$skiptoken") {
+        None => GroupCursor {
+            t: token.tenant_id.clone(),
+            g: group_id.clone(),
+            o: 0,
+        },
+        Some(text) => match decode_cursor::<GroupCursor>(text) {
+            Some(cursor) if cursor.g.eq_ignore_ascii_case(&group_id) => cursor,
+            _ => return bad_request("Invalid skip token."),
+        },
+    };
+    if !cursor.t.eq_ignore_ascii_case(&token.tenant_id) {
+        return invalid_token("The skip token was issued for a different tenant.");
+    }
+    let graph_base = shared.graph_base();
+    let state = shared.lock();
+    let page = state
+        .tenant_position(&token.tenant_id)
+        .and_then(|position| group_members_page(&state, position, &cursor, top));
+    drop(state);
+    let Some((value, next)) = page else {
+        return graph_error(
+            StatusCode::NOT_FOUND,
+            "Request_ResourceNotFound",
+            &group_not_found_message(&group_id),
+        );
+    };
+    let mut body = json!({
+        "@odata.context": context_url(&graph_base, "users(id)"),
+        "value": value,
+    });
+    if let Some(next) = next {
+        body["@odata.nextLink"] = json!(group_members_next_link(&graph_base, top, &next));
+    }
+    json_response(StatusCode::OK, &body)
 }

@@ -6,7 +6,7 @@
 //! | prefix | stands in for |
 //! |---|---|
 //! | `{base}/login` | `https://login.microsoftonline.com` (authorize and token endpoints, MICROSOFT.md §1) |
-//! | `{base}/graph` | `https://graph.microsoft.com` (`/v1.0/users`, `/v1.0/users/delta`, GDAP, `domains`, `organization`; §2–§4) |
+//! | `{base}/graph` | `https://graph.microsoft.com` (`/v1.0/users`, `/v1.0/users/delta`, `/v1.0/groups/{id}/transitiveMembers/microsoft.graph.user`, GDAP, `domains`, `organization`; §2–§4) |
 //! | `{base}/cipp` | a CIPP instance (`/api/ListTenants`, `/api/ListUsers`, `/api/ListGraphRequest`; §5a) |
 //! | `{base}/_admin` | the simulator's own admin API (directory changes, faults, clock, settings) |
 //!
@@ -30,6 +30,13 @@
 //! - regular members have `mail` = UPN = `given.surname@custom`, `proxyAddresses` with the primary `SMTP:`
 //!   and an `smtp:` alias on the initial (sometimes also the extra) domain, sometimes `otherMails`; about 80%
 //!   have a job title, half a mobile phone, 60% one business phone (never more than one).
+//!
+//! Groups: every tenant has three security groups, derived from its users without drawing randomness (so
+//! they changed no other generated data): "All Staff" (every `userType` Member), "Sales" (positions divisible
+//! by 3) and "Contractors" (positions 1, 6, 11, …). Ids are GUIDs `0000000n-6e0a-4b1c-9d2e-{tenant id's last
+//! part}`. `transitiveMembers/microsoft.graph.user` lists the listed (not deleted) members as
+//! `{"@odata.type":"#microsoft.graph.user","id":…}` with `$select`/`$top` paging like `users`; CIPP's
+//! `ListGraphRequest` serves the same endpoint. An unknown group answers 404 `Request_ResourceNotFound`.
 //!
 //! GDAP: every tenant has an active relationship; every fourth a second active one; every fifth (from the
 //! third) an expired one; and a former customer has only a terminated one, so `$filter=status eq 'active'`
@@ -106,7 +113,7 @@ use std::sync::{Arc, Mutex};
 
 use anyhow::Context;
 
-pub use data::{generate, CustomerTenant, Domain, Msp, SimUser};
+pub use data::{generate, CustomerTenant, Domain, Msp, SimGroup, SimUser};
 pub use server::LoggedRequest;
 pub use state::{
     AdminError, ConsentFault, DeltaExpiry, FaultKind, FaultSpec, NewUser, Settings, TokenKind,

@@ -72,6 +72,10 @@ pub(crate) fn router(shared: Arc<Shared>) -> Router {
         .route("/login/{tenant}/adminconsent", get(login::admin_consent))
         .route("/graph/v1.0/users", get(graph::users))
         .route("/graph/v1.0/users/delta", get(graph::users_delta))
+        .route(
+            "/graph/v1.0/groups/{group}/transitiveMembers/microsoft.graph.user",
+            get(graph::group_transitive_member_users),
+        )
         // Graph docs: `/delta` is a shortcut for the fully qualified `/microsoft.graph.delta`.
         .route(
             "/graph/v1.0/users/microsoft.graph.delta",

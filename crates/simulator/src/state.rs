@@ -7,7 +7,7 @@ use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 use serde::{Deserialize, Serialize};
 
-use crate::data::{self, CustomerTenant, Domain, Msp, SimUser};
+use crate::data::{self, CustomerTenant, Domain, Msp, SimGroup, SimUser};
 use crate::SimulatorConfig;
 
 /// Why an admin operation was refused.
@@ -241,6 +241,7 @@ pub(crate) struct TenantState {
     pub display_name: String,
     pub domains: Vec<Domain>,
     pub records: Vec<UserRecord>,
+    pub groups: Vec<SimGroup>,
     pub index: HashMap<String, usize>,
     /// Bumped by every directory change.
     pub version: u64,
@@ -289,6 +290,7 @@ impl TenantState {
                 .filter(|record| !record.hard_deleted)
                 .map(|record| record.user.clone())
                 .collect(),
+            groups: self.groups.clone(),
         }
     }
 
@@ -464,6 +466,7 @@ impl State {
                             property_versions: HashMap::new(),
                         })
                         .collect(),
+                    groups: tenant.groups,
                     index,
                     version: 0,
                     delta_epoch: 0,

@@ -29,6 +29,10 @@ pub struct FilterSettings {
     pub domain_allow: Vec<String>,
     pub domain_deny: Vec<String>,
     pub exclusion_patterns: Vec<String>,
+    /// Security group object ids (GUIDs); when any are set, only their members are synced.
+    pub include_groups: Vec<String>,
+    /// Security group object ids whose members are never synced.
+    pub exclude_groups: Vec<String>,
 }
 
 impl Default for FilterSettings {
@@ -46,6 +50,8 @@ impl From<&Filters> for FilterSettings {
             domain_allow: filters.domain_allow.clone(),
             domain_deny: filters.domain_deny.clone(),
             exclusion_patterns: filters.exclusion_patterns.clone(),
+            include_groups: filters.include_groups.clone(),
+            exclude_groups: filters.exclude_groups.clone(),
         }
     }
 }
@@ -59,6 +65,8 @@ impl From<&FilterSettings> for Filters {
             domain_allow: settings.domain_allow.clone(),
             domain_deny: settings.domain_deny.clone(),
             exclusion_patterns: settings.exclusion_patterns.clone(),
+            include_groups: settings.include_groups.clone(),
+            exclude_groups: settings.exclude_groups.clone(),
         }
     }
 }
@@ -73,6 +81,8 @@ pub struct FilterOverride {
     pub domain_allow: Option<Vec<String>>,
     pub domain_deny: Option<Vec<String>>,
     pub exclusion_patterns: Option<Vec<String>>,
+    pub include_groups: Option<Vec<String>>,
+    pub exclude_groups: Option<Vec<String>>,
 }
 
 impl FilterOverride {
@@ -95,6 +105,14 @@ impl FilterOverride {
                 .exclusion_patterns
                 .clone()
                 .unwrap_or_else(|| base.exclusion_patterns.clone()),
+            include_groups: self
+                .include_groups
+                .clone()
+                .unwrap_or_else(|| base.include_groups.clone()),
+            exclude_groups: self
+                .exclude_groups
+                .clone()
+                .unwrap_or_else(|| base.exclude_groups.clone()),
         }
     }
 }
@@ -340,5 +358,25 @@ impl Store {
             &filter_override.apply(&settings.filters),
             field_sync_enabled,
         ))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn documents_saved_before_group_filters_still_load() {
+        let settings: TenantSettings = serde_json::from_value(serde_json::json!({
+            "filters": {"exclude_guests": true, "domain_deny": ["contoso.com"]}
+        }))
+        .expect("an older document");
+        assert!(settings.filters.include_groups.is_empty());
+        assert!(settings.filters.exclude_groups.is_empty());
+        let filter_override: FilterOverride =
+            serde_json::from_value(serde_json::json!({"licensed_only": true}))
+                .expect("an older override");
+        assert_eq!(filter_override.include_groups, None);
+        assert_eq!(filter_override.exclude_groups, None);
     }
 }

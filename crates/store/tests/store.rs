@@ -1238,6 +1238,18 @@ async fn settings_flags_and_contacts_round_trip(pool: PgPool) {
         .field_policy
         .insert("job_title".to_owned(), "overwrite".to_owned());
     settings.filters.exclusion_patterns = vec!["^svc-".to_owned()];
+    settings.filters.include_groups = vec!["5b0e6c5e-0000-4000-8000-000000000001".to_owned()];
+    settings.filters.exclude_groups = vec!["Sales Team".to_owned()];
+    assert!(
+        matches!(
+            store
+                .save_settings(fixture.tenant_id, &settings, "admin")
+                .await,
+            Err(StoreError::Invalid(_))
+        ),
+        "a group id that is not a GUID is refused"
+    );
+    settings.filters.exclude_groups = Vec::new();
     store
         .save_settings(fixture.tenant_id, &settings, "admin")
         .await
@@ -1263,6 +1275,7 @@ async fn settings_flags_and_contacts_round_trip(pool: PgPool) {
             fixture.managed_tenant_id,
             &entra_sync_store::settings::FilterOverride {
                 exclude_guests: Some(false),
+                exclude_groups: Some(vec!["5b0e6c5e-0000-4000-8000-000000000002".to_owned()]),
                 ..Default::default()
             },
             "admin",
@@ -1294,6 +1307,15 @@ async fn settings_flags_and_contacts_round_trip(pool: PgPool) {
     assert!(merged.field_sync_enabled);
     assert!(!merged.filters.exclude_guests);
     assert_eq!(merged.filters.exclusion_patterns, vec!["^svc-".to_owned()]);
+    assert_eq!(
+        merged.filters.include_groups,
+        vec!["5b0e6c5e-0000-4000-8000-000000000001".to_owned()],
+        "the tenant's include groups stay when the override does not set them"
+    );
+    assert_eq!(
+        merged.filters.exclude_groups,
+        vec!["5b0e6c5e-0000-4000-8000-000000000002".to_owned()]
+    );
 
     let contact = fixture
         .contact(fixture.client_id, "Zed", "zed@contoso.com")

@@ -70,6 +70,28 @@ pub(crate) struct FiltersDocument {
     domain_deny: Option<Vec<String>>,
     /// Regular expressions matched against UPN, mail and display name.
     exclusion_patterns: Option<Vec<String>>,
+    /// Security group object ids (GUIDs): when any are set, only their direct or nested
+    /// member users become contacts. Skipped users count as `not_in_included_group`.
+    include_groups: Option<Vec<String>>,
+    /// Security group object ids (GUIDs) whose direct or nested member users never become
+    /// contacts; exclusion wins over inclusion. Skipped users count as `in_excluded_group`.
+    exclude_groups: Option<Vec<String>>,
+}
+
+/// Group ids are stored as Graph returns them, lowercase and without spaces; any other text is
+/// kept as typed so validation can name it.
+fn normalize_group_ids(groups: Vec<String>) -> Vec<String> {
+    groups
+        .into_iter()
+        .map(|group| {
+            let trimmed = group.trim();
+            if entra_sync_domain::filter::is_group_id(trimmed) {
+                trimmed.to_ascii_lowercase()
+            } else {
+                group
+            }
+        })
+        .collect()
 }
 
 #[derive(Debug, Default, Serialize, Deserialize, ToSchema)]
@@ -119,6 +141,8 @@ fn settings_view(settings: TenantSettings, field_sync_enabled: bool) -> Settings
             domain_allow: Some(settings.filters.domain_allow),
             domain_deny: Some(settings.filters.domain_deny),
             exclusion_patterns: Some(settings.filters.exclusion_patterns),
+            include_groups: Some(settings.filters.include_groups),
+            exclude_groups: Some(settings.filters.exclude_groups),
         },
         mark_inactive_when_disabled: settings.mark_inactive_when_disabled,
         schedule: ScheduleDocument {
@@ -181,6 +205,8 @@ async fn put_settings(
             ("filters.domain_allow", &filters.domain_allow),
             ("filters.domain_deny", &filters.domain_deny),
             ("filters.exclusion_patterns", &filters.exclusion_patterns),
+            ("filters.include_groups", &filters.include_groups),
+            ("filters.exclude_groups", &filters.exclude_groups),
         ] {
             for entry in list.iter().flatten() {
                 check_text(name, entry, 1024)?;
@@ -194,6 +220,12 @@ async fn put_settings(
         }
         if let Some(value) = filters.exclusion_patterns {
             target.exclusion_patterns = value;
+        }
+        if let Some(value) = filters.include_groups {
+            target.include_groups = normalize_group_ids(value);
+        }
+        if let Some(value) = filters.exclude_groups {
+            target.exclude_groups = normalize_group_ids(value);
         }
     }
     if let Some(value) = body.mark_inactive_when_disabled {
@@ -543,6 +575,8 @@ fn filter_override_view(filter_override: FilterOverride) -> FiltersDocument {
         domain_allow: filter_override.domain_allow,
         domain_deny: filter_override.domain_deny,
         exclusion_patterns: filter_override.exclusion_patterns,
+        include_groups: filter_override.include_groups,
+        exclude_groups: filter_override.exclude_groups,
     }
 }
 
@@ -594,6 +628,8 @@ async fn put_filter_override(
         ("domain_allow", &body.domain_allow),
         ("domain_deny", &body.domain_deny),
         ("exclusion_patterns", &body.exclusion_patterns),
+        ("include_groups", &body.include_groups),
+        ("exclude_groups", &body.exclude_groups),
     ] {
         for entry in list.iter().flatten() {
             check_text(name, entry, 1024)?;
@@ -606,6 +642,8 @@ async fn put_filter_override(
         domain_allow: body.domain_allow,
         domain_deny: body.domain_deny,
         exclusion_patterns: body.exclusion_patterns,
+        include_groups: body.include_groups.map(normalize_group_ids),
+        exclude_groups: body.exclude_groups.map(normalize_group_ids),
     };
     state
         .store

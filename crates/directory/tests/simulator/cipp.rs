@@ -344,3 +344,32 @@ async fn cipp_throttling_is_retried_after_retry_after() {
     );
     assert!(crate::gap_after_status(&requests, 429) >= std::time::Duration::from_secs(1));
 }
+
+#[tokio::test]
+async fn group_members_are_paged_with_manual_pagination() {
+    let simulator = start_simulator().await;
+    let tenant = largest_tenant(&simulator);
+    let group = tenant
+        .groups
+        .iter()
+        .max_by_key(|group| group.member_ids.len())
+        .expect("a group")
+        .clone();
+    let expected = crate::graph::listed_members(&tenant, &group);
+    let cipp = api_token_client(&simulator);
+    let ids = cipp
+        .group_member_ids(&tenant.tenant_id, &group.id)
+        .await
+        .expect("members");
+    assert_eq!(ids.len(), expected.len(), "no member twice");
+    assert_eq!(ids.into_iter().collect::<HashSet<_>>(), expected);
+    let requests = requests_to(&simulator, "/cipp/api/ListGraphRequest");
+    assert_eq!(requests.len(), expected.len().div_ceil(999));
+    assert!(requests.len() >= 2, "the group should span pages");
+    for (index, request) in requests.iter().enumerate() {
+        let query = request.query.clone().unwrap_or_default();
+        assert!(query.contains("manualPagination=true"), "{query}");
+        assert!(query.contains("transitiveMembers"), "{query}");
+        assert_eq!(query.contains("nextLink="), index > 0, "{query}");
+    }
+}

@@ -507,3 +507,77 @@ async fn a_cut_off_answer_is_invalid_not_a_panic() {
         "invalid",
     );
 }
+
+/// The listed (not deleted) members of a simulated group, as the client should return them.
+pub(crate) fn listed_members(
+    tenant: &entra_sync_simulator::CustomerTenant,
+    group: &entra_sync_simulator::SimGroup,
+) -> HashSet<String> {
+    group
+        .member_ids
+        .iter()
+        .filter(|id| {
+            tenant
+                .users
+                .iter()
+                .any(|user| &user.id == *id && !user.deleted)
+        })
+        .cloned()
+        .collect()
+}
+
+#[tokio::test]
+async fn group_members_are_read_transitively_across_pages() {
+    let simulator = start_simulator().await;
+    let setup = graph_setup(&simulator, fast_settings()).await;
+    let tenant = largest_tenant(&simulator);
+    let group = tenant
+        .groups
+        .iter()
+        .max_by_key(|group| group.member_ids.len())
+        .expect("a group")
+        .clone();
+    let deleted = group.member_ids[0].clone();
+    simulator
+        .soft_delete_user(&tenant.tenant_id, &deleted)
+        .expect("soft delete");
+    let tenant = largest_tenant(&simulator);
+    let expected = listed_members(&tenant, &group);
+    let ids = setup
+        .graph
+        .group_member_ids(&tenant.tenant_id, &group.id.to_uppercase())
+        .await
+        .expect("members");
+    assert_eq!(ids.len(), expected.len(), "no member twice");
+    assert_eq!(ids.iter().cloned().collect::<HashSet<_>>(), expected);
+    assert!(!ids.contains(&deleted), "a deleted user is no member");
+    let path = format!(
+        "/graph/v1.0/groups/{}/transitiveMembers/microsoft.graph.user",
+        group.id
+    );
+    let requests = crate::requests_to(&simulator, &path);
+    assert_eq!(requests.len(), expected.len().div_ceil(999).max(1));
+    assert!(requests.len() >= 2, "the group should span pages");
+    let query = requests[0].query.clone().unwrap_or_default();
+    assert!(
+        query.contains("$top=999") || query.contains("%24top=999"),
+        "{query}"
+    );
+}
+
+#[tokio::test]
+async fn an_unknown_or_malformed_group_is_an_error() {
+    let simulator = start_simulator().await;
+    let setup = graph_setup(&simulator, fast_settings()).await;
+    let tenant = smallest_tenant(&simulator);
+    let unknown = setup
+        .graph
+        .group_member_ids(&tenant.tenant_id, "00000000-0000-4000-8000-000000000000")
+        .await;
+    assert!(unknown.is_err(), "{unknown:?}");
+    let malformed = setup
+        .graph
+        .group_member_ids(&tenant.tenant_id, "../users")
+        .await;
+    assert_class(malformed, "invalid");
+}
