@@ -8,6 +8,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::{bail, Context, Result};
+use entra_sync::demo::{create_psa_tenant, ApiClient};
 use entra_sync::doctor::Severity;
 use entra_sync_activities::StoredRefreshTokens;
 use entra_sync_directory::error::SettingNames;
@@ -27,24 +28,6 @@ use crate::harness::Stack;
 /// The callback URL the API is configured with. The browser leg is driven by this test, so the
 /// host only has to pass the configuration checks (loopback may use http).
 const CALLBACK_URL: &str = "http://localhost:9/auth/oauth2/microsoft/callback";
-
-const PERMISSIONS: [&str; 7] = [
-    "system_settings.read",
-    "system_settings.update",
-    "client.read",
-    "client.create",
-    "contact.read",
-    "contact.create",
-    "contact.update",
-];
-
-const FLAGS: [&str; 5] = [
-    "entra-integration-ui",
-    "entra-integration-client-sync-action",
-    "entra-integration-cipp",
-    "entra-integration-field-sync",
-    "entra-integration-ambiguous-queue",
-];
 
 fn simulator_config() -> SimulatorConfig {
     SimulatorConfig {
@@ -190,37 +173,13 @@ impl Api {
 
 /// A PSA tenant with an admin user and every Entra flag; returns the admin's client.
 async fn psa_tenant(master: &Api, name: &str) -> Result<(Uuid, Api)> {
-    let tenant = master
-        .post("/api/v1/platform/tenants", json!({ "name": name }))
-        .await?;
-    let tenant_id = tenant["tenant_id"]
-        .as_str()
-        .context("tenant_id")?
-        .to_owned();
-    let user = master
-        .post(
-            &format!("/api/v1/platform/tenants/{tenant_id}/users"),
-            json!({"email": format!("admin@{name}.example"), "user_type": "internal", "permissions": PERMISSIONS}),
-        )
-        .await?;
-    master
-        .post(
-            "/api/v1/platform-feature-flags",
-            json!({"__action": "ensure_entra_phase1_flags"}),
-        )
-        .await?;
-    for flag in FLAGS {
-        master
-            .post(
-                &format!("/api/v1/platform-feature-flags/{flag}/tenants"),
-                json!({"__action": "add", "tenantId": tenant_id}),
-            )
-            .await?;
-    }
-    Ok((
-        Uuid::parse_str(&tenant_id)?,
-        master.with_key(user["api_key"].as_str().context("api_key")?),
-    ))
+    let (tenant_id, admin_key) = create_psa_tenant(
+        &ApiClient::new(&master.base, &master.key)?,
+        name,
+        &format!("admin@{name}.example"),
+    )
+    .await?;
+    Ok((Uuid::parse_str(&tenant_id)?, master.with_key(&admin_key)))
 }
 
 /// Starts the direct connection and drives the simulator's authorize endpoint (which consents

@@ -9,7 +9,7 @@ use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context, Result};
-use entra_sync::demo::{ApiClient, ADMIN_PERMISSIONS, FLAGS};
+use entra_sync::demo::{create_psa_tenant, ApiClient};
 use entra_sync::runtime::{self, WorkerTuning};
 use serde_json::{json, Value};
 use sqlx::PgPool;
@@ -51,35 +51,9 @@ where
 /// worker (discovery is a workflow): call it inside `Stack::run` or [`with_worker`].
 pub async fn prepare(stack: &Stack) -> Result<Prepared> {
     let master = ApiClient::new(&stack.api_url, &stack.master_key)?;
-    let tenant = master
-        .post("/api/v1/platform/tenants", json!({"name": "Workflow MSP"}))
-        .await?;
-    let tenant_id = tenant["tenant_id"]
-        .as_str()
-        .context("tenant_id")?
-        .to_owned();
-    let user = master
-        .post(
-            &format!("/api/v1/platform/tenants/{tenant_id}/users"),
-            json!({"email": "admin@workflow-msp.example", "user_type": "internal", "permissions": ADMIN_PERMISSIONS}),
-        )
-        .await?;
-    let admin_key = user["api_key"].as_str().context("api_key")?.to_owned();
+    let (tenant_id, admin_key) =
+        create_psa_tenant(&master, "Workflow MSP", "admin@workflow-msp.example").await?;
     let admin = master.with_key(&admin_key);
-    master
-        .post(
-            "/api/v1/platform-feature-flags",
-            json!({"__action": "ensure_entra_phase1_flags"}),
-        )
-        .await?;
-    for flag in FLAGS {
-        master
-            .post(
-                &format!("/api/v1/platform-feature-flags/{flag}/tenants"),
-                json!({"__action": "add", "tenantId": tenant_id}),
-            )
-            .await?;
-    }
 
     let msp = stack.simulator.msp();
     for customer in &msp.tenants {

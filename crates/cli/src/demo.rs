@@ -255,6 +255,45 @@ fn seed_contacts(
     expected
 }
 
+/// Creates a PSA tenant with the master key, an internal admin user holding
+/// [`ADMIN_PERMISSIONS`], and every phase-1 feature flag enabled for it; returns the tenant id
+/// and the admin's API key.
+pub async fn create_psa_tenant(
+    master: &ApiClient,
+    name: &str,
+    admin_email: &str,
+) -> Result<(String, String)> {
+    let tenant = master
+        .post("/api/v1/platform/tenants", json!({"name": name}))
+        .await?;
+    let tenant_id = tenant["tenant_id"]
+        .as_str()
+        .context("tenant_id")?
+        .to_owned();
+    let user = master
+        .post(
+            &format!("/api/v1/platform/tenants/{tenant_id}/users"),
+            json!({"email": admin_email, "user_type": "internal", "permissions": ADMIN_PERMISSIONS}),
+        )
+        .await?;
+    let admin_key = user["api_key"].as_str().context("api_key")?.to_owned();
+    master
+        .post(
+            "/api/v1/platform-feature-flags",
+            json!({"__action": "ensure_entra_phase1_flags"}),
+        )
+        .await?;
+    for flag in FLAGS {
+        master
+            .post(
+                &format!("/api/v1/platform-feature-flags/{flag}/tenants"),
+                json!({"__action": "add", "tenantId": tenant_id}),
+            )
+            .await?;
+    }
+    Ok((tenant_id, admin_key))
+}
+
 /// What the scenario did, for printing and for the end-to-end tests' assertions.
 #[derive(Debug)]
 pub struct DemoOutcome {
@@ -278,34 +317,8 @@ pub async fn run_scenario(
     let msp = entra_sync_simulator::generate(simulator);
     let (clients, contacts, seeded) = seed_plan(&msp);
 
-    let tenant = master
-        .post("/api/v1/platform/tenants", json!({"name": "Demo MSP"}))
-        .await?;
-    let tenant_id = tenant["tenant_id"]
-        .as_str()
-        .context("tenant_id")?
-        .to_owned();
-    let user = master
-        .post(
-            &format!("/api/v1/platform/tenants/{tenant_id}/users"),
-            json!({"email": "admin@demo-msp.example", "user_type": "internal", "permissions": ADMIN_PERMISSIONS}),
-        )
-        .await?;
-    let admin_key = user["api_key"].as_str().context("api_key")?.to_owned();
-    master
-        .post(
-            "/api/v1/platform-feature-flags",
-            json!({"__action": "ensure_entra_phase1_flags"}),
-        )
-        .await?;
-    for flag in FLAGS {
-        master
-            .post(
-                &format!("/api/v1/platform-feature-flags/{flag}/tenants"),
-                json!({"__action": "add", "tenantId": tenant_id}),
-            )
-            .await?;
-    }
+    let (tenant_id, admin_key) =
+        create_psa_tenant(master, "Demo MSP", "admin@demo-msp.example").await?;
     say(format!(
         "created PSA tenant {tenant_id} with an admin user and the five Entra feature flags"
     ));
