@@ -425,5 +425,3 @@ pub async fn serve(
         .context("the API server stopped")
 }
 
-/// A random-looking secret is never needed here; kept so callers can name the type.
-pub type Secret = SecretString;
