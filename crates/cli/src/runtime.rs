@@ -424,4 +424,3 @@ pub async fn serve(
         .await
         .context("the API server stopped")
 }
-
