@@ -87,38 +87,62 @@ pg_run() {
   fi
 }
 
-# pg_start DIR: starts (initializing on first use) a private cluster under DIR on a free port;
-# writes DIR/port and prints the DATABASE_URL.
+# pg_home DIR: where the cluster for DIR lives. As root the cluster runs as an unprivileged
+# user, which may not be able to reach DIR (a checkout under a 0700 directory, as `mktemp -d`
+# makes): then the cluster lives under /tmp in a directory named after DIR, recorded in
+# DIR/location so pg_stop finds it.
+pg_home() {
+  local dir=$1
+  if [ -f "$dir/location" ]; then cat "$dir/location"; return; fi
+  local home="$dir"
+  if [ "$(id -u)" = 0 ] && ! runuser -u "$PG_USER_OS" -- test -x "$dir" 2>/dev/null; then
+    home="/tmp/entra-sync-pg-$(printf '%s' "$dir" | sha1sum | cut -c1-16)"
+  fi
+  echo "$home" >"$dir/location"
+  echo "$home"
+}
+
+# pg_start DIR: starts (initializing on first use) a private cluster for DIR on a free port and
+# prints the DATABASE_URL. Fails, showing the log, when Postgres does not start.
 pg_start() {
   local dir=$1
   mkdir -p "$dir"
   if [ "$(id -u)" = 0 ]; then
     id "$PG_USER_OS" >/dev/null 2>&1 || useradd --system --no-create-home "$PG_USER_OS"
-    chown -R "$PG_USER_OS" "$dir"
   fi
-  if [ ! -f "$dir/data/PG_VERSION" ]; then
-    say "initializing a private Postgres cluster in $dir/data"
-    pg_run "$PG_BIN/initdb" -D "$dir/data" -A trust -U postgres >"$dir/initdb.log" 2>&1
+  local home; home=$(pg_home "$dir")
+  mkdir -p "$home"
+  if [ "$(id -u)" = 0 ]; then chown -R "$PG_USER_OS" "$home"; fi
+  if [ ! -f "$home/data/PG_VERSION" ]; then
+    say "initializing a private Postgres cluster in $home/data"
+    if ! pg_run "$PG_BIN/initdb" -D "$home/data" -A trust -U postgres >"$dir/initdb.log" 2>&1; then
+      say "initdb failed:"; cat "$dir/initdb.log" >&2; return 1
+    fi
   fi
-  if pg_run "$PG_BIN/pg_ctl" -D "$dir/data" status >/dev/null 2>&1; then
-    say "Postgres already running on port $(cat "$dir/port")"
+  if pg_run "$PG_BIN/pg_ctl" -D "$home/data" status >/dev/null 2>&1; then
+    say "Postgres already running on port $(cat "$home/port")"
   else
     local port; port=$(free_port)
-    echo "$port" >"$dir/port"
-    chown "$PG_USER_OS" "$dir/port" 2>/dev/null || true
+    echo "$port" >"$home/port"
     say "starting Postgres on 127.0.0.1:$port"
-    pg_run "$PG_BIN/pg_ctl" -D "$dir/data" -w -t 60 -l "$dir/postgres.log" \
-      -o "-k $dir -p $port -c listen_addresses=127.0.0.1 -c max_connections=300 -c fsync=off -c synchronous_commit=off" start >/dev/null
+    if ! pg_run "$PG_BIN/pg_ctl" -D "$home/data" -w -t 60 -l "$home/postgres.log" \
+      -o "-k $home -p $port -c listen_addresses=127.0.0.1 -c max_connections=300 -c fsync=off -c synchronous_commit=off" start >/dev/null; then
+      say "Postgres did not start:"; tail -20 "$home/postgres.log" >&2; return 1
+    fi
   fi
-  echo "postgres://postgres@127.0.0.1:$(cat "$dir/port")/postgres"
+  echo "postgres://postgres@127.0.0.1:$(cat "$home/port")/postgres"
 }
 
 pg_stop() {
   local dir=$1
-  if [ -f "$dir/data/PG_VERSION" ] && pg_run "$PG_BIN/pg_ctl" -D "$dir/data" status >/dev/null 2>&1; then
-    say "stopping Postgres in $dir"
-    pg_run "$PG_BIN/pg_ctl" -D "$dir/data" -m fast stop >/dev/null || true
+  [ -d "$dir" ] || return 0
+  local home="$dir"
+  [ -f "$dir/location" ] && home=$(cat "$dir/location")
+  if [ -f "$home/data/PG_VERSION" ] && pg_run "$PG_BIN/pg_ctl" -D "$home/data" status >/dev/null 2>&1; then
+    say "stopping Postgres in $home"
+    pg_run "$PG_BIN/pg_ctl" -D "$home/data" -m fast stop >/dev/null || true
   fi
+  if [ "$home" != "$dir" ]; then rm -rf "$home"; fi
 }
 
 # temporal_start DIR: starts a Temporal dev server (SQLite under DIR) on free ports and prints
