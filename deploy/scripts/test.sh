@@ -20,6 +20,9 @@ phase tools ensure_tools
 phase openbao ensure_openbao
 export ENTRA_SYNC_BAO_BIN="$VENV/bin/bao"
 cd "$ROOT"
+# The container and Kubernetes files, validated offline (no Docker engine, no cluster).
+phase deploy-tools ensure_deploy_tools
+phase deploy validate_deploy
 phase build cargo build --workspace --all-targets --locked
 
 rm -rf "$RUN" && mkdir -p "$RUN"
