@@ -21,6 +21,8 @@ pub struct Settings {
     pub secrets: SecretSettings,
     #[serde(default)]
     pub worker: WorkerSettings,
+    #[serde(default)]
+    pub metrics: MetricsSettings,
 }
 
 /// Secret providers for the app registration (SPEC §2.1), besides the environment: a directory
@@ -89,9 +91,23 @@ pub struct SyncSettings {
 
 #[derive(Debug, Deserialize, Default)]
 pub struct WorkerSettings {
-    /// Where a worker serves `/metrics` (e.g. `127.0.0.1:9464`); unset means nowhere.
+    /// Where a worker serves `/metrics` (e.g. `127.0.0.1:9464`); unset means nowhere. Kept for
+    /// existing deployments: `metrics.listen` is the same for every subcommand.
     #[serde(default)]
     pub metrics_listen: Option<String>,
+    /// On SIGTERM: how long a worker lets running activities go on before it cancels them at
+    /// their next page boundary and exits (`ENTRA_SYNC__WORKER__SHUTDOWN_GRACE_SECONDS`).
+    /// Unset: 30 seconds.
+    #[serde(default)]
+    pub shutdown_grace_seconds: Option<u64>,
+}
+
+/// The operations listener (`ENTRA_SYNC__METRICS__LISTEN`, e.g. `0.0.0.0:9464`): `/metrics`,
+/// `/healthz` and `/readyz` on their own port, off the public API, for `serve` and `worker`.
+#[derive(Debug, Deserialize, Default, Clone)]
+pub struct MetricsSettings {
+    #[serde(default)]
+    pub listen: Option<String>,
 }
 
 /// The contract variable names (SPEC §8) and the keys they set.

@@ -6,6 +6,7 @@ pub mod api_client;
 pub mod config;
 pub mod demo;
 pub mod doctor;
+pub mod env_files;
 pub mod ops;
 pub mod runtime;
 pub mod telemetry;

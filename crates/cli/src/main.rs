@@ -7,6 +7,10 @@ use anyhow::{Context, Result};
 use clap::{Parser, Subcommand};
 use entra_sync::config::Settings;
 use entra_sync::runtime;
+use entra_sync::telemetry::{self, LogFormat};
+
+/// How often the API process re-reads the database gauges.
+const GAUGE_REFRESH: std::time::Duration = std::time::Duration::from_secs(30);
 
 #[derive(Parser)]
 #[command(
@@ -36,17 +40,16 @@ enum Command {
     Demo(entra_sync::demo::DemoArgs),
     /// Check configuration, secrets, Postgres, Temporal and connections; print fixes.
     Doctor,
+    /// Exit 0 when this container's `/healthz` answers (for a container HEALTHCHECK: the
+    /// runtime image has no curl). Asks the metrics listener when one is configured, else the
+    /// API's.
+    Healthcheck {
+        /// The URL to ask instead.
+        #[arg(long)]
+        url: Option<String>,
+    },
     #[command(flatten)]
     Ops(entra_sync::ops::OpsCommand),
-}
-
-fn init_logging() {
-    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-    tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        .init();
 }
 
 async fn shutdown_signal() {
@@ -71,11 +74,66 @@ async fn shutdown_signal() {
 }
 
 #[tokio::main]
-async fn main() -> Result<()> {
+async fn main() {
     let cli = Cli::parse();
-    init_logging();
-    let environment: Vec<(String, String)> = std::env::vars().collect();
-    let settings = Settings::load(cli.config.as_deref(), &environment)?;
+    let format = match LogFormat::parse(std::env::var("ENTRA_SYNC_LOG_FORMAT").ok().as_deref()) {
+        Ok(format) => format,
+        Err(error) => {
+            eprintln!("Error: {error:#}");
+            std::process::exit(2);
+        }
+    };
+    entra_sync::telemetry::init_logging(format);
+    if let Err(error) = run(cli).await {
+        // Through the log subscriber, so a JSON log stays one object per line to the end.
+        tracing::error!(error = %format!("{error:#}"), "entra-sync stopped with an error");
+        std::process::exit(1);
+    }
+}
+
+/// The `*_FILE` variables resolved (secrets mounted as files), then the settings.
+fn load_settings(cli: &Cli) -> Result<Settings> {
+    let environment = entra_sync::env_files::resolve(std::env::vars().collect())?;
+    Settings::load(cli.config.as_deref(), &environment)
+}
+
+/// The operations listener's address from the settings: `metrics.listen`, or for a worker the
+/// older `worker.metrics_listen`.
+fn ops_listen(settings: &Settings) -> Option<String> {
+    settings
+        .metrics
+        .listen
+        .clone()
+        .or_else(|| settings.worker.metrics_listen.clone())
+        .filter(|listen| !listen.is_empty())
+}
+
+async fn healthcheck(settings: &Settings, url: Option<String>) -> Result<()> {
+    let url = url.unwrap_or_else(|| {
+        let listen = ops_listen(settings).unwrap_or_else(|| settings.api.listen.clone());
+        // A wildcard listen address is reached on loopback from inside the container.
+        let listen = listen
+            .replace("0.0.0.0:", "127.0.0.1:")
+            .replace("[::]:", "[::1]:");
+        format!("http://{listen}/healthz")
+    });
+    let response = reqwest::Client::builder()
+        .timeout(std::time::Duration::from_secs(4))
+        .build()?
+        .get(&url)
+        .send()
+        .await
+        .with_context(|| format!("asking {url}"))?;
+    anyhow::ensure!(
+        response.status().is_success(),
+        "{url} answered {}",
+        response.status()
+    );
+    Ok(())
+}
+
+async fn run(cli: Cli) -> Result<()> {
+    let settings = load_settings(&cli)?;
     match cli.command {
         Command::Migrate => {
             let store = runtime::connect_store(&settings).await?;
@@ -89,26 +147,38 @@ async fn main() -> Result<()> {
                 .await
                 .with_context(|| format!("binding ENTRA_SYNC_LISTEN {}", settings.api.listen))?;
             tracing::info!(listen = %settings.api.listen, "API listening");
-            let metrics = entra_sync::telemetry::recorder()?;
-            let metrics = entra_sync::telemetry::metrics_router(metrics, Some(state.store.clone()));
-            runtime::serve(state, Some(metrics), listener, shutdown_signal()).await?;
+            let metrics = telemetry::recorder()?;
+            // The API process keeps the database gauges (runs, review backlog) current; every
+            // API replica reports the same values, so aggregate them with max().
+            tokio::spawn(telemetry::refresh_database_gauges_every(
+                state.store.clone(),
+                GAUGE_REFRESH,
+            ));
+            if let Some(listen) = ops_listen(&settings) {
+                let router = telemetry::ops_router(metrics, Some(state.store.clone()), None);
+                telemetry::spawn_ops_listener(&listen, router).await?;
+            }
+            runtime::serve(state, None, listener, shutdown_signal()).await?;
         }
         Command::Worker => {
             let store = runtime::connect_store(&settings).await?;
-            let metrics = entra_sync::telemetry::recorder()?;
-            if let Some(listen) = settings
-                .worker
-                .metrics_listen
-                .clone()
-                .filter(|listen| !listen.is_empty())
-            {
-                let listener = tokio::net::TcpListener::bind(&listen)
-                    .await
-                    .with_context(|| format!("binding the worker's metrics listener {listen}"))?;
-                let router = entra_sync::telemetry::metrics_router(metrics, None);
-                tokio::spawn(async move { axum::serve(listener, router).await });
+            let metrics = telemetry::recorder()?;
+            let sdk = std::sync::Arc::new(telemetry::SdkMetrics::start()?);
+            if let Some(listen) = ops_listen(&settings) {
+                let router = telemetry::ops_router(metrics, Some(store.clone()), Some(sdk.clone()));
+                telemetry::spawn_ops_listener(&listen, router).await?;
             }
-            runtime::run_worker(&settings, store, shutdown_signal()).await?;
+            runtime::run_worker_metered(
+                &settings,
+                store,
+                runtime::WorkerTuning::default(),
+                Some(sdk.meter.clone()),
+                shutdown_signal(),
+            )
+            .await?;
+        }
+        Command::Healthcheck { url } => {
+            healthcheck(&settings, url).await?;
         }
         Command::Demo(args) => {
             entra_sync::demo::run(&args, &cli.api.api_url).await?;

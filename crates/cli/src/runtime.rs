@@ -29,7 +29,10 @@ use secrecy::SecretString;
 use temporalio_client::errors::WorkflowInteractionError;
 use temporalio_client::{Client, ClientOptions, Connection, ConnectionOptions};
 use temporalio_client::{UntypedWorkflow, WorkflowExecutionStatus};
+use temporalio_common::telemetry::metrics::CoreMeter;
+use temporalio_common::telemetry::TelemetryOptions;
 use temporalio_sdk::runtime::worker_tuner::{FixedSizeSlotSupplier, TunerHolder};
+use temporalio_sdk::runtime::RuntimeOptions;
 use temporalio_sdk::{Runtime, Worker, WorkerOptions};
 use tracing::{info, warn};
 use url::Url;
@@ -172,13 +175,25 @@ impl Default for WorkerTuning {
     }
 }
 
+/// How long a stopping worker lets running activities go on when the configuration says
+/// nothing (`worker.shutdown_grace_seconds`).
+pub const DEFAULT_SHUTDOWN_GRACE: Duration = Duration::from_secs(30);
+
+/// After the grace period the SDK cancels running activities; `sync_tenant` returns at its
+/// next page boundary (a page's transaction is never interrupted). This much longer at most,
+/// the worker exits anyway: an activity still running then is handed to another worker by
+/// its heartbeat timeout, and resumes from the committed cursor.
+const SHUTDOWN_HARD_MARGIN: Duration = Duration::from_secs(15);
+
 /// A run whose workflow cannot be found is only declared lost after this long, so a run whose
 /// workflow the API is starting right now is left alone.
 const MISSING_WORKFLOW_GRACE: Duration = Duration::from_secs(120);
 
 /// Runs a Temporal worker for the sync, discovery and scheduled-sync workflows until
-/// `shutdown` completes, then lets in-flight tasks finish. The worker future is not `Send`, so
-/// this runs on the caller's task.
+/// `shutdown` completes. Then it stops polling, lets running activities go on for the grace
+/// period (`worker.shutdown_grace_seconds`), cancels those still running (they stop at their
+/// next page boundary and are retried by another worker from the committed cursor), and
+/// returns. The worker future is not `Send`, so this runs on the caller's task.
 pub async fn run_worker(
     settings: &Settings,
     store: Store,
@@ -197,8 +212,31 @@ pub async fn run_worker_tuned(
     tuning: WorkerTuning,
     shutdown: impl Future<Output = ()>,
 ) -> Result<()> {
+    run_worker_metered(settings, store, tuning, None, shutdown).await
+}
+
+/// [`run_worker_tuned`] with the Temporal SDK's worker metrics recorded into `sdk_metrics`
+/// (see `telemetry::SdkMetrics`).
+pub async fn run_worker_metered(
+    settings: &Settings,
+    store: Store,
+    tuning: WorkerTuning,
+    sdk_metrics: Option<Arc<dyn CoreMeter>>,
+    shutdown: impl Future<Output = ()>,
+) -> Result<()> {
+    let telemetry = TelemetryOptions::builder()
+        .maybe_metrics(sdk_metrics)
+        .build();
+    let runtime_options = RuntimeOptions::builder()
+        .telemetry_options(telemetry)
+        .build()
+        .map_err(|error| anyhow::anyhow!("Temporal runtime options: {error}"))?;
     let runtime =
-        Runtime::from_current_tokio(Default::default()).context("starting the Temporal runtime")?;
+        Runtime::from_current_tokio(runtime_options).context("starting the Temporal runtime")?;
+    let grace = settings
+        .worker
+        .shutdown_grace_seconds
+        .map_or(DEFAULT_SHUTDOWN_GRACE, Duration::from_secs);
     let client = connect_temporal(&settings.temporal).await?;
     let starter = TemporalStarter::new(client.clone(), settings.temporal.task_queue.clone());
     if let Err(error) = reconcile_schedules(&store, &starter).await {
@@ -226,6 +264,7 @@ pub async fn run_worker_tuned(
         .context("registering the scheduled sync workflow")?
         .maybe_client_identity_override(tuning.identity.clone())
         .tuner(tuner)
+        .graceful_shutdown_period(grace)
         .build();
     let mut worker =
         Worker::new(&runtime, client.clone(), options).context("creating the Temporal worker")?;
@@ -248,7 +287,20 @@ pub async fn run_worker_tuned(
         _ = shutdown => stop(),
         () = &mut reconciler => {}
     }
-    run.await.context("the worker stopped while shutting down")
+    info!(
+        grace_seconds = grace.as_secs(),
+        "worker shutting down: no new tasks; running activities have the grace period"
+    );
+    match tokio::time::timeout(grace + SHUTDOWN_HARD_MARGIN, run).await {
+        Ok(result) => {
+            result.context("the worker stopped while shutting down")?;
+            info!("worker stopped");
+        }
+        Err(_) => warn!(
+            "activities still running after the grace period; exiting, their heartbeat timeout hands them to another worker"
+        ),
+    }
+    Ok(())
 }
 
 /// Makes every PSA tenant's Schedule match the database: present with the configured interval

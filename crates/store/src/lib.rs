@@ -31,6 +31,7 @@ pub mod error;
 pub mod flags;
 pub mod inactivation;
 pub mod mapping;
+pub mod ops_metrics;
 pub mod page;
 pub mod psa;
 pub mod reconcile;
