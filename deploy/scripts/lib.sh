@@ -125,7 +125,8 @@ ensure_deploy_tools() {
 
 # validate_deploy: the offline checks of the deployment files, no Docker engine or cluster
 # needed: the example overlay renders with kustomize, yamllint passes on every YAML file under
-# deploy/, the Compose file passes deploy/scripts/check_compose.py, and checkov finds no failed
+# deploy/, the Compose file passes deploy/scripts/check_compose.py, the Grafana dashboard
+# queries only emitted metrics (check_dashboard.py), and checkov finds no failed
 # check on the Dockerfile and the rendered manifests except those .checkov.yaml skips with a
 # reason.
 validate_deploy() {
@@ -137,6 +138,8 @@ validate_deploy() {
   yamllint -c "$ROOT/.yamllint.yaml" --strict "$ROOT/deploy" "$ROOT/.yamllint.yaml" "$ROOT/.checkov.yaml"
   say "checking deploy/compose.yaml"
   python3 "$ROOT/deploy/scripts/check_compose.py" "$ROOT/deploy/compose.yaml"
+  say "checking the Grafana dashboard's metric names"
+  python3 "$ROOT/deploy/scripts/check_dashboard.py"
   say "checkov on the Dockerfile and the rendered manifests"
   # BC_SKIP_MAPPING: no download of the platform's check metadata (offline).
   (cd "$ROOT" && BC_SKIP_MAPPING=TRUE "$DEPLOY_VENV/bin/checkov" --config-file .checkov.yaml \

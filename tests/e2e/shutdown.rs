@@ -13,6 +13,7 @@ use std::time::Duration;
 use anyhow::{Context, Result};
 use entra_sync_simulator::SimulatorConfig;
 use serde_json::Value;
+use temporalio_client::UntypedWorkflow;
 use uuid::Uuid;
 
 use crate::harness::Stack;
@@ -21,7 +22,7 @@ use crate::workflow_support::{
     WorkerProcess,
 };
 
-const USERS: usize = 10_000;
+const USERS: usize = 20_000;
 /// SIGTERM once this many users are committed (pages hold 999 users).
 const TERMINATE_AFTER_SEEN: i64 = 2_000;
 
@@ -73,7 +74,7 @@ impl ObservedWorker {
             .env("RUST_LOG", "info")
             .env("ENTRA_SYNC_LOG_FORMAT", "json")
             .env("ENTRA_SYNC__METRICS__LISTEN", format!("127.0.0.1:{port}"))
-            .env("ENTRA_SYNC__WORKER__SHUTDOWN_GRACE_SECONDS", "2")
+            .env("ENTRA_SYNC__WORKER__SHUTDOWN_GRACE_SECONDS", "1")
             .stdin(std::process::Stdio::null())
             .stdout(std::process::Stdio::null())
             .stderr(std::fs::File::create(&log)?)
@@ -207,8 +208,39 @@ async fn sigterm_hands_a_running_tenant_to_another_worker_without_duplicates() -
     assert_eq!(actual.contacts.len(), expected.contacts.len(), "contacts");
     assert!(actual.contacts == expected.contacts, "contacts differ");
 
-    // The first worker said it was shutting down, and the second one did the rest: it logged
-    // its start and the run's tenant finished after the first one had exited.
+    // Handed over, not finished by the first worker within its grace period: the tenant's
+    // activity ended on a later attempt, whose previous attempt failed with the SDK's
+    // `WorkerShutdown` (the cancel the grace period issued, honoured at a page boundary).
+    let client = crate::workflow_support::temporal(&stormy).await?;
+    let workflow_id = entra_sync_workflows::workflow_id_for_run(
+        "sync",
+        &stormy_prepared.tenant_id.to_string(),
+        &run_id,
+    );
+    let history: Value = serde_json::from_slice(
+        &client
+            .get_workflow_handle::<UntypedWorkflow>(workflow_id.as_str())
+            .fetch_history(Default::default())
+            .to_json()
+            .await?,
+    )?;
+    let handed_over = history["events"]
+        .as_array()
+        .context("history events")?
+        .iter()
+        .filter_map(|event| event["attributes"].get("ActivityTaskStartedEventAttributes"))
+        .any(|started| {
+            started["attempt"].as_u64().unwrap_or(0) >= 2
+                && started["last_failure"]
+                    .to_string()
+                    .contains("WorkerShutdown")
+        });
+    assert!(
+        handed_over,
+        "no activity was retried after a worker shutdown: {history}"
+    );
+
+    // The first worker said it was shutting down, and the second one did the rest.
     let messages = |logs: &[Value]| -> Vec<String> {
         logs.iter()
             .map(|line| line["message"].as_str().unwrap_or("").to_owned())
