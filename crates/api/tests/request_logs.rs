@@ -30,16 +30,42 @@ impl std::io::Write for LogBuffer {
 
 #[sqlx::test(migrations = "../../migrations")]
 async fn request_logs_name_routes_not_secrets(pool: PgPool) {
+    request_logs_hold_no_secrets(pool, LogFormat::Text).await;
+}
+
+/// The same with the JSON log format the containers use (`ENTRA_SYNC_LOG_FORMAT=json`): every
+/// line is one JSON object, and still no secret.
+#[sqlx::test(migrations = "../../migrations")]
+async fn json_request_logs_name_routes_not_secrets(pool: PgPool) {
+    request_logs_hold_no_secrets(pool, LogFormat::Json).await;
+}
+
+#[derive(Clone, Copy, PartialEq)]
+enum LogFormat {
+    Text,
+    Json,
+}
+
+async fn request_logs_hold_no_secrets(pool: PgPool, format: LogFormat) {
     let app = TestApp::new(pool);
     let world = world(&app).await;
     let buffer = LogBuffer::default();
     let writer = buffer.clone();
-    let subscriber = tracing_subscriber::fmt()
+    let builder = tracing_subscriber::fmt()
         .with_max_level(tracing::Level::DEBUG)
         .with_writer(move || writer.clone())
-        .with_ansi(false)
-        .finish();
-    let _guard = tracing::subscriber::set_default(subscriber);
+        .with_ansi(false);
+    let dispatch = match format {
+        LogFormat::Text => tracing::Dispatch::new(builder.finish()),
+        LogFormat::Json => tracing::Dispatch::new(
+            builder
+                .json()
+                .flatten_event(true)
+                .with_current_span(true)
+                .finish(),
+        ),
+    };
+    let _guard = tracing::dispatcher::set_default(&dispatch);
     let secret_code = "code-SECRET-0123456789";
     let secret_state = "state-SECRET-9876543210";
     app.call(
@@ -55,6 +81,13 @@ async fn request_logs_name_routes_not_secrets(pool: PgPool) {
     )
     .await;
     let logs = String::from_utf8(buffer.0.lock().expect("lock").clone()).expect("utf-8");
+    if format == LogFormat::Json {
+        for line in logs.lines().filter(|line| !line.trim().is_empty()) {
+            let value: serde_json::Value = serde_json::from_str(line)
+                .unwrap_or_else(|error| panic!("not one JSON object per line ({error}): {line}"));
+            assert!(value.is_object(), "{line}");
+        }
+    }
     assert!(logs.contains("/auth/oauth2/microsoft/callback"), "{logs}");
     assert!(
         logs.contains("/api/v1/contacts/{contact_id}/history"),
