@@ -11,6 +11,7 @@ mod initial_sync;
 mod ops_metrics;
 mod run_lifecycle;
 mod schedules;
+mod serve_process;
 mod shutdown;
 mod two_workers;
 mod workflow_support;
