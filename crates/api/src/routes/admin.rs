@@ -296,6 +296,7 @@ pub(crate) enum ReviewStatusFilter {
 #[into_params(parameter_in = Query)]
 #[serde(deny_unknown_fields)]
 pub(crate) struct ReviewQuery {
+    #[param(inline)]
     status: Option<ReviewStatusFilter>,
     client_id: Option<Uuid>,
     managed_tenant_id: Option<Uuid>,
