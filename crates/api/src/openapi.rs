@@ -205,6 +205,36 @@ const LINKS: [(&str, &str, &str, &str, &str, &str); 15] = [
     ),
 ];
 
+/// Text the handlers' `check_text` accepts: no control characters (`char::is_control`).
+const NO_CONTROL: &str = "^[^\\x00-\\x1f\\x7f-\\x9f]*$";
+/// The same, with at least one character that is not whitespace (the handlers trim first).
+const NO_CONTROL_NOT_BLANK: &str =
+    "^[^\\x00-\\x1f\\x7f-\\x9f]*[^\\s\\x00-\\x1f\\x7f-\\x9f][^\\x00-\\x1f\\x7f-\\x9f]*$";
+
+/// String limits the handlers enforce, by (schema, property): (min length, max length, pattern).
+/// utoipa has no place for them on the shared body types without repeating each handler's
+/// constants, so they are stated here, next to the document they describe.
+const TEXT_LIMITS: [(&str, &str, u64, u64, &str); 6] = [
+    ("CreateTenantBody", "name", 1, 200, NO_CONTROL_NOT_BLANK),
+    ("CreateClientBody", "name", 1, 256, NO_CONTROL_NOT_BLANK),
+    (
+        "CreateContactBody",
+        "full_name",
+        1,
+        256,
+        NO_CONTROL_NOT_BLANK,
+    ),
+    (
+        "UpdateContactBody",
+        "full_name",
+        1,
+        256,
+        NO_CONTROL_NOT_BLANK,
+    ),
+    ("CreateUserBody", "email", 3, 254, NO_CONTROL_NOT_BLANK),
+    ("CippConnectBody", "base_url", 1, 2048, NO_CONTROL_NOT_BLANK),
+];
+
 /// Tagged request bodies declared with `deny_unknown_fields`.
 const CLOSED_TAGGED_BODIES: [&str; 2] = ["ResolveBody", "DecisionBody"];
 
@@ -252,6 +282,12 @@ fn complete_value(document: &mut serde_json::Value) {
                                 has_cursor = true;
                                 parameter["schema"] =
                                     json!({"type": "string", "maxLength": MAX_CURSOR_CHARS});
+                            }
+                            // `GET /contacts?email=` goes through `check_text` (320 characters).
+                            Some("email") if parameter["in"] == "query" => {
+                                parameter["schema"] = json!({
+                                    "type": "string", "maxLength": 320, "pattern": NO_CONTROL
+                                });
                             }
                             _ => {}
                         }
@@ -304,6 +340,52 @@ fn complete_value(document: &mut serde_json::Value) {
         }
     }
     add_links(document);
+    if let Some(paths) = document.get_mut("paths").and_then(Value::as_object_mut) {
+        // The flag name in `/platform-feature-flags/{flag}/tenants` goes through `check_text`.
+        if let Some(parameters) = paths
+            .get_mut("/api/v1/platform-feature-flags/{flag}/tenants")
+            .and_then(|item| item.pointer_mut("/post/parameters"))
+            .and_then(Value::as_array_mut)
+        {
+            for parameter in parameters {
+                if parameter["name"] == "flag" {
+                    parameter["schema"] = json!({"type": "string", "minLength": 1, "maxLength": 100, "pattern": NO_CONTROL});
+                }
+            }
+        }
+    }
+    if let Some(schemas) = document
+        .pointer_mut("/components/schemas")
+        .and_then(Value::as_object_mut)
+    {
+        for (schema, property, min, max, pattern) in TEXT_LIMITS {
+            if let Some(slot) = schemas
+                .get_mut(schema)
+                .and_then(|schema| schema.pointer_mut(&format!("/properties/{property}")))
+            {
+                let description = slot.get("description").cloned();
+                *slot = json!({"type": "string", "minLength": min, "maxLength": max, "pattern": pattern});
+                if let Some(description) = description {
+                    slot["description"] = description;
+                }
+            }
+        }
+        // `field_policy` keys are field names of at most 64 characters (`check_text`).
+        if let Some(slot) = schemas
+            .get_mut("SettingsBody")
+            .and_then(|schema| schema.pointer_mut("/properties/field_policy"))
+        {
+            slot["propertyNames"] = json!({"maxLength": 64, "pattern": NO_CONTROL});
+        }
+        // A confirmation carries 1 to 1000 decisions.
+        if let Some(slot) = schemas
+            .get_mut("ConfirmBody")
+            .and_then(|schema| schema.pointer_mut("/properties/decisions"))
+        {
+            slot["minItems"] = json!(1);
+            slot["maxItems"] = json!(1000);
+        }
+    }
     if let Some(schemas) = document
         .pointer_mut("/components/schemas")
         .and_then(Value::as_object_mut)

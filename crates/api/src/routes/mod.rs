@@ -128,6 +128,23 @@ where
     Option::<T>::deserialize(deserializer).map(Some)
 }
 
+/// Deserializes an optional nested object, refusing the array form (`[true, 900]`) that serde's
+/// derive also accepts for a struct but the OpenAPI document does not allow.
+pub(crate) fn object_or_null<'de, D, T>(deserializer: D) -> Result<Option<T>, D::Error>
+where
+    D: serde::Deserializer<'de>,
+    T: serde::de::DeserializeOwned,
+{
+    use serde::de::Error;
+    match serde_json::Value::deserialize(deserializer)? {
+        serde_json::Value::Null => Ok(None),
+        value @ serde_json::Value::Object(_) => {
+            T::deserialize(value).map(Some).map_err(D::Error::custom)
+        }
+        _ => Err(D::Error::custom("expected an object or null")),
+    }
+}
+
 /// Refuses strings longer than `max` characters or containing control characters.
 pub(crate) fn check_text(field: &str, value: &str, max: usize) -> Result<(), ApiError> {
     if value.chars().count() > max {
