@@ -19,6 +19,9 @@ rm -rf "$RUN" && mkdir -p "$RUN"
 # A database of its own, so the fuzzer's writes touch nothing the other tests read.
 db="entra_sync_conformance_$$"
 base="${DATABASE_URL%/*}"
+if [ ! -x "$PG_BIN/createdb" ]; then
+  PG_BIN=$(dirname "$(ls /usr/lib/postgresql/*/bin/createdb | sort -V | tail -1)")
+fi
 "$PG_BIN/createdb" --maintenance-db="$DATABASE_URL" "$db"
 export DATABASE_URL="$base/$db"
 
