@@ -26,6 +26,8 @@ ENTRA_SYNC_MASTER_KEY=$(python3 -c 'import secrets; print(secrets.token_urlsafe(
 ENTRA_SYNC_ENCRYPTION_KEY=$(python3 -c 'import base64, os; print(base64.b64encode(os.urandom(32)).decode())')
 SIM_PORT=$(free_port); API_PORT=$(free_port)
 export ENTRA_SYNC_MASTER_KEY ENTRA_SYNC_ENCRYPTION_KEY
+# The simulated CIPP listens on 127.0.0.1, which the outbound policy refuses by default.
+export ENTRA_SYNC_ALLOW_PRIVATE_ENDPOINTS=true
 export ENTRA_SYNC_LISTEN="127.0.0.1:$API_PORT"
 export MICROSOFT_LOGIN_BASE_URL="http://127.0.0.1:$SIM_PORT/login"
 export MICROSOFT_GRAPH_BASE_URL="http://127.0.0.1:$SIM_PORT/graph"
@@ -33,7 +35,7 @@ export RUST_LOG="${RUST_LOG:-warn,entra_sync=info}"
 {
   echo "export DATABASE_URL='$DATABASE_URL' TEMPORAL_ADDRESS='$TEMPORAL_ADDRESS'"
   echo "export ENTRA_SYNC_LISTEN='$ENTRA_SYNC_LISTEN' ENTRA_SYNC_MASTER_KEY='$ENTRA_SYNC_MASTER_KEY'"
-  echo "export ENTRA_SYNC_ENCRYPTION_KEY='$ENTRA_SYNC_ENCRYPTION_KEY'"
+  echo "export ENTRA_SYNC_ENCRYPTION_KEY='$ENTRA_SYNC_ENCRYPTION_KEY' ENTRA_SYNC_ALLOW_PRIVATE_ENDPOINTS=true"
   echo "export MICROSOFT_LOGIN_BASE_URL='$MICROSOFT_LOGIN_BASE_URL' MICROSOFT_GRAPH_BASE_URL='$MICROSOFT_GRAPH_BASE_URL'"
 } >"$RUN/env"
 chmod 600 "$RUN/env"

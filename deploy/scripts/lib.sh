@@ -263,3 +263,37 @@ temporal_stop() {
     rm -f "$dir/pid"
   fi
 }
+
+# cargo-deny, built once into $TOOLS/cargo (a few minutes on first use, then cached).
+CARGO_DENY_VERSION="${CARGO_DENY_VERSION:-0.20.2}"
+ensure_cargo_deny() {
+  if [ -x "$TOOLS/cargo/bin/cargo-deny" ] \
+    && "$TOOLS/cargo/bin/cargo-deny" --version 2>/dev/null | grep -q "$CARGO_DENY_VERSION"; then
+    return
+  fi
+  say "building cargo-deny $CARGO_DENY_VERSION into $TOOLS/cargo"
+  mkdir -p "$TOOLS"
+  cargo install --quiet --locked cargo-deny --version "$CARGO_DENY_VERSION" --root "$TOOLS/cargo"
+}
+
+# deny_check: licences, bans and sources always (deny.toml); advisories too when the advisory
+# database can be fetched (it is hosted on GitHub, which some CI machines cannot reach).
+deny_check() {
+  ensure_cargo_deny
+  local deny="$TOOLS/cargo/bin/cargo-deny"
+  if timeout 120 "$deny" fetch db >/dev/null 2>&1; then
+    "$deny" check
+  else
+    say "the advisory database cannot be fetched; checking licences, bans and sources only"
+    "$deny" check licenses bans sources
+  fi
+}
+
+# schemathesis (PyPI) in the tools venv, for the OpenAPI conformance phase of `make test`.
+SCHEMATHESIS_VERSION="${SCHEMATHESIS_VERSION:-4.32.5}"
+ensure_schemathesis() {
+  if [ -x "$VENV/bin/schemathesis" ]; then return; fi
+  ensure_temporal
+  say "installing schemathesis (PyPI) into $VENV"
+  "$VENV/bin/pip" install -q --disable-pip-version-check "schemathesis==$SCHEMATHESIS_VERSION"
+}

@@ -35,4 +35,10 @@ phase services start_services
 export ENTRA_SYNC_TEMPORAL_CLI="$VENV/bin/temporal"
 export RUST_LOG="${RUST_LOG:-warn}"
 say "DATABASE_URL=$DATABASE_URL TEMPORAL_ADDRESS=$TEMPORAL_ADDRESS"
+# The simulator's CIPP and OpenBao listen on 127.0.0.1, which the outbound policy refuses by
+# default.
+export ENTRA_SYNC_ALLOW_PRIVATE_ENDPOINTS=true
 phase tests cargo test --workspace --locked --no-fail-fast -- --test-threads "${TEST_THREADS:-4}"
+# schemathesis against a live `entra-sync serve` (every check, bounded examples): the served
+# OpenAPI document must match what the server does.
+phase api-conformance bash "$ROOT/deploy/scripts/api_conformance.sh"

@@ -72,6 +72,8 @@ impl Stack {
             ),
             ("MICROSOFT_LOGIN_BASE_URL", simulator.login_base_url()),
             ("MICROSOFT_GRAPH_BASE_URL", simulator.graph_base_url()),
+            // The simulator's CIPP listens on loopback.
+            ("ENTRA_SYNC_ALLOW_PRIVATE_ENDPOINTS", "true".to_owned()),
         ]
         .into_iter()
         .map(|(name, value)| (name.to_owned(), value))

@@ -48,6 +48,18 @@ where
                 format!("the body is not valid JSON: {error}"),
             ));
         }
+        // Every request body of this API is a JSON object; serde's derive would also take a
+        // struct from an array, which the OpenAPI document does not allow.
+        if bytes
+            .iter()
+            .find(|byte| !byte.is_ascii_whitespace())
+            .is_some_and(|first| *first != b'{')
+        {
+            return Err(ApiError::unprocessable(
+                "invalid_body",
+                "the body must be a JSON object",
+            ));
+        }
         serde_json::from_slice::<T>(&bytes)
             .map(ApiJson)
             .map_err(|error| {

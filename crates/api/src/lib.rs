@@ -7,6 +7,7 @@
 pub mod auth;
 pub mod error;
 pub mod extract;
+mod limits;
 pub mod openapi;
 mod routes;
 pub mod starter;
@@ -84,6 +85,15 @@ pub struct ApiConfig {
     pub provider_timeout: std::time::Duration,
     /// `ENTRA_SYNC_OAUTH_STATE_TTL_SECONDS` (default 600).
     pub oauth_state_ttl: std::time::Duration,
+    /// `ENTRA_SYNC_ALLOW_PRIVATE_ENDPOINTS`: lets a CIPP base URL reach loopback, private and
+    /// link-local addresses (off: such an endpoint is refused, see `directory::outbound`).
+    pub allow_private_endpoints: bool,
+    /// A request that has not been answered after this long gets 503 `timeout` (its work is
+    /// dropped; a transaction in flight rolls back).
+    pub request_timeout: std::time::Duration,
+    /// Requests handled at once; more wait (within `request_timeout`) for a free slot, then
+    /// get 503 `overloaded`.
+    pub max_concurrent_requests: usize,
 }
 
 impl ApiConfig {
@@ -95,6 +105,9 @@ impl ApiConfig {
             microsoft: MicrosoftConfig::default(),
             provider_timeout: std::time::Duration::from_secs(20),
             oauth_state_ttl: std::time::Duration::from_secs(600),
+            allow_private_endpoints: false,
+            request_timeout: std::time::Duration::from_secs(60),
+            max_concurrent_requests: 256,
         }
     }
 }
@@ -108,6 +121,9 @@ impl std::fmt::Debug for ApiConfig {
             .field("microsoft", &self.microsoft)
             .field("provider_timeout", &self.provider_timeout)
             .field("oauth_state_ttl", &self.oauth_state_ttl)
+            .field("allow_private_endpoints", &self.allow_private_endpoints)
+            .field("request_timeout", &self.request_timeout)
+            .field("max_concurrent_requests", &self.max_concurrent_requests)
             .finish()
     }
 }
@@ -138,10 +154,18 @@ impl AppState {
 /// OpenAPI document.
 pub fn router(state: AppState) -> Router {
     let (router, _document) = routes::openapi_router().split_for_parts();
+    let limits = limits::Limits::new(
+        state.config.request_timeout,
+        state.config.max_concurrent_requests,
+    );
     router
         .fallback(routes::fallback)
         .method_not_allowed_fallback(routes::method_not_allowed)
         .layer(DefaultBodyLimit::max(extract::MAX_BODY_BYTES))
+        .layer(axum::middleware::from_fn_with_state(
+            limits,
+            limits::enforce,
+        ))
         .layer(axum::middleware::from_fn(log_request))
         .with_state(state)
 }
@@ -176,4 +200,10 @@ async fn log_request(
 pub fn openapi_document() -> utoipa::openapi::OpenApi {
     let (_, document) = routes::openapi_router().split_for_parts();
     document
+}
+
+/// The OpenAPI document as served at `/api/v1/openapi.json`: [`openapi_document`] completed
+/// with what the shared layers do (`openapi::complete`).
+pub fn openapi_json() -> serde_json::Value {
+    openapi::complete(&openapi_document())
 }

@@ -38,7 +38,503 @@ impl Modify for ApiKeySecurity {
 }
 
 /// The document, built once per process.
-pub(crate) fn cached_document() -> &'static utoipa::openapi::OpenApi {
-    static DOCUMENT: OnceLock<utoipa::openapi::OpenApi> = OnceLock::new();
-    DOCUMENT.get_or_init(crate::openapi_document)
+pub(crate) fn cached_document() -> &'static serde_json::Value {
+    static DOCUMENT: OnceLock<serde_json::Value> = OnceLock::new();
+    DOCUMENT.get_or_init(crate::openapi_json)
+}
+
+/// The most items a list returns, and what it returns without `limit`.
+use entra_sync_store::page::{DEFAULT_LIMIT, MAX_LIMIT};
+
+/// Longest `cursor` accepted (`PageQuery::page_request` enforces it).
+pub const MAX_CURSOR_CHARS: u64 = 512;
+
+/// Completes the document generated from the route declarations with what the router's shared
+/// layers do to every route, so a generic client can trust it: the statuses of body, path and
+/// query extraction (`extract`), authentication, the overload and timeout layer and internal
+/// errors; the `limit` and `cursor` ranges `PageQuery` enforces; `additionalProperties: false`
+/// on tagged bodies that refuse unknown fields (utoipa marks only structs); and the OpenAPI
+/// links that lead from a list or a creation to the routes taking the id it returned.
+/// (JSON rather than utoipa's types: utoipa 5 writes a link's `operationId` as
+/// `operation_id`.)
+pub(crate) fn complete(document: &utoipa::openapi::OpenApi) -> serde_json::Value {
+    let mut value = serde_json::to_value(document).unwrap_or_default();
+    complete_value(&mut value);
+    value
+}
+
+fn error_response(description: &str) -> serde_json::Value {
+    serde_json::json!({
+        "description": description,
+        "content": {"application/json": {"schema": {"$ref": "#/components/schemas/ErrorBody"}}}
+    })
+}
+
+fn add_response(operation: &mut serde_json::Value, status: &str, description: &str) {
+    if let Some(responses) = operation
+        .get_mut("responses")
+        .and_then(serde_json::Value::as_object_mut)
+    {
+        responses
+            .entry(status.to_owned())
+            .or_insert_with(|| error_response(description));
+    }
+}
+
+/// (operation id, status, link name, target operation id, parameter, runtime expression).
+const LINKS: [(&str, &str, &str, &str, &str, &str); 15] = [
+    (
+        "list_runs",
+        "200",
+        "GetRun",
+        "get_run",
+        "run_id",
+        "$response.body#/items/0/run_id",
+    ),
+    (
+        "list_runs",
+        "200",
+        "CancelRun",
+        "cancel_run",
+        "run_id",
+        "$response.body#/items/0/run_id",
+    ),
+    (
+        "start_sync",
+        "202",
+        "GetRun",
+        "get_run",
+        "run_id",
+        "$response.body#/run_id",
+    ),
+    (
+        "start_sync",
+        "202",
+        "CancelRun",
+        "cancel_run",
+        "run_id",
+        "$response.body#/run_id",
+    ),
+    (
+        "start_discovery",
+        "202",
+        "GetRun",
+        "get_run",
+        "run_id",
+        "$response.body#/run_id",
+    ),
+    (
+        "list_review_items",
+        "200",
+        "ResolveItem",
+        "resolve_review_item",
+        "item_id",
+        "$response.body#/items/0/item_id",
+    ),
+    (
+        "list_review_items",
+        "200",
+        "ReopenItem",
+        "reopen_review_item",
+        "item_id",
+        "$response.body#/items/0/item_id",
+    ),
+    (
+        "list_contacts",
+        "200",
+        "UpdateContact",
+        "update_contact",
+        "contact_id",
+        "$response.body#/items/0/contact_id",
+    ),
+    (
+        "list_contacts",
+        "200",
+        "ContactHistory",
+        "contact_history",
+        "contact_id",
+        "$response.body#/items/0/contact_id",
+    ),
+    (
+        "create_contact",
+        "201",
+        "UpdateContact",
+        "update_contact",
+        "contact_id",
+        "$response.body#/contact_id",
+    ),
+    (
+        "create_contact",
+        "201",
+        "ContactHistory",
+        "contact_history",
+        "contact_id",
+        "$response.body#/contact_id",
+    ),
+    (
+        "list_managed_tenants",
+        "200",
+        "GetFilters",
+        "get_filter_override",
+        "managed_tenant_id",
+        "$response.body#/items/0/managed_tenant_id",
+    ),
+    (
+        "list_managed_tenants",
+        "200",
+        "PutFilters",
+        "put_filter_override",
+        "managed_tenant_id",
+        "$response.body#/items/0/managed_tenant_id",
+    ),
+    (
+        "list_mappings",
+        "200",
+        "Unmap",
+        "unmap",
+        "managed_tenant_id",
+        "$response.body#/items/0/managed_tenant_id",
+    ),
+    (
+        "create_tenant",
+        "201",
+        "CreateUser",
+        "create_user",
+        "tenant_id",
+        "$response.body#/tenant_id",
+    ),
+];
+
+/// Text the handlers' `check_text` accepts: no control characters (`char::is_control`).
+const NO_CONTROL: &str = "^[^\\x00-\\x1f\\x7f-\\x9f]*$";
+/// The same, with at least one character that is not whitespace (the handlers trim first).
+const NO_CONTROL_NOT_BLANK: &str =
+    "^[^\\x00-\\x1f\\x7f-\\x9f]*[^\\s\\x00-\\x1f\\x7f-\\x9f][^\\x00-\\x1f\\x7f-\\x9f]*$";
+
+/// String limits the handlers enforce, by (schema, property): (min length, max length, pattern).
+/// utoipa has no place for them on the shared body types without repeating each handler's
+/// constants, so they are stated here, next to the document they describe.
+const TEXT_LIMITS: [(&str, &str, u64, u64, &str); 6] = [
+    ("CreateTenantBody", "name", 1, 200, NO_CONTROL_NOT_BLANK),
+    ("CreateClientBody", "name", 1, 256, NO_CONTROL_NOT_BLANK),
+    (
+        "CreateContactBody",
+        "full_name",
+        1,
+        256,
+        NO_CONTROL_NOT_BLANK,
+    ),
+    (
+        "UpdateContactBody",
+        "full_name",
+        1,
+        256,
+        NO_CONTROL_NOT_BLANK,
+    ),
+    ("CreateUserBody", "email", 3, 254, NO_CONTROL_NOT_BLANK),
+    ("CippConnectBody", "base_url", 1, 2048, NO_CONTROL_NOT_BLANK),
+];
+
+/// Tagged request bodies declared with `deny_unknown_fields`.
+const CLOSED_TAGGED_BODIES: [&str; 2] = ["ResolveBody", "DecisionBody"];
+
+/// Routes answered without touching the database or the shared layers' errors.
+const PLAIN_ROUTES: [&str; 2] = ["/healthz", crate::openapi::OPENAPI_PATH];
+
+fn complete_value(document: &mut serde_json::Value) {
+    use serde_json::{json, Value};
+    let global_security = document.get("security").is_some();
+    if let Some(paths) = document.get_mut("paths").and_then(Value::as_object_mut) {
+        for (path, item) in paths.iter_mut() {
+            let Some(item) = item.as_object_mut() else {
+                continue;
+            };
+            for operation in item.values_mut() {
+                let secured = match operation.get("security") {
+                    None => global_security,
+                    Some(Value::Array(requirements)) => requirements
+                        .iter()
+                        .any(|requirement| requirement.as_object().is_some_and(|r| !r.is_empty())),
+                    Some(_) => false,
+                };
+                let has_body = operation.get("requestBody").is_some();
+                let mut has_path = false;
+                let mut has_query = false;
+                let mut has_cursor = false;
+                if let Some(parameters) = operation
+                    .get_mut("parameters")
+                    .and_then(Value::as_array_mut)
+                {
+                    for parameter in parameters {
+                        match parameter.get("in").and_then(Value::as_str) {
+                            Some("path") => has_path = true,
+                            Some("query") => has_query = true,
+                            _ => {}
+                        }
+                        match parameter.get("name").and_then(Value::as_str) {
+                            Some("limit") => {
+                                parameter["schema"] = json!({
+                                    "type": "integer", "format": "int32",
+                                    "minimum": 1, "maximum": MAX_LIMIT, "default": DEFAULT_LIMIT
+                                });
+                            }
+                            Some("cursor") => {
+                                has_cursor = true;
+                                parameter["schema"] =
+                                    json!({"type": "string", "maxLength": MAX_CURSOR_CHARS});
+                            }
+                            // `GET /contacts?email=` goes through `check_text` (320 characters).
+                            Some("email") if parameter["in"] == "query" => {
+                                parameter["schema"] = json!({
+                                    "type": "string", "maxLength": 320, "pattern": NO_CONTROL
+                                });
+                            }
+                            _ => {}
+                        }
+                    }
+                }
+                if has_body {
+                    add_response(operation, "400", "the body is not valid JSON");
+                    add_response(operation, "413", "the body is too large");
+                    add_response(operation, "415", "the body is not sent as JSON");
+                    add_response(
+                        operation,
+                        "422",
+                        "the body does not have the expected shape",
+                    );
+                }
+                if has_path {
+                    add_response(operation, "400", "a path parameter does not parse");
+                }
+                if has_query {
+                    add_response(
+                        operation,
+                        "400",
+                        "a query parameter does not parse or is out of range",
+                    );
+                }
+                if has_cursor {
+                    add_response(operation, "422", "the cursor is not one this list returned");
+                }
+                if secured {
+                    add_response(operation, "401", "no API key, or an unknown one");
+                    add_response(
+                        operation,
+                        "403",
+                        "the key lacks a permission or the feature is off",
+                    );
+                }
+                if !PLAIN_ROUTES.contains(&path.as_str()) {
+                    add_response(
+                        operation,
+                        "500",
+                        "an internal error (details are logged, not returned)",
+                    );
+                }
+                add_response(
+                    operation,
+                    "503",
+                    "the server is at its concurrency limit or the request timed out",
+                );
+            }
+        }
+    }
+    add_links(document);
+    if let Some(paths) = document.get_mut("paths").and_then(Value::as_object_mut) {
+        // The flag name in `/platform-feature-flags/{flag}/tenants` goes through `check_text`.
+        if let Some(parameters) = paths
+            .get_mut("/api/v1/platform-feature-flags/{flag}/tenants")
+            .and_then(|item| item.pointer_mut("/post/parameters"))
+            .and_then(Value::as_array_mut)
+        {
+            for parameter in parameters {
+                if parameter["name"] == "flag" {
+                    parameter["schema"] = json!({"type": "string", "minLength": 1, "maxLength": 100, "pattern": NO_CONTROL});
+                }
+            }
+        }
+    }
+    if let Some(schemas) = document
+        .pointer_mut("/components/schemas")
+        .and_then(Value::as_object_mut)
+    {
+        for (schema, property, min, max, pattern) in TEXT_LIMITS {
+            if let Some(slot) = schemas
+                .get_mut(schema)
+                .and_then(|schema| schema.pointer_mut(&format!("/properties/{property}")))
+            {
+                let description = slot.get("description").cloned();
+                *slot = json!({"type": "string", "minLength": min, "maxLength": max, "pattern": pattern});
+                if let Some(description) = description {
+                    slot["description"] = description;
+                }
+            }
+        }
+        // `field_policy` keys are field names of at most 64 characters (`check_text`).
+        if let Some(slot) = schemas
+            .get_mut("SettingsBody")
+            .and_then(|schema| schema.pointer_mut("/properties/field_policy"))
+        {
+            slot["propertyNames"] = json!({"maxLength": 64, "pattern": NO_CONTROL});
+        }
+        // A confirmation carries 1 to 1000 decisions.
+        if let Some(slot) = schemas
+            .get_mut("ConfirmBody")
+            .and_then(|schema| schema.pointer_mut("/properties/decisions"))
+        {
+            slot["minItems"] = json!(1);
+            slot["maxItems"] = json!(1000);
+        }
+    }
+    if let Some(schemas) = document
+        .pointer_mut("/components/schemas")
+        .and_then(Value::as_object_mut)
+    {
+        for name in CLOSED_TAGGED_BODIES {
+            if let Some(variants) = schemas
+                .get_mut(name)
+                .and_then(|schema| schema.get_mut("oneOf"))
+                .and_then(Value::as_array_mut)
+            {
+                for variant in variants {
+                    if let Some(variant) = variant.as_object_mut() {
+                        variant.insert("additionalProperties".to_owned(), Value::Bool(false));
+                    }
+                }
+            }
+        }
+    }
+}
+
+fn add_links(document: &mut serde_json::Value) {
+    use serde_json::{json, Value};
+    let Some(paths) = document.get_mut("paths").and_then(Value::as_object_mut) else {
+        return;
+    };
+    for item in paths.values_mut() {
+        let Some(item) = item.as_object_mut() else {
+            continue;
+        };
+        for operation in item.values_mut() {
+            let Some(id) = operation
+                .get("operationId")
+                .and_then(Value::as_str)
+                .map(str::to_owned)
+            else {
+                continue;
+            };
+            for (source, status, name, target, parameter, expression) in LINKS {
+                if source != id {
+                    continue;
+                }
+                if let Some(response) = operation
+                    .pointer_mut(&format!("/responses/{status}"))
+                    .and_then(Value::as_object_mut)
+                {
+                    let links = response
+                        .entry("links".to_owned())
+                        .or_insert_with(|| json!({}));
+                    if let Some(links) = links.as_object_mut() {
+                        links.insert(
+                            name.to_owned(),
+                            json!({"operationId": target, "parameters": {parameter: expression}}),
+                        );
+                    }
+                }
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use serde_json::Value;
+
+    fn document() -> Value {
+        crate::openapi_json()
+    }
+
+    fn refs(value: &Value, found: &mut Vec<String>) {
+        match value {
+            Value::Object(map) => {
+                for (key, inner) in map {
+                    match (key.as_str(), inner) {
+                        ("$ref", Value::String(target)) => found.push(target.clone()),
+                        _ => refs(inner, found),
+                    }
+                }
+            }
+            Value::Array(items) => items.iter().for_each(|item| refs(item, found)),
+            _ => {}
+        }
+    }
+
+    #[test]
+    fn every_reference_resolves() {
+        let document = document();
+        let mut found = Vec::new();
+        refs(&document, &mut found);
+        assert!(!found.is_empty());
+        for target in found {
+            let pointer = target.trim_start_matches('#');
+            assert!(
+                document.pointer(pointer).is_some(),
+                "{target} is referenced but not defined"
+            );
+        }
+    }
+
+    #[test]
+    fn limit_and_cursor_ranges_are_the_enforced_ones() {
+        let document = document();
+        let mut lists = 0;
+        for (path, item) in document["paths"].as_object().expect("paths") {
+            for (method, operation) in item.as_object().expect("item") {
+                let Some(parameters) = operation["parameters"].as_array() else {
+                    continue;
+                };
+                for parameter in parameters {
+                    if parameter["name"] == "limit" {
+                        lists += 1;
+                        assert_eq!(parameter["schema"]["minimum"], 1, "{method} {path}");
+                        assert_eq!(
+                            parameter["schema"]["maximum"],
+                            super::MAX_LIMIT,
+                            "{method} {path}"
+                        );
+                        assert!(operation["responses"]["400"].is_object(), "{method} {path}");
+                    }
+                    if parameter["name"] == "cursor" {
+                        assert_eq!(
+                            parameter["schema"]["maxLength"],
+                            super::MAX_CURSOR_CHARS,
+                            "{method} {path}"
+                        );
+                    }
+                }
+            }
+        }
+        assert!(lists >= 8, "only {lists} lists documented");
+    }
+
+    #[test]
+    fn shared_layer_statuses_and_links_are_documented() {
+        let document = document();
+        let create_client = &document["paths"]["/api/v1/clients"]["post"]["responses"];
+        for status in ["400", "401", "403", "413", "415", "422", "500", "503"] {
+            assert!(create_client[status].is_object(), "POST /clients {status}");
+        }
+        let health = &document["paths"]["/healthz"]["get"]["responses"];
+        assert!(health["401"].is_null() && health["500"].is_null());
+        let runs = &document["paths"]["/api/v1/integrations/entra/sync/runs"]["get"];
+        assert_eq!(
+            runs["responses"]["200"]["links"]["GetRun"]["operationId"],
+            "get_run"
+        );
+        let queue = &document["paths"]["/api/v1/integrations/entra/reconciliation-queue"]["get"];
+        assert_eq!(
+            queue["responses"]["200"]["links"]["ResolveItem"]["parameters"]["item_id"],
+            "$response.body#/items/0/item_id"
+        );
+    }
 }

@@ -15,6 +15,16 @@ pub struct Settings {
     pub api: ApiSettings,
     #[serde(default)]
     pub encryption_key: Option<SecretString>,
+    /// `ENTRA_SYNC_PREVIOUS_ENCRYPTION_KEYS`: keys that were current before, comma-separated
+    /// base64; values sealed under them still open (and are re-sealed under the current key
+    /// when rewritten, or by `entra-sync rekey`).
+    #[serde(default)]
+    pub previous_encryption_keys: Option<SecretString>,
+    /// `ENTRA_SYNC_ALLOW_PRIVATE_ENDPOINTS`: lets CIPP base URLs and the Vault address reach
+    /// loopback, private and link-local addresses. Off by default; the demo and the tests
+    /// turn it on because their CIPP and Vault listen on 127.0.0.1.
+    #[serde(default)]
+    pub allow_private_endpoints: bool,
     pub microsoft: MicrosoftSettings,
     pub sync: SyncSettings,
     #[serde(default)]
@@ -42,10 +52,48 @@ pub struct SecretSettings {
     pub vault_prefix: Option<String>,
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Deserialize)]
 pub struct DatabaseSettings {
     pub url: String,
     pub max_connections: u32,
+}
+
+/// The URL without its password, for `Debug` and messages.
+pub fn redacted_url(url: &str) -> String {
+    match url::Url::parse(url) {
+        Ok(mut parsed) => {
+            if parsed.password().is_some() && parsed.set_password(Some("redacted")).is_err() {
+                return "<unprintable URL>".to_owned();
+            }
+            // A password can also ride in the query (`?password=`), as libpq allows.
+            if parsed.query_pairs().any(|(key, _)| key == "password") {
+                let pairs: Vec<(String, String)> = parsed
+                    .query_pairs()
+                    .map(|(key, value)| {
+                        let value = if key == "password" {
+                            "redacted".to_owned()
+                        } else {
+                            value.into_owned()
+                        };
+                        (key.into_owned(), value)
+                    })
+                    .collect();
+                parsed.query_pairs_mut().clear().extend_pairs(pairs);
+            }
+            parsed.to_string()
+        }
+        Err(_) => "<unparsable URL>".to_owned(),
+    }
+}
+
+impl std::fmt::Debug for DatabaseSettings {
+    fn fmt(&self, formatter: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        formatter
+            .debug_struct("DatabaseSettings")
+            .field("url", &redacted_url(&self.url))
+            .field("max_connections", &self.max_connections)
+            .finish()
+    }
 }
 
 #[derive(Debug, Deserialize, Clone)]
@@ -111,7 +159,7 @@ pub struct MetricsSettings {
 }
 
 /// The contract variable names (SPEC §8) and the keys they set.
-const CONTRACT_VARIABLES: [(&str, &str); 19] = [
+const CONTRACT_VARIABLES: [(&str, &str); 21] = [
     ("DATABASE_URL", "database.url"),
     ("TEMPORAL_ADDRESS", "temporal.address"),
     ("TEMPORAL_NAMESPACE", "temporal.namespace"),
@@ -119,6 +167,14 @@ const CONTRACT_VARIABLES: [(&str, &str); 19] = [
     ("ENTRA_SYNC_LISTEN", "api.listen"),
     ("ENTRA_SYNC_MASTER_KEY", "api.master_key"),
     ("ENTRA_SYNC_ENCRYPTION_KEY", "encryption_key"),
+    (
+        "ENTRA_SYNC_PREVIOUS_ENCRYPTION_KEYS",
+        "previous_encryption_keys",
+    ),
+    (
+        "ENTRA_SYNC_ALLOW_PRIVATE_ENDPOINTS",
+        "allow_private_endpoints",
+    ),
     ("MICROSOFT_CLIENT_ID", "microsoft.client_id"),
     ("MICROSOFT_CLIENT_SECRET", "microsoft.client_secret"),
     ("MICROSOFT_TENANT_ID", "microsoft.tenant_id"),
@@ -202,6 +258,38 @@ impl Settings {
             anyhow::anyhow!("ENTRA_SYNC_ENCRYPTION_KEY must decode to exactly 32 bytes")
         })
     }
+
+    /// The keys of `ENTRA_SYNC_PREVIOUS_ENCRYPTION_KEYS` (comma-separated base64, each 32
+    /// bytes), newest first as written; empty when unset.
+    pub fn previous_encryption_keys(&self) -> Result<Vec<[u8; 32]>> {
+        use base64::Engine;
+        use secrecy::ExposeSecret;
+        let Some(list) = self.previous_encryption_keys.as_ref() else {
+            return Ok(Vec::new());
+        };
+        list.expose_secret()
+            .split(',')
+            .map(str::trim)
+            .filter(|entry| !entry.is_empty())
+            .enumerate()
+            .map(|(index, entry)| {
+                let bytes = base64::engine::general_purpose::STANDARD
+                    .decode(entry)
+                    .map_err(|_| {
+                        anyhow::anyhow!(
+                            "ENTRA_SYNC_PREVIOUS_ENCRYPTION_KEYS entry {} is not valid base64",
+                            index + 1
+                        )
+                    })?;
+                bytes.try_into().map_err(|_| {
+                    anyhow::anyhow!(
+                        "ENTRA_SYNC_PREVIOUS_ENCRYPTION_KEYS entry {} must decode to exactly 32 bytes",
+                        index + 1
+                    )
+                })
+            })
+            .collect()
+    }
 }
 
 #[cfg(test)]
@@ -256,5 +344,40 @@ mod tests {
         let printed = format!("{settings:?}");
         assert!(!printed.contains("master-secret-value"));
         assert!(!printed.contains("client-secret-value"));
+    }
+
+    #[test]
+    fn database_password_and_every_secret_are_redacted_in_debug_output() {
+        let settings = Settings::load(
+            None,
+            &env(&[
+                (
+                    "DATABASE_URL",
+                    "postgres://app:db-password-value@db.internal:5432/entra?sslmode=require",
+                ),
+                ("ENTRA_SYNC_ENCRYPTION_KEY", "ZW5jcnlwdGlvbi1rZXktdmFsdWU="),
+                ("VAULT_TOKEN", "vault-token-value"),
+                ("MICROSOFT_CLIENT_CERTIFICATE_KEY", "certificate-key-value"),
+                (
+                    "ENTRA_SYNC_PREVIOUS_ENCRYPTION_KEYS",
+                    "cHJldmlvdXMta2V5LXZhbHVl",
+                ),
+            ]),
+        )
+        .expect("load");
+        let printed = format!("{settings:?}");
+        for secret in [
+            "db-password-value",
+            "ZW5jcnlwdGlvbi1rZXktdmFsdWU=",
+            "vault-token-value",
+            "certificate-key-value",
+            "cHJldmlvdXMta2V5LXZhbHVl",
+        ] {
+            assert!(!printed.contains(secret), "{secret} in {printed}");
+        }
+        assert!(printed.contains("db.internal:5432"), "{printed}");
+        let in_query = redacted_url("postgres://db.internal/entra?user=app&password=query-secret");
+        assert!(!in_query.contains("query-secret"), "{in_query}");
+        assert_eq!(redacted_url("not a url"), "<unparsable URL>");
     }
 }

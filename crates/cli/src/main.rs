@@ -36,6 +36,9 @@ enum Command {
     Worker,
     /// Apply the database migrations.
     Migrate,
+    /// Re-seal every stored secret under ENTRA_SYNC_ENCRYPTION_KEY, so the keys in
+    /// ENTRA_SYNC_PREVIOUS_ENCRYPTION_KEYS can be removed afterwards.
+    Rekey,
     /// Drive the demo scenario through the running API and print a per-tenant summary.
     Demo(entra_sync::demo::DemoArgs),
     /// Check configuration, secrets, Postgres, Temporal and connections; print fixes.
@@ -139,6 +142,16 @@ async fn run(cli: Cli) -> Result<()> {
             let store = runtime::connect_store(&settings).await?;
             store.migrate().await.context("applying migrations")?;
             tracing::info!("migrations applied");
+        }
+        Command::Rekey => {
+            let store = runtime::connect_store(&settings).await?;
+            let report = store.rekey().await.context("re-sealing stored secrets")?;
+            println!(
+                "rekey: {} connection(s) re-sealed under the current key, {} already under it, {} pending OAuth state(s) re-sealed",
+                report.connections_resealed,
+                report.connections_current,
+                report.oauth_states_resealed
+            );
         }
         Command::Serve => {
             let store = runtime::connect_store(&settings).await?;

@@ -45,7 +45,10 @@ pub async fn connect_store(settings: &Settings) -> Result<Store> {
         .await
         .context("connecting to Postgres (DATABASE_URL)")?;
     Ok(match settings.encryption_key {
-        Some(_) => store.with_encryption_key(settings.encryption_key()?),
+        Some(_) => store.with_encryption_keys(
+            settings.encryption_key()?,
+            settings.previous_encryption_keys()?,
+        ),
         None => store,
     })
 }
@@ -82,7 +85,10 @@ pub fn directory_settings(settings: &Settings) -> Result<DirectorySettings> {
     Ok(DirectorySettings {
         login_base_url: parse_url(&microsoft.login_base_url, "MICROSOFT_LOGIN_BASE_URL")?,
         graph_base_url: parse_url(&microsoft.graph_base_url, "MICROSOFT_GRAPH_BASE_URL")?,
-        http: HttpSettings::default(),
+        http: HttpSettings {
+            allow_private_endpoints: settings.allow_private_endpoints,
+            ..HttpSettings::default()
+        },
         app_registrations: Some(Arc::new(app_registrations(settings)?)),
         redirect_uri: microsoft.oauth_callback_url.clone(),
     })
@@ -119,6 +125,7 @@ pub fn app_registrations(settings: &Settings) -> Result<AppCredentialResolver> {
                     .unwrap_or_else(|| "entra-sync".to_owned()),
                 cache_ttl: Duration::from_secs(60),
                 request_timeout: Duration::from_secs(10),
+                allow_private_endpoints: settings.allow_private_endpoints,
             })
             .context("building the Vault client")?,
         ));
@@ -435,6 +442,7 @@ pub async fn api_state(settings: &Settings, store: Store) -> Result<AppState> {
         .context("ENTRA_SYNC_MASTER_KEY is not set; the platform endpoints need it")?;
     let mut config = ApiConfig::new(master_key);
     config.max_parallel_tenants = settings.sync.max_parallel_tenants;
+    config.allow_private_endpoints = settings.allow_private_endpoints;
     config.microsoft = MicrosoftConfig {
         login_base_url: parse_url(
             &settings.microsoft.login_base_url,

@@ -123,8 +123,17 @@ impl CippClient {
                 }
             }
         };
+        if !settings.allow_private_endpoints {
+            crate::outbound::check_url(&config.base_url).map_err(|refusal| {
+                DirectoryError::Config {
+                    code: "private_endpoint".to_owned(),
+                    message: refusal.to_string(),
+                    setting: "ENTRA_SYNC_ALLOW_PRIVATE_ENDPOINTS".to_owned(),
+                }
+            })?;
+        }
         Ok(CippClient {
-            http: HttpCore::new(settings, stats)?,
+            http: HttpCore::for_configured_endpoint(settings, stats)?,
             base_url: config.base_url.as_str().trim_end_matches('/').to_owned(),
             login_base_url: config.login_base_url,
             credentials,
@@ -357,7 +366,7 @@ impl DirectorySource for CippClient {
     }
 }
 
-fn parse_graph_request_page(body: &Value) -> Result<UsersPage, DirectoryError> {
+pub(crate) fn parse_graph_request_page(body: &Value) -> Result<UsersPage, DirectoryError> {
     let (results, next_cursor) = graph_request_results(body)?;
     Ok(UsersPage {
         entries: results.iter().map(parse_entry).collect(),
@@ -398,7 +407,7 @@ fn graph_request_results(body: &Value) -> Result<(&[Value], Option<String>), Dir
     Ok((results, next_cursor))
 }
 
-fn parse_tenants(
+pub(crate) fn parse_tenants(
     body: &Value,
     context: &ErrorContext,
 ) -> Result<Vec<DiscoveredTenant>, DirectoryError> {

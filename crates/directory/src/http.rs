@@ -14,8 +14,13 @@ use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use crate::error::{DirectoryError, ProviderFailure};
 
 /// Bodies of failed responses are read up to this size; error bodies are small, and a huge one
-/// is not worth holding in memory.
-const MAX_ERROR_BODY_BYTES: usize = 64 * 1024;
+/// is not worth holding in memory (the rest is not read).
+pub const MAX_ERROR_BODY_BYTES: usize = 64 * 1024;
+
+/// Successful bodies larger than this fail as `invalid`. A 999-user Graph page with every
+/// selected property is a few MiB; 32 MiB leaves room for long attribute values while keeping
+/// a hostile or broken endpoint from exhausting memory.
+pub const MAX_BODY_BYTES: usize = 32 * 1024 * 1024;
 
 /// How requests are sent and retried. The defaults suit background syncs.
 #[derive(Clone, Debug)]
@@ -35,6 +40,10 @@ pub struct HttpSettings {
     pub per_tenant_concurrency: usize,
     /// Sends `x-ms-throttle-priority: Low` (MICROSOFT.md §4, SPEC §5.1) on every call.
     pub background: bool,
+    /// Lets clients of administrator-typed endpoints (CIPP) reach loopback, private and
+    /// link-local addresses (`ENTRA_SYNC_ALLOW_PRIVATE_ENDPOINTS`; see `outbound`). Off by
+    /// default; Microsoft's endpoints are not subject to it.
+    pub allow_private_endpoints: bool,
 }
 
 impl Default for HttpSettings {
@@ -48,6 +57,7 @@ impl Default for HttpSettings {
             max_retry_after: Duration::from_secs(300),
             per_tenant_concurrency: 4,
             background: true,
+            allow_private_endpoints: false,
         }
     }
 }
@@ -201,11 +211,31 @@ pub(crate) struct HttpCore {
 
 impl HttpCore {
     pub fn new(settings: HttpSettings, stats: Arc<ThrottleStats>) -> Result<Self, DirectoryError> {
-        let client = reqwest::Client::builder()
+        HttpCore::build(settings, stats, true)
+    }
+
+    /// A core for an endpoint an administrator configured (CIPP): unless
+    /// `allow_private_endpoints`, only public addresses are dialled, checked on every
+    /// connection (`outbound::PublicOnlyResolver`).
+    pub fn for_configured_endpoint(
+        settings: HttpSettings,
+        stats: Arc<ThrottleStats>,
+    ) -> Result<Self, DirectoryError> {
+        let allow_private = settings.allow_private_endpoints;
+        HttpCore::build(settings, stats, allow_private)
+    }
+
+    fn build(
+        settings: HttpSettings,
+        stats: Arc<ThrottleStats>,
+        allow_private: bool,
+    ) -> Result<Self, DirectoryError> {
+        let builder = reqwest::Client::builder()
             .timeout(settings.request_timeout)
             .connect_timeout(settings.connect_timeout)
             // Graph's nextLinks are followed by us, after a host check; never by the client.
-            .redirect(reqwest::redirect::Policy::none())
+            .redirect(reqwest::redirect::Policy::none());
+        let client = crate::outbound::apply(builder, allow_private)
             .build()
             .map_err(|error| DirectoryError::Config {
                 code: "http_client".to_owned(),
@@ -308,9 +338,12 @@ fn record_request(response: &Result<reqwest::Response, reqwest::Error>) {
 async fn read_failed(response: reqwest::Response) -> FailedResponse {
     let status = response.status().as_u16();
     let headers = response.headers().clone();
-    let bytes = response.bytes().await.unwrap_or_default();
-    let limit = bytes.len().min(MAX_ERROR_BODY_BYTES);
-    let body = String::from_utf8_lossy(&bytes[..limit]).into_owned();
+    // Only the first MAX_ERROR_BODY_BYTES are read; a longer body is cut there.
+    let bytes = match read_capped(response, MAX_ERROR_BODY_BYTES).await {
+        Ok(Capped::Complete(bytes)) | Ok(Capped::Truncated(bytes)) => bytes,
+        Err(_) => Vec::new(),
+    };
+    let body = String::from_utf8_lossy(&bytes).into_owned();
     FailedResponse {
         status,
         headers,
@@ -318,8 +351,47 @@ async fn read_failed(response: reqwest::Response) -> FailedResponse {
     }
 }
 
+/// A body read up to a cap.
+pub enum Capped {
+    Complete(Vec<u8>),
+    /// The body was longer than the cap; these are its first `cap` bytes, and the rest was
+    /// never read.
+    Truncated(Vec<u8>),
+}
+
+/// Reads `response`'s body chunk by chunk and stops at `cap` bytes, so memory stays bounded
+/// whatever the server sends (a `Content-Length` above the cap stops before reading at all).
+pub async fn read_capped(
+    mut response: reqwest::Response,
+    cap: usize,
+) -> Result<Capped, reqwest::Error> {
+    if response
+        .content_length()
+        .is_some_and(|length| length > cap as u64)
+    {
+        return Ok(Capped::Truncated(Vec::new()));
+    }
+    let mut body = Vec::new();
+    while let Some(chunk) = response.chunk().await? {
+        let room = cap - body.len();
+        if chunk.len() > room {
+            body.extend_from_slice(&chunk[..room]);
+            return Ok(Capped::Truncated(body));
+        }
+        body.extend_from_slice(&chunk);
+    }
+    Ok(Capped::Complete(body))
+}
+
 /// A request that got no HTTP answer. reqwest's own text may hold the URL, so it is not used.
 fn transport_error(error: &reqwest::Error) -> DirectoryError {
+    if let Some(refusal) = crate::outbound::refused(error) {
+        return DirectoryError::Config {
+            code: "private_endpoint".to_owned(),
+            message: refusal.to_string(),
+            setting: "ENTRA_SYNC_ALLOW_PRIVATE_ENDPOINTS".to_owned(),
+        };
+    }
     if error.is_timeout() {
         DirectoryError::Transient {
             code: "timeout".to_owned(),
@@ -337,25 +409,40 @@ fn transport_error(error: &reqwest::Error) -> DirectoryError {
     }
 }
 
-/// Reads a successful body as JSON; a body that is not JSON is `Invalid`.
+/// Reads a successful body as JSON, at most [`MAX_BODY_BYTES`]; a longer body or one that is
+/// not JSON is `Invalid`.
 pub(crate) async fn read_json(
     response: reqwest::Response,
 ) -> Result<serde_json::Value, DirectoryError> {
-    let bytes = response.bytes().await.map_err(|error| {
-        if error.is_timeout() {
-            DirectoryError::Transient {
+    read_json_capped(response, MAX_BODY_BYTES).await
+}
+
+pub(crate) async fn read_json_capped(
+    response: reqwest::Response,
+    cap: usize,
+) -> Result<serde_json::Value, DirectoryError> {
+    let bytes = match read_capped(response, cap).await {
+        Ok(Capped::Complete(bytes)) => bytes,
+        Ok(Capped::Truncated(_)) => {
+            return Err(DirectoryError::invalid(format!(
+                "the answer is larger than {cap} bytes"
+            )))
+        }
+        Err(error) if error.is_timeout() => {
+            return Err(DirectoryError::Transient {
                 code: "timeout".to_owned(),
                 message: "the provider did not finish the answer in time".to_owned(),
                 retry_after: None,
-            }
-        } else {
-            DirectoryError::Transient {
+            })
+        }
+        Err(_) => {
+            return Err(DirectoryError::Transient {
                 code: "connection".to_owned(),
                 message: "the answer was cut off".to_owned(),
                 retry_after: None,
-            }
+            })
         }
-    })?;
+    };
     serde_json::from_slice(&bytes)
         .map_err(|error| DirectoryError::invalid(format!("the answer is not JSON: {error}")))
 }
@@ -371,6 +458,94 @@ mod tests {
             headers: HeaderMap::new(),
             body: body.to_owned(),
         }
+    }
+
+    /// An HTTP server on a free port that answers every request with `200` and a chunked
+    /// body that never ends (until the client hangs up), and counts the bytes it wrote.
+    async fn endless_server() -> (String, Arc<AtomicU64>) {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind");
+        let address = listener.local_addr().expect("address");
+        let written = Arc::new(AtomicU64::new(0));
+        let counter = written.clone();
+        tokio::spawn(async move {
+            while let Ok((mut socket, _)) = listener.accept().await {
+                let counter = counter.clone();
+                tokio::spawn(async move {
+                    let mut request = [0u8; 4096];
+                    let _ = socket.read(&mut request).await;
+                    let head = "HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ntransfer-encoding: chunked\r\n\r\n";
+                    if socket.write_all(head.as_bytes()).await.is_err() {
+                        return;
+                    }
+                    let chunk = vec![b' '; 64 * 1024];
+                    let framed = [
+                        format!("{:x}\r\n", chunk.len()).into_bytes(),
+                        chunk,
+                        b"\r\n".to_vec(),
+                    ]
+                    .concat();
+                    while socket.write_all(&framed).await.is_ok() {
+                        counter.fetch_add(64 * 1024, Ordering::Relaxed);
+                    }
+                });
+            }
+        });
+        (format!("http://{address}/"), written)
+    }
+
+    #[tokio::test]
+    async fn an_endless_body_fails_as_invalid_at_the_cap_without_reading_it_all() {
+        let (url, written) = endless_server().await;
+        let response = reqwest::get(&url).await.expect("response");
+        let outcome = tokio::time::timeout(Duration::from_secs(60), read_json(response))
+            .await
+            .expect("reading stops at the cap instead of running forever");
+        match outcome {
+            Err(DirectoryError::Invalid { message }) => {
+                assert!(message.contains("larger than"), "{message}")
+            }
+            other => panic!("expected invalid, got {other:?}"),
+        }
+        // The reader stopped near the cap: far less than twice the cap was ever sent.
+        assert!(written.load(Ordering::Relaxed) < 2 * MAX_BODY_BYTES as u64);
+    }
+
+    #[tokio::test]
+    async fn an_endless_error_body_is_cut_at_the_error_cap() {
+        let (url, _) = endless_server().await;
+        let response = reqwest::get(&url).await.expect("response");
+        let failed = tokio::time::timeout(Duration::from_secs(60), read_failed(response))
+            .await
+            .expect("reading stops at the error cap");
+        assert_eq!(failed.body.len(), MAX_ERROR_BODY_BYTES);
+    }
+
+    #[tokio::test]
+    async fn a_declared_length_above_the_cap_is_refused_before_reading() {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind");
+        let address = listener.local_addr().expect("address");
+        tokio::spawn(async move {
+            if let Ok((mut socket, _)) = listener.accept().await {
+                let mut request = [0u8; 4096];
+                let _ = socket.read(&mut request).await;
+                let head = "HTTP/1.1 200 OK\r\ncontent-length: 4096\r\n\r\n";
+                let _ = socket.write_all(head.as_bytes()).await;
+                let _ = socket.write_all(&[b'1'; 4096]).await;
+            }
+        });
+        let response = reqwest::get(format!("http://{address}/"))
+            .await
+            .expect("response");
+        assert!(matches!(
+            read_json_capped(response, 1024).await,
+            Err(DirectoryError::Invalid { .. })
+        ));
     }
 
     #[test]

@@ -10,5 +10,9 @@ pub mod error;
 pub mod graph;
 pub mod http;
 pub mod oauth;
+pub mod outbound;
 pub mod source;
 pub mod users;
+
+#[cfg(test)]
+mod fuzz;

@@ -369,7 +369,7 @@ impl OAuthClient {
     }
 }
 
-fn parse_token_response(value: &serde_json::Value) -> Result<TokenSet, DirectoryError> {
+pub(crate) fn parse_token_response(value: &serde_json::Value) -> Result<TokenSet, DirectoryError> {
     let access_token = value
         .get("access_token")
         .and_then(|token| token.as_str())
@@ -382,6 +382,9 @@ fn parse_token_response(value: &serde_json::Value) -> Result<TokenSet, Directory
         _ => None,
     }
     .ok_or_else(|| DirectoryError::invalid("the token response has no expires_in"))?;
+    // A lifetime outside what Microsoft issues (minutes to a day) is clamped, so an odd or
+    // hostile answer cannot overflow the expiry time (found by the fuzz targets).
+    let expires_in = expires_in.clamp(0, 7 * 24 * 3600);
     Ok(TokenSet {
         access_token: SecretString::from(access_token.to_owned()),
         refresh_token: value

@@ -389,9 +389,17 @@ fn store() -> impl Strategy<Value = Store> {
         })
 }
 
+fn planner_cases() -> u32 {
+    std::env::var("ENTRA_SYNC_FUZZ_CASES")
+        .ok()
+        .and_then(|value| value.parse().ok())
+        .unwrap_or(2000)
+}
+
 proptest! {
     // Failures are kept as rows of the rule table rather than in a persistence file.
-    #![proptest_config(ProptestConfig { cases: 2000, failure_persistence: None, ..ProptestConfig::default() })]
+    // `ENTRA_SYNC_FUZZ_CASES` raises the case count for a long fuzzing run (README).
+    #![proptest_config(ProptestConfig { cases: planner_cases(), failure_persistence: None, ..ProptestConfig::default() })]
 
     #[test]
     fn plans_are_idempotent_never_delete_and_never_double_queue(

@@ -28,7 +28,14 @@ pub struct VaultConfig {
     /// How long a read document is reused. Zero reads Vault on every lookup.
     pub cache_ttl: Duration,
     pub request_timeout: Duration,
+    /// Lets the address be (or resolve to) a loopback, private or link-local address
+    /// (`ENTRA_SYNC_ALLOW_PRIVATE_ENDPOINTS`); otherwise such an address is refused, checked
+    /// on every connection.
+    pub allow_private_endpoints: bool,
 }
+
+/// The largest Vault answer read; a KV document holding a few credentials is a few KiB.
+const MAX_VAULT_BODY_BYTES: usize = 1024 * 1024;
 
 impl std::fmt::Debug for VaultConfig {
     fn fmt(&self, formatter: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -39,6 +46,7 @@ impl std::fmt::Debug for VaultConfig {
             .field("mount", &self.mount)
             .field("prefix", &self.prefix)
             .field("cache_ttl", &self.cache_ttl)
+            .field("allow_private_endpoints", &self.allow_private_endpoints)
             .finish()
     }
 }
@@ -70,8 +78,15 @@ fn unavailable(message: impl Into<String>) -> SecretsError {
 
 impl VaultProvider {
     pub fn new(config: VaultConfig) -> Result<Self, SecretsError> {
-        let http = reqwest::Client::builder()
+        use entra_sync_directory::outbound;
+        if !config.allow_private_endpoints {
+            outbound::check_url(&config.address).map_err(|refusal| private_endpoint(&refusal))?;
+        }
+        let builder = reqwest::Client::builder()
             .timeout(config.request_timeout)
+            // A redirect could carry the token to another host; Vault's API does not need them.
+            .redirect(reqwest::redirect::Policy::none());
+        let http = outbound::apply(builder, config.allow_private_endpoints)
             .build()
             .map_err(|_| unavailable("the HTTP client could not be built"))?;
         Ok(VaultProvider {
@@ -116,6 +131,9 @@ impl VaultProvider {
             .send()
             .await
             .map_err(|error| {
+                if let Some(refusal) = entra_sync_directory::outbound::refused(&error) {
+                    return private_endpoint(&refusal);
+                }
                 unavailable(if error.is_timeout() {
                     "the request timed out"
                 } else {
@@ -129,11 +147,20 @@ impl VaultProvider {
             401 | 403 => return Err(config(
                 "Vault refused the token (expired, or its policy does not allow reading the path)",
             )),
+            // A redirect is not followed (and what it points at is not repeated).
             _ => return Err(unavailable(format!("Vault answered HTTP {status}"))),
         }
-        let body: Value = response
-            .json()
-            .await
+        use entra_sync_directory::http::{read_capped, Capped};
+        let bytes = match read_capped(response, MAX_VAULT_BODY_BYTES).await {
+            Ok(Capped::Complete(bytes)) => bytes,
+            Ok(Capped::Truncated(_)) => {
+                return Err(unavailable(format!(
+                    "Vault answered more than {MAX_VAULT_BODY_BYTES} bytes"
+                )))
+            }
+            Err(_) => return Err(unavailable("the answer was cut off")),
+        };
+        let body: Value = serde_json::from_slice(&bytes)
             .map_err(|_| unavailable("Vault answered something that is not JSON"))?;
         let Some(data) = body
             .get("data")
@@ -153,6 +180,15 @@ impl VaultProvider {
                 })
                 .collect(),
         ))
+    }
+}
+
+fn private_endpoint(refusal: &entra_sync_directory::outbound::PrivateEndpoint) -> SecretsError {
+    SecretsError::Config {
+        provider: "vault",
+        message: refusal.to_string(),
+        setting: "ENTRA_SYNC__SECRETS__VAULT_ADDRESS (or ENTRA_SYNC_ALLOW_PRIVATE_ENDPOINTS)"
+            .to_owned(),
     }
 }
 

@@ -9,7 +9,7 @@ use std::time::Duration;
 use entra_sync_directory::oauth::AppCredential;
 use entra_sync_secrets::{
     AppCredentialResolver, DirectoryProvider, EnvironmentProvider, SecretProvider, SecretScope,
-    VaultConfig, VaultProvider,
+    SecretsError, VaultConfig, VaultProvider,
 };
 use secrecy::{ExposeSecret, SecretString};
 use uuid::Uuid;
@@ -163,6 +163,8 @@ fn vault(bao: &OpenBao, token: &str) -> VaultProvider {
         prefix: "entra-sync".to_owned(),
         cache_ttl: Duration::ZERO,
         request_timeout: Duration::from_secs(5),
+        // The OpenBao dev server listens on loopback.
+        allow_private_endpoints: true,
     })
     .expect("provider")
 }
@@ -225,5 +227,110 @@ async fn vault_kv_v2_on_a_real_openbao_server() {
     assert!(
         text.contains("VAULT_TOKEN") && !text.contains("not-the-token"),
         "{text}"
+    );
+}
+
+fn vault_at(address: &str, allow_private_endpoints: bool) -> Result<VaultProvider, SecretsError> {
+    VaultProvider::new(VaultConfig {
+        address: url::Url::parse(address).expect("url"),
+        token: SecretString::from("vault-token-value".to_owned()),
+        mount: "secret".to_owned(),
+        prefix: "entra-sync".to_owned(),
+        cache_ttl: Duration::ZERO,
+        request_timeout: Duration::from_secs(5),
+        allow_private_endpoints,
+    })
+}
+
+/// A server on loopback that answers every request with `status`, `extra` headers and `body`,
+/// and counts the requests it got.
+async fn answering_server(
+    status: &'static str,
+    extra: &'static str,
+    body: &'static str,
+) -> (String, Arc<std::sync::atomic::AtomicUsize>) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let port = listener.local_addr().expect("address").port();
+    let requests = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let counter = requests.clone();
+    tokio::spawn(async move {
+        while let Ok((mut socket, _)) = listener.accept().await {
+            counter.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+            let mut request = [0u8; 4096];
+            let _ = socket.read(&mut request).await;
+            let answer = format!(
+                "HTTP/1.1 {status}\r\n{extra}content-length: {}\r\nconnection: close\r\n\r\n{body}",
+                body.len()
+            );
+            let _ = socket.write_all(answer.as_bytes()).await;
+        }
+    });
+    (format!("http://localhost:{port}"), requests)
+}
+
+#[tokio::test]
+async fn a_private_vault_address_is_refused_unless_allowed() {
+    // An IP literal is refused when the provider is built.
+    let error = vault_at("http://127.0.0.1:8200", false).expect_err("refused");
+    assert!(matches!(error, SecretsError::Config { .. }), "{error:?}");
+    assert!(error
+        .to_string()
+        .contains("ENTRA_SYNC_ALLOW_PRIVATE_ENDPOINTS"));
+
+    // A name is refused when it resolves, before anything is sent: the server never hears
+    // from us, and its answer (which names a secret) cannot end up in the error.
+    let (address, requests) = answering_server(
+        "200 OK",
+        "content-type: application/json\r\n",
+        r#"{"data":{"data":{"MICROSOFT_CLIENT_SECRET":"private-answer"}}}"#,
+    )
+    .await;
+    let provider = vault_at(&address, false).expect("names are checked at connect time");
+    let error = provider
+        .get(SecretScope::Application, "MICROSOFT_CLIENT_SECRET")
+        .await
+        .expect_err("refused");
+    assert!(matches!(error, SecretsError::Config { .. }), "{error:?}");
+    assert!(!error.to_string().contains("private-answer"));
+    assert_eq!(requests.load(std::sync::atomic::Ordering::SeqCst), 0);
+
+    // Allowed explicitly, the same server is read.
+    let provider = vault_at(&address, true).expect("allowed");
+    let secret = provider
+        .get(SecretScope::Application, "MICROSOFT_CLIENT_SECRET")
+        .await
+        .expect("read")
+        .expect("present");
+    assert_eq!(secret.expose_secret(), "private-answer");
+}
+
+#[tokio::test]
+async fn the_vault_client_follows_no_redirect() {
+    let (target, target_requests) = answering_server(
+        "200 OK",
+        "content-type: application/json\r\n",
+        r#"{"data":{"data":{"MICROSOFT_CLIENT_SECRET":"redirected"}}}"#,
+    )
+    .await;
+    let location: &'static str =
+        Box::leak(format!("location: {target}/v1/secret/data/x\r\n").into_boxed_str());
+    let (address, _) = answering_server("307 Temporary Redirect", location, "").await;
+    let provider = vault_at(&address, true).expect("provider");
+    let error = provider
+        .get(SecretScope::Application, "MICROSOFT_CLIENT_SECRET")
+        .await
+        .expect_err("a redirect is an error");
+    assert!(
+        matches!(error, SecretsError::Unavailable { .. }),
+        "{error:?}"
+    );
+    assert!(!error.to_string().contains("redirected"));
+    assert_eq!(
+        target_requests.load(std::sync::atomic::Ordering::SeqCst),
+        0,
+        "the token went to the redirect target"
     );
 }

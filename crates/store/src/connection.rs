@@ -290,7 +290,33 @@ impl Store {
         version.ok_or_else(|| StoreError::Conflict("credentials_changed".to_owned()))
     }
 
+    /// Re-encryption on read after a key rotation: re-seals credentials read under a previous
+    /// key under the current one. Compare-and-set on the old ciphertext, so a token set another
+    /// worker rotated in the meantime is never overwritten with the older value.
+    async fn reseal_connection(
+        &self,
+        tenant_id: Uuid,
+        old: &Sealed,
+        plaintext: &[u8],
+    ) -> Result<()> {
+        let sealed = self
+            .encryption_key()?
+            .seal(CONNECTION_PURPOSE, tenant_id, plaintext)?;
+        sqlx::query(
+            "UPDATE connections SET credentials_ciphertext = $3, credentials_nonce = $4
+             WHERE tenant_id = $1 AND credentials_ciphertext = $2",
+        )
+        .bind(tenant_id)
+        .bind(&old.ciphertext)
+        .bind(&sealed.ciphertext)
+        .bind(&sealed.nonce)
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+
     /// The connection with its credentials decrypted, or None if the tenant never connected.
+    /// Credentials still sealed under a previous key are re-sealed under the current one.
     pub async fn get_connection(&self, tenant_id: Uuid) -> Result<Option<ConnectionRecord>> {
         let row: Option<ConnectionRow> = sqlx::query_as(
             "SELECT tenant_id, kind, status, credentials_ciphertext, credentials_nonce,
@@ -305,13 +331,16 @@ impl Store {
         };
         let credentials = match (row.credentials_ciphertext, row.credentials_nonce) {
             (Some(ciphertext), Some(nonce)) => {
-                let plaintext = self.encryption_key()?.open(
-                    CONNECTION_PURPOSE,
-                    tenant_id,
-                    &Sealed { ciphertext, nonce },
-                )?;
+                let sealed = Sealed { ciphertext, nonce };
+                let opened =
+                    self.encryption_key()?
+                        .open_checked(CONNECTION_PURPOSE, tenant_id, &sealed)?;
+                if !opened.under_current_key {
+                    self.reseal_connection(tenant_id, &sealed, &opened.plaintext)
+                        .await?;
+                }
                 Some(
-                    serde_json::from_slice(&plaintext)
+                    serde_json::from_slice(&opened.plaintext)
                         .map_err(|_| StoreError::Encryption("stored credentials are malformed"))?,
                 )
             }

@@ -35,6 +35,7 @@ pub mod ops_metrics;
 pub mod page;
 pub mod psa;
 pub mod reconcile;
+pub mod rekey;
 pub mod review;
 pub mod runs;
 pub mod settings;
@@ -102,6 +103,14 @@ impl Store {
     /// `StoreError::Encryption` until a key is set.
     pub fn with_encryption_key(mut self, key: [u8; 32]) -> Store {
         self.encryption_key = Some(Arc::new(EncryptionKey::new(key)));
+        self
+    }
+
+    /// Like [`Store::with_encryption_key`], with the keys that were current before: values
+    /// sealed under them still open, and every write seals under `current`
+    /// (`ENTRA_SYNC_PREVIOUS_ENCRYPTION_KEYS`; `Store::rekey` re-seals what is stored).
+    pub fn with_encryption_keys(mut self, current: [u8; 32], previous: Vec<[u8; 32]>) -> Store {
+        self.encryption_key = Some(Arc::new(EncryptionKey::with_previous(current, previous)));
         self
     }
 

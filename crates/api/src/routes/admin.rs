@@ -109,8 +109,10 @@ pub(crate) struct ScheduleDocument {
 pub(crate) struct SettingsBody {
     /// Field (`name`, `email`, `phone`, `mobile`, `job_title`) to policy.
     field_policy: Option<BTreeMap<String, FieldPolicyValue>>,
+    #[serde(default, deserialize_with = "super::object_or_null")]
     filters: Option<FiltersDocument>,
     mark_inactive_when_disabled: Option<bool>,
+    #[serde(default, deserialize_with = "super::object_or_null")]
     schedule: Option<ScheduleDocument>,
     discovery_before_sync: Option<bool>,
 }
@@ -296,6 +298,7 @@ pub(crate) enum ReviewStatusFilter {
 #[into_params(parameter_in = Query)]
 #[serde(deny_unknown_fields)]
 pub(crate) struct ReviewQuery {
+    #[param(inline)]
     status: Option<ReviewStatusFilter>,
     client_id: Option<Uuid>,
     managed_tenant_id: Option<Uuid>,

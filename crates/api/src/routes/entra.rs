@@ -258,6 +258,7 @@ pub(crate) fn cipp_client(
             .min(std::time::Duration::from_secs(10)),
         max_attempts: 1,
         background: false,
+        allow_private_endpoints: state.config.allow_private_endpoints,
         ..HttpSettings::default()
     };
     CippClient::new(

@@ -51,30 +51,37 @@ pub(crate) async fn method_not_allowed(method: Method, uri: Uri) -> ApiError {
 #[into_params(parameter_in = Query)]
 #[serde(deny_unknown_fields)]
 pub(crate) struct PageQuery {
-    /// At most this many items (1..=500, default 50).
+    /// At most this many items (1..=500, default 50; outside that range is a 400).
     pub limit: Option<u32>,
-    /// The `next_cursor` of the previous page.
+    /// The `next_cursor` of the previous page; empty means the first page.
     pub cursor: Option<String>,
 }
 
 impl PageQuery {
     pub(crate) fn page_request(&self) -> Result<PageRequest, ApiError> {
-        if self.limit == Some(0) {
+        use entra_sync_store::page::MAX_LIMIT;
+        if self
+            .limit
+            .is_some_and(|limit| !(1..=MAX_LIMIT).contains(&limit))
+        {
             return Err(ApiError::bad_request(
                 "invalid_query",
-                "limit must be at least 1",
+                format!("limit must be between 1 and {MAX_LIMIT}"),
             ));
         }
+        let max_cursor = crate::openapi::MAX_CURSOR_CHARS as usize;
         if self
             .cursor
             .as_ref()
-            .is_some_and(|cursor| cursor.len() > 512)
+            .is_some_and(|cursor| cursor.chars().count() > max_cursor)
         {
             return Err(ApiError::bad_request("invalid_query", "cursor is too long"));
         }
         Ok(PageRequest {
             limit: self.limit,
-            cursor: self.cursor.clone(),
+            // An empty cursor (`?cursor=`, what a client sends for "no previous page") is the
+            // first page.
+            cursor: self.cursor.clone().filter(|cursor| !cursor.is_empty()),
         })
     }
 }
@@ -119,6 +126,23 @@ where
     T: Deserialize<'de>,
 {
     Option::<T>::deserialize(deserializer).map(Some)
+}
+
+/// Deserializes an optional nested object, refusing the array form (`[true, 900]`) that serde's
+/// derive also accepts for a struct but the OpenAPI document does not allow.
+pub(crate) fn object_or_null<'de, D, T>(deserializer: D) -> Result<Option<T>, D::Error>
+where
+    D: serde::Deserializer<'de>,
+    T: serde::de::DeserializeOwned,
+{
+    use serde::de::Error;
+    match serde_json::Value::deserialize(deserializer)? {
+        serde_json::Value::Null => Ok(None),
+        value @ serde_json::Value::Object(_) => {
+            T::deserialize(value).map(Some).map_err(D::Error::custom)
+        }
+        _ => Err(D::Error::custom("expected an object or null")),
+    }
 }
 
 /// Refuses strings longer than `max` characters or containing control characters.

@@ -376,6 +376,7 @@ pub(crate) enum KindFilter {
 #[serde(deny_unknown_fields)]
 pub(crate) struct RunsQuery {
     /// Only runs of this kind.
+    #[param(inline)]
     kind: Option<KindFilter>,
     limit: Option<u32>,
     cursor: Option<String>,

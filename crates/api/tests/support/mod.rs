@@ -111,6 +111,8 @@ impl TestApp {
         let starter = Arc::new(FakeStarter::default());
         let mut config = ApiConfig::new(SecretString::from(MASTER_KEY.to_owned()));
         config.provider_timeout = std::time::Duration::from_secs(3);
+        // The simulator's CIPP listens on loopback.
+        config.allow_private_endpoints = true;
         adjust(&mut config);
         let state = AppState::new(store.clone(), starter.clone(), config);
         TestApp {

@@ -43,6 +43,8 @@ pub fn fast_settings() -> HttpSettings {
         max_backoff: Duration::from_millis(200),
         per_tenant_concurrency: 4,
         background: true,
+        // The simulator listens on loopback.
+        allow_private_endpoints: true,
         ..HttpSettings::default()
     }
 }
