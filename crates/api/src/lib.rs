@@ -4,11 +4,12 @@
 //! `utoipa_axum::routes!`, so the router and the OpenAPI document served at
 //! `/api/v1/openapi.json` cannot drift apart.
 
+pub(crate) mod app;
 pub mod auth;
 pub mod error;
 pub mod extract;
 pub mod openapi;
-mod routes;
+pub(crate) mod routes;
 pub mod starter;
 
 use std::sync::Arc;
