@@ -6,6 +6,7 @@
 
 pub(crate) mod app;
 pub mod auth;
+pub(crate) mod console;
 pub mod error;
 pub mod extract;
 pub mod openapi;
@@ -140,6 +141,7 @@ impl AppState {
 pub fn router(state: AppState) -> Router {
     let (router, _document) = routes::openapi_router().split_for_parts();
     router
+        .merge(console::router(&state))
         .fallback(routes::fallback)
         .method_not_allowed_fallback(routes::method_not_allowed)
         .layer(DefaultBodyLimit::max(extract::MAX_BODY_BYTES))

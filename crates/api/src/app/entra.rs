@@ -13,9 +13,11 @@ use entra_sync_store::runs::{RunKind, RunScope, RunTrigger};
 use super::Caller;
 use crate::error::ApiError;
 use crate::routes::entra::*;
+use crate::routes::oauth::AuthorizeView;
 use crate::routes::runs::{start_run, RunView};
 use crate::routes::{audit, paginate, ListResponse, PageQuery};
 use crate::AppState;
+use secrecy::ExposeSecret;
 
 /// Status: connection, counts, schedule, feature flags, last runs.
 pub(crate) async fn integration_status(
@@ -339,4 +341,96 @@ pub(crate) async fn list_mappings(
         records.iter().map(MappingView::from).collect(),
         &query,
     )?)
+}
+
+/// Starts a direct connection: the Microsoft sign-in URL (PKCE S256, single-use state bound
+/// to this tenant and user).
+pub(crate) async fn connect_direct(
+    state: &AppState,
+    caller: &Caller,
+) -> Result<AuthorizeView, ApiError> {
+    let client = crate::routes::oauth::oauth_client(state, caller.user.tenant_id).await?;
+    let request = client
+        .begin_authorization(None)
+        .map_err(|error| ApiError::unprocessable("direct_not_configured", error.to_string()))?;
+    let ttl = chrono::Duration::from_std(state.config.oauth_state_ttl)
+        .unwrap_or_else(|_| chrono::Duration::minutes(10));
+    let expires_at = chrono::Utc::now() + ttl;
+    state
+        .store
+        .create_oauth_state(
+            caller.user.tenant_id,
+            caller.user.user_id,
+            request.state.expose_secret(),
+            request.code_verifier.expose_secret(),
+            expires_at,
+        )
+        .await?;
+    audit(
+        state,
+        caller.user.tenant_id,
+        &caller.actor(),
+        "entra.connect.direct.start",
+        Some("connection".to_owned()),
+        serde_json::json!({}),
+    )
+    .await?;
+    Ok(AuthorizeView {
+        authorize_url: request.url.to_string(),
+        expires_at,
+    })
+}
+
+/// Tries CIPP credentials without saving anything ("Test connection"): how many customer
+/// tenants they can see.
+pub(crate) async fn test_cipp(
+    state: &AppState,
+    caller: &Caller,
+    body: CippConnectBody,
+) -> Result<usize, ApiError> {
+    let tenant_id = caller.user.tenant_id;
+    if !state.store.flag_enabled(CIPP_FLAG, tenant_id).await? {
+        return Err(ApiError::new(
+            StatusCode::NOT_FOUND,
+            "feature_disabled",
+            "CIPP connections are not enabled for this tenant",
+        ));
+    }
+    let base_url = parse_cipp_base_url(&body.base_url)?;
+    let credentials = cipp_credentials(body)?;
+    let client = cipp_client(state, base_url, &credentials)?;
+    let tenants = client
+        .list_tenants()
+        .await
+        .map_err(|error| provider_error("CIPP", &error))?;
+    Ok(tenants.len())
+}
+
+/// Starts a direct connection from a console session: as [`connect_direct`], and the state is
+/// bound to that session, so the callback completes only in the browser that started it.
+pub(crate) async fn connect_direct_for_session(
+    state: &AppState,
+    caller: &Caller,
+    session_id: &str,
+) -> Result<AuthorizeView, ApiError> {
+    let view = connect_direct(state, caller).await?;
+    let oauth_state = url::Url::parse(&view.authorize_url)
+        .ok()
+        .and_then(|url| {
+            url.query_pairs()
+                .find(|(key, _)| key == "state")
+                .map(|(_, value)| value.into_owned())
+        })
+        .ok_or_else(|| {
+            ApiError::new(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "internal",
+                "the sign-in URL has no state",
+            )
+        })?;
+    state
+        .store
+        .bind_oauth_state_to_console_session(caller.user.tenant_id, &oauth_state, session_id)
+        .await?;
+    Ok(view)
 }

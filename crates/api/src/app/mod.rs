@@ -5,6 +5,7 @@
 
 pub(crate) mod admin;
 pub(crate) mod entra;
+pub(crate) mod overview;
 pub(crate) mod psa;
 pub(crate) mod runs;
 

@@ -63,3 +63,16 @@ pub(crate) async fn contact_history(
         next_cursor: None,
     })
 }
+
+/// One contact with its link and inactive reason.
+pub(crate) async fn get_contact(
+    state: &AppState,
+    caller: &Caller,
+    contact_id: Uuid,
+) -> Result<ContactView, ApiError> {
+    let record = state
+        .store
+        .get_contact(caller.user.tenant_id, contact_id)
+        .await?;
+    Ok(ContactView::from(record))
+}

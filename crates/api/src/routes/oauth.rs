@@ -22,6 +22,7 @@ use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
 use super::audit;
+use crate::app::Caller;
 use crate::auth::{Authorized, EntraUpdate, API_KEY_HEADER};
 use crate::error::{ApiError, ErrorBody};
 use crate::extract::ApiQuery;
@@ -75,7 +76,10 @@ async fn app_registration(
 }
 
 /// The app registration's OAuth client, after the configuration checks of SPEC §2.1.
-async fn oauth_client(state: &AppState, tenant_id: uuid::Uuid) -> Result<OAuthClient, ApiError> {
+pub(crate) async fn oauth_client(
+    state: &AppState,
+    tenant_id: uuid::Uuid,
+) -> Result<OAuthClient, ApiError> {
     let microsoft = &state.config.microsoft;
     let (client_id, credential) = app_registration(state, tenant_id).await?;
     if let AppCredential::ClientSecret(secret) = &credential {
@@ -124,9 +128,9 @@ async fn oauth_client(state: &AppState, tenant_id: uuid::Uuid) -> Result<OAuthCl
 #[derive(Debug, Serialize, ToSchema)]
 pub(crate) struct AuthorizeView {
     /// Send the admin's browser here; Microsoft redirects back to the callback.
-    authorize_url: String,
+    pub(crate) authorize_url: String,
     /// The flow must finish before this time.
-    expires_at: chrono::DateTime<chrono::Utc>,
+    pub(crate) expires_at: chrono::DateTime<chrono::Utc>,
 }
 
 /// Starts a direct connection: returns the Microsoft sign-in URL (PKCE S256, single-use state
@@ -139,45 +143,18 @@ async fn connect_direct(
     caller: Authorized<EntraUpdate>,
     State(state): State<AppState>,
 ) -> Result<Json<AuthorizeView>, ApiError> {
-    let client = oauth_client(&state, caller.user.tenant_id).await?;
-    let request = client
-        .begin_authorization(None)
-        .map_err(|error| ApiError::unprocessable("direct_not_configured", error.to_string()))?;
-    let ttl = chrono::Duration::from_std(state.config.oauth_state_ttl)
-        .unwrap_or_else(|_| chrono::Duration::minutes(10));
-    let expires_at = chrono::Utc::now() + ttl;
-    state
-        .store
-        .create_oauth_state(
-            caller.user.tenant_id,
-            caller.user.user_id,
-            request.state.expose_secret(),
-            request.code_verifier.expose_secret(),
-            expires_at,
-        )
-        .await?;
-    audit(
-        &state,
-        caller.user.tenant_id,
-        &caller.actor(),
-        "entra.connect.direct.start",
-        Some("connection".to_owned()),
-        serde_json::json!({}),
-    )
-    .await?;
-    Ok(Json(AuthorizeView {
-        authorize_url: request.url.to_string(),
-        expires_at,
-    }))
+    crate::app::entra::connect_direct(&state, &Caller::from(caller))
+        .await
+        .map(Json)
 }
 
 #[derive(Debug, Default, Deserialize, IntoParams)]
 #[into_params(parameter_in = Query)]
 pub(crate) struct CallbackQuery {
-    code: Option<String>,
-    state: Option<String>,
-    error: Option<String>,
-    error_description: Option<String>,
+    pub(crate) code: Option<String>,
+    pub(crate) state: Option<String>,
+    pub(crate) error: Option<String>,
+    pub(crate) error_description: Option<String>,
 }
 
 impl std::fmt::Debug for CallbackQueryRedacted<'_> {
