@@ -245,6 +245,18 @@ pub(crate) fn render(status: StatusCode, name: &str, context: Value) -> Response
     }
 }
 
+/// The SHA-256 of the console session cookie a request carries (what an OAuth state bound to
+/// a console session is compared with).
+pub(crate) fn session_cookie_hash(headers: &HeaderMap) -> Option<Vec<u8>> {
+    session::session_cookie(headers)
+        .map(|session_id| entra_sync_store::console::session_hash(&session_id))
+}
+
+/// A 403 page outside a console session (the OAuth callback's refusal).
+pub(crate) fn refusal_page(title: &str, message: &str, remedy: &str) -> Response {
+    PageError::page(StatusCode::FORBIDDEN, title, message, remedy).into_response()
+}
+
 /// What a console handler answers when it cannot show its page.
 #[derive(Debug)]
 pub(crate) enum PageError {

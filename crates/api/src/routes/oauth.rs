@@ -222,6 +222,12 @@ async fn oauth_callback(
                 .increment(1);
             if json {
                 ApiError::new(failure.status, failure.code, failure.message).into_response()
+            } else if failure.code == "session_mismatch" {
+                crate::console::refusal_page(
+                    "This sign-in belongs to another browser",
+                    "The Microsoft sign-in was started from a different console session, so it was not completed here. Nothing was changed and the sign-in can still be finished where it started.",
+                    "Finish the sign-in in the browser where you pressed Connect to Microsoft, or sign in to the console here and press Connect to Microsoft again.",
+                )
             } else {
                 Redirect::to(&format!(
                     "/console?entra_status=failure&error={}",
@@ -258,6 +264,23 @@ async fn complete_authorization(
             "an internal error occurred; it has been logged",
         )
     };
+    // A flow started from the console completes only with that console session's cookie
+    // (SPEC §10); a refused callback leaves the state unused for the browser that owns it.
+    if let Some(Some(bound)) = state
+        .store
+        .oauth_state_console_binding(&state_param)
+        .await
+        .map_err(|error| internal(&error))?
+    {
+        let presented = crate::console::session_cookie_hash(headers);
+        if presented.as_deref() != Some(bound.as_slice()) {
+            return Err(CallbackFailure::new(
+                StatusCode::FORBIDDEN,
+                "session_mismatch",
+                "this sign-in was started in another browser session; finish it in the browser that started it",
+            ));
+        }
+    }
     // Credentials presented with the callback must belong to the tenant that started the flow;
     // the store refuses the state otherwise, without using it up.
     let presented_tenant = match headers
@@ -355,7 +378,7 @@ async fn complete_authorization(
             "Microsoft issued no refresh token; the offline_access scope must be granted",
         ));
     };
-    entra_sync_directory::graph::probe(
+    let organization = entra_sync_directory::graph::probe_organization(
         &state.config.microsoft.graph_base_url,
         &token_set.access_token,
         &client.error_context(None),
@@ -382,6 +405,13 @@ async fn complete_authorization(
         )
         .await
         .map_err(|error| internal(&error))?;
+    if let Some((partner_id, partner_name)) = &organization {
+        state
+            .store
+            .set_partner_tenant(consumed.tenant_id, partner_id, partner_name)
+            .await
+            .map_err(|error| internal(&error))?;
+    }
     super::refresh_schedule(state, consumed.tenant_id).await;
     audit(
         state,
