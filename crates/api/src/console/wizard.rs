@@ -47,15 +47,19 @@ async fn setup_context(
         .map(|id| id.to_string());
     let direct_configured = state.config.microsoft.client_id.is_some()
         || state.config.microsoft.app_registrations.is_some();
-    Ok(context! { status,
-    health,
-    tenants,
-    preview,
-    clients,
-    discovery_run_id,
-    direct_configured,
-    connected => query.get("connected").cloned(),
-    mapped => query.get("mapped").cloned(), ..minijinja::value::merge_maps([extra, layout]) })
+    Ok(context! {
+        status,
+        health,
+        tenants,
+        preview,
+        clients,
+        client_names,
+        discovery_run_id,
+        direct_configured,
+        connected => query.get("connected").cloned(),
+        mapped => query.get("mapped").cloned(),
+        ..minijinja::value::merge_maps([extra, layout])
+    })
 }
 
 pub(crate) async fn page(
@@ -90,35 +94,31 @@ pub(crate) async fn cipp(
     console.verify(&form)?;
     let caller = console.caller::<EntraUpdate>(&state).await?;
     let base_url = text(&form, "base_url").unwrap_or_default();
-    let testing = field(&form, "action") == Some("test");
-    let outcome = if testing {
-        crate::app::entra::test_cipp(&state, &caller, cipp_body(&form))
-            .await
-            .map(|count| format!("Connection works: CIPP lists {count} customer tenant(s). Press Save to keep it."))
-    } else {
-        crate::app::entra::connect_cipp(&state, &caller, cipp_body(&form))
-            .await
-            .map(|view| {
-                format!(
-                    "Saved. CIPP lists {} customer tenant(s).",
-                    view.tenants_visible
-                )
-            })
-    };
-    let (test_ok, test_error, status) = match outcome {
-        Ok(message) if !testing => {
-            let _ = message;
-            return Ok(see_other(
-                &headers,
-                "/console/setup?connected=cipp#discover",
-            ));
-        }
-        Ok(message) => (Some(message), None, StatusCode::OK),
-        Err(error) if error.status.is_client_error() || error.status == StatusCode::BAD_GATEWAY => {
-            (None, Some(error.message), StatusCode::UNPROCESSABLE_ENTITY)
-        }
-        Err(error) => return Err(error.into()),
-    };
+    if field(&form, "action") != Some("test") {
+        return match crate::app::entra::connect_cipp(&state, &caller, cipp_body(&form)).await {
+            Ok(_) => Ok(see_other(&headers, "/console/setup?connected=cipp#discover")),
+            Err(error) if error.status.is_client_error() || error.status == StatusCode::BAD_GATEWAY => {
+                let extra = context! { cipp_error => error.message, base_url };
+                let context = setup_context(&console, &state, &caller, &HashMap::new(), extra).await?;
+                Ok(render(StatusCode::UNPROCESSABLE_ENTITY, "setup.html", context))
+            }
+            Err(error) => Err(error.into()),
+        };
+    }
+    let (test_ok, test_error, status) =
+        match crate::app::entra::test_cipp(&state, &caller, cipp_body(&form)).await {
+            Ok(count) => (
+                Some(format!(
+                    "Connection works: CIPP lists {count} customer tenant(s). Press Save to keep it."
+                )),
+                None,
+                StatusCode::OK,
+            ),
+            Err(error) if error.status.is_client_error() || error.status == StatusCode::BAD_GATEWAY => {
+                (None, Some(error.message), StatusCode::UNPROCESSABLE_ENTITY)
+            }
+            Err(error) => return Err(error.into()),
+        };
     let extra = context! { cipp_ok => test_ok, cipp_error => test_error, base_url };
     if headers.contains_key("hx-request") {
         // htmx swaps only the result; a 200 so that htmx swaps the error text too.
