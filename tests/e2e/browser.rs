@@ -125,11 +125,17 @@ impl WebDriverCompatibleCommand for BrowserLog {
         base_url: &url::Url,
         session_id: Option<&str>,
     ) -> Result<url::Url, url::ParseError> {
-        base_url.join(&format!("session/{}/se/log", session_id.unwrap_or_default()))
+        base_url.join(&format!(
+            "session/{}/se/log",
+            session_id.unwrap_or_default()
+        ))
     }
 
     fn method_and_body(&self, _request_url: &url::Url) -> (http::Method, Option<String>) {
-        (http::Method::POST, Some(json!({"type": "browser"}).to_string()))
+        (
+            http::Method::POST,
+            Some(json!({"type": "browser"}).to_string()),
+        )
     }
 }
 
@@ -139,8 +145,7 @@ pub struct Browser {
 
 /// Where screenshots go: `target/test-artifacts/console/` of the workspace.
 fn artifacts() -> std::path::PathBuf {
-    std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("../target/test-artifacts/console")
+    std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../target/test-artifacts/console")
 }
 
 const LABEL_CHECK: &str = r#"
@@ -180,7 +185,8 @@ impl Browser {
             .map(|entry| entry["message"].as_str().unwrap_or_default().to_owned())
             // The document of an intended error page is logged as a failed load.
             .filter(|message| {
-                !(allow_document_error && message.contains("the server responded with a status of 4"))
+                !(allow_document_error
+                    && message.contains("the server responded with a status of 4"))
             })
             .collect();
         if !errors.is_empty() {
@@ -237,7 +243,11 @@ impl Browser {
     }
 
     /// Waits until an element matching `css` exists.
-    pub async fn wait_for(&self, css: &str, timeout: Duration) -> Result<fantoccini::elements::Element> {
+    pub async fn wait_for(
+        &self,
+        css: &str,
+        timeout: Duration,
+    ) -> Result<fantoccini::elements::Element> {
         Ok(self
             .client
             .wait()
@@ -266,7 +276,11 @@ impl Browser {
 
     pub async fn has_button(&self, label: &str) -> Result<bool> {
         let xpath = format!("//button[normalize-space(.)='{label}']");
-        Ok(!self.client.find_all(Locator::XPath(&xpath)).await?.is_empty())
+        Ok(!self
+            .client
+            .find_all(Locator::XPath(&xpath))
+            .await?
+            .is_empty())
     }
 
     pub async fn fill(&self, css: &str, value: &str) -> Result<()> {

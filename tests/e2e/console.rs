@@ -22,7 +22,7 @@ const RUN_TIMEOUT: Duration = Duration::from_secs(180);
 fn simulator_config() -> SimulatorConfig {
     SimulatorConfig {
         tenants: 5,
-        users: 40,
+        users: 80,
         ..SimulatorConfig::default()
     }
 }
@@ -56,16 +56,26 @@ async fn wait_for_run_end(browser: &Browser) -> Result<String> {
             }
         }
         if tokio::time::Instant::now() > deadline {
-            bail!("the run did not end within {RUN_TIMEOUT:?}: {}", browser.text().await?);
+            bail!(
+                "the run did not end within {RUN_TIMEOUT:?}: {}",
+                browser.text().await?
+            );
         }
         tokio::time::sleep(Duration::from_millis(300)).await;
     }
 }
 
-/// Only the sign-out button: what a user without `system_settings.update` sees.
+/// No action but signing out: what a user without `system_settings.update` sees (buttons of
+/// read-only GET forms, such as a filter, change nothing and stay).
 async fn assert_only_sign_out(browser: &Browser, page: &str) -> Result<()> {
     let mut labels = Vec::new();
-    for button in browser.client.find_all(Locator::Css("button")).await? {
+    for button in browser
+        .client
+        .find_all(Locator::Css(
+            "form:not([method=get]) button, button:not(form button)",
+        ))
+        .await?
+    {
         labels.push(button.text().await?);
     }
     assert_eq!(labels, vec!["Sign out".to_owned()], "buttons on {page}");
@@ -100,17 +110,22 @@ async fn console_cipp_wizard_sync_review_settings_and_permissions() -> Result<()
     // An ambiguous match for the review queue: two contacts share one user's address in the
     // client the first tenant auto-maps to, so the sync queues that user.
     let msp = entra_sync_simulator::generate(&config);
-    let tenant = &msp.tenants[0];
-    let ambiguous = tenant
-        .users
+    let (tenant, ambiguous) = msp
+        .tenants
         .iter()
-        .find(|user| {
+        .enumerate()
+        .filter(|(index, _)| {
+            entra_sync::demo::tenant_role(*index) == entra_sync::demo::TenantRole::AutoMatched
+        })
+        .flat_map(|(_, tenant)| tenant.users.iter().map(move |user| (tenant, user)))
+        .find(|(_, user)| {
             user.account_enabled
                 && !user.deleted
                 && !user.user_type.eq_ignore_ascii_case("guest")
                 && !user.user_principal_name.contains("#EXT#")
+                && user.mail.is_some()
         })
-        .context("an enabled member user")?;
+        .context("an enabled member user with a mail address in an auto-matched tenant")?;
     let clients = admin_api.get("/api/v1/clients?limit=500").await?;
     let client_id = clients["items"]
         .as_array()
@@ -140,10 +155,14 @@ async fn console_cipp_wizard_sync_review_settings_and_permissions() -> Result<()
 
             // Sign-in, then the empty overview.
             browser.goto(&format!("{api}/console")).await?;
-            browser.wait_for_text("Sign in to the entra-sync console", Duration::from_secs(10)).await?;
+            browser
+                .wait_for_text("Sign in to the entra-sync console", Duration::from_secs(10))
+                .await?;
             browser.check_page("01-sign-in", false).await?;
             browser.sign_in(&api, &admin_key).await?;
-            browser.wait_for_text("Nothing is connected yet", Duration::from_secs(10)).await?;
+            browser
+                .wait_for_text("Nothing is connected yet", Duration::from_secs(10))
+                .await?;
             browser.check_page("02-overview-empty", false).await?;
 
             // Connect: Test connection (nothing saved), then Save.
@@ -152,54 +171,94 @@ async fn console_cipp_wizard_sync_review_settings_and_permissions() -> Result<()
             browser.fill_labelled("CIPP base URL", &cipp_url).await?;
             browser.fill_labelled("API token", "wrong-token").await?;
             browser.press("Test connection").await?;
-            browser.wait_for("#cipp-error", Duration::from_secs(30)).await?;
-            browser.fill_labelled("API token", &config.cipp_api_token).await?;
+            browser
+                .wait_for("#cipp-error", Duration::from_secs(30))
+                .await?;
+            browser
+                .fill_labelled("API token", &config.cipp_api_token)
+                .await?;
             browser.press("Test connection").await?;
-            browser.wait_for_text("Connection works", Duration::from_secs(30)).await?;
+            browser
+                .wait_for_text("Connection works", Duration::from_secs(30))
+                .await?;
             assert_eq!(
-                stack.count("SELECT count(*) FROM connections WHERE credentials_ciphertext IS NOT NULL").await?,
+                stack
+                    .count(
+                        "SELECT count(*) FROM connections WHERE credentials_ciphertext IS NOT NULL"
+                    )
+                    .await?,
                 0,
                 "Test connection saved nothing"
             );
             browser.check_page("04-setup-tested", false).await?;
             browser.press("Save").await?;
-            browser.wait_for_text("Connected to CIPP", Duration::from_secs(30)).await?;
+            browser
+                .wait_for_text("Connected to CIPP", Duration::from_secs(30))
+                .await?;
 
             // Discover, with progress, then the tenants found.
             browser.press("Discover tenants").await?;
-            browser.wait_for_text("Discovery finished", RUN_TIMEOUT).await?;
+            browser
+                .wait_for_text("Discovery finished", RUN_TIMEOUT)
+                .await?;
             browser.check_page("05-setup-discovered", false).await?;
             browser.click("#continue-to-map").await?;
-            browser.wait_for("tr[data-state]", Duration::from_secs(10)).await?;
+            browser
+                .wait_for("tr[data-state]", Duration::from_secs(10))
+                .await?;
             let states: Vec<String> = {
                 let mut states = Vec::new();
-                for row in browser.client.find_all(Locator::Css("tr[data-state]")).await? {
+                for row in browser
+                    .client
+                    .find_all(Locator::Css("tr[data-state]"))
+                    .await?
+                {
                     states.push(row.attr("data-state").await?.unwrap_or_default());
                 }
                 states
             };
-            assert!(states.iter().any(|state| state == "auto_matched"), "{states:?}");
-            assert!(states.iter().any(|state| state == "needs_review"), "{states:?}");
+            assert!(
+                states.iter().any(|state| state == "auto_matched"),
+                "{states:?}"
+            );
+            assert!(
+                states.iter().any(|state| state == "needs_review"),
+                "{states:?}"
+            );
             browser.check_page("06-setup-map", false).await?;
 
             // One Confirm maps the auto-matched tenants and starts the initial sync, shown live.
             browser.press("Confirm").await?;
-            browser.wait_for("[data-run-status]", Duration::from_secs(20)).await?;
+            browser
+                .wait_for("[data-run-status]", Duration::from_secs(20))
+                .await?;
             let status = wait_for_run_end(&browser).await?;
-            assert!(status == "completed" || status == "partial", "initial sync {status}");
+            assert!(
+                status == "completed" || status == "partial",
+                "initial sync {status}"
+            );
             browser.check_page("07-run-initial", false).await?;
 
             // Sync All Tenants Now, watched until the run ends.
             browser.goto(&format!("{api}/console")).await?;
-            browser.wait_for_text("Sync All Tenants Now", Duration::from_secs(10)).await?;
+            browser
+                .wait_for_text("Sync All Tenants Now", Duration::from_secs(10))
+                .await?;
             browser.check_page("08-overview", false).await?;
             browser.press("Sync All Tenants Now").await?;
-            browser.wait_for("[data-run-status]", Duration::from_secs(20)).await?;
+            browser
+                .wait_for("[data-run-status]", Duration::from_secs(20))
+                .await?;
             let status = wait_for_run_end(&browser).await?;
-            assert!(status == "completed" || status == "partial", "manual sync {status}");
+            assert!(
+                status == "completed" || status == "partial",
+                "manual sync {status}"
+            );
             browser.check_page("09-run-manual", false).await?;
             browser.goto(&format!("{api}/console/runs")).await?;
-            browser.wait_for_text("manual", Duration::from_secs(10)).await?;
+            browser
+                .wait_for_text("manual", Duration::from_secs(10))
+                .await?;
             browser.check_page("10-runs", false).await?;
 
             // Resolve a review item through the server-side contact picker.
@@ -209,14 +268,24 @@ async fn console_cipp_wizard_sync_review_settings_and_permissions() -> Result<()
                 .await?
                 .text()
                 .await?;
-            assert!(item_email.contains('@'), "review item without an email: {item_email:?}");
+            assert!(
+                item_email.contains('@'),
+                "review item without an email: {item_email:?}"
+            );
             browser.check_page("11-review", false).await?;
-            let search = browser.client.find(Locator::Css("article.item input[type=search]")).await?;
+            let search = browser
+                .client
+                .find(Locator::Css("article.item input[type=search]"))
+                .await?;
             search.send_keys(&item_email).await?;
-            browser.wait_for(".picker-results button", Duration::from_secs(10)).await?;
+            browser
+                .wait_for(".picker-results button", Duration::from_secs(10))
+                .await?;
             browser.check_page("12-review-picker", false).await?;
             browser.click(".picker-results button").await?;
-            browser.wait_for_text("Saved. The next sync applies it.", Duration::from_secs(10)).await?;
+            browser
+                .wait_for_text("Saved. The next sync applies it.", Duration::from_secs(10))
+                .await?;
             let resolved = admin_api
                 .get("/api/v1/integrations/entra/reconciliation-queue?status=resolved")
                 .await?;
@@ -226,44 +295,70 @@ async fn console_cipp_wizard_sync_review_settings_and_permissions() -> Result<()
             // A setting out of range is refused beside its field.
             browser.goto(&format!("{api}/console/settings")).await?;
             browser.check_page("13-settings", false).await?;
-            browser.fill_labelled("Every (minutes, 15 to 43200)", "5").await?;
+            browser
+                .fill_labelled("Every (minutes, 15 to 43200)", "5")
+                .await?;
             browser.press("Save settings").await?;
-            browser.wait_for("#interval_minutes-error", Duration::from_secs(10)).await?;
+            browser
+                .wait_for("#interval_minutes-error", Duration::from_secs(10))
+                .await?;
             browser.check_page("14-settings-error", true).await?;
-            browser.fill_labelled("Every (minutes, 15 to 43200)", "60").await?;
+            browser
+                .fill_labelled("Every (minutes, 15 to 43200)", "60")
+                .await?;
             browser.click("#schedule_enabled").await?;
             browser.press("Save settings").await?;
-            browser.wait_for_text("Saved. The recurring sync follows the new schedule.", Duration::from_secs(10)).await?;
+            browser
+                .wait_for_text(
+                    "Saved. The recurring sync follows the new schedule.",
+                    Duration::from_secs(10),
+                )
+                .await?;
             let settings = admin_api.get("/api/v1/integrations/entra/settings").await?;
             assert_eq!(settings["schedule"]["interval_seconds"], 3600);
             assert_eq!(settings["schedule"]["enabled"], true);
 
             // Clients, contacts and one contact's history.
             browser.goto(&format!("{api}/console/clients")).await?;
-            browser.wait_for_text("Sync now", Duration::from_secs(10)).await?;
+            browser
+                .wait_for_text("Sync now", Duration::from_secs(10))
+                .await?;
             browser.check_page("15-clients", false).await?;
             browser.goto(&format!("{api}/console/contacts")).await?;
             browser.check_page("16-contacts", false).await?;
             browser.click("table tbody th a").await?;
-            browser.wait_for_text("What the sync changed", Duration::from_secs(10)).await?;
+            browser
+                .wait_for_text("What the sync changed", Duration::from_secs(10))
+                .await?;
             browser.check_page("17-contact-history", false).await?;
             browser.goto(&format!("{api}/console/disconnect")).await?;
-            browser.wait_for_text("Kept:", Duration::from_secs(10)).await?;
+            browser
+                .wait_for_text("Kept:", Duration::from_secs(10))
+                .await?;
             browser.check_page("18-disconnect", false).await?;
 
             // Sign out: the session is gone.
             browser.goto(&format!("{api}/console")).await?;
             browser.press("Sign out").await?;
-            browser.wait_for_text("You are signed out", Duration::from_secs(10)).await?;
+            browser
+                .wait_for_text("You are signed out", Duration::from_secs(10))
+                .await?;
             browser.goto(&format!("{api}/console/runs")).await?;
-            browser.wait_for_text("Sign in to the entra-sync console", Duration::from_secs(10)).await?;
-            assert_eq!(stack.count("SELECT count(*) FROM console_sessions").await?, 0);
+            browser
+                .wait_for_text("Sign in to the entra-sync console", Duration::from_secs(10))
+                .await?;
+            assert_eq!(
+                stack.count("SELECT count(*) FROM console_sessions").await?,
+                0
+            );
             browser.close().await?;
 
             // A read-only user sees no action buttons.
             let reader = driver.browser().await?;
             reader.sign_in(&api, &reader_key).await?;
-            reader.wait_for_text("Overview", Duration::from_secs(10)).await?;
+            reader
+                .wait_for_text("Overview", Duration::from_secs(10))
+                .await?;
             assert!(!reader.has_button("Sync All Tenants Now").await?);
             assert_only_sign_out(&reader, "overview").await?;
             reader.check_page("19-overview-read-only", false).await?;
@@ -278,7 +373,10 @@ async fn console_cipp_wizard_sync_review_settings_and_permissions() -> Result<()
             let portal = driver.browser().await?;
             portal.sign_in(&api, &portal_key).await?;
             portal
-                .wait_for_text("Client-portal users cannot use this console", Duration::from_secs(10))
+                .wait_for_text(
+                    "Client-portal users cannot use this console",
+                    Duration::from_secs(10),
+                )
                 .await?;
             portal.check_page("20-client-portal-refused", true).await?;
             portal.close().await?;
@@ -297,9 +395,18 @@ async fn console_direct_connection_belongs_to_the_browser_that_started_it() -> R
     let stack = Stack::start_with_api(config.clone(), |simulator, api_url| {
         let simulator_config = simulator.config();
         vec![
-            ("MICROSOFT_CLIENT_ID".to_owned(), simulator_config.app_client_id.clone()),
-            ("MICROSOFT_CLIENT_SECRET".to_owned(), simulator_config.app_client_secret.clone()),
-            ("MICROSOFT_TENANT_ID".to_owned(), simulator_config.partner_tenant_id.clone()),
+            (
+                "MICROSOFT_CLIENT_ID".to_owned(),
+                simulator_config.app_client_id.clone(),
+            ),
+            (
+                "MICROSOFT_CLIENT_SECRET".to_owned(),
+                simulator_config.app_client_secret.clone(),
+            ),
+            (
+                "MICROSOFT_TENANT_ID".to_owned(),
+                simulator_config.partner_tenant_id.clone(),
+            ),
             (
                 "MICROSOFT_OAUTH_CALLBACK_URL".to_owned(),
                 format!("{api_url}/auth/oauth2/microsoft/callback"),
@@ -317,13 +424,17 @@ async fn console_direct_connection_belongs_to_the_browser_that_started_it() -> R
             let mut driver = Driver::start().await?;
             let first = driver.browser().await?;
             first.sign_in(&api, &admin_key).await?;
-            first.wait_for_text("Overview", Duration::from_secs(10)).await?;
+            first
+                .wait_for_text("Overview", Duration::from_secs(10))
+                .await?;
 
             // A flow started in the first browser, whose callback is opened in a second one.
             first.goto(&format!("{api}/console/setup")).await?;
             let csrf = first
                 .client
-                .find(Locator::Css("form[action='/console/setup/direct'] input[name=csrf]"))
+                .find(Locator::Css(
+                    "form[action='/console/setup/direct'] input[name=csrf]",
+                ))
                 .await?
                 .attr("value")
                 .await?
@@ -347,40 +458,69 @@ async fn console_direct_connection_belongs_to_the_browser_that_started_it() -> R
             let authorize = started.headers()["location"].to_str()?.to_owned();
             let consented = http.get(&authorize).send().await?;
             let callback = consented.headers()["location"].to_str()?.to_owned();
-            assert!(callback.contains("/auth/oauth2/microsoft/callback?"), "{callback}");
+            assert!(
+                callback.contains("/auth/oauth2/microsoft/callback?"),
+                "{callback}"
+            );
             let second = driver.browser().await?;
             second.goto(&callback).await?;
             second
-                .wait_for_text("This sign-in belongs to another browser", Duration::from_secs(10))
+                .wait_for_text(
+                    "This sign-in belongs to another browser",
+                    Duration::from_secs(10),
+                )
                 .await?;
             second.check_page("21-callback-other-browser", true).await?;
             assert_eq!(
-                stack.count("SELECT count(*) FROM oauth_states WHERE used_at IS NOT NULL").await?,
+                stack
+                    .count("SELECT count(*) FROM oauth_states WHERE used_at IS NOT NULL")
+                    .await?,
                 0,
                 "the refused callback used the state up"
             );
             second.close().await?;
             // The state is still good for the browser that started the flow.
             first.goto(&callback).await?;
-            first.wait_for_text("Connected", Duration::from_secs(30)).await?;
+            first
+                .wait_for_text("Connected", Duration::from_secs(30))
+                .await?;
             first.check_page("22-overview-connected", false).await?;
 
             // The whole wizard for a direct connection: Connect to Microsoft (the simulator's
             // sign-in consents and redirects back), Discover, Map, Initial sync.
             first.goto(&format!("{api}/console/setup")).await?;
             first.press("Connect to Microsoft").await?;
-            let text = first.wait_for_text("Connected", Duration::from_secs(30)).await?;
-            assert!(text.contains(&partner_id), "the partner tenant id is shown: {text}");
-            assert!(first.client.current_url().await?.as_str().contains("entra_status=success"));
+            let text = first
+                .wait_for_text("Connected", Duration::from_secs(30))
+                .await?;
+            assert!(
+                text.contains(&partner_id),
+                "the partner tenant id is shown: {text}"
+            );
+            assert!(first
+                .client
+                .current_url()
+                .await?
+                .as_str()
+                .contains("entra_status=success"));
             first.goto(&format!("{api}/console/setup")).await?;
             first.press("Discover tenants").await?;
-            first.wait_for_text("Discovery finished", RUN_TIMEOUT).await?;
+            first
+                .wait_for_text("Discovery finished", RUN_TIMEOUT)
+                .await?;
             first.click("#continue-to-map").await?;
-            first.wait_for("tr[data-state]", Duration::from_secs(10)).await?;
+            first
+                .wait_for("tr[data-state]", Duration::from_secs(10))
+                .await?;
             first.press("Confirm").await?;
-            first.wait_for("[data-run-status]", Duration::from_secs(20)).await?;
+            first
+                .wait_for("[data-run-status]", Duration::from_secs(20))
+                .await?;
             let status = wait_for_run_end(&first).await?;
-            assert!(status == "completed" || status == "partial", "direct initial sync {status}");
+            assert!(
+                status == "completed" || status == "partial",
+                "direct initial sync {status}"
+            );
             first.check_page("23-run-direct-initial", false).await?;
             first.close().await?;
             Ok(())

@@ -595,7 +595,10 @@ pub async fn run(args: &DemoArgs, api_url: &str) -> Result<()> {
         outcome.admin_key, api_url
     );
     println!();
-    println!("Open the web console: {}/console", api_url.trim_end_matches('/'));
+    println!(
+        "Open the web console: {}/console",
+        api_url.trim_end_matches('/')
+    );
     println!(
         "  sign in with the API key {} (the demo admin, user admin@demo-msp.example)",
         outcome.admin_key

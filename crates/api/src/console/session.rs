@@ -5,7 +5,7 @@
 //! `X-Forwarded-Proto`); Postgres keeps only its SHA-256, with an expiry. Sign-out deletes the
 //! row, so a copied cookie is dead afterwards.
 
-use axum::extract::{Form, FromRequestParts, State};
+use axum::extract::{Form, FromRequestParts, Query, State};
 use axum::http::request::Parts;
 use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
@@ -162,13 +162,18 @@ impl Console {
     }
 }
 
-pub(crate) async fn sign_in_page(headers: HeaderMap, State(state): State<AppState>) -> Response {
+pub(crate) async fn sign_in_page(
+    headers: HeaderMap,
+    State(state): State<AppState>,
+    Query(query): Query<std::collections::HashMap<String, String>>,
+) -> Response {
     if let Some(session_id) = session_cookie(&headers) {
         if let Ok(Some(_)) = state.store.console_session(&session_id).await {
             return see_other(&headers, "/console");
         }
     }
-    render(StatusCode::OK, "sign_in.html", context! {})
+    let signed_out = query.contains_key("signed_out");
+    render(StatusCode::OK, "sign_in.html", context! { signed_out })
 }
 
 fn refused(message: &str) -> Response {

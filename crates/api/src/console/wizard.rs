@@ -96,29 +96,44 @@ pub(crate) async fn cipp(
     let base_url = text(&form, "base_url").unwrap_or_default();
     if field(&form, "action") != Some("test") {
         return match crate::app::entra::connect_cipp(&state, &caller, cipp_body(&form)).await {
-            Ok(_) => Ok(see_other(&headers, "/console/setup?connected=cipp#discover")),
-            Err(error) if error.status.is_client_error() || error.status == StatusCode::BAD_GATEWAY => {
+            Ok(_) => Ok(see_other(
+                &headers,
+                "/console/setup?connected=cipp#discover",
+            )),
+            Err(error)
+                if error.status.is_client_error() || error.status == StatusCode::BAD_GATEWAY =>
+            {
                 let extra = context! { cipp_error => error.message, base_url };
-                let context = setup_context(&console, &state, &caller, &HashMap::new(), extra).await?;
-                Ok(render(StatusCode::UNPROCESSABLE_ENTITY, "setup.html", context))
+                let context =
+                    setup_context(&console, &state, &caller, &HashMap::new(), extra).await?;
+                Ok(render(
+                    StatusCode::UNPROCESSABLE_ENTITY,
+                    "setup.html",
+                    context,
+                ))
             }
             Err(error) => Err(error.into()),
         };
     }
-    let (test_ok, test_error, status) =
-        match crate::app::entra::test_cipp(&state, &caller, cipp_body(&form)).await {
-            Ok(count) => (
-                Some(format!(
-                    "Connection works: CIPP lists {count} customer tenant(s). Press Save to keep it."
-                )),
-                None,
-                StatusCode::OK,
-            ),
-            Err(error) if error.status.is_client_error() || error.status == StatusCode::BAD_GATEWAY => {
-                (None, Some(error.message), StatusCode::UNPROCESSABLE_ENTITY)
-            }
-            Err(error) => return Err(error.into()),
-        };
+    let (test_ok, test_error, status) = match crate::app::entra::test_cipp(
+        &state,
+        &caller,
+        cipp_body(&form),
+    )
+    .await
+    {
+        Ok(count) => (
+            Some(format!(
+                "Connection works: CIPP lists {count} customer tenant(s). Press Save to keep it."
+            )),
+            None,
+            StatusCode::OK,
+        ),
+        Err(error) if error.status.is_client_error() || error.status == StatusCode::BAD_GATEWAY => {
+            (None, Some(error.message), StatusCode::UNPROCESSABLE_ENTITY)
+        }
+        Err(error) => return Err(error.into()),
+    };
     let extra = context! { cipp_ok => test_ok, cipp_error => test_error, base_url };
     if headers.contains_key("hx-request") {
         // htmx swaps only the result; a 200 so that htmx swaps the error text too.
