@@ -248,13 +248,12 @@ impl Browser {
         css: &str,
         timeout: Duration,
     ) -> Result<fantoccini::elements::Element> {
-        Ok(self
-            .client
+        self.client
             .wait()
             .at_most(timeout)
             .for_element(Locator::Css(css))
             .await
-            .with_context(|| format!("waiting for {css}"))?)
+            .with_context(|| format!("waiting for {css}"))
     }
 
     pub async fn click(&self, css: &str) -> Result<()> {

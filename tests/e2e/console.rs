@@ -455,6 +455,36 @@ async fn console_direct_connection_belongs_to_the_browser_that_started_it() -> R
                 .send()
                 .await?;
             assert_eq!(started.status().as_u16(), 303);
+
+            // A state-changing request without the session's CSRF token changes nothing.
+            let forged = http
+                .post(format!("{api}/console/sync"))
+                .header("cookie", format!("entra_sync_console={cookie}"))
+                .form(&[("csrf", "not-the-token")])
+                .send()
+                .await?;
+            assert_eq!(forged.status().as_u16(), 403);
+            assert_eq!(stack.count("SELECT count(*) FROM runs").await?, 0);
+            // The session cookie's attributes and the page's security policy.
+            let signed_in = http
+                .post(format!("{api}/console/sign-in"))
+                .form(&[("api_key", admin_key.as_str())])
+                .send()
+                .await?;
+            let set_cookie = signed_in.headers()["set-cookie"].to_str()?.to_owned();
+            assert!(
+                set_cookie.contains("HttpOnly") && set_cookie.contains("SameSite=Lax"),
+                "{set_cookie}"
+            );
+            let page = http
+                .get(format!("{api}/console"))
+                .header("cookie", format!("entra_sync_console={cookie}"))
+                .send()
+                .await?;
+            let policy = page.headers()["content-security-policy"]
+                .to_str()?
+                .to_owned();
+            assert!(policy.contains("script-src 'self'") && !policy.contains("unsafe-inline"));
             let authorize = started.headers()["location"].to_str()?.to_owned();
             let consented = http.get(&authorize).send().await?;
             let callback = consented.headers()["location"].to_str()?.to_owned();

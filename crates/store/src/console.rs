@@ -44,6 +44,18 @@ impl std::fmt::Debug for ConsoleSession {
     }
 }
 
+#[derive(sqlx::FromRow)]
+struct SessionRow {
+    csrf_token: String,
+    expires_at: DateTime<Utc>,
+    tenant_id: Uuid,
+    user_id: Uuid,
+    email: String,
+    user_type: String,
+    permissions: Vec<String>,
+    created_at: DateTime<Utc>,
+}
+
 /// The stored form of a session id (what the oauth_states binding compares).
 pub fn session_hash(session_id: &str) -> Vec<u8> {
     sha256(session_id)
@@ -84,44 +96,27 @@ impl Store {
 
     /// The live session with this id, or None (unknown or expired).
     pub async fn console_session(&self, session_id: &str) -> Result<Option<ConsoleSession>> {
-        let row: Option<(
-            String,
-            DateTime<Utc>,
-            Uuid,
-            Uuid,
-            String,
-            String,
-            Vec<String>,
-            DateTime<Utc>,
-        )> = sqlx::query_as(
+        let row: Option<SessionRow> = sqlx::query_as(
             "SELECT s.csrf_token, s.expires_at, u.tenant_id, u.user_id, u.email, u.user_type,
-                        u.permissions, u.created_at
-                 FROM console_sessions s JOIN psa_users u USING (tenant_id, user_id)
-                 WHERE s.session_hash = $1 AND s.expires_at > now()",
+                    u.permissions, u.created_at
+             FROM console_sessions s JOIN psa_users u USING (tenant_id, user_id)
+             WHERE s.session_hash = $1 AND s.expires_at > now()",
         )
         .bind(sha256(session_id))
         .fetch_optional(&self.pool)
         .await?;
-        let Some((
-            csrf_token,
-            expires_at,
-            tenant_id,
-            user_id,
-            email,
-            user_type,
-            permissions,
-            created_at,
-        )) = row
-        else {
+        let Some(row) = row else {
             return Ok(None);
         };
+        let csrf_token = row.csrf_token;
+        let expires_at = row.expires_at;
         let user = PsaUserRow {
-            tenant_id,
-            user_id,
-            email,
-            user_type,
-            permissions,
-            created_at,
+            tenant_id: row.tenant_id,
+            user_id: row.user_id,
+            email: row.email,
+            user_type: row.user_type,
+            permissions: row.permissions,
+            created_at: row.created_at,
         }
         .into_user()?;
         Ok(Some(ConsoleSession {

@@ -125,7 +125,7 @@ pub(crate) async fn disconnect(
         serde_json::json!({}),
     )
     .await?;
-    Ok(crate::routes::entra::connection_view(state, tenant_id).await?)
+    crate::routes::entra::connection_view(state, tenant_id).await
 }
 
 /// Starts discovery of the managed tenants reachable through the connection.
@@ -176,7 +176,7 @@ pub(crate) async fn list_managed_tenants(
         .list_managed_tenants(caller.user.tenant_id)
         .await?;
     let views = tenants.iter().map(ManagedTenantView::from).collect();
-    Ok(paginate(views, &query)?)
+    paginate(views, &query)
 }
 
 /// Read-only preview of how each managed tenant would map; changes nothing.
@@ -246,7 +246,7 @@ pub(crate) async fn mapping_preview(
             }
         })
         .collect();
-    Ok(paginate(items, &query)?)
+    paginate(items, &query)
 }
 
 /// Applies a batch of mapping decisions, all or none; optionally starts the initial sync.
@@ -337,10 +337,7 @@ pub(crate) async fn list_mappings(
     query: PageQuery,
 ) -> Result<ListResponse<MappingView>, ApiError> {
     let records = state.store.list_mappings(caller.user.tenant_id).await?;
-    Ok(paginate(
-        records.iter().map(MappingView::from).collect(),
-        &query,
-    )?)
+    paginate(records.iter().map(MappingView::from).collect(), &query)
 }
 
 /// Starts a direct connection: the Microsoft sign-in URL (PKCE S256, single-use state bound

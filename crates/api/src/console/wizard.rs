@@ -115,25 +115,22 @@ pub(crate) async fn cipp(
             Err(error) => Err(error.into()),
         };
     }
-    let (test_ok, test_error, status) = match crate::app::entra::test_cipp(
-        &state,
-        &caller,
-        cipp_body(&form),
-    )
-    .await
-    {
-        Ok(count) => (
-            Some(format!(
+    let (test_ok, test_error, status) =
+        match crate::app::entra::test_cipp(&state, &caller, cipp_body(&form)).await {
+            Ok(count) => (
+                Some(format!(
                 "Connection works: CIPP lists {count} customer tenant(s). Press Save to keep it."
             )),
-            None,
-            StatusCode::OK,
-        ),
-        Err(error) if error.status.is_client_error() || error.status == StatusCode::BAD_GATEWAY => {
-            (None, Some(error.message), StatusCode::UNPROCESSABLE_ENTITY)
-        }
-        Err(error) => return Err(error.into()),
-    };
+                None,
+                StatusCode::OK,
+            ),
+            Err(error)
+                if error.status.is_client_error() || error.status == StatusCode::BAD_GATEWAY =>
+            {
+                (None, Some(error.message), StatusCode::UNPROCESSABLE_ENTITY)
+            }
+            Err(error) => return Err(error.into()),
+        };
     let extra = context! { cipp_ok => test_ok, cipp_error => test_error, base_url };
     if headers.contains_key("hx-request") {
         // htmx swaps only the result; a 200 so that htmx swaps the error text too.
