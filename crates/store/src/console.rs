@@ -189,6 +189,18 @@ impl Store {
         Ok(())
     }
 
+    /// Forgets the partner tenant (on disconnect).
+    pub async fn clear_partner_tenant(&self, tenant_id: Uuid) -> Result<()> {
+        sqlx::query(
+            "UPDATE connections SET partner_tenant_id = NULL, partner_tenant_name = NULL
+             WHERE tenant_id = $1",
+        )
+        .bind(tenant_id)
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+
     /// The partner tenant recorded on the connection: (id, name).
     pub async fn partner_tenant(&self, tenant_id: Uuid) -> Result<Option<(String, String)>> {
         let row: Option<(Option<String>, Option<String>)> = sqlx::query_as(

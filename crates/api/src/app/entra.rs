@@ -85,6 +85,8 @@ pub(crate) async fn connect_cipp(
         .store
         .save_cipp_connection(tenant_id, &base_url_text, &credentials)
         .await?;
+    // A CIPP connection replaces any direct sign-in, and its partner tenant with it.
+    state.store.clear_partner_tenant(tenant_id).await?;
     crate::routes::refresh_schedule(state, tenant_id).await;
     audit(
         state,
@@ -115,6 +117,8 @@ pub(crate) async fn disconnect(
 ) -> Result<ConnectionView, ApiError> {
     let tenant_id = caller.user.tenant_id;
     state.store.disconnect(tenant_id).await?;
+    // The partner tenant belonged to the cleared sign-in.
+    state.store.clear_partner_tenant(tenant_id).await?;
     crate::routes::refresh_schedule(state, tenant_id).await;
     audit(
         state,
