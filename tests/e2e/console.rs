@@ -318,6 +318,39 @@ async fn console_cipp_wizard_sync_review_settings_and_permissions() -> Result<()
             assert_eq!(settings["schedule"]["interval_seconds"], 3600);
             assert_eq!(settings["schedule"]["enabled"], true);
 
+            // A per-tenant filter override.
+            browser.click("#overrides-heading + p + ul a").await?;
+            browser
+                .wait_for_text("Filters for", Duration::from_secs(10))
+                .await?;
+            browser.check_page("14b-tenant-filters", false).await?;
+            browser
+                .client
+                .find(Locator::Css("#licensed_only"))
+                .await?
+                .select_by_value("on")
+                .await?;
+            browser.press("Save tenant filters").await?;
+            browser
+                .wait_for_text(
+                    "Saved. The next sync of this tenant",
+                    Duration::from_secs(10),
+                )
+                .await?;
+            let page_url = browser.client.current_url().await?;
+            let managed_tenant_id = page_url
+                .path_segments()
+                .and_then(|mut segments| segments.nth(3))
+                .context("managed tenant id in the URL")?
+                .to_owned();
+            let saved = admin_api
+                .get(&format!(
+                    "/api/v1/integrations/entra/managed-tenants/{managed_tenant_id}/filters"
+                ))
+                .await?;
+            assert_eq!(saved["licensed_only"], true, "{saved}");
+            assert!(saved["exclude_guests"].is_null(), "{saved}");
+
             // Clients, contacts and one contact's history.
             browser.goto(&format!("{api}/console/clients")).await?;
             browser

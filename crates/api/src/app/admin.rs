@@ -3,14 +3,14 @@
 use entra_sync_store::error::StoreError;
 use entra_sync_store::flags::FIELD_SYNC_FLAG;
 use entra_sync_store::review::{ReviewFilter, ReviewResolution, ReviewStatus};
-use entra_sync_store::settings::TenantSettings;
+use entra_sync_store::settings::{FilterOverride, TenantSettings};
 use uuid::Uuid;
 
 use super::Caller;
 use crate::error::ApiError;
 use crate::routes::admin::{
-    normalize_group_ids, require_queue, settings_view, ResolveBody, ReviewItemView, ReviewQuery,
-    ReviewStatusFilter, SettingsBody, SettingsView,
+    normalize_group_ids, require_queue, settings_view, FiltersDocument, ResolveBody,
+    ReviewItemView, ReviewQuery, ReviewStatusFilter, SettingsBody, SettingsView,
 };
 use crate::routes::{audit, check_text, ListResponse, PageQuery};
 use crate::AppState;
@@ -232,4 +232,80 @@ pub(crate) async fn reopen_review_item(
     )
     .await?;
     Ok(record.into())
+}
+
+/// A managed tenant's filter overrides: each key set replaces the PSA tenant's filter.
+pub(crate) async fn get_filter_override(
+    state: &AppState,
+    caller: &Caller,
+    managed_tenant_id: Uuid,
+) -> Result<FiltersDocument, ApiError> {
+    let tenant_id = caller.user.tenant_id;
+    state
+        .store
+        .get_managed_tenant(tenant_id, managed_tenant_id)
+        .await?;
+    let filter_override = state
+        .store
+        .load_filter_override(tenant_id, managed_tenant_id)
+        .await?;
+    Ok(crate::routes::admin::filter_override_view(filter_override))
+}
+
+/// Replaces a managed tenant's filter overrides (validated merged over the tenant's filters).
+pub(crate) async fn put_filter_override(
+    state: &AppState,
+    caller: &Caller,
+    managed_tenant_id: Uuid,
+    body: FiltersDocument,
+) -> Result<FiltersDocument, ApiError> {
+    let tenant_id = caller.user.tenant_id;
+    state
+        .store
+        .get_managed_tenant(tenant_id, managed_tenant_id)
+        .await?;
+    for (name, list) in [
+        ("domain_allow", &body.domain_allow),
+        ("domain_deny", &body.domain_deny),
+        ("exclusion_patterns", &body.exclusion_patterns),
+        ("include_groups", &body.include_groups),
+        ("exclude_groups", &body.exclude_groups),
+    ] {
+        for entry in list.iter().flatten() {
+            check_text(name, entry, 1024)?;
+        }
+    }
+    let filter_override = FilterOverride {
+        exclude_guests: body.exclude_guests,
+        exclude_disabled_on_create: body.exclude_disabled_on_create,
+        licensed_only: body.licensed_only,
+        domain_allow: body.domain_allow,
+        domain_deny: body.domain_deny,
+        exclusion_patterns: body.exclusion_patterns,
+        include_groups: body.include_groups.map(normalize_group_ids),
+        exclude_groups: body.exclude_groups.map(normalize_group_ids),
+    };
+    state
+        .store
+        .save_filter_override(
+            tenant_id,
+            managed_tenant_id,
+            &filter_override,
+            &caller.actor(),
+        )
+        .await
+        .map_err(|error| match error {
+            StoreError::Invalid(message) => ApiError::unprocessable("invalid_settings", message),
+            other => ApiError::from(other),
+        })?;
+    audit(
+        state,
+        tenant_id,
+        &caller.actor(),
+        "entra.managed_tenant.filters.update",
+        Some(format!("managed_tenant:{managed_tenant_id}")),
+        serde_json::to_value(&filter_override).unwrap_or_default(),
+    )
+    .await?;
+    Ok(crate::routes::admin::filter_override_view(filter_override))
 }

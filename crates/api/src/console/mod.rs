@@ -72,6 +72,10 @@ pub(crate) fn router(state: &AppState) -> Router<AppState> {
             "/console/settings",
             get(settings::page).post(settings::save),
         )
+        .route(
+            "/console/settings/tenants/{managed_tenant_id}",
+            get(settings::tenant_page).post(settings::tenant_save),
+        )
         .route("/console/clients", get(clients::page))
         .route("/console/clients/{client_id}/sync", post(clients::sync))
         .route("/console/contacts", get(clients::contacts))
@@ -170,6 +174,7 @@ const TEMPLATES: &[(&str, &str)] = templates!(
     "review.html",
     "picker.html",
     "settings.html",
+    "tenant_filters.html",
     "clients.html",
     "contacts.html",
     "history.html",

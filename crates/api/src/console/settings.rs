@@ -3,9 +3,10 @@
 
 use std::collections::BTreeMap;
 
-use axum::extract::{Form, Query, State};
+use axum::extract::{Form, Path, Query, State};
 use axum::http::{HeaderMap, StatusCode};
 use minijinja::{context, Value};
+use uuid::Uuid;
 
 use super::{field, render, see_other, Console, PageResult};
 use crate::auth::{EntraRead, EntraUpdate};
@@ -65,6 +66,12 @@ async fn show(
     saved: bool,
 ) -> PageResult {
     let layout = console.layout(state, "settings").await?;
+    let caller = console.caller::<EntraRead>(state).await?;
+    let (tenant_names, _) = crate::app::overview::names(state, &caller).await?;
+    let tenants: Vec<Value> = tenant_names
+        .iter()
+        .map(|(managed_tenant_id, name)| context! { managed_tenant_id, name })
+        .collect();
     let fields: Vec<Value> = FIELDS
         .iter()
         .map(|(key, label)| context! { key, label })
@@ -72,7 +79,7 @@ async fn show(
     Ok(render(
         status,
         "settings.html",
-        context! { settings => values, errors, saved, fields, ..layout },
+        context! { settings => values, errors, saved, fields, tenants, ..layout },
     ))
 }
 
@@ -178,6 +185,113 @@ pub(crate) async fn save(
                 StatusCode::UNPROCESSABLE_ENTITY,
                 Value::from_serialize(&echoed),
                 errors,
+                false,
+            )
+            .await
+        }
+        Err(error) => Err(error.into()),
+    }
+}
+
+/// `Follow` (None), `on` or `off` of a per-tenant yes/no override.
+fn tri(form: &[(String, String)], name: &str) -> Option<bool> {
+    match field(form, name) {
+        Some("on") => Some(true),
+        Some("off") => Some(false),
+        _ => None,
+    }
+}
+
+/// A per-tenant list override: None (follow the workspace) when left empty.
+fn override_lines(form: &[(String, String)], name: &str) -> Option<Vec<String>> {
+    Some(lines(form, name)).filter(|lines| !lines.is_empty())
+}
+
+async fn show_override(
+    console: &Console,
+    state: &AppState,
+    status: StatusCode,
+    managed_tenant_id: Uuid,
+    values: Value,
+    error: Option<String>,
+    saved: bool,
+) -> PageResult {
+    let layout = console.layout(state, "settings").await?;
+    let caller = console.caller::<EntraRead>(state).await?;
+    let (tenant_names, _) = crate::app::overview::names(state, &caller).await?;
+    let name = tenant_names
+        .get(&managed_tenant_id.to_string())
+        .cloned()
+        .unwrap_or_else(|| managed_tenant_id.to_string());
+    Ok(render(
+        status,
+        "tenant_filters.html",
+        context! {
+            filters => values,
+            error,
+            saved,
+            tenant_name => name,
+            managed_tenant_id => managed_tenant_id.to_string(),
+            ..layout
+        },
+    ))
+}
+
+pub(crate) async fn tenant_page(
+    console: Console,
+    State(state): State<AppState>,
+    Path(managed_tenant_id): Path<Uuid>,
+    Query(query): Query<std::collections::HashMap<String, String>>,
+) -> PageResult {
+    console.require_entra(&state).await?;
+    let caller = console.caller::<EntraRead>(&state).await?;
+    let filters =
+        crate::app::admin::get_filter_override(&state, &caller, managed_tenant_id).await?;
+    show_override(
+        &console,
+        &state,
+        StatusCode::OK,
+        managed_tenant_id,
+        Value::from_serialize(&filters),
+        None,
+        query.contains_key("saved"),
+    )
+    .await
+}
+
+pub(crate) async fn tenant_save(
+    console: Console,
+    headers: HeaderMap,
+    State(state): State<AppState>,
+    Path(managed_tenant_id): Path<Uuid>,
+    Form(form): Form<Vec<(String, String)>>,
+) -> PageResult {
+    console.verify(&form)?;
+    let caller = console.caller::<EntraUpdate>(&state).await?;
+    let body = FiltersDocument {
+        exclude_guests: tri(&form, "exclude_guests"),
+        exclude_disabled_on_create: tri(&form, "exclude_disabled_on_create"),
+        licensed_only: tri(&form, "licensed_only"),
+        domain_allow: override_lines(&form, "domain_allow"),
+        domain_deny: override_lines(&form, "domain_deny"),
+        exclusion_patterns: override_lines(&form, "exclusion_patterns"),
+        include_groups: override_lines(&form, "include_groups"),
+        exclude_groups: override_lines(&form, "exclude_groups"),
+    };
+    let echoed = Value::from_serialize(&body);
+    match crate::app::admin::put_filter_override(&state, &caller, managed_tenant_id, body).await {
+        Ok(_) => Ok(see_other(
+            &headers,
+            &format!("/console/settings/tenants/{managed_tenant_id}?saved=1"),
+        )),
+        Err(error) if error.status == StatusCode::UNPROCESSABLE_ENTITY => {
+            show_override(
+                &console,
+                &state,
+                StatusCode::UNPROCESSABLE_ENTITY,
+                managed_tenant_id,
+                echoed,
+                Some(error.message),
                 false,
             )
             .await

@@ -6,7 +6,6 @@ use std::collections::BTreeMap;
 use axum::extract::State;
 use axum::http::StatusCode;
 use axum::Json;
-use entra_sync_store::error::StoreError;
 use entra_sync_store::flags::AMBIGUOUS_QUEUE_FLAG;
 use entra_sync_store::psa::PsaUserType;
 use entra_sync_store::review::ReviewItemRecord;
@@ -17,7 +16,7 @@ use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 use uuid::Uuid;
 
-use super::{audit, check_text, ListResponse, PageQuery};
+use super::{ListResponse, PageQuery};
 use crate::app::Caller;
 use crate::auth::{AuditRead, Authorized, EntraRead, EntraUpdate};
 use crate::error::{ApiError, ErrorBody};
@@ -404,7 +403,7 @@ async fn reopen_review_item(
         .map(Json)
 }
 
-fn filter_override_view(filter_override: FilterOverride) -> FiltersDocument {
+pub(crate) fn filter_override_view(filter_override: FilterOverride) -> FiltersDocument {
     FiltersDocument {
         exclude_guests: filter_override.exclude_guests,
         exclude_disabled_on_create: filter_override.exclude_disabled_on_create,
@@ -429,16 +428,9 @@ async fn get_filter_override(
     State(state): State<AppState>,
     ApiPath(managed_tenant_id): ApiPath<Uuid>,
 ) -> Result<Json<FiltersDocument>, ApiError> {
-    let tenant_id = caller.user.tenant_id;
-    state
-        .store
-        .get_managed_tenant(tenant_id, managed_tenant_id)
-        .await?;
-    let filter_override = state
-        .store
-        .load_filter_override(tenant_id, managed_tenant_id)
-        .await?;
-    Ok(Json(filter_override_view(filter_override)))
+    crate::app::admin::get_filter_override(&state, &Caller::from(caller), managed_tenant_id)
+        .await
+        .map(Json)
 }
 
 /// Replaces a managed tenant's filter overrides (validated merged over the tenant's filters);
@@ -456,53 +448,7 @@ async fn put_filter_override(
     ApiPath(managed_tenant_id): ApiPath<Uuid>,
     ApiJson(body): ApiJson<FiltersDocument>,
 ) -> Result<Json<FiltersDocument>, ApiError> {
-    let tenant_id = caller.user.tenant_id;
-    state
-        .store
-        .get_managed_tenant(tenant_id, managed_tenant_id)
-        .await?;
-    for (name, list) in [
-        ("domain_allow", &body.domain_allow),
-        ("domain_deny", &body.domain_deny),
-        ("exclusion_patterns", &body.exclusion_patterns),
-        ("include_groups", &body.include_groups),
-        ("exclude_groups", &body.exclude_groups),
-    ] {
-        for entry in list.iter().flatten() {
-            check_text(name, entry, 1024)?;
-        }
-    }
-    let filter_override = FilterOverride {
-        exclude_guests: body.exclude_guests,
-        exclude_disabled_on_create: body.exclude_disabled_on_create,
-        licensed_only: body.licensed_only,
-        domain_allow: body.domain_allow,
-        domain_deny: body.domain_deny,
-        exclusion_patterns: body.exclusion_patterns,
-        include_groups: body.include_groups.map(normalize_group_ids),
-        exclude_groups: body.exclude_groups.map(normalize_group_ids),
-    };
-    state
-        .store
-        .save_filter_override(
-            tenant_id,
-            managed_tenant_id,
-            &filter_override,
-            &caller.actor(),
-        )
+    crate::app::admin::put_filter_override(&state, &Caller::from(caller), managed_tenant_id, body)
         .await
-        .map_err(|error| match error {
-            StoreError::Invalid(message) => ApiError::unprocessable("invalid_settings", message),
-            other => ApiError::from(other),
-        })?;
-    audit(
-        &state,
-        tenant_id,
-        &caller.actor(),
-        "entra.managed_tenant.filters.update",
-        Some(format!("managed_tenant:{managed_tenant_id}")),
-        serde_json::to_value(&filter_override).unwrap_or_default(),
-    )
-    .await?;
-    Ok(Json(filter_override_view(filter_override)))
+        .map(Json)
 }
