@@ -245,6 +245,22 @@ async fn console_cipp_wizard_sync_review_settings_and_permissions() -> Result<()
                 .wait_for_text("Sync All Tenants Now", Duration::from_secs(10))
                 .await?;
             browser.check_page("08-overview", false).await?;
+            // The same page in a narrow window (a phone or a side-by-side window).
+            browser.client.set_window_size(420, 900).await?;
+            browser.check_page("08b-overview-narrow", false).await?;
+            let overflow = browser
+                .client
+                .execute(
+                    "return document.documentElement.scrollWidth > window.innerWidth + 1;",
+                    vec![],
+                )
+                .await?;
+            assert_eq!(
+                overflow,
+                serde_json::Value::Bool(false),
+                "the overview scrolls sideways"
+            );
+            browser.client.set_window_size(1280, 1000).await?;
             browser.press("Sync All Tenants Now").await?;
             browser
                 .wait_for("[data-run-status]", Duration::from_secs(20))
