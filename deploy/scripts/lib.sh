@@ -143,7 +143,12 @@ validate_deploy() {
   say "checkov on the Dockerfile and the rendered manifests"
   # BC_SKIP_MAPPING: no download of the platform's check metadata (offline).
   (cd "$ROOT" && BC_SKIP_MAPPING=TRUE "$DEPLOY_VENV/bin/checkov" --config-file .checkov.yaml \
-    --framework dockerfile kubernetes -f Dockerfile -f "$out/example.yaml")
+    --framework dockerfile kubernetes -f Dockerfile -f "$out/example.yaml")}
+
+# Headless Chromium and its WebDriver for the console's browser tests (TOOLCHAIN.md).
+ensure_chromium() {
+  if command -v chromium >/dev/null 2>&1 && command -v chromedriver >/dev/null 2>&1; then return; fi
+  apt_install chromium chromium-driver
 }
 
 ensure_tools() {

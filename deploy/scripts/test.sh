@@ -10,6 +10,7 @@ cleanup() {
   local status=$?
   temporal_stop "$RUN/temporal"
   pg_stop "$RUN/postgres"
+  if [ -n "${ARTIFACTS:-}" ]; then say "console screenshots (one per page visited): $ARTIFACTS"; fi
   say "make test finished in $(( $(now_s) - total_start ))s (exit $status)"
   exit $status
 }
@@ -18,6 +19,8 @@ trap cleanup EXIT INT TERM
 phase tools ensure_tools
 # The Vault secret provider's tests run against a real OpenBao dev server they start themselves.
 phase openbao ensure_openbao
+# The console's browser tests drive Debian's headless Chromium through chromedriver.
+phase chromium ensure_chromium
 export ENTRA_SYNC_BAO_BIN="$VENV/bin/bao"
 cd "$ROOT"
 # The container and Kubernetes files, validated offline (no Docker engine, no cluster).
@@ -38,6 +41,8 @@ say "DATABASE_URL=$DATABASE_URL TEMPORAL_ADDRESS=$TEMPORAL_ADDRESS"
 # The simulator's CIPP and OpenBao listen on 127.0.0.1, which the outbound policy refuses by
 # default.
 export ENTRA_SYNC_ALLOW_PRIVATE_ENDPOINTS=true
+ARTIFACTS="$ROOT/target/test-artifacts/console"
+rm -rf "$ARTIFACTS"
 phase tests cargo test --workspace --locked --no-fail-fast -- --test-threads "${TEST_THREADS:-4}"
 # schemathesis against a live `entra-sync serve` (every check, bounded examples): the served
 # OpenAPI document must match what the server does.

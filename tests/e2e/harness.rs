@@ -43,6 +43,17 @@ impl Stack {
         simulator: SimulatorConfig,
         extra_environment: impl FnOnce(&Simulator) -> Vec<(String, String)>,
     ) -> Result<Stack> {
+        Stack::start_with_api(simulator, |simulator, _| extra_environment(simulator)).await
+    }
+
+    /// Like `start_with`; the closure also gets the API's base URL (known before the
+    /// configuration is loaded, for a callback URL that must point at this API).
+    pub async fn start_with_api(
+        simulator: SimulatorConfig,
+        extra_environment: impl FnOnce(&Simulator, &str) -> Vec<(String, String)>,
+    ) -> Result<Stack> {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+        let api_url = format!("http://{}", listener.local_addr()?);
         let server_url = required("DATABASE_URL")?;
         let temporal_address = required("TEMPORAL_ADDRESS")?;
         let database = random_name("e2e");
@@ -77,7 +88,7 @@ impl Stack {
         ]
         .into_iter()
         .map(|(name, value)| (name.to_owned(), value))
-        .chain(extra_environment(&simulator))
+        .chain(extra_environment(&simulator, &api_url))
         .collect();
         let settings = Settings::load(None, &environment)?;
         let store = runtime::connect_store(&settings).await?;
@@ -88,8 +99,6 @@ impl Stack {
             .await?;
 
         let state = runtime::api_state(&settings, store.clone()).await?;
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
-        let api_url = format!("http://{}", listener.local_addr()?);
         tokio::spawn(runtime::serve(
             state,
             None,

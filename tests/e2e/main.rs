@@ -2,7 +2,9 @@
 //! the simulator over real HTTP, the API and a worker in this process. Each test gets its own
 //! database, task queue and ports.
 
+mod browser;
 mod cli;
+mod console;
 mod crash;
 mod direct;
 mod group_filters;

@@ -109,27 +109,36 @@ impl<P: Permission> FromRequestParts<AppState> for Authorized<P> {
             }
             Caller::User(user) => user,
         };
-        if P::ENTRA {
-            if !state.store.flag_enabled(UI_FLAG, user.tenant_id).await? {
-                return Err(ApiError::not_found("no such endpoint"));
-            }
-            if user.user_type == PsaUserType::Client {
-                return Err(ApiError::forbidden(
-                    "client-portal users cannot use the Entra integration",
-                ));
-            }
-        }
-        if !user.has_permission(P::NAME) {
-            return Err(ApiError::forbidden(format!(
-                "the permission {} is required",
-                P::NAME
-            )));
-        }
-        Ok(Authorized {
-            user,
-            _permission: PhantomData,
-        })
+        authorize::<P>(state, user).await
     }
+}
+
+/// The same checks as the `x-api-key` extractor, for a user identified another way (the
+/// console's session): the Entra flag, the user type, then the permission.
+pub async fn authorize<P: Permission>(
+    state: &AppState,
+    user: PsaUser,
+) -> Result<Authorized<P>, ApiError> {
+    if P::ENTRA {
+        if !state.store.flag_enabled(UI_FLAG, user.tenant_id).await? {
+            return Err(ApiError::not_found("no such endpoint"));
+        }
+        if user.user_type == PsaUserType::Client {
+            return Err(ApiError::forbidden(
+                "client-portal users cannot use the Entra integration",
+            ));
+        }
+    }
+    if !user.has_permission(P::NAME) {
+        return Err(ApiError::forbidden(format!(
+            "the permission {} is required",
+            P::NAME
+        )));
+    }
+    Ok(Authorized {
+        user,
+        _permission: PhantomData,
+    })
 }
 
 impl FromRequestParts<AppState> for PlatformAdmin {

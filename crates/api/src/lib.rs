@@ -4,12 +4,14 @@
 //! `utoipa_axum::routes!`, so the router and the OpenAPI document served at
 //! `/api/v1/openapi.json` cannot drift apart.
 
+pub(crate) mod app;
 pub mod auth;
+pub(crate) mod console;
 pub mod error;
 pub mod extract;
 mod limits;
 pub mod openapi;
-mod routes;
+pub(crate) mod routes;
 pub mod starter;
 
 use std::sync::Arc;
@@ -159,6 +161,7 @@ pub fn router(state: AppState) -> Router {
         state.config.max_concurrent_requests,
     );
     router
+        .merge(console::router(&state))
         .fallback(routes::fallback)
         .method_not_allowed_fallback(routes::method_not_allowed)
         .layer(DefaultBodyLimit::max(extract::MAX_BODY_BYTES))

@@ -294,26 +294,14 @@ pub async fn create_psa_tenant(
     Ok((tenant_id, admin_key))
 }
 
-/// What the scenario did, for printing and for the end-to-end tests' assertions.
-#[derive(Debug)]
-pub struct DemoOutcome {
-    pub tenant_id: String,
-    pub admin_key: String,
-    pub discovery_run: Value,
-    pub preview: Value,
-    pub sync_run: Value,
-    pub seeded: Seeded,
-}
-
-/// Runs the scenario against an API at `api.base` whose workers reach the simulator at
-/// `cipp_url`, for a simulator generated from `simulator`.
-pub async fn run_scenario(
+/// Creates the demo's PSA tenant (admin user, feature flags) and seeds its clients and
+/// contacts from the simulator's data, without connecting anything: what the console's setup
+/// wizard starts from. Returns the tenant id, the admin's API key and what the seeding implies.
+pub async fn seed_psa_tenant(
     master: &ApiClient,
-    cipp_url: &str,
-    cipp_token: &str,
     simulator: &SimulatorConfig,
     mut say: impl FnMut(String),
-) -> Result<DemoOutcome> {
+) -> Result<(String, String, Seeded)> {
     let msp = entra_sync_simulator::generate(simulator);
     let (clients, contacts, seeded) = seed_plan(&msp);
 
@@ -348,6 +336,31 @@ pub async fn run_scenario(
         contacts.len()
     ));
 
+    Ok((tenant_id, admin_key, seeded))
+}
+
+/// What the scenario did, for printing and for the end-to-end tests' assertions.
+#[derive(Debug)]
+pub struct DemoOutcome {
+    pub tenant_id: String,
+    pub admin_key: String,
+    pub discovery_run: Value,
+    pub preview: Value,
+    pub sync_run: Value,
+    pub seeded: Seeded,
+}
+
+/// Runs the scenario against an API at `api.base` whose workers reach the simulator at
+/// `cipp_url`, for a simulator generated from `simulator`.
+pub async fn run_scenario(
+    master: &ApiClient,
+    cipp_url: &str,
+    cipp_token: &str,
+    simulator: &SimulatorConfig,
+    mut say: impl FnMut(String),
+) -> Result<DemoOutcome> {
+    let (tenant_id, admin_key, seeded) = seed_psa_tenant(master, simulator, &mut say).await?;
+    let admin = master.with_key(&admin_key);
     admin
         .post(
             "/api/v1/integrations/entra/connect/cipp",
@@ -580,6 +593,15 @@ pub async fn run(args: &DemoArgs, api_url: &str) -> Result<()> {
     println!(
         "  curl -s -H 'x-api-key: {}' {}/api/v1/integrations/entra/sync/runs",
         outcome.admin_key, api_url
+    );
+    println!();
+    println!(
+        "Open the web console: {}/console",
+        api_url.trim_end_matches('/')
+    );
+    println!(
+        "  sign in with the API key {} (the demo admin, user admin@demo-msp.example)",
+        outcome.admin_key
     );
     println!("Stop everything with: make stop");
     Ok(())

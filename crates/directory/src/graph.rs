@@ -389,6 +389,21 @@ pub async fn probe(
     settings: HttpSettings,
     stats: Arc<ThrottleStats>,
 ) -> Result<Option<String>, DirectoryError> {
+    probe_organization(graph_base_url, access_token, context, settings, stats)
+        .await
+        .map(|organization| organization.map(|(_, name)| name))
+}
+
+/// Like [`probe`], answering the signed-in organization's id and display name (the partner
+/// tenant for a partner token): `GET /v1.0/organization` (MICROSOFT.md §2).
+#[instrument(skip_all)]
+pub async fn probe_organization(
+    graph_base_url: &Url,
+    access_token: &SecretString,
+    context: &ErrorContext,
+    settings: HttpSettings,
+    stats: Arc<ThrottleStats>,
+) -> Result<Option<(String, String)>, DirectoryError> {
     let http = HttpCore::new(
         HttpSettings {
             background: false,
@@ -417,13 +432,17 @@ pub async fn probe(
         )
         .await?;
     let body = read_json(response).await?;
-    Ok(body
+    let organization = body
         .get("value")
         .and_then(Value::as_array)
-        .and_then(|organizations| organizations.first())
-        .and_then(|organization| organization.get("displayName"))
-        .and_then(Value::as_str)
-        .map(str::to_owned))
+        .and_then(|organizations| organizations.first());
+    let text = |key: &str| {
+        organization
+            .and_then(|organization| organization.get(key))
+            .and_then(Value::as_str)
+            .map(str::to_owned)
+    };
+    Ok(text("id").map(|id| (id, text("displayName").unwrap_or_default())))
 }
 
 #[async_trait]

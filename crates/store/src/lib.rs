@@ -24,6 +24,7 @@
 pub mod api_queries;
 pub mod audit;
 pub mod connection;
+pub mod console;
 pub mod crypto;
 pub mod delta;
 pub mod discovery;

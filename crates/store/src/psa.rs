@@ -117,6 +117,9 @@ pub struct ContactFilter {
     pub email: Option<String>,
     /// False (the default) lists active contacts only.
     pub include_inactive: bool,
+    /// Contacts whose name or email contains this text, case-insensitively (the console's
+    /// contact picker).
+    pub search: Option<String>,
 }
 
 /// A partial edit of a contact through the PSA. `Some(None)` clears an optional field.
@@ -134,17 +137,17 @@ pub struct ContactPatch {
 }
 
 #[derive(FromRow)]
-struct PsaUserRow {
-    tenant_id: Uuid,
-    user_id: Uuid,
-    email: String,
-    user_type: String,
-    permissions: Vec<String>,
-    created_at: DateTime<Utc>,
+pub(crate) struct PsaUserRow {
+    pub(crate) tenant_id: Uuid,
+    pub(crate) user_id: Uuid,
+    pub(crate) email: String,
+    pub(crate) user_type: String,
+    pub(crate) permissions: Vec<String>,
+    pub(crate) created_at: DateTime<Utc>,
 }
 
 impl PsaUserRow {
-    fn into_user(self) -> Result<PsaUser> {
+    pub(crate) fn into_user(self) -> Result<PsaUser> {
         Ok(PsaUser {
             tenant_id: self.tenant_id,
             user_id: self.user_id,
@@ -525,6 +528,8 @@ impl Store {
                AND ($3::text IS NULL OR c.email_normalized = lower(btrim($3)))
                AND ($4 OR c.is_active)
                AND ($5::text IS NULL OR (c.full_name, c.contact_id) > ($5, $6))
+               AND ($8::text IS NULL OR strpos(lower(c.full_name), lower($8)) > 0
+                    OR strpos(coalesce(c.email_normalized, ''), lower($8)) > 0)
              ORDER BY c.full_name, c.contact_id
              LIMIT $7"
         ))
@@ -535,6 +540,7 @@ impl Store {
         .bind(after.as_ref().map(|(name, _)| name.clone()))
         .bind(after.as_ref().map(|(_, id)| *id))
         .bind(limit + 1)
+        .bind(filter.search.as_deref())
         .fetch_all(&self.pool)
         .await?;
         let records = rows.into_iter().map(ContactRecord::from).collect();

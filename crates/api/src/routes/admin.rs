@@ -6,10 +6,9 @@ use std::collections::BTreeMap;
 use axum::extract::State;
 use axum::http::StatusCode;
 use axum::Json;
-use entra_sync_store::error::StoreError;
-use entra_sync_store::flags::{AMBIGUOUS_QUEUE_FLAG, FIELD_SYNC_FLAG};
+use entra_sync_store::flags::AMBIGUOUS_QUEUE_FLAG;
 use entra_sync_store::psa::PsaUserType;
-use entra_sync_store::review::{ReviewFilter, ReviewItemRecord, ReviewResolution, ReviewStatus};
+use entra_sync_store::review::ReviewItemRecord;
 use entra_sync_store::settings::{FilterOverride, TenantSettings};
 use serde::{Deserialize, Serialize};
 use utoipa::{IntoParams, ToSchema};
@@ -17,7 +16,8 @@ use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 use uuid::Uuid;
 
-use super::{audit, check_text, ListResponse, PageQuery};
+use super::{ListResponse, PageQuery};
+use crate::app::Caller;
 use crate::auth::{AuditRead, Authorized, EntraRead, EntraUpdate};
 use crate::error::{ApiError, ErrorBody};
 use crate::extract::{ApiJson, ApiPath, ApiQuery};
@@ -43,7 +43,7 @@ pub(crate) enum FieldPolicyValue {
 }
 
 impl FieldPolicyValue {
-    fn as_str(self) -> &'static str {
+    pub(crate) fn as_str(self) -> &'static str {
         match self {
             FieldPolicyValue::Off => "off",
             FieldPolicyValue::FillBlank => "fill_blank",
@@ -51,7 +51,7 @@ impl FieldPolicyValue {
         }
     }
 
-    fn parse(value: &str) -> FieldPolicyValue {
+    pub(crate) fn parse(value: &str) -> FieldPolicyValue {
         match value {
             "fill_blank" => FieldPolicyValue::FillBlank,
             "overwrite" => FieldPolicyValue::Overwrite,
@@ -63,24 +63,24 @@ impl FieldPolicyValue {
 #[derive(Debug, Default, Serialize, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub(crate) struct FiltersDocument {
-    exclude_guests: Option<bool>,
-    exclude_disabled_on_create: Option<bool>,
-    licensed_only: Option<bool>,
-    domain_allow: Option<Vec<String>>,
-    domain_deny: Option<Vec<String>>,
+    pub(crate) exclude_guests: Option<bool>,
+    pub(crate) exclude_disabled_on_create: Option<bool>,
+    pub(crate) licensed_only: Option<bool>,
+    pub(crate) domain_allow: Option<Vec<String>>,
+    pub(crate) domain_deny: Option<Vec<String>>,
     /// Regular expressions matched against UPN, mail and display name.
-    exclusion_patterns: Option<Vec<String>>,
+    pub(crate) exclusion_patterns: Option<Vec<String>>,
     /// Security group object ids (GUIDs): when any are set, only their direct or nested
     /// member users become contacts. Skipped users count as `not_in_included_group`.
-    include_groups: Option<Vec<String>>,
+    pub(crate) include_groups: Option<Vec<String>>,
     /// Security group object ids (GUIDs) whose direct or nested member users never become
     /// contacts; exclusion wins over inclusion. Skipped users count as `in_excluded_group`.
-    exclude_groups: Option<Vec<String>>,
+    pub(crate) exclude_groups: Option<Vec<String>>,
 }
 
 /// Group ids are stored as Graph returns them, lowercase and without spaces; any other text is
 /// kept as typed so validation can name it.
-fn normalize_group_ids(groups: Vec<String>) -> Vec<String> {
+pub(crate) fn normalize_group_ids(groups: Vec<String>) -> Vec<String> {
     groups
         .into_iter()
         .map(|group| {
@@ -98,9 +98,9 @@ fn normalize_group_ids(groups: Vec<String>) -> Vec<String> {
 #[serde(deny_unknown_fields)]
 pub(crate) struct ScheduleDocument {
     /// Recurring sync on or off (off by default).
-    enabled: Option<bool>,
+    pub(crate) enabled: Option<bool>,
     /// 900 (15 minutes) to 2592000 (30 days); default 86400.
-    interval_seconds: Option<u64>,
+    pub(crate) interval_seconds: Option<u64>,
 }
 
 /// The settings document. On PUT, omitted keys take their defaults.
@@ -108,28 +108,28 @@ pub(crate) struct ScheduleDocument {
 #[serde(deny_unknown_fields)]
 pub(crate) struct SettingsBody {
     /// Field (`name`, `email`, `phone`, `mobile`, `job_title`) to policy.
-    field_policy: Option<BTreeMap<String, FieldPolicyValue>>,
+    pub(crate) field_policy: Option<BTreeMap<String, FieldPolicyValue>>,
     #[serde(default, deserialize_with = "super::object_or_null")]
-    filters: Option<FiltersDocument>,
-    mark_inactive_when_disabled: Option<bool>,
+    pub(crate) filters: Option<FiltersDocument>,
+    pub(crate) mark_inactive_when_disabled: Option<bool>,
     #[serde(default, deserialize_with = "super::object_or_null")]
-    schedule: Option<ScheduleDocument>,
-    discovery_before_sync: Option<bool>,
+    pub(crate) schedule: Option<ScheduleDocument>,
+    pub(crate) discovery_before_sync: Option<bool>,
 }
 
 #[derive(Debug, Serialize, ToSchema)]
 pub(crate) struct SettingsView {
-    field_policy: BTreeMap<String, FieldPolicyValue>,
-    filters: FiltersDocument,
-    mark_inactive_when_disabled: bool,
-    schedule: ScheduleDocument,
-    discovery_before_sync: bool,
+    pub(crate) field_policy: BTreeMap<String, FieldPolicyValue>,
+    pub(crate) filters: FiltersDocument,
+    pub(crate) mark_inactive_when_disabled: bool,
+    pub(crate) schedule: ScheduleDocument,
+    pub(crate) discovery_before_sync: bool,
     /// The `entra-integration-field-sync` flag: off means no field overwrites are applied
     /// whatever the field policy says.
-    field_sync_enabled: bool,
+    pub(crate) field_sync_enabled: bool,
 }
 
-fn settings_view(settings: TenantSettings, field_sync_enabled: bool) -> SettingsView {
+pub(crate) fn settings_view(settings: TenantSettings, field_sync_enabled: bool) -> SettingsView {
     SettingsView {
         field_policy: settings
             .field_policy
@@ -164,10 +164,9 @@ async fn get_settings(
     caller: Authorized<EntraRead>,
     State(state): State<AppState>,
 ) -> Result<Json<SettingsView>, ApiError> {
-    let tenant_id = caller.user.tenant_id;
-    let settings = state.store.load_settings(tenant_id).await?;
-    let field_sync = state.store.flag_enabled(FIELD_SYNC_FLAG, tenant_id).await?;
-    Ok(Json(settings_view(settings, field_sync)))
+    crate::app::admin::get_settings(&state, &Caller::from(caller))
+        .await
+        .map(Json)
 }
 
 /// Replaces the settings (validated: known fields, compiling patterns, domains, interval
@@ -182,95 +181,12 @@ async fn put_settings(
     State(state): State<AppState>,
     ApiJson(body): ApiJson<SettingsBody>,
 ) -> Result<Json<SettingsView>, ApiError> {
-    let tenant_id = caller.user.tenant_id;
-    let mut settings = TenantSettings::default();
-    if let Some(field_policy) = body.field_policy {
-        for (field, policy) in field_policy {
-            check_text("field_policy", &field, 64)?;
-            settings
-                .field_policy
-                .insert(field, policy.as_str().to_owned());
-        }
-    }
-    if let Some(filters) = body.filters {
-        let target = &mut settings.filters;
-        if let Some(value) = filters.exclude_guests {
-            target.exclude_guests = value;
-        }
-        if let Some(value) = filters.exclude_disabled_on_create {
-            target.exclude_disabled_on_create = value;
-        }
-        if let Some(value) = filters.licensed_only {
-            target.licensed_only = value;
-        }
-        for (name, list) in [
-            ("filters.domain_allow", &filters.domain_allow),
-            ("filters.domain_deny", &filters.domain_deny),
-            ("filters.exclusion_patterns", &filters.exclusion_patterns),
-            ("filters.include_groups", &filters.include_groups),
-            ("filters.exclude_groups", &filters.exclude_groups),
-        ] {
-            for entry in list.iter().flatten() {
-                check_text(name, entry, 1024)?;
-            }
-        }
-        if let Some(value) = filters.domain_allow {
-            target.domain_allow = value;
-        }
-        if let Some(value) = filters.domain_deny {
-            target.domain_deny = value;
-        }
-        if let Some(value) = filters.exclusion_patterns {
-            target.exclusion_patterns = value;
-        }
-        if let Some(value) = filters.include_groups {
-            target.include_groups = normalize_group_ids(value);
-        }
-        if let Some(value) = filters.exclude_groups {
-            target.exclude_groups = normalize_group_ids(value);
-        }
-    }
-    if let Some(value) = body.mark_inactive_when_disabled {
-        settings.mark_inactive_when_disabled = value;
-    }
-    if let Some(schedule) = body.schedule {
-        if let Some(enabled) = schedule.enabled {
-            settings.schedule.enabled = enabled;
-        }
-        if let Some(interval_seconds) = schedule.interval_seconds {
-            settings.schedule.interval_seconds = interval_seconds;
-        }
-    }
-    if let Some(value) = body.discovery_before_sync {
-        settings.discovery_before_sync = value;
-    }
-    settings.validate().map_err(|error| match error {
-        StoreError::Invalid(message) => ApiError::unprocessable("invalid_settings", message),
-        other => ApiError::from(other),
-    })?;
-    state
-        .store
-        .save_settings(tenant_id, &settings, &caller.actor())
+    crate::app::admin::put_settings(&state, &Caller::from(caller), body)
         .await
-        .map_err(|error| match error {
-            StoreError::Invalid(message) => ApiError::unprocessable("invalid_settings", message),
-            other => ApiError::from(other),
-        })?;
-    super::refresh_schedule(&state, tenant_id).await;
-    audit(
-        &state,
-        tenant_id,
-        &caller.actor(),
-        "entra.settings.update",
-        Some("settings".to_owned()),
-        serde_json::to_value(&settings).unwrap_or_default(),
-    )
-    .await?;
-    let field_sync = state.store.flag_enabled(FIELD_SYNC_FLAG, tenant_id).await?;
-    Ok(Json(settings_view(settings, field_sync)))
+        .map(Json)
 }
 
-async fn require_queue(state: &AppState, tenant_id: Uuid) -> Result<(), ApiError> {
+pub(crate) async fn require_queue(state: &AppState, tenant_id: Uuid) -> Result<(), ApiError> {
     if state
         .store
         .flag_enabled(AMBIGUOUS_QUEUE_FLAG, tenant_id)
@@ -299,39 +215,39 @@ pub(crate) enum ReviewStatusFilter {
 #[serde(deny_unknown_fields)]
 pub(crate) struct ReviewQuery {
     #[param(inline)]
-    status: Option<ReviewStatusFilter>,
-    client_id: Option<Uuid>,
-    managed_tenant_id: Option<Uuid>,
-    limit: Option<u32>,
-    cursor: Option<String>,
+    pub(crate) status: Option<ReviewStatusFilter>,
+    pub(crate) client_id: Option<Uuid>,
+    pub(crate) managed_tenant_id: Option<Uuid>,
+    pub(crate) limit: Option<u32>,
+    pub(crate) cursor: Option<String>,
 }
 
 #[derive(Debug, Serialize, ToSchema)]
 pub(crate) struct ReviewCandidateView {
-    contact_id: Option<Uuid>,
-    client_id: Option<Uuid>,
-    full_name: Option<String>,
-    email: Option<String>,
+    pub(crate) contact_id: Option<Uuid>,
+    pub(crate) client_id: Option<Uuid>,
+    pub(crate) full_name: Option<String>,
+    pub(crate) email: Option<String>,
 }
 
 #[derive(Debug, Serialize, ToSchema)]
 pub(crate) struct ReviewItemView {
-    item_id: Uuid,
+    pub(crate) item_id: Uuid,
     /// `open`, `resolved` or `dismissed`.
-    status: String,
+    pub(crate) status: String,
     /// `multiple_candidates`, `candidate_in_other_client` or `candidate_linked_to_other_user`.
-    reason: String,
-    managed_tenant_id: Uuid,
-    client_id: Option<Uuid>,
-    object_id: String,
-    display_name: Option<String>,
-    email: Option<String>,
-    candidates: Vec<ReviewCandidateView>,
+    pub(crate) reason: String,
+    pub(crate) managed_tenant_id: Uuid,
+    pub(crate) client_id: Option<Uuid>,
+    pub(crate) object_id: String,
+    pub(crate) display_name: Option<String>,
+    pub(crate) email: Option<String>,
+    pub(crate) candidates: Vec<ReviewCandidateView>,
     #[schema(value_type = Option<Object>)]
-    resolution: Option<serde_json::Value>,
-    note: Option<String>,
-    created_at: chrono::DateTime<chrono::Utc>,
-    updated_at: chrono::DateTime<chrono::Utc>,
+    pub(crate) resolution: Option<serde_json::Value>,
+    pub(crate) note: Option<String>,
+    pub(crate) created_at: chrono::DateTime<chrono::Utc>,
+    pub(crate) updated_at: chrono::DateTime<chrono::Utc>,
 }
 
 impl From<ReviewItemRecord> for ReviewItemView {
@@ -389,27 +305,9 @@ async fn list_review_items(
     State(state): State<AppState>,
     ApiQuery(query): ApiQuery<ReviewQuery>,
 ) -> Result<Json<ListResponse<ReviewItemView>>, ApiError> {
-    let tenant_id = caller.user.tenant_id;
-    require_queue(&state, tenant_id).await?;
-    let page = PageQuery {
-        limit: query.limit,
-        cursor: query.cursor.clone(),
-    }
-    .page_request()?;
-    let filter = ReviewFilter {
-        status: query.status.map(|status| match status {
-            ReviewStatusFilter::Open => ReviewStatus::Open,
-            ReviewStatusFilter::Resolved => ReviewStatus::Resolved,
-            ReviewStatusFilter::Dismissed => ReviewStatus::Dismissed,
-        }),
-        client_id: query.client_id,
-        managed_tenant_id: query.managed_tenant_id,
-    };
-    let items = state
-        .store
-        .list_review_items(tenant_id, &filter, &page)
-        .await?;
-    Ok(Json(ListResponse::from_page(items, ReviewItemView::from)))
+    crate::app::admin::list_review_items(&state, &Caller::from(caller), query)
+        .await
+        .map(Json)
 }
 
 #[derive(Debug, Deserialize, ToSchema)]
@@ -443,61 +341,21 @@ async fn resolve_review_item(
     ApiPath(item_id): ApiPath<Uuid>,
     ApiJson(body): ApiJson<ResolveBody>,
 ) -> Result<Json<ReviewItemView>, ApiError> {
-    let tenant_id = caller.user.tenant_id;
-    require_queue(&state, tenant_id).await?;
-    let resolution = match body {
-        ResolveBody::LinkExisting {
-            contact_id,
-            allow_other_client,
-        } => ReviewResolution::LinkExisting {
-            contact_id,
-            allow_other_client,
-        },
-        ResolveBody::CreateNew {} => ReviewResolution::CreateNew,
-        ResolveBody::Dismiss { note } => {
-            if let Some(note) = &note {
-                check_text("note", note, 2000)?;
-            }
-            ReviewResolution::Dismiss { note }
-        }
-    };
-    let record = state
-        .store
-        .resolve_review_item(tenant_id, item_id, &resolution, &caller.actor())
-        .await?;
-    let (action, detail) = match &resolution {
-        ReviewResolution::LinkExisting {
-            contact_id,
-            allow_other_client,
-        } => (
-            "link_existing",
-            serde_json::json!({"contact_id": contact_id, "allow_other_client": allow_other_client}),
-        ),
-        ReviewResolution::CreateNew => ("create_new", serde_json::json!({})),
-        ReviewResolution::Dismiss { .. } => ("dismiss", serde_json::json!({})),
-    };
-    audit(
-        &state,
-        tenant_id,
-        &caller.actor(),
-        &format!("entra.review.{action}"),
-        Some(format!("review_item:{item_id}")),
-        detail,
-    )
-    .await?;
-    Ok(Json(record.into()))
+    crate::app::admin::resolve_review_item(&state, &Caller::from(caller), item_id, body)
+        .await
+        .map(Json)
 }
 
 #[derive(Debug, Serialize, ToSchema)]
 pub(crate) struct AuditEntryView {
-    audit_id: Uuid,
+    pub(crate) audit_id: Uuid,
     /// `user:<id>` or `platform`.
-    actor: String,
-    action: String,
-    target: Option<String>,
+    pub(crate) actor: String,
+    pub(crate) action: String,
+    pub(crate) target: Option<String>,
     #[schema(value_type = Option<Object>)]
-    detail: Option<serde_json::Value>,
-    at: chrono::DateTime<chrono::Utc>,
+    pub(crate) detail: Option<serde_json::Value>,
+    pub(crate) at: chrono::DateTime<chrono::Utc>,
 }
 
 /// Every change made through the API in the caller's tenant (who, what, when), newest first.
@@ -543,34 +401,12 @@ async fn reopen_review_item(
     State(state): State<AppState>,
     ApiPath(item_id): ApiPath<Uuid>,
 ) -> Result<Json<ReviewItemView>, ApiError> {
-    let tenant_id = caller.user.tenant_id;
-    require_queue(&state, tenant_id).await?;
-    let record = state
-        .store
-        .reopen_review_item(tenant_id, item_id)
+    crate::app::admin::reopen_review_item(&state, &Caller::from(caller), item_id)
         .await
-        .map_err(|error| match error {
-            StoreError::Conflict(code) if code == "review_item_not_dismissed" => {
-                ApiError::conflict(
-                    "review_item_not_dismissed",
-                    "only a dismissed item can be re-opened (or the user already has an open item)",
-                )
-            }
-            other => ApiError::from(other),
-        })?;
-    audit(
-        &state,
-        tenant_id,
-        &caller.actor(),
-        "entra.review.reopen",
-        Some(format!("review_item:{item_id}")),
-        serde_json::json!({}),
-    )
-    .await?;
-    Ok(Json(record.into()))
+        .map(Json)
 }
 
-fn filter_override_view(filter_override: FilterOverride) -> FiltersDocument {
+pub(crate) fn filter_override_view(filter_override: FilterOverride) -> FiltersDocument {
     FiltersDocument {
         exclude_guests: filter_override.exclude_guests,
         exclude_disabled_on_create: filter_override.exclude_disabled_on_create,
@@ -595,16 +431,9 @@ async fn get_filter_override(
     State(state): State<AppState>,
     ApiPath(managed_tenant_id): ApiPath<Uuid>,
 ) -> Result<Json<FiltersDocument>, ApiError> {
-    let tenant_id = caller.user.tenant_id;
-    state
-        .store
-        .get_managed_tenant(tenant_id, managed_tenant_id)
-        .await?;
-    let filter_override = state
-        .store
-        .load_filter_override(tenant_id, managed_tenant_id)
-        .await?;
-    Ok(Json(filter_override_view(filter_override)))
+    crate::app::admin::get_filter_override(&state, &Caller::from(caller), managed_tenant_id)
+        .await
+        .map(Json)
 }
 
 /// Replaces a managed tenant's filter overrides (validated merged over the tenant's filters);
@@ -622,53 +451,7 @@ async fn put_filter_override(
     ApiPath(managed_tenant_id): ApiPath<Uuid>,
     ApiJson(body): ApiJson<FiltersDocument>,
 ) -> Result<Json<FiltersDocument>, ApiError> {
-    let tenant_id = caller.user.tenant_id;
-    state
-        .store
-        .get_managed_tenant(tenant_id, managed_tenant_id)
-        .await?;
-    for (name, list) in [
-        ("domain_allow", &body.domain_allow),
-        ("domain_deny", &body.domain_deny),
-        ("exclusion_patterns", &body.exclusion_patterns),
-        ("include_groups", &body.include_groups),
-        ("exclude_groups", &body.exclude_groups),
-    ] {
-        for entry in list.iter().flatten() {
-            check_text(name, entry, 1024)?;
-        }
-    }
-    let filter_override = FilterOverride {
-        exclude_guests: body.exclude_guests,
-        exclude_disabled_on_create: body.exclude_disabled_on_create,
-        licensed_only: body.licensed_only,
-        domain_allow: body.domain_allow,
-        domain_deny: body.domain_deny,
-        exclusion_patterns: body.exclusion_patterns,
-        include_groups: body.include_groups.map(normalize_group_ids),
-        exclude_groups: body.exclude_groups.map(normalize_group_ids),
-    };
-    state
-        .store
-        .save_filter_override(
-            tenant_id,
-            managed_tenant_id,
-            &filter_override,
-            &caller.actor(),
-        )
+    crate::app::admin::put_filter_override(&state, &Caller::from(caller), managed_tenant_id, body)
         .await
-        .map_err(|error| match error {
-            StoreError::Invalid(message) => ApiError::unprocessable("invalid_settings", message),
-            other => ApiError::from(other),
-        })?;
-    audit(
-        &state,
-        tenant_id,
-        &caller.actor(),
-        "entra.managed_tenant.filters.update",
-        Some(format!("managed_tenant:{managed_tenant_id}")),
-        serde_json::to_value(&filter_override).unwrap_or_default(),
-    )
-    .await?;
-    Ok(Json(filter_override_view(filter_override)))
+        .map(Json)
 }

@@ -9,14 +9,9 @@ use axum::Json;
 use entra_sync_directory::cipp::{CippAuth, CippClient, CippConfig};
 use entra_sync_directory::error::DirectoryError;
 use entra_sync_directory::http::{HttpSettings, ThrottleStats};
-use entra_sync_domain::mapping::{preview_state, ClientForMapping, MappingState};
 use entra_sync_store::connection::{CippCredentialsRecord, ConnectionCredentials};
 use entra_sync_store::discovery::ManagedTenantRecord;
-use entra_sync_store::flags::{
-    AMBIGUOUS_QUEUE_FLAG, CIPP_FLAG, CLIENT_SYNC_ACTION_FLAG, FIELD_SYNC_FLAG,
-};
-use entra_sync_store::mapping::{MappingAction, MappingDecisionInput, MappingRecord};
-use entra_sync_store::runs::{RunKind, RunScope, RunTrigger};
+use entra_sync_store::mapping::MappingRecord;
 use secrecy::SecretString;
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
@@ -24,14 +19,15 @@ use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 use uuid::Uuid;
 
-use super::runs::{start_run, RunView};
-use super::{audit, check_text, paginate, ListResponse, PageQuery};
+use super::runs::RunView;
+use super::{audit, check_text, ListResponse, PageQuery};
+use crate::app::Caller;
 use crate::auth::{Authorized, EntraRead, EntraUpdate};
 use crate::error::{ApiError, ErrorBody};
 use crate::extract::{ApiJson, ApiPath, ApiQuery};
 use crate::AppState;
 
-const MAX_DECISIONS: usize = 1000;
+pub(crate) const MAX_DECISIONS: usize = 1000;
 
 pub(super) fn routes() -> OpenApiRouter<AppState> {
     OpenApiRouter::new()
@@ -50,53 +46,56 @@ pub(super) fn routes() -> OpenApiRouter<AppState> {
 #[derive(Debug, Serialize, ToSchema)]
 pub(crate) struct ConnectionView {
     /// `direct`, `cipp`, or null.
-    kind: Option<String>,
+    pub(crate) kind: Option<String>,
     /// `disconnected`, `connected`, `needs_reconnect` or `validation_failed`.
-    status: String,
-    cipp_base_url: Option<String>,
-    connected_at: Option<chrono::DateTime<chrono::Utc>>,
+    pub(crate) status: String,
+    pub(crate) cipp_base_url: Option<String>,
+    pub(crate) connected_at: Option<chrono::DateTime<chrono::Utc>>,
     #[schema(value_type = Option<Object>)]
-    last_error: Option<serde_json::Value>,
+    pub(crate) last_error: Option<serde_json::Value>,
 }
 
 #[derive(Debug, Serialize, ToSchema)]
 pub(crate) struct CountsSummaryView {
-    managed_tenants: i64,
-    active_managed_tenants: i64,
-    missing_managed_tenants: i64,
-    mapped: i64,
-    skipped: i64,
-    undecided: i64,
-    linked_contacts: i64,
-    open_review_items: i64,
+    pub(crate) managed_tenants: i64,
+    pub(crate) active_managed_tenants: i64,
+    pub(crate) missing_managed_tenants: i64,
+    pub(crate) mapped: i64,
+    pub(crate) skipped: i64,
+    pub(crate) undecided: i64,
+    pub(crate) linked_contacts: i64,
+    pub(crate) open_review_items: i64,
 }
 
 #[derive(Debug, Serialize, ToSchema)]
 pub(crate) struct ScheduleView {
-    enabled: bool,
-    interval_seconds: u64,
+    pub(crate) enabled: bool,
+    pub(crate) interval_seconds: u64,
 }
 
 #[derive(Debug, Serialize, ToSchema)]
 pub(crate) struct FeaturesView {
-    client_sync_action: bool,
-    cipp: bool,
+    pub(crate) client_sync_action: bool,
+    pub(crate) cipp: bool,
     /// Off: the sync applies no field overwrites.
-    field_sync: bool,
-    ambiguous_queue: bool,
+    pub(crate) field_sync: bool,
+    pub(crate) ambiguous_queue: bool,
 }
 
 #[derive(Debug, Serialize, ToSchema)]
 pub(crate) struct IntegrationStatusView {
-    connection: ConnectionView,
-    counts: CountsSummaryView,
-    schedule: ScheduleView,
-    features: FeaturesView,
-    last_sync_run: Option<RunView>,
-    last_discovery_run: Option<RunView>,
+    pub(crate) connection: ConnectionView,
+    pub(crate) counts: CountsSummaryView,
+    pub(crate) schedule: ScheduleView,
+    pub(crate) features: FeaturesView,
+    pub(crate) last_sync_run: Option<RunView>,
+    pub(crate) last_discovery_run: Option<RunView>,
 }
 
-async fn connection_view(state: &AppState, tenant_id: Uuid) -> Result<ConnectionView, ApiError> {
+pub(crate) async fn connection_view(
+    state: &AppState,
+    tenant_id: Uuid,
+) -> Result<ConnectionView, ApiError> {
     let summary = state.store.connection_summary(tenant_id).await?;
     Ok(ConnectionView {
         kind: summary.kind,
@@ -115,39 +114,9 @@ async fn integration_status(
     caller: Authorized<EntraRead>,
     State(state): State<AppState>,
 ) -> Result<Json<IntegrationStatusView>, ApiError> {
-    let tenant_id = caller.user.tenant_id;
-    let connection = connection_view(&state, tenant_id).await?;
-    let counts = state.store.status_page_counts(tenant_id).await?;
-    let settings = state.store.load_settings(tenant_id).await?;
-    let flags = state.store.enabled_flags(tenant_id).await?;
-    let enabled = |flag: &str| flags.iter().any(|enabled| enabled == flag);
-    let last_sync_run = state.store.last_run(tenant_id, RunKind::Sync).await?;
-    let last_discovery_run = state.store.last_run(tenant_id, RunKind::Discovery).await?;
-    Ok(Json(IntegrationStatusView {
-        connection,
-        counts: CountsSummaryView {
-            managed_tenants: counts.managed_tenants,
-            active_managed_tenants: counts.active_managed_tenants,
-            missing_managed_tenants: counts.missing_managed_tenants,
-            mapped: counts.mapped,
-            skipped: counts.skipped,
-            undecided: counts.undecided,
-            linked_contacts: counts.linked_contacts,
-            open_review_items: counts.open_review_items,
-        },
-        schedule: ScheduleView {
-            enabled: settings.schedule.enabled,
-            interval_seconds: settings.schedule.interval_seconds,
-        },
-        features: FeaturesView {
-            client_sync_action: enabled(CLIENT_SYNC_ACTION_FLAG),
-            cipp: enabled(CIPP_FLAG),
-            field_sync: enabled(FIELD_SYNC_FLAG),
-            ambiguous_queue: enabled(AMBIGUOUS_QUEUE_FLAG),
-        },
-        last_sync_run: last_sync_run.as_ref().map(RunView::from),
-        last_discovery_run: last_discovery_run.as_ref().map(RunView::from),
-    }))
+    crate::app::entra::integration_status(&state, &Caller::from(caller))
+        .await
+        .map(Json)
 }
 
 /// CIPP credentials: `{base_url, api_token}` or `{base_url, client_id, client_secret,
@@ -155,11 +124,11 @@ async fn integration_status(
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub(crate) struct CippConnectBody {
-    base_url: String,
-    api_token: Option<String>,
-    client_id: Option<String>,
-    client_secret: Option<String>,
-    tenant_id: Option<String>,
+    pub(crate) base_url: String,
+    pub(crate) api_token: Option<String>,
+    pub(crate) client_id: Option<String>,
+    pub(crate) client_secret: Option<String>,
+    pub(crate) tenant_id: Option<String>,
 }
 
 fn loopback(host: &url::Host<&str>) -> bool {
@@ -172,7 +141,7 @@ fn loopback(host: &url::Host<&str>) -> bool {
 
 /// A CIPP base URL: https (http only for loopback hosts, as in local tests), no credentials,
 /// query or fragment.
-fn parse_cipp_base_url(raw: &str) -> Result<url::Url, ApiError> {
+pub(crate) fn parse_cipp_base_url(raw: &str) -> Result<url::Url, ApiError> {
     let invalid =
         |why: &str| ApiError::unprocessable("invalid_base_url", format!("base_url {why}"));
     check_text("base_url", raw, 2048)?;
@@ -206,7 +175,7 @@ fn required_secret(field: &str, value: Option<String>) -> Result<String, ApiErro
     Ok(trimmed.to_owned())
 }
 
-fn cipp_credentials(body: CippConnectBody) -> Result<CippCredentialsRecord, ApiError> {
+pub(crate) fn cipp_credentials(body: CippConnectBody) -> Result<CippCredentialsRecord, ApiError> {
     let client_fields =
         body.client_id.is_some() || body.client_secret.is_some() || body.tenant_id.is_some();
     match (body.api_token, client_fields) {
@@ -275,7 +244,7 @@ pub(crate) fn cipp_client(
 
 /// A provider failure as the caller sees it: transient and unusable answers are the
 /// provider's fault (502); credentials, consent and configuration are the caller's (422).
-fn provider_error(provider: &str, error: &DirectoryError) -> ApiError {
+pub(crate) fn provider_error(provider: &str, error: &DirectoryError) -> ApiError {
     let message = format!("{provider} check failed ({}): {error}", error.class());
     match error {
         DirectoryError::Transient { .. } | DirectoryError::Invalid { .. } => {
@@ -287,9 +256,9 @@ fn provider_error(provider: &str, error: &DirectoryError) -> ApiError {
 
 #[derive(Debug, Serialize, ToSchema)]
 pub(crate) struct ConnectedView {
-    connection: ConnectionView,
+    pub(crate) connection: ConnectionView,
     /// Customer tenants the credentials can see.
-    tenants_visible: usize,
+    pub(crate) tenants_visible: usize,
 }
 
 /// Connects CIPP: the credentials are validated by listing tenants before anything is saved.
@@ -303,56 +272,18 @@ async fn connect_cipp(
     State(state): State<AppState>,
     ApiJson(body): ApiJson<CippConnectBody>,
 ) -> Result<Json<ConnectedView>, ApiError> {
-    let tenant_id = caller.user.tenant_id;
-    if !state.store.flag_enabled(CIPP_FLAG, tenant_id).await? {
-        return Err(ApiError::new(
-            StatusCode::NOT_FOUND,
-            "feature_disabled",
-            "CIPP connections are not enabled for this tenant",
-        ));
-    }
-    let base_url = parse_cipp_base_url(&body.base_url)?;
-    let credentials = cipp_credentials(body)?;
-    let client = cipp_client(&state, base_url.clone(), &credentials)?;
-    let tenants = client.list_tenants().await.map_err(|error| {
-        tracing::info!(%tenant_id, class = error.class(), "CIPP connect validation failed");
-        provider_error("CIPP", &error)
-    })?;
-    let base_url_text = base_url.as_str().trim_end_matches('/').to_owned();
-    state
-        .store
-        .save_cipp_connection(tenant_id, &base_url_text, &credentials)
-        .await?;
-    super::refresh_schedule(&state, tenant_id).await;
-    audit(
-        &state,
-        tenant_id,
-        &caller.actor(),
-        "entra.connect.cipp",
-        Some("connection".to_owned()),
-        serde_json::json!({
-            "base_url": base_url_text,
-            "mode": match credentials {
-                CippCredentialsRecord::ApiToken { .. } => "api_token",
-                CippCredentialsRecord::ApiClient { .. } => "api_client",
-            },
-            "tenants_visible": tenants.len(),
-        }),
-    )
-    .await?;
-    Ok(Json(ConnectedView {
-        connection: connection_view(&state, tenant_id).await?,
-        tenants_visible: tenants.len(),
-    }))
+    crate::app::entra::connect_cipp(&state, &Caller::from(caller), body)
+        .await
+        .map(Json)
 }
 
 #[derive(Debug, Serialize, ToSchema)]
 pub(crate) struct ValidationView {
     /// Whether the probe succeeded.
-    ok: bool,
-    connection: ConnectionView,
-    tenants_visible: Option<usize>,
-    error: Option<crate::error::ErrorDetail>,
+    pub(crate) ok: bool,
+    pub(crate) connection: ConnectionView,
+    pub(crate) tenants_visible: Option<usize>,
+    pub(crate) error: Option<crate::error::ErrorDetail>,
 }
 
 /// Probes the saved connection now and records the outcome in its status.
@@ -487,25 +418,15 @@ async fn disconnect(
     caller: Authorized<EntraUpdate>,
     State(state): State<AppState>,
 ) -> Result<Json<ConnectionView>, ApiError> {
-    let tenant_id = caller.user.tenant_id;
-    state.store.disconnect(tenant_id).await?;
-    super::refresh_schedule(&state, tenant_id).await;
-    audit(
-        &state,
-        tenant_id,
-        &caller.actor(),
-        "entra.disconnect",
-        Some("connection".to_owned()),
-        serde_json::json!({}),
-    )
-    .await?;
-    Ok(Json(connection_view(&state, tenant_id).await?))
+    crate::app::entra::disconnect(&state, &Caller::from(caller))
+        .await
+        .map(Json)
 }
 
 #[derive(Debug, Serialize, ToSchema)]
 pub(crate) struct StartedDiscoveryView {
-    run_id: Uuid,
-    deduplicated: bool,
+    pub(crate) run_id: Uuid,
+    pub(crate) deduplicated: bool,
 }
 
 /// Starts discovery of the managed tenants reachable through the connection.
@@ -517,51 +438,20 @@ async fn start_discovery(
     caller: Authorized<EntraUpdate>,
     State(state): State<AppState>,
 ) -> Result<(StatusCode, Json<StartedDiscoveryView>), ApiError> {
-    let tenant_id = caller.user.tenant_id;
-    let summary = state.store.connection_summary(tenant_id).await?;
-    if !summary.has_credentials {
-        return Err(ApiError::conflict(
-            "not_connected",
-            "connect to Microsoft or CIPP before running discovery",
-        ));
-    }
-    let outcome = start_run(
-        &state,
-        tenant_id,
-        RunKind::Discovery,
-        RunTrigger::Manual,
-        RunScope::All,
-        &caller.actor(),
-    )
-    .await?;
-    audit(
-        &state,
-        tenant_id,
-        &caller.actor(),
-        "entra.discovery.start",
-        Some(format!("run:{}", outcome.run_id)),
-        serde_json::json!({"deduplicated": outcome.deduplicated}),
-    )
-    .await?;
-    Ok((
-        StatusCode::ACCEPTED,
-        Json(StartedDiscoveryView {
-            run_id: outcome.run_id,
-            deduplicated: outcome.deduplicated,
-        }),
-    ))
+    let view = crate::app::entra::start_discovery(&state, &Caller::from(caller)).await?;
+    Ok((StatusCode::ACCEPTED, Json(view)))
 }
 
 #[derive(Debug, Serialize, ToSchema)]
 pub(crate) struct ManagedTenantView {
-    managed_tenant_id: Uuid,
-    entra_tenant_id: String,
-    display_name: String,
-    domains: Vec<String>,
+    pub(crate) managed_tenant_id: Uuid,
+    pub(crate) entra_tenant_id: String,
+    pub(crate) display_name: String,
+    pub(crate) domains: Vec<String>,
     /// `active` or `missing`.
-    status: String,
-    first_seen_at: chrono::DateTime<chrono::Utc>,
-    last_seen_at: chrono::DateTime<chrono::Utc>,
+    pub(crate) status: String,
+    pub(crate) first_seen_at: chrono::DateTime<chrono::Utc>,
+    pub(crate) last_seen_at: chrono::DateTime<chrono::Utc>,
 }
 
 impl From<&ManagedTenantRecord> for ManagedTenantView {
@@ -593,36 +483,33 @@ async fn list_managed_tenants(
     State(state): State<AppState>,
     ApiQuery(query): ApiQuery<PageQuery>,
 ) -> Result<Json<ListResponse<ManagedTenantView>>, ApiError> {
-    let tenants = state
-        .store
-        .list_managed_tenants(caller.user.tenant_id)
-        .await?;
-    let views = tenants.iter().map(ManagedTenantView::from).collect();
-    Ok(Json(paginate(views, &query)?))
+    crate::app::entra::list_managed_tenants(&state, &Caller::from(caller), query)
+        .await
+        .map(Json)
 }
 
 #[derive(Debug, Serialize, ToSchema)]
 pub(crate) struct CandidateView {
-    client_id: Uuid,
-    name: String,
-    score: f64,
+    pub(crate) client_id: Uuid,
+    pub(crate) name: String,
+    pub(crate) score: f64,
     /// `primary_domain`, `secondary_domain` or `name`.
-    reason: String,
+    pub(crate) reason: String,
 }
 
 #[derive(Debug, Serialize, ToSchema)]
 pub(crate) struct PreviewItemView {
-    managed_tenant_id: Uuid,
-    entra_tenant_id: String,
-    display_name: String,
-    domains: Vec<String>,
+    pub(crate) managed_tenant_id: Uuid,
+    pub(crate) entra_tenant_id: String,
+    pub(crate) display_name: String,
+    pub(crate) domains: Vec<String>,
     /// `active` or `missing`.
-    status: String,
+    pub(crate) status: String,
     /// `auto_matched`, `needs_review`, `unmatched`, `mapped`, `skipped` or `create_client`.
-    state: String,
+    pub(crate) state: String,
     /// The auto-matched client, or the client of a decision.
-    client_id: Option<Uuid>,
-    candidates: Vec<CandidateView>,
+    pub(crate) client_id: Option<Uuid>,
+    pub(crate) candidates: Vec<CandidateView>,
 }
 
 /// Read-only preview of how each managed tenant would map; changes nothing.
@@ -636,68 +523,9 @@ async fn mapping_preview(
     State(state): State<AppState>,
     ApiQuery(query): ApiQuery<PageQuery>,
 ) -> Result<Json<ListResponse<PreviewItemView>>, ApiError> {
-    let inputs = state
-        .store
-        .mapping_preview_inputs(caller.user.tenant_id)
-        .await?;
-    let clients: Vec<ClientForMapping> = inputs
-        .clients
-        .iter()
-        .map(|client| ClientForMapping {
-            client_id: client.client_id,
-            name: client.name.clone(),
-            domains: client.domains.clone(),
-            secondary_domains: client.secondary_domains.clone(),
-        })
-        .collect();
-    let items = inputs
-        .tenants
-        .iter()
-        .map(|tenant| {
-            let managed = &tenant.managed_tenant;
-            let domains: Vec<String> = managed
-                .domains
-                .iter()
-                .map(|domain| domain.name.clone())
-                .collect();
-            let (state, client_id, candidates) = match &tenant.mapping {
-                Some(mapping) => (
-                    mapping.decision.as_str().to_owned(),
-                    mapping.client_id,
-                    Vec::new(),
-                ),
-                None => {
-                    let preview = preview_state(&managed.display_name, &domains, &clients);
-                    let client_id = match preview.state {
-                        MappingState::AutoMatched { client_id } => Some(client_id),
-                        _ => None,
-                    };
-                    let candidates = preview
-                        .candidates
-                        .iter()
-                        .map(|candidate| CandidateView {
-                            client_id: candidate.client_id,
-                            name: candidate.name.clone(),
-                            score: (candidate.score * 1000.0).round() / 1000.0,
-                            reason: candidate.reason.as_str().to_owned(),
-                        })
-                        .collect();
-                    (preview.state.as_str().to_owned(), client_id, candidates)
-                }
-            };
-            PreviewItemView {
-                managed_tenant_id: managed.managed_tenant_id,
-                entra_tenant_id: managed.entra_tenant_id.clone(),
-                display_name: managed.display_name.clone(),
-                domains,
-                status: managed.status.as_str().to_owned(),
-                state,
-                client_id,
-                candidates,
-            }
-        })
-        .collect();
-    Ok(Json(paginate(items, &query)?))
+    crate::app::entra::mapping_preview(&state, &Caller::from(caller), query)
+        .await
+        .map(Json)
 }
 
 /// One decision of a confirmation batch.
@@ -719,20 +547,20 @@ pub(crate) enum DecisionBody {
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub(crate) struct ConfirmBody {
-    decisions: Vec<DecisionBody>,
+    pub(crate) decisions: Vec<DecisionBody>,
     /// Start the initial sync of every mapped tenant once the decisions are saved.
     #[serde(default)]
-    start_initial_sync: bool,
+    pub(crate) start_initial_sync: bool,
 }
 
 #[derive(Debug, Serialize, ToSchema)]
 pub(crate) struct MappingView {
-    managed_tenant_id: Uuid,
+    pub(crate) managed_tenant_id: Uuid,
     /// `mapped`, `skipped` or `create_client`.
-    decision: String,
-    client_id: Option<Uuid>,
-    decided_by: Option<String>,
-    decided_at: chrono::DateTime<chrono::Utc>,
+    pub(crate) decision: String,
+    pub(crate) client_id: Option<Uuid>,
+    pub(crate) decided_by: Option<String>,
+    pub(crate) decided_at: chrono::DateTime<chrono::Utc>,
 }
 
 impl From<&MappingRecord> for MappingView {
@@ -749,10 +577,10 @@ impl From<&MappingRecord> for MappingView {
 
 #[derive(Debug, Serialize, ToSchema)]
 pub(crate) struct ConfirmView {
-    mappings: Vec<MappingView>,
+    pub(crate) mappings: Vec<MappingView>,
     /// The initial sync's run, when `start_initial_sync` was true.
-    run_id: Option<Uuid>,
-    deduplicated: Option<bool>,
+    pub(crate) run_id: Option<Uuid>,
+    pub(crate) deduplicated: Option<bool>,
 }
 
 /// Applies a batch of mapping decisions, all or none; optionally starts the initial sync.
@@ -766,79 +594,9 @@ async fn confirm_mappings(
     State(state): State<AppState>,
     ApiJson(body): ApiJson<ConfirmBody>,
 ) -> Result<Json<ConfirmView>, ApiError> {
-    let tenant_id = caller.user.tenant_id;
-    if body.decisions.is_empty() {
-        return Err(ApiError::unprocessable(
-            "invalid_body",
-            "decisions must not be empty",
-        ));
-    }
-    if body.decisions.len() > MAX_DECISIONS {
-        return Err(ApiError::unprocessable(
-            "invalid_body",
-            format!("at most {MAX_DECISIONS} decisions per request"),
-        ));
-    }
-    let decisions: Vec<MappingDecisionInput> = body
-        .decisions
-        .iter()
-        .map(|decision| match *decision {
-            DecisionBody::Map {
-                managed_tenant_id,
-                client_id,
-            } => MappingDecisionInput {
-                managed_tenant_id,
-                action: MappingAction::Map { client_id },
-            },
-            DecisionBody::Skip { managed_tenant_id } => MappingDecisionInput {
-                managed_tenant_id,
-                action: MappingAction::Skip,
-            },
-            DecisionBody::CreateClient { managed_tenant_id } => MappingDecisionInput {
-                managed_tenant_id,
-                action: MappingAction::CreateClient,
-            },
-        })
-        .collect();
-    let records = state
-        .store
-        .confirm_mappings(tenant_id, &decisions, &caller.actor())
-        .await?;
-    audit(
-        &state,
-        tenant_id,
-        &caller.actor(),
-        "entra.mappings.confirm",
-        Some("mappings".to_owned()),
-        serde_json::json!({
-            "decisions": records.iter().map(|record| serde_json::json!({
-                "managed_tenant_id": record.managed_tenant_id,
-                "decision": record.decision.as_str(),
-                "client_id": record.client_id,
-            })).collect::<Vec<_>>(),
-            "start_initial_sync": body.start_initial_sync,
-        }),
-    )
-    .await?;
-    let (run_id, deduplicated) = if body.start_initial_sync {
-        let outcome = start_run(
-            &state,
-            tenant_id,
-            RunKind::Sync,
-            RunTrigger::Initial,
-            RunScope::All,
-            &caller.actor(),
-        )
-        .await?;
-        (Some(outcome.run_id), Some(outcome.deduplicated))
-    } else {
-        (None, None)
-    };
-    Ok(Json(ConfirmView {
-        mappings: records.iter().map(MappingView::from).collect(),
-        run_id,
-        deduplicated,
-    }))
+    crate::app::entra::confirm_mappings(&state, &Caller::from(caller), body)
+        .await
+        .map(Json)
 }
 
 /// The confirmed mappings.
@@ -852,11 +610,9 @@ async fn list_mappings(
     State(state): State<AppState>,
     ApiQuery(query): ApiQuery<PageQuery>,
 ) -> Result<Json<ListResponse<MappingView>>, ApiError> {
-    let records = state.store.list_mappings(caller.user.tenant_id).await?;
-    Ok(Json(paginate(
-        records.iter().map(MappingView::from).collect(),
-        &query,
-    )?))
+    crate::app::entra::list_mappings(&state, &Caller::from(caller), query)
+        .await
+        .map(Json)
 }
 
 /// Removes a managed tenant's decision; its links and contacts are kept.

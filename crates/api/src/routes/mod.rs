@@ -1,13 +1,13 @@
 //! The route table: one module per area, each contributing `utoipa_axum` routes, plus the
 //! shapes several areas share (list pages, audit helper).
 
-mod admin;
-mod entra;
+pub(crate) mod admin;
+pub(crate) mod entra;
 mod health;
-mod oauth;
+pub(crate) mod oauth;
 mod platform;
-mod psa;
-mod runs;
+pub(crate) mod psa;
+pub(crate) mod runs;
 
 use axum::http::{Method, Uri};
 use entra_sync_store::page::{Page, PageRequest};

@@ -22,6 +22,7 @@ use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
 use super::audit;
+use crate::app::Caller;
 use crate::auth::{Authorized, EntraUpdate, API_KEY_HEADER};
 use crate::error::{ApiError, ErrorBody};
 use crate::extract::ApiQuery;
@@ -75,7 +76,10 @@ async fn app_registration(
 }
 
 /// The app registration's OAuth client, after the configuration checks of SPEC §2.1.
-async fn oauth_client(state: &AppState, tenant_id: uuid::Uuid) -> Result<OAuthClient, ApiError> {
+pub(crate) async fn oauth_client(
+    state: &AppState,
+    tenant_id: uuid::Uuid,
+) -> Result<OAuthClient, ApiError> {
     let microsoft = &state.config.microsoft;
     let (client_id, credential) = app_registration(state, tenant_id).await?;
     if let AppCredential::ClientSecret(secret) = &credential {
@@ -124,9 +128,9 @@ async fn oauth_client(state: &AppState, tenant_id: uuid::Uuid) -> Result<OAuthCl
 #[derive(Debug, Serialize, ToSchema)]
 pub(crate) struct AuthorizeView {
     /// Send the admin's browser here; Microsoft redirects back to the callback.
-    authorize_url: String,
+    pub(crate) authorize_url: String,
     /// The flow must finish before this time.
-    expires_at: chrono::DateTime<chrono::Utc>,
+    pub(crate) expires_at: chrono::DateTime<chrono::Utc>,
 }
 
 /// Starts a direct connection: returns the Microsoft sign-in URL (PKCE S256, single-use state
@@ -139,45 +143,18 @@ async fn connect_direct(
     caller: Authorized<EntraUpdate>,
     State(state): State<AppState>,
 ) -> Result<Json<AuthorizeView>, ApiError> {
-    let client = oauth_client(&state, caller.user.tenant_id).await?;
-    let request = client
-        .begin_authorization(None)
-        .map_err(|error| ApiError::unprocessable("direct_not_configured", error.to_string()))?;
-    let ttl = chrono::Duration::from_std(state.config.oauth_state_ttl)
-        .unwrap_or_else(|_| chrono::Duration::minutes(10));
-    let expires_at = chrono::Utc::now() + ttl;
-    state
-        .store
-        .create_oauth_state(
-            caller.user.tenant_id,
-            caller.user.user_id,
-            request.state.expose_secret(),
-            request.code_verifier.expose_secret(),
-            expires_at,
-        )
-        .await?;
-    audit(
-        &state,
-        caller.user.tenant_id,
-        &caller.actor(),
-        "entra.connect.direct.start",
-        Some("connection".to_owned()),
-        serde_json::json!({}),
-    )
-    .await?;
-    Ok(Json(AuthorizeView {
-        authorize_url: request.url.to_string(),
-        expires_at,
-    }))
+    crate::app::entra::connect_direct(&state, &Caller::from(caller))
+        .await
+        .map(Json)
 }
 
 #[derive(Debug, Default, Deserialize, IntoParams)]
 #[into_params(parameter_in = Query)]
 pub(crate) struct CallbackQuery {
-    code: Option<String>,
-    state: Option<String>,
-    error: Option<String>,
-    error_description: Option<String>,
+    pub(crate) code: Option<String>,
+    pub(crate) state: Option<String>,
+    pub(crate) error: Option<String>,
+    pub(crate) error_description: Option<String>,
 }
 
 impl std::fmt::Debug for CallbackQueryRedacted<'_> {
@@ -245,6 +222,12 @@ async fn oauth_callback(
                 .increment(1);
             if json {
                 ApiError::new(failure.status, failure.code, failure.message).into_response()
+            } else if failure.code == "session_mismatch" {
+                crate::console::refusal_page(
+                    "This sign-in belongs to another browser",
+                    "The Microsoft sign-in was started from a different console session, so it was not completed here. Nothing was changed and the sign-in can still be finished where it started.",
+                    "Finish the sign-in in the browser where you pressed Connect to Microsoft, or sign in to the console here and press Connect to Microsoft again.",
+                )
             } else {
                 Redirect::to(&format!(
                     "/console?entra_status=failure&error={}",
@@ -281,6 +264,23 @@ async fn complete_authorization(
             "an internal error occurred; it has been logged",
         )
     };
+    // A flow started from the console completes only with that console session's cookie
+    // (SPEC §10); a refused callback leaves the state unused for the browser that owns it.
+    if let Some(Some(bound)) = state
+        .store
+        .oauth_state_console_binding(&state_param)
+        .await
+        .map_err(|error| internal(&error))?
+    {
+        let presented = crate::console::session_cookie_hash(headers);
+        if presented.as_deref() != Some(bound.as_slice()) {
+            return Err(CallbackFailure::new(
+                StatusCode::FORBIDDEN,
+                "session_mismatch",
+                "this sign-in was started in another browser session; finish it in the browser that started it",
+            ));
+        }
+    }
     // Credentials presented with the callback must belong to the tenant that started the flow;
     // the store refuses the state otherwise, without using it up.
     let presented_tenant = match headers
@@ -378,7 +378,7 @@ async fn complete_authorization(
             "Microsoft issued no refresh token; the offline_access scope must be granted",
         ));
     };
-    entra_sync_directory::graph::probe(
+    let organization = entra_sync_directory::graph::probe_organization(
         &state.config.microsoft.graph_base_url,
         &token_set.access_token,
         &client.error_context(None),
@@ -405,6 +405,13 @@ async fn complete_authorization(
         )
         .await
         .map_err(|error| internal(&error))?;
+    if let Some((partner_id, partner_name)) = &organization {
+        state
+            .store
+            .set_partner_tenant(consumed.tenant_id, partner_id, partner_name)
+            .await
+            .map_err(|error| internal(&error))?;
+    }
     super::refresh_schedule(state, consumed.tenant_id).await;
     audit(
         state,

@@ -4,7 +4,7 @@ use axum::extract::State;
 use axum::http::StatusCode;
 use axum::Json;
 use entra_sync_domain::model::ContactFields;
-use entra_sync_store::psa::{Client, ContactFilter, ContactPatch, ContactRecord};
+use entra_sync_store::psa::{Client, ContactPatch, ContactRecord};
 use serde::{Deserialize, Serialize};
 use utoipa::{IntoParams, ToSchema};
 use utoipa_axum::router::OpenApiRouter;
@@ -12,6 +12,7 @@ use utoipa_axum::routes;
 use uuid::Uuid;
 
 use super::{audit, check_text, double_option, ListResponse, PageQuery};
+use crate::app::Caller;
 use crate::auth::{
     Authorized, ClientCreate, ClientRead, ContactCreate, ContactRead, ContactUpdate,
 };
@@ -33,10 +34,10 @@ pub(super) fn routes() -> OpenApiRouter<AppState> {
 
 #[derive(Debug, Serialize, ToSchema)]
 pub(crate) struct ClientView {
-    client_id: Uuid,
-    name: String,
-    domains: Vec<String>,
-    secondary_domains: Vec<String>,
+    pub(crate) client_id: Uuid,
+    pub(crate) name: String,
+    pub(crate) domains: Vec<String>,
+    pub(crate) secondary_domains: Vec<String>,
 }
 
 impl From<Client> for ClientView {
@@ -69,11 +70,11 @@ async fn list_clients(
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub(crate) struct CreateClientBody {
-    name: String,
+    pub(crate) name: String,
     #[serde(default)]
-    domains: Vec<String>,
+    pub(crate) domains: Vec<String>,
     #[serde(default)]
-    secondary_domains: Vec<String>,
+    pub(crate) secondary_domains: Vec<String>,
 }
 
 fn check_domains(field: &str, domains: &[String]) -> Result<(), ApiError> {
@@ -138,25 +139,25 @@ async fn create_client(
 
 #[derive(Debug, Serialize, ToSchema)]
 pub(crate) struct ContactLinkView {
-    managed_tenant_id: Uuid,
-    entra_tenant_id: String,
-    object_id: String,
+    pub(crate) managed_tenant_id: Uuid,
+    pub(crate) entra_tenant_id: String,
+    pub(crate) object_id: String,
 }
 
 #[derive(Debug, Serialize, ToSchema)]
 pub(crate) struct ContactView {
-    contact_id: Uuid,
-    client_id: Uuid,
-    full_name: String,
-    email: Option<String>,
-    phone: Option<String>,
-    mobile: Option<String>,
-    job_title: Option<String>,
-    is_active: bool,
+    pub(crate) contact_id: Uuid,
+    pub(crate) client_id: Uuid,
+    pub(crate) full_name: String,
+    pub(crate) email: Option<String>,
+    pub(crate) phone: Option<String>,
+    pub(crate) mobile: Option<String>,
+    pub(crate) job_title: Option<String>,
+    pub(crate) is_active: bool,
     /// `disabled_upstream`, `deleted_upstream` or `manual`.
-    inactive_reason: Option<String>,
-    sync_locked: bool,
-    link: Option<ContactLinkView>,
+    pub(crate) inactive_reason: Option<String>,
+    pub(crate) sync_locked: bool,
+    pub(crate) link: Option<ContactLinkView>,
 }
 
 impl From<ContactRecord> for ContactView {
@@ -188,12 +189,12 @@ impl From<ContactRecord> for ContactView {
 #[into_params(parameter_in = Query)]
 #[serde(deny_unknown_fields)]
 pub(crate) struct ContactQuery {
-    client_id: Option<Uuid>,
-    email: Option<String>,
+    pub(crate) client_id: Option<Uuid>,
+    pub(crate) email: Option<String>,
     #[serde(default)]
-    include_inactive: bool,
-    limit: Option<u32>,
-    cursor: Option<String>,
+    pub(crate) include_inactive: bool,
+    pub(crate) limit: Option<u32>,
+    pub(crate) cursor: Option<String>,
 }
 
 /// Lists contacts by name, with their link and inactive reason.
@@ -205,35 +206,20 @@ async fn list_contacts(
     State(state): State<AppState>,
     ApiQuery(query): ApiQuery<ContactQuery>,
 ) -> Result<Json<ListResponse<ContactView>>, ApiError> {
-    if let Some(email) = &query.email {
-        check_text("email", email, 320)
-            .map_err(|error| ApiError::bad_request("invalid_query", error.message))?;
-    }
-    let page_query = PageQuery {
-        limit: query.limit,
-        cursor: query.cursor.clone(),
-    };
-    let filter = ContactFilter {
-        client_id: query.client_id,
-        email: query.email.clone(),
-        include_inactive: query.include_inactive,
-    };
-    let page = state
-        .store
-        .list_contacts(caller.user.tenant_id, &filter, &page_query.page_request()?)
-        .await?;
-    Ok(Json(ListResponse::from_page(page, ContactView::from)))
+    crate::app::psa::list_contacts(&state, &Caller::from(caller), query, None)
+        .await
+        .map(Json)
 }
 
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub(crate) struct CreateContactBody {
-    client_id: Uuid,
-    full_name: String,
-    email: Option<String>,
-    phone: Option<String>,
-    mobile: Option<String>,
-    job_title: Option<String>,
+    pub(crate) client_id: Uuid,
+    pub(crate) full_name: String,
+    pub(crate) email: Option<String>,
+    pub(crate) phone: Option<String>,
+    pub(crate) mobile: Option<String>,
+    pub(crate) job_title: Option<String>,
 }
 
 fn check_email(email: &str) -> Result<(), ApiError> {
@@ -302,24 +288,24 @@ pub(crate) struct UpdateContactBody {
     /// Cannot be cleared (null is refused).
     #[serde(default, deserialize_with = "double_option")]
     #[schema(value_type = Option<String>)]
-    full_name: Option<Option<String>>,
+    pub(crate) full_name: Option<Option<String>>,
     /// null clears the field.
     #[serde(default, deserialize_with = "double_option")]
     #[schema(value_type = Option<String>)]
-    email: Option<Option<String>>,
+    pub(crate) email: Option<Option<String>>,
     #[serde(default, deserialize_with = "double_option")]
     #[schema(value_type = Option<String>)]
-    phone: Option<Option<String>>,
+    pub(crate) phone: Option<Option<String>>,
     #[serde(default, deserialize_with = "double_option")]
     #[schema(value_type = Option<String>)]
-    mobile: Option<Option<String>>,
+    pub(crate) mobile: Option<Option<String>>,
     #[serde(default, deserialize_with = "double_option")]
     #[schema(value_type = Option<String>)]
-    job_title: Option<Option<String>>,
+    pub(crate) job_title: Option<Option<String>>,
     /// True: the sync leaves this contact's fields and active state alone.
-    sync_locked: Option<bool>,
+    pub(crate) sync_locked: Option<bool>,
     /// False marks the contact inactive (reason `manual`); true reactivates it.
-    is_active: Option<bool>,
+    pub(crate) is_active: Option<bool>,
 }
 
 /// Edits a contact's fields, lock and active state.
@@ -395,17 +381,17 @@ async fn update_contact(
 
 #[derive(Debug, Serialize, ToSchema)]
 pub(crate) struct ContactChangeView {
-    change_id: Uuid,
-    run_id: Option<Uuid>,
-    managed_tenant_id: Option<Uuid>,
-    object_id: Option<String>,
+    pub(crate) change_id: Uuid,
+    pub(crate) run_id: Option<Uuid>,
+    pub(crate) managed_tenant_id: Option<Uuid>,
+    pub(crate) object_id: Option<String>,
     /// `create`, `link`, `update`, `inactivate`, `reactivate` or `review_link`.
-    action: String,
+    pub(crate) action: String,
     #[schema(value_type = Option<Object>)]
-    before: Option<serde_json::Value>,
+    pub(crate) before: Option<serde_json::Value>,
     #[schema(value_type = Option<Object>)]
-    after: Option<serde_json::Value>,
-    at: chrono::DateTime<chrono::Utc>,
+    pub(crate) after: Option<serde_json::Value>,
+    pub(crate) at: chrono::DateTime<chrono::Utc>,
 }
 
 /// Every change the sync made to a contact, oldest first: the answer to "why did it do that?".
@@ -419,23 +405,7 @@ async fn contact_history(
     State(state): State<AppState>,
     ApiPath(contact_id): ApiPath<Uuid>,
 ) -> Result<Json<ListResponse<ContactChangeView>>, ApiError> {
-    let tenant_id = caller.user.tenant_id;
-    state.store.get_contact(tenant_id, contact_id).await?;
-    let changes = state.store.contact_history(tenant_id, contact_id).await?;
-    Ok(Json(ListResponse {
-        items: changes
-            .into_iter()
-            .map(|change| ContactChangeView {
-                change_id: change.change_id,
-                run_id: change.run_id,
-                managed_tenant_id: change.managed_tenant_id,
-                object_id: change.object_id,
-                action: change.action,
-                before: change.before,
-                after: change.after,
-                at: change.at,
-            })
-            .collect(),
-        next_cursor: None,
-    }))
+    crate::app::psa::contact_history(&state, &Caller::from(caller), contact_id)
+        .await
+        .map(Json)
 }

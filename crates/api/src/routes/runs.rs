@@ -4,20 +4,16 @@
 use axum::extract::State;
 use axum::http::StatusCode;
 use axum::Json;
-use entra_sync_store::flags::CLIENT_SYNC_ACTION_FLAG;
-use entra_sync_store::inactivation::HeldInactivationAction;
-use entra_sync_store::runs::{
-    NewRun, RunKind, RunRecord, RunScope, RunStatus, RunTrigger, StartRunOutcome, TallyCounts,
-    TenantResultRecord,
-};
-use entra_sync_workflows::contract::{DiscoveryRunInput, SyncRunInput, CONTRACT_VERSION};
+use entra_sync_store::runs::{RunKind, RunRecord, RunScope, TallyCounts, TenantResultRecord};
 use serde::{Deserialize, Serialize};
 use utoipa::{IntoParams, ToSchema};
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 use uuid::Uuid;
 
-use super::{audit, ListResponse};
+use super::ListResponse;
+pub(crate) use crate::app::runs::start_run;
+use crate::app::Caller;
 use crate::auth::{Authorized, EntraRead, EntraUpdate};
 use crate::error::{ApiError, ErrorBody};
 use crate::extract::{ApiJson, ApiPath, ApiQuery};
@@ -33,90 +29,6 @@ pub(super) fn routes() -> OpenApiRouter<AppState> {
         .routes(routes!(preflight))
 }
 
-/// Creates a run row (or finds the running one of the same scope) and starts its workflow. If
-/// the workflow cannot be started the run is finished as failed, so no run stays `running`
-/// without a workflow.
-pub(crate) async fn start_run(
-    state: &AppState,
-    tenant_id: Uuid,
-    kind: RunKind,
-    trigger: RunTrigger,
-    scope: RunScope,
-    requested_by: &str,
-) -> Result<StartRunOutcome, ApiError> {
-    let outcome = state
-        .store
-        .start_run(&NewRun {
-            tenant_id,
-            kind,
-            trigger,
-            scope,
-            requested_by: Some(requested_by.to_owned()),
-        })
-        .await?;
-    if outcome.deduplicated {
-        return Ok(outcome);
-    }
-    let started = match kind {
-        RunKind::Sync => {
-            state
-                .starter
-                .start_sync(SyncRunInput {
-                    version: CONTRACT_VERSION,
-                    tenant_id: tenant_id.to_string(),
-                    run_id: outcome.run_id.to_string(),
-                    max_parallel_tenants: state.config.max_parallel_tenants.max(1),
-                })
-                .await
-        }
-        RunKind::Discovery => {
-            state
-                .starter
-                .start_discovery(DiscoveryRunInput {
-                    version: CONTRACT_VERSION,
-                    tenant_id: tenant_id.to_string(),
-                    run_id: outcome.run_id.to_string(),
-                })
-                .await
-        }
-    };
-    match started {
-        Ok(workflow_id) => {
-            state
-                .store
-                .set_run_workflow_id(tenant_id, outcome.run_id, &workflow_id)
-                .await?;
-            Ok(outcome)
-        }
-        Err(error) => {
-            tracing::error!(%tenant_id, run_id = %outcome.run_id, error = %error, "workflow start failed");
-            let run_error = serde_json::json!({
-                "class": "transient",
-                "code": "workflow_start_failed",
-                "message": "the workflow could not be started",
-                "remediation": "check that Temporal and a worker are running, then start the run again",
-            });
-            if let Err(finish_error) = state
-                .store
-                .finish_run(
-                    tenant_id,
-                    outcome.run_id,
-                    RunStatus::Failed,
-                    Some(&run_error),
-                )
-                .await
-            {
-                tracing::error!(%tenant_id, run_id = %outcome.run_id, error = %finish_error,
-                    "could not mark the run failed after its workflow did not start");
-            }
-            Err(ApiError::bad_gateway(
-                "workflow_start_failed",
-                "the run could not be started because the workflow engine did not accept it; try again",
-            ))
-        }
-    }
-}
-
 #[derive(Debug, Clone, Copy, Deserialize, ToSchema)]
 #[serde(rename_all = "snake_case")]
 pub(crate) enum SyncScopeName {
@@ -130,13 +42,13 @@ pub(crate) enum SyncScopeName {
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub(crate) struct SyncBody {
-    scope: SyncScopeName,
-    client_id: Option<Uuid>,
+    pub(crate) scope: SyncScopeName,
+    pub(crate) client_id: Option<Uuid>,
 }
 
 /// The scope a body names, refusing a `client_id` with `all` (it would silently sync every
 /// tenant) and `client` without one.
-fn requested_scope(body: &SyncBody) -> Result<Option<Uuid>, ApiError> {
+pub(crate) fn requested_scope(body: &SyncBody) -> Result<Option<Uuid>, ApiError> {
     match (body.scope, body.client_id) {
         (SyncScopeName::All, None) => Ok(None),
         (SyncScopeName::Client, Some(client_id)) => Ok(Some(client_id)),
@@ -153,9 +65,9 @@ fn requested_scope(body: &SyncBody) -> Result<Option<Uuid>, ApiError> {
 
 #[derive(Debug, Serialize, ToSchema)]
 pub(crate) struct StartedRunView {
-    run_id: Uuid,
+    pub(crate) run_id: Uuid,
     /// True when a run of the same scope was already running and is returned instead.
-    deduplicated: bool,
+    pub(crate) deduplicated: bool,
 }
 
 /// Starts a manual sync ("Sync All Tenants Now" or "Sync this client").
@@ -169,69 +81,16 @@ async fn start_sync(
     State(state): State<AppState>,
     ApiJson(body): ApiJson<SyncBody>,
 ) -> Result<(StatusCode, Json<StartedRunView>), ApiError> {
-    let tenant_id = caller.user.tenant_id;
-    let scope = match requested_scope(&body)? {
-        None => RunScope::All,
-        Some(client_id) => {
-            if !state
-                .store
-                .flag_enabled(CLIENT_SYNC_ACTION_FLAG, tenant_id)
-                .await?
-            {
-                return Err(ApiError::new(
-                    StatusCode::NOT_FOUND,
-                    "feature_disabled",
-                    "single-client sync is not enabled for this tenant",
-                ));
-            }
-            state.store.get_client(tenant_id, client_id).await.map_err(
-                |error| match ApiError::from(error) {
-                    error if error.status == StatusCode::NOT_FOUND => {
-                        ApiError::unprocessable("unknown_client", "the client does not exist")
-                    }
-                    other => other,
-                },
-            )?;
-            RunScope::Client(client_id)
-        }
-    };
-    let outcome = start_run(
-        &state,
-        tenant_id,
-        RunKind::Sync,
-        RunTrigger::Manual,
-        scope,
-        &caller.actor(),
-    )
-    .await?;
-    audit(
-        &state,
-        tenant_id,
-        &caller.actor(),
-        "entra.sync.start",
-        Some(format!("run:{}", outcome.run_id)),
-        serde_json::json!({
-            "scope": match scope { RunScope::All => "all", RunScope::Client(_) => "client" },
-            "client_id": match scope { RunScope::All => None, RunScope::Client(id) => Some(id) },
-            "deduplicated": outcome.deduplicated,
-        }),
-    )
-    .await?;
-    Ok((
-        StatusCode::ACCEPTED,
-        Json(StartedRunView {
-            run_id: outcome.run_id,
-            deduplicated: outcome.deduplicated,
-        }),
-    ))
+    let view = crate::app::runs::start_sync(&state, &Caller::from(caller), body).await?;
+    Ok((StatusCode::ACCEPTED, Json(view)))
 }
 
 #[derive(Debug, Serialize, ToSchema)]
 pub(crate) struct RunErrorView {
-    class: Option<String>,
-    code: Option<String>,
-    message: Option<String>,
-    remediation: Option<String>,
+    pub(crate) class: Option<String>,
+    pub(crate) code: Option<String>,
+    pub(crate) message: Option<String>,
+    pub(crate) remediation: Option<String>,
 }
 
 fn error_view(value: &Option<serde_json::Value>) -> Option<RunErrorView> {
@@ -247,17 +106,17 @@ fn error_view(value: &Option<serde_json::Value>) -> Option<RunErrorView> {
 
 #[derive(Debug, Serialize, ToSchema)]
 pub(crate) struct CountsView {
-    seen: u64,
-    eligible: u64,
-    created: u64,
-    linked: u64,
-    updated: u64,
-    inactivated: u64,
-    reactivated: u64,
-    queued: u64,
-    errors: u64,
+    pub(crate) seen: u64,
+    pub(crate) eligible: u64,
+    pub(crate) created: u64,
+    pub(crate) linked: u64,
+    pub(crate) updated: u64,
+    pub(crate) inactivated: u64,
+    pub(crate) reactivated: u64,
+    pub(crate) queued: u64,
+    pub(crate) errors: u64,
     /// Skipped users by reason.
-    skipped: std::collections::BTreeMap<String, u64>,
+    pub(crate) skipped: std::collections::BTreeMap<String, u64>,
 }
 
 impl From<&TallyCounts> for CountsView {
@@ -279,15 +138,15 @@ impl From<&TallyCounts> for CountsView {
 
 #[derive(Debug, Serialize, ToSchema)]
 pub(crate) struct TenantResultView {
-    managed_tenant_id: Uuid,
+    pub(crate) managed_tenant_id: Uuid,
     /// `running`, `completed`, `failed`, `needs_confirmation` or `cancelled`.
-    status: String,
+    pub(crate) status: String,
     /// `delta` or `full`.
-    mode: String,
-    counts: CountsView,
-    error: Option<RunErrorView>,
-    started_at: chrono::DateTime<chrono::Utc>,
-    finished_at: Option<chrono::DateTime<chrono::Utc>>,
+    pub(crate) mode: String,
+    pub(crate) counts: CountsView,
+    pub(crate) error: Option<RunErrorView>,
+    pub(crate) started_at: chrono::DateTime<chrono::Utc>,
+    pub(crate) finished_at: Option<chrono::DateTime<chrono::Utc>>,
 }
 
 impl From<&TenantResultRecord> for TenantResultView {
@@ -306,26 +165,26 @@ impl From<&TenantResultRecord> for TenantResultView {
 
 #[derive(Debug, Serialize, ToSchema)]
 pub(crate) struct RunView {
-    run_id: Uuid,
+    pub(crate) run_id: Uuid,
     /// `discovery` or `sync`.
-    kind: String,
+    pub(crate) kind: String,
     /// `initial`, `manual` or `scheduled`.
-    trigger: String,
+    pub(crate) trigger: String,
     /// `all` or `client`.
-    scope: String,
-    client_id: Option<Uuid>,
+    pub(crate) scope: String,
+    pub(crate) client_id: Option<Uuid>,
     /// `running`, `completed`, `partial`, `failed` or `cancelled`.
-    status: String,
-    requested_by: Option<String>,
-    started_at: chrono::DateTime<chrono::Utc>,
-    finished_at: Option<chrono::DateTime<chrono::Utc>>,
-    cancel_requested: bool,
+    pub(crate) status: String,
+    pub(crate) requested_by: Option<String>,
+    pub(crate) started_at: chrono::DateTime<chrono::Utc>,
+    pub(crate) finished_at: Option<chrono::DateTime<chrono::Utc>>,
+    pub(crate) cancel_requested: bool,
     /// Sync runs: the tenants' counts summed. Discovery runs: `{discovered, added,
     /// marked_missing}`.
     #[schema(value_type = Object)]
-    totals: serde_json::Value,
-    error: Option<RunErrorView>,
-    tenants: Vec<TenantResultView>,
+    pub(crate) totals: serde_json::Value,
+    pub(crate) error: Option<RunErrorView>,
+    pub(crate) tenants: Vec<TenantResultView>,
 }
 
 impl From<&RunRecord> for RunView {
@@ -377,9 +236,9 @@ pub(crate) enum KindFilter {
 pub(crate) struct RunsQuery {
     /// Only runs of this kind.
     #[param(inline)]
-    kind: Option<KindFilter>,
-    limit: Option<u32>,
-    cursor: Option<String>,
+    pub(crate) kind: Option<KindFilter>,
+    pub(crate) limit: Option<u32>,
+    pub(crate) cursor: Option<String>,
 }
 
 /// Run history, newest first (sync and discovery runs).
@@ -402,13 +261,9 @@ async fn list_runs(
         KindFilter::Sync => RunKind::Sync,
         KindFilter::Discovery => RunKind::Discovery,
     });
-    let runs = state
-        .store
-        .list_runs(caller.user.tenant_id, kind, &page)
-        .await?;
-    Ok(Json(ListResponse::from_page(runs, |run| {
-        RunView::from(&run)
-    })))
+    crate::app::runs::list_runs(&state, &Caller::from(caller), kind, page)
+        .await
+        .map(Json)
 }
 
 /// One run with its tenant results.
@@ -422,8 +277,9 @@ async fn get_run(
     State(state): State<AppState>,
     ApiPath(run_id): ApiPath<Uuid>,
 ) -> Result<Json<RunView>, ApiError> {
-    let run = state.store.get_run(caller.user.tenant_id, run_id).await?;
-    Ok(Json(RunView::from(&run)))
+    crate::app::runs::get_run(&state, &Caller::from(caller), run_id)
+        .await
+        .map(Json)
 }
 
 /// Cancels a running run (its workflow finishes the run as `cancelled`).
@@ -438,53 +294,18 @@ async fn cancel_run(
     State(state): State<AppState>,
     ApiPath(run_id): ApiPath<Uuid>,
 ) -> Result<(StatusCode, Json<RunView>), ApiError> {
-    let tenant_id = caller.user.tenant_id;
-    let run = state.store.request_run_cancel(tenant_id, run_id).await?;
-    if run.status != RunStatus::Running {
-        return Err(ApiError::conflict(
-            "run_finished",
-            format!("the run already ended as {}", run.status.as_str()),
-        ));
-    }
-    match run.workflow_id.as_deref() {
-        Some(workflow_id) => {
-            state.starter.cancel(workflow_id).await.map_err(|error| {
-                tracing::error!(%tenant_id, %run_id, error = %error, "workflow cancel failed");
-                ApiError::bad_gateway(
-                    "workflow_cancel_failed",
-                    "the workflow engine did not accept the cancellation; try again",
-                )
-            })?;
-        }
-        None => {
-            // No workflow was recorded for the run: nobody else will finish it.
-            state
-                .store
-                .finish_run(tenant_id, run_id, RunStatus::Cancelled, None)
-                .await?;
-        }
-    }
-    audit(
-        &state,
-        tenant_id,
-        &caller.actor(),
-        "entra.run.cancel",
-        Some(format!("run:{run_id}")),
-        serde_json::json!({}),
-    )
-    .await?;
-    let run = state.store.get_run(tenant_id, run_id).await?;
-    Ok((StatusCode::ACCEPTED, Json(RunView::from(&run))))
+    let view = crate::app::runs::cancel_run(&state, &Caller::from(caller), run_id).await?;
+    Ok((StatusCode::ACCEPTED, Json(view)))
 }
 
 #[derive(Debug, Serialize, ToSchema)]
 pub(crate) struct HeldInactivationView {
-    contact_id: Uuid,
-    object_id: String,
+    pub(crate) contact_id: Uuid,
+    pub(crate) object_id: String,
     /// `disabled_upstream` or `deleted_upstream`.
-    reason: String,
+    pub(crate) reason: String,
     /// `pending`, `held`, `applied` or `discarded`.
-    state: String,
+    pub(crate) state: String,
 }
 
 /// The inactivations a run queued for a managed tenant, so an admin sees what the
@@ -533,14 +354,14 @@ pub(crate) enum HeldAction {
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub(crate) struct HeldInactivationsBody {
-    action: HeldAction,
+    pub(crate) action: HeldAction,
 }
 
 #[derive(Debug, Serialize, ToSchema)]
 pub(crate) struct HeldInactivationsView {
     /// Contacts inactivated (apply) or inactivations dropped (discard).
-    affected: u64,
-    tenant: Option<TenantResultView>,
+    pub(crate) affected: u64,
+    pub(crate) tenant: Option<TenantResultView>,
 }
 
 /// Applies or discards the inactivations the mass-inactivation guard held.
@@ -559,46 +380,15 @@ async fn resolve_held_inactivations(
     ApiPath((run_id, managed_tenant_id)): ApiPath<(Uuid, Uuid)>,
     ApiJson(body): ApiJson<HeldInactivationsBody>,
 ) -> Result<Json<HeldInactivationsView>, ApiError> {
-    let tenant_id = caller.user.tenant_id;
-    let action = match body.action {
-        HeldAction::Apply => HeldInactivationAction::Apply,
-        HeldAction::Discard => HeldInactivationAction::Discard,
-    };
-    let affected = state
-        .store
-        .resolve_held_inactivations(
-            tenant_id,
-            run_id,
-            managed_tenant_id,
-            action,
-            &caller.actor(),
-        )
-        .await
-        .map_err(|error| match ApiError::from(error) {
-            error if error.status == StatusCode::NOT_FOUND => {
-                ApiError::not_found("no inactivations are held for this run and managed tenant")
-            }
-            other => other,
-        })?;
-    audit(
+    crate::app::runs::resolve_held_inactivations(
         &state,
-        tenant_id,
-        &caller.actor(),
-        match action {
-            HeldInactivationAction::Apply => "entra.held_inactivations.apply",
-            HeldInactivationAction::Discard => "entra.held_inactivations.discard",
-        },
-        Some(format!("run:{run_id}/managed_tenant:{managed_tenant_id}")),
-        serde_json::json!({"affected": affected}),
+        &Caller::from(caller),
+        run_id,
+        managed_tenant_id,
+        body,
     )
-    .await?;
-    let run = state.store.get_run(tenant_id, run_id).await?;
-    let tenant = run
-        .tenants
-        .iter()
-        .find(|result| result.managed_tenant_id == managed_tenant_id)
-        .map(TenantResultView::from);
-    Ok(Json(HeldInactivationsView { affected, tenant }))
+    .await
+    .map(Json)
 }
 
 /// Pages read per managed tenant by a preflight: enough to show what a sync would do without
@@ -609,22 +399,22 @@ const PREFLIGHT_MAX_TENANTS: usize = 25;
 
 #[derive(Debug, Serialize, ToSchema)]
 pub(crate) struct PreflightTenantView {
-    managed_tenant_id: Uuid,
-    entra_tenant_id: String,
-    client_id: Uuid,
+    pub(crate) managed_tenant_id: Uuid,
+    pub(crate) entra_tenant_id: String,
+    pub(crate) client_id: Uuid,
     /// False when the tenant has more users than the preflight read.
-    complete: bool,
-    counts: CountsView,
-    error: Option<RunErrorView>,
+    pub(crate) complete: bool,
+    pub(crate) counts: CountsView,
+    pub(crate) error: Option<RunErrorView>,
 }
 
 #[derive(Debug, Serialize, ToSchema)]
 pub(crate) struct PreflightView {
     /// What a sync of this scope would do now; nothing was written.
-    tenants: Vec<PreflightTenantView>,
-    totals: CountsView,
+    pub(crate) tenants: Vec<PreflightTenantView>,
+    pub(crate) totals: CountsView,
     /// Mapped tenants beyond the preflight's limit, not looked at.
-    tenants_not_checked: usize,
+    pub(crate) tenants_not_checked: usize,
 }
 
 /// Dry run: reads users and plans exactly as a sync would, writing nothing.

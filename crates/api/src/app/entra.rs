@@ -1,0 +1,437 @@
+//! The Entra connection and mapping: status, CIPP connect, discovery, disconnect, managed
+//! tenants, mapping preview and confirmation.
+
+use axum::http::StatusCode;
+use entra_sync_domain::mapping::{preview_state, ClientForMapping, MappingState};
+use entra_sync_store::connection::CippCredentialsRecord;
+use entra_sync_store::flags::{
+    AMBIGUOUS_QUEUE_FLAG, CIPP_FLAG, CLIENT_SYNC_ACTION_FLAG, FIELD_SYNC_FLAG,
+};
+use entra_sync_store::mapping::{MappingAction, MappingDecisionInput};
+use entra_sync_store::runs::{RunKind, RunScope, RunTrigger};
+
+use super::Caller;
+use crate::error::ApiError;
+use crate::routes::entra::*;
+use crate::routes::oauth::AuthorizeView;
+use crate::routes::runs::{start_run, RunView};
+use crate::routes::{audit, paginate, ListResponse, PageQuery};
+use crate::AppState;
+use secrecy::ExposeSecret;
+
+/// Status: connection, counts, schedule, feature flags, last runs.
+pub(crate) async fn integration_status(
+    state: &AppState,
+    caller: &Caller,
+) -> Result<IntegrationStatusView, ApiError> {
+    let tenant_id = caller.user.tenant_id;
+    let connection = crate::routes::entra::connection_view(state, tenant_id).await?;
+    let counts = state.store.status_page_counts(tenant_id).await?;
+    let settings = state.store.load_settings(tenant_id).await?;
+    let flags = state.store.enabled_flags(tenant_id).await?;
+    let enabled = |flag: &str| flags.iter().any(|enabled| enabled == flag);
+    let last_sync_run = state.store.last_run(tenant_id, RunKind::Sync).await?;
+    let last_discovery_run = state.store.last_run(tenant_id, RunKind::Discovery).await?;
+    Ok(IntegrationStatusView {
+        connection,
+        counts: CountsSummaryView {
+            managed_tenants: counts.managed_tenants,
+            active_managed_tenants: counts.active_managed_tenants,
+            missing_managed_tenants: counts.missing_managed_tenants,
+            mapped: counts.mapped,
+            skipped: counts.skipped,
+            undecided: counts.undecided,
+            linked_contacts: counts.linked_contacts,
+            open_review_items: counts.open_review_items,
+        },
+        schedule: ScheduleView {
+            enabled: settings.schedule.enabled,
+            interval_seconds: settings.schedule.interval_seconds,
+        },
+        features: FeaturesView {
+            client_sync_action: enabled(CLIENT_SYNC_ACTION_FLAG),
+            cipp: enabled(CIPP_FLAG),
+            field_sync: enabled(FIELD_SYNC_FLAG),
+            ambiguous_queue: enabled(AMBIGUOUS_QUEUE_FLAG),
+        },
+        last_sync_run: last_sync_run.as_ref().map(RunView::from),
+        last_discovery_run: last_discovery_run.as_ref().map(RunView::from),
+    })
+}
+
+/// Connects CIPP: the credentials are validated by listing tenants before anything is saved.
+pub(crate) async fn connect_cipp(
+    state: &AppState,
+    caller: &Caller,
+    body: CippConnectBody,
+) -> Result<ConnectedView, ApiError> {
+    let tenant_id = caller.user.tenant_id;
+    if !state.store.flag_enabled(CIPP_FLAG, tenant_id).await? {
+        return Err(ApiError::new(
+            StatusCode::NOT_FOUND,
+            "feature_disabled",
+            "CIPP connections are not enabled for this tenant",
+        ));
+    }
+    let base_url = parse_cipp_base_url(&body.base_url)?;
+    let credentials = cipp_credentials(body)?;
+    let client = cipp_client(state, base_url.clone(), &credentials)?;
+    let tenants = client.list_tenants().await.map_err(|error| {
+        tracing::info!(%tenant_id, class = error.class(), "CIPP connect validation failed");
+        provider_error("CIPP", &error)
+    })?;
+    let base_url_text = base_url.as_str().trim_end_matches('/').to_owned();
+    state
+        .store
+        .save_cipp_connection(tenant_id, &base_url_text, &credentials)
+        .await?;
+    // A CIPP connection replaces any direct sign-in, and its partner tenant with it.
+    state.store.clear_partner_tenant(tenant_id).await?;
+    crate::routes::refresh_schedule(state, tenant_id).await;
+    audit(
+        state,
+        tenant_id,
+        &caller.actor(),
+        "entra.connect.cipp",
+        Some("connection".to_owned()),
+        serde_json::json!({
+            "base_url": base_url_text,
+            "mode": match credentials {
+                CippCredentialsRecord::ApiToken { .. } => "api_token",
+                CippCredentialsRecord::ApiClient { .. } => "api_client",
+            },
+            "tenants_visible": tenants.len(),
+        }),
+    )
+    .await?;
+    Ok(ConnectedView {
+        connection: crate::routes::entra::connection_view(state, tenant_id).await?,
+        tenants_visible: tenants.len(),
+    })
+}
+
+/// Disconnects: credentials are cleared; mappings, runs, links and contacts are kept.
+pub(crate) async fn disconnect(
+    state: &AppState,
+    caller: &Caller,
+) -> Result<ConnectionView, ApiError> {
+    let tenant_id = caller.user.tenant_id;
+    state.store.disconnect(tenant_id).await?;
+    // The partner tenant belonged to the cleared sign-in.
+    state.store.clear_partner_tenant(tenant_id).await?;
+    crate::routes::refresh_schedule(state, tenant_id).await;
+    audit(
+        state,
+        tenant_id,
+        &caller.actor(),
+        "entra.disconnect",
+        Some("connection".to_owned()),
+        serde_json::json!({}),
+    )
+    .await?;
+    crate::routes::entra::connection_view(state, tenant_id).await
+}
+
+/// Starts discovery of the managed tenants reachable through the connection.
+pub(crate) async fn start_discovery(
+    state: &AppState,
+    caller: &Caller,
+) -> Result<StartedDiscoveryView, ApiError> {
+    let tenant_id = caller.user.tenant_id;
+    let summary = state.store.connection_summary(tenant_id).await?;
+    if !summary.has_credentials {
+        return Err(ApiError::conflict(
+            "not_connected",
+            "connect to Microsoft or CIPP before running discovery",
+        ));
+    }
+    let outcome = start_run(
+        state,
+        tenant_id,
+        RunKind::Discovery,
+        RunTrigger::Manual,
+        RunScope::All,
+        &caller.actor(),
+    )
+    .await?;
+    audit(
+        state,
+        tenant_id,
+        &caller.actor(),
+        "entra.discovery.start",
+        Some(format!("run:{}", outcome.run_id)),
+        serde_json::json!({"deduplicated": outcome.deduplicated}),
+    )
+    .await?;
+    Ok(StartedDiscoveryView {
+        run_id: outcome.run_id,
+        deduplicated: outcome.deduplicated,
+    })
+}
+
+/// The discovered managed tenants.
+pub(crate) async fn list_managed_tenants(
+    state: &AppState,
+    caller: &Caller,
+    query: PageQuery,
+) -> Result<ListResponse<ManagedTenantView>, ApiError> {
+    let tenants = state
+        .store
+        .list_managed_tenants(caller.user.tenant_id)
+        .await?;
+    let views = tenants.iter().map(ManagedTenantView::from).collect();
+    paginate(views, &query)
+}
+
+/// Read-only preview of how each managed tenant would map; changes nothing.
+pub(crate) async fn mapping_preview(
+    state: &AppState,
+    caller: &Caller,
+    query: PageQuery,
+) -> Result<ListResponse<PreviewItemView>, ApiError> {
+    let inputs = state
+        .store
+        .mapping_preview_inputs(caller.user.tenant_id)
+        .await?;
+    let clients: Vec<ClientForMapping> = inputs
+        .clients
+        .iter()
+        .map(|client| ClientForMapping {
+            client_id: client.client_id,
+            name: client.name.clone(),
+            domains: client.domains.clone(),
+            secondary_domains: client.secondary_domains.clone(),
+        })
+        .collect();
+    let items = inputs
+        .tenants
+        .iter()
+        .map(|tenant| {
+            let managed = &tenant.managed_tenant;
+            let domains: Vec<String> = managed
+                .domains
+                .iter()
+                .map(|domain| domain.name.clone())
+                .collect();
+            let (state, client_id, candidates) = match &tenant.mapping {
+                Some(mapping) => (
+                    mapping.decision.as_str().to_owned(),
+                    mapping.client_id,
+                    Vec::new(),
+                ),
+                None => {
+                    let preview = preview_state(&managed.display_name, &domains, &clients);
+                    let client_id = match preview.state {
+                        MappingState::AutoMatched { client_id } => Some(client_id),
+                        _ => None,
+                    };
+                    let candidates = preview
+                        .candidates
+                        .iter()
+                        .map(|candidate| CandidateView {
+                            client_id: candidate.client_id,
+                            name: candidate.name.clone(),
+                            score: (candidate.score * 1000.0).round() / 1000.0,
+                            reason: candidate.reason.as_str().to_owned(),
+                        })
+                        .collect();
+                    (preview.state.as_str().to_owned(), client_id, candidates)
+                }
+            };
+            PreviewItemView {
+                managed_tenant_id: managed.managed_tenant_id,
+                entra_tenant_id: managed.entra_tenant_id.clone(),
+                display_name: managed.display_name.clone(),
+                domains,
+                status: managed.status.as_str().to_owned(),
+                state,
+                client_id,
+                candidates,
+            }
+        })
+        .collect();
+    paginate(items, &query)
+}
+
+/// Applies a batch of mapping decisions, all or none; optionally starts the initial sync.
+pub(crate) async fn confirm_mappings(
+    state: &AppState,
+    caller: &Caller,
+    body: ConfirmBody,
+) -> Result<ConfirmView, ApiError> {
+    let tenant_id = caller.user.tenant_id;
+    if body.decisions.is_empty() {
+        return Err(ApiError::unprocessable(
+            "invalid_body",
+            "decisions must not be empty",
+        ));
+    }
+    if body.decisions.len() > MAX_DECISIONS {
+        return Err(ApiError::unprocessable(
+            "invalid_body",
+            format!("at most {MAX_DECISIONS} decisions per request"),
+        ));
+    }
+    let decisions: Vec<MappingDecisionInput> = body
+        .decisions
+        .iter()
+        .map(|decision| match *decision {
+            DecisionBody::Map {
+                managed_tenant_id,
+                client_id,
+            } => MappingDecisionInput {
+                managed_tenant_id,
+                action: MappingAction::Map { client_id },
+            },
+            DecisionBody::Skip { managed_tenant_id } => MappingDecisionInput {
+                managed_tenant_id,
+                action: MappingAction::Skip,
+            },
+            DecisionBody::CreateClient { managed_tenant_id } => MappingDecisionInput {
+                managed_tenant_id,
+                action: MappingAction::CreateClient,
+            },
+        })
+        .collect();
+    let records = state
+        .store
+        .confirm_mappings(tenant_id, &decisions, &caller.actor())
+        .await?;
+    audit(
+        state,
+        tenant_id,
+        &caller.actor(),
+        "entra.mappings.confirm",
+        Some("mappings".to_owned()),
+        serde_json::json!({
+            "decisions": records.iter().map(|record| serde_json::json!({
+                "managed_tenant_id": record.managed_tenant_id,
+                "decision": record.decision.as_str(),
+                "client_id": record.client_id,
+            })).collect::<Vec<_>>(),
+            "start_initial_sync": body.start_initial_sync,
+        }),
+    )
+    .await?;
+    let (run_id, deduplicated) = if body.start_initial_sync {
+        let outcome = start_run(
+            state,
+            tenant_id,
+            RunKind::Sync,
+            RunTrigger::Initial,
+            RunScope::All,
+            &caller.actor(),
+        )
+        .await?;
+        (Some(outcome.run_id), Some(outcome.deduplicated))
+    } else {
+        (None, None)
+    };
+    Ok(ConfirmView {
+        mappings: records.iter().map(MappingView::from).collect(),
+        run_id,
+        deduplicated,
+    })
+}
+
+/// The confirmed mappings.
+pub(crate) async fn list_mappings(
+    state: &AppState,
+    caller: &Caller,
+    query: PageQuery,
+) -> Result<ListResponse<MappingView>, ApiError> {
+    let records = state.store.list_mappings(caller.user.tenant_id).await?;
+    paginate(records.iter().map(MappingView::from).collect(), &query)
+}
+
+/// Starts a direct connection: the Microsoft sign-in URL (PKCE S256, single-use state bound
+/// to this tenant and user).
+pub(crate) async fn connect_direct(
+    state: &AppState,
+    caller: &Caller,
+) -> Result<AuthorizeView, ApiError> {
+    let client = crate::routes::oauth::oauth_client(state, caller.user.tenant_id).await?;
+    let request = client
+        .begin_authorization(None)
+        .map_err(|error| ApiError::unprocessable("direct_not_configured", error.to_string()))?;
+    let ttl = chrono::Duration::from_std(state.config.oauth_state_ttl)
+        .unwrap_or_else(|_| chrono::Duration::minutes(10));
+    let expires_at = chrono::Utc::now() + ttl;
+    state
+        .store
+        .create_oauth_state(
+            caller.user.tenant_id,
+            caller.user.user_id,
+            request.state.expose_secret(),
+            request.code_verifier.expose_secret(),
+            expires_at,
+        )
+        .await?;
+    audit(
+        state,
+        caller.user.tenant_id,
+        &caller.actor(),
+        "entra.connect.direct.start",
+        Some("connection".to_owned()),
+        serde_json::json!({}),
+    )
+    .await?;
+    Ok(AuthorizeView {
+        authorize_url: request.url.to_string(),
+        expires_at,
+    })
+}
+
+/// Tries CIPP credentials without saving anything ("Test connection"): how many customer
+/// tenants they can see.
+pub(crate) async fn test_cipp(
+    state: &AppState,
+    caller: &Caller,
+    body: CippConnectBody,
+) -> Result<usize, ApiError> {
+    let tenant_id = caller.user.tenant_id;
+    if !state.store.flag_enabled(CIPP_FLAG, tenant_id).await? {
+        return Err(ApiError::new(
+            StatusCode::NOT_FOUND,
+            "feature_disabled",
+            "CIPP connections are not enabled for this tenant",
+        ));
+    }
+    let base_url = parse_cipp_base_url(&body.base_url)?;
+    let credentials = cipp_credentials(body)?;
+    let client = cipp_client(state, base_url, &credentials)?;
+    let tenants = client
+        .list_tenants()
+        .await
+        .map_err(|error| provider_error("CIPP", &error))?;
+    Ok(tenants.len())
+}
+
+/// Starts a direct connection from a console session: as [`connect_direct`], and the state is
+/// bound to that session, so the callback completes only in the browser that started it.
+pub(crate) async fn connect_direct_for_session(
+    state: &AppState,
+    caller: &Caller,
+    session_id: &str,
+) -> Result<AuthorizeView, ApiError> {
+    let view = connect_direct(state, caller).await?;
+    let oauth_state = url::Url::parse(&view.authorize_url)
+        .ok()
+        .and_then(|url| {
+            url.query_pairs()
+                .find(|(key, _)| key == "state")
+                .map(|(_, value)| value.into_owned())
+        })
+        .ok_or_else(|| {
+            ApiError::new(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "internal",
+                "the sign-in URL has no state",
+            )
+        })?;
+    state
+        .store
+        .bind_oauth_state_to_console_session(caller.user.tenant_id, &oauth_state, session_id)
+        .await?;
+    Ok(view)
+}
