@@ -10,7 +10,7 @@ use std::time::Duration;
 use anyhow::{bail, Context, Result};
 use entra_sync::demo::{create_psa_tenant, ApiClient};
 use entra_sync::doctor::Severity;
-use entra_sync_activities::StoredRefreshTokens;
+use entra_sync_connection::StoredRefreshTokens;
 use entra_sync_directory::error::SettingNames;
 use entra_sync_directory::http::{HttpSettings, ThrottleStats};
 use entra_sync_directory::oauth::{

@@ -198,7 +198,7 @@ pub async fn check_app_registration(settings: &Settings) -> Vec<Finding> {
                 CHECK,
                 format!("client id {} from {} ({:?})", app.client_id, app.source, app.credential),
             )];
-            if let entra_sync_directory::oauth::AppCredential::ClientSecret(secret) = &app.credential {
+            if let entra_sync_connection::AppCredential::ClientSecret(secret) = &app.credential {
                 findings.push(check_client_secret(&app.source, secret.expose_secret()));
             }
             findings

@@ -457,9 +457,15 @@ fn parse_tenants(
     Ok(tenants)
 }
 
+/// The code of CIPP's "Failed to retrieve tenants" error row when it carries no Microsoft error
+/// code (MICROSOFT.md §5a; CIPP's usual text is "Failed to retrieve tenants. Perform a
+/// permission check."): CIPP itself cannot list the partner's tenants, which no retry fixes.
+pub const CIPP_PERMISSION_CHECK: &str = "cipp_permission_check";
+
 /// CIPP's error row carries only text. The AADSTS numbers in it are Microsoft's structured
-/// codes, so they are used; otherwise the failure is treated as transient (CIPP's tenant
-/// listing fails intermittently) with CIPP's text as the message.
+/// codes, so they are used; otherwise it is a configuration failure of the CIPP instance or
+/// its API client (`config`, code [`CIPP_PERMISSION_CHECK`]): retrying would only keep the
+/// run waiting while nothing changes.
 fn tenant_list_failure(display_name: &str, context: &ErrorContext) -> DirectoryError {
     let message = short_description(display_name);
     let failure = ProviderFailure {
@@ -474,14 +480,14 @@ fn tenant_list_failure(display_name: &str, context: &ErrorContext) -> DirectoryE
             return classified;
         }
     }
-    DirectoryError::Transient {
-        code: "cipp_tenant_list_failed".to_owned(),
+    DirectoryError::Config {
+        code: CIPP_PERMISSION_CHECK.to_owned(),
         message: if message.is_empty() {
             "CIPP could not list tenants".to_owned()
         } else {
             message
         },
-        retry_after: None,
+        setting: "the CIPP API client's role and CIPP's permission check".to_owned(),
     }
 }
 
@@ -706,9 +712,11 @@ mod tests {
 
     #[test]
     fn the_error_row_is_an_error_not_an_empty_list() {
-        let body = json!([{"customerId": "", "displayName": "Failed to retrieve tenants. Error: something broke", "defaultDomainName": "Invalid"}]);
+        let body = json!([{"customerId": "", "displayName": "Failed to retrieve tenants. Perform a permission check.", "defaultDomainName": "Invalid"}]);
         let error = parse_tenants(&body, &context()).expect_err("an error");
-        assert_eq!(error.class(), "transient");
+        assert_eq!(error.class(), "config");
+        assert_eq!(error.code(), Some(CIPP_PERMISSION_CHECK));
+        assert!(!error.is_retryable());
         let body = json!([{"customerId": "", "displayName": "Failed to retrieve tenants. AADSTS700082: expired"}]);
         assert_eq!(
             parse_tenants(&body, &context())

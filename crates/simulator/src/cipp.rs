@@ -109,6 +109,22 @@ pub(crate) async fn list_tenants(
             }]),
         );
     }
+    if special_fault == Some(FaultKind::CippTenantsPermissionRow) {
+        // MICROSOFT.md §5a: the error row, here with CIPP's permission-check text and no AADSTS code.
+        return json_response(
+            StatusCode::OK,
+            &json!([{
+                "customerId": "",
+                "defaultDomainName": "Invalid",
+                "initialDomainName": "",
+                "displayName": "Failed to retrieve tenants. Perform a permission check.",
+                "delegatedPrivilegeStatus": "",
+                "relationshipEnd": null,
+                "GraphErrorCount": 0,
+                "LastGraphError": "",
+            }]),
+        );
+    }
     let params = parse_query(raw.as_deref());
     let mut rows = Vec::new();
     if param(&params, "AllTenantSelector").is_some_and(|value| value.eq_ignore_ascii_case("true")) {

@@ -63,6 +63,10 @@ pub enum FaultKind {
     MalformedJson,
     /// MICROSOFT.md §5a: ListTenants answers 200 with the one error row.
     CippTenantsErrorRow,
+    /// MICROSOFT.md §5a: the same 200 error row without a Microsoft error code, with CIPP's text
+    /// "Failed to retrieve tenants. Perform a permission check." (what CIPP answers when its
+    /// API client or its own access to the partner tenant lacks permission).
+    CippTenantsPermissionRow,
     /// MICROSOFT.md §5a: 403 with a plain-text body.
     CippForbidden,
     /// MICROSOFT.md §5a: 503 "This feature has been disabled".

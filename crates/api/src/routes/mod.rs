@@ -5,6 +5,8 @@ mod admin;
 mod entra;
 mod health;
 mod oauth;
+
+pub(crate) use oauth::callback_with_trailing_slash;
 mod platform;
 mod psa;
 mod runs;
