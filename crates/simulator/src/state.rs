@@ -57,6 +57,10 @@ pub enum FaultKind {
     },
     /// MICROSOFT.md §4: 504.
     GatewayTimeout,
+    /// A 401 `InvalidAuthenticationToken` for a token the tenant no longer accepts (Microsoft
+    /// Graph "Resolve authorization errors", https://learn.microsoft.com/en-us/graph/resolve-auth-errors:
+    /// a 401 means the presented token is missing, invalid or expired for the resource).
+    Unauthorized,
     /// A slow response: the request is answered normally after this delay.
     Delay { ms: u64 },
     /// A 200 whose JSON body is cut off mid-way.
