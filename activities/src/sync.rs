@@ -135,7 +135,10 @@ impl SyncActivities {
         input: SyncTenantInput,
     ) -> Result<SyncTenantOutput, ActivityError> {
         let started = std::time::Instant::now();
-        let outcome = self.sync_tenant_inner(ctx, input).await;
+        let attempt = ctx.info().attempt;
+        let outcome = ATTEMPT
+            .scope(attempt, self.sync_tenant_inner(ctx, input))
+            .await;
         let result = if outcome.is_ok() { "ok" } else { "error" };
         metrics::histogram!("entra_sync_tenant_sync_seconds", "result" => result)
             .record(started.elapsed().as_secs_f64());
@@ -654,7 +657,10 @@ impl SyncActivities {
             "directory failure"
         );
         self.note_connection_error(tenant_id, error).await;
-        if !error.is_retryable() {
+        if error.is_retryable() {
+            self.note_retry(tenant_id, run_id, managed_tenant_id, error)
+                .await;
+        } else {
             let _ = self
                 .store
                 .finish_tenant_result(
@@ -682,6 +688,59 @@ impl SyncActivities {
                     Some(&error_json(error)),
                 )
                 .await;
+        }
+    }
+}
+
+tokio::task_local! {
+    /// The attempt of the `sync_tenant` being run (Temporal's, 1 for the first), for recording
+    /// a retry without threading it through every call.
+    static ATTEMPT: u32;
+}
+
+/// Temporal's wait before attempt `attempt + 1` under the tenant retry policy of
+/// `workflows::sync` (2 s doubling, at most 2 min), or the provider's `Retry-After` (already
+/// capped by the connection layer).
+fn next_retry_delay(attempt: u32, error: &DirectoryError) -> Duration {
+    if let DirectoryError::Transient {
+        retry_after: Some(wait),
+        ..
+    } = error
+    {
+        return *wait;
+    }
+    let doubled = 2u64.saturating_mul(1u64 << attempt.saturating_sub(1).min(16));
+    Duration::from_secs(doubled.min(120))
+}
+
+impl SyncActivities {
+    /// A transient failure Temporal will retry: the tenant result shows `retrying` with this
+    /// attempt, its error record and when the next attempt starts (SPEC §5.7). The last
+    /// attempt records nothing here; `record_tenant_failure` ends the tenant with this record.
+    async fn note_retry(
+        &self,
+        tenant_id: Uuid,
+        run_id: Uuid,
+        managed_tenant_id: Uuid,
+        error: &DirectoryError,
+    ) {
+        let attempt = ATTEMPT.try_with(|attempt| *attempt).unwrap_or(1);
+        let next_at = Utc::now()
+            + chrono::Duration::from_std(next_retry_delay(attempt, error))
+                .unwrap_or(chrono::Duration::zero());
+        let recorded = self
+            .store
+            .record_tenant_retry(
+                tenant_id,
+                run_id,
+                managed_tenant_id,
+                attempt,
+                &error_json(error),
+                next_at,
+            )
+            .await;
+        if let Err(failure) = recorded {
+            warn!(error = %failure, "could not record the tenant's retry state");
         }
     }
 }

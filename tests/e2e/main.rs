@@ -5,6 +5,7 @@
 mod cli;
 mod crash;
 mod direct;
+mod failures;
 mod group_filters;
 mod harness;
 mod initial_sync;

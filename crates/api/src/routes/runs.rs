@@ -280,12 +280,19 @@ impl From<&TallyCounts> for CountsView {
 #[derive(Debug, Serialize, ToSchema)]
 pub(crate) struct TenantResultView {
     managed_tenant_id: Uuid,
-    /// `running`, `completed`, `failed`, `needs_confirmation` or `cancelled`.
+    /// `running`, `retrying`, `completed`, `failed`, `needs_confirmation` or `cancelled`.
     status: String,
     /// `delta` or `full`.
     mode: String,
     counts: CountsView,
+    /// The failure (while `retrying`: the last attempt's).
     error: Option<RunErrorView>,
+    /// While `retrying`: the attempt that failed (1 for the first).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    attempt: Option<i32>,
+    /// While `retrying`: when the next attempt starts.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    next_attempt_at: Option<chrono::DateTime<chrono::Utc>>,
     started_at: chrono::DateTime<chrono::Utc>,
     finished_at: Option<chrono::DateTime<chrono::Utc>>,
 }
@@ -298,9 +305,34 @@ impl From<&TenantResultRecord> for TenantResultView {
             mode: result.mode.as_str().to_owned(),
             counts: CountsView::from(&result.counts),
             error: error_view(&result.error),
+            attempt: None,
+            next_attempt_at: None,
             started_at: result.started_at,
             finished_at: result.finished_at,
         }
+    }
+}
+
+impl RunView {
+    /// Shows the tenants waiting for another attempt as `retrying` (SPEC §5.7).
+    fn with_retry_states(
+        mut self,
+        states: &[entra_sync_store::failures::TenantRetryState],
+    ) -> Self {
+        for tenant in &mut self.tenants {
+            if tenant.status != "running" {
+                continue;
+            }
+            if let Some(state) = states
+                .iter()
+                .find(|state| state.managed_tenant_id == tenant.managed_tenant_id)
+            {
+                tenant.status = "retrying".to_owned();
+                tenant.attempt = Some(state.attempt);
+                tenant.next_attempt_at = Some(state.next_attempt_at);
+            }
+        }
+        self
     }
 }
 
@@ -422,7 +454,15 @@ async fn get_run(
     ApiPath(run_id): ApiPath<Uuid>,
 ) -> Result<Json<RunView>, ApiError> {
     let run = state.store.get_run(caller.user.tenant_id, run_id).await?;
-    Ok(Json(RunView::from(&run)))
+    let retries = if run.status == RunStatus::Running {
+        state
+            .store
+            .tenant_retry_states(caller.user.tenant_id, run_id)
+            .await?
+    } else {
+        Vec::new()
+    };
+    Ok(Json(RunView::from(&run).with_retry_states(&retries)))
 }
 
 /// Cancels a running run (its workflow finishes the run as `cancelled`).
