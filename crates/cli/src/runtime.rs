@@ -16,7 +16,7 @@ use entra_sync_api::WorkflowStarter;
 use entra_sync_api::{ApiConfig, AppState, MicrosoftConfig, TemporalStarter};
 use entra_sync_connection::{DirectoryFactory, DirectorySettings, HttpSettings};
 use entra_sync_secrets::{
-    AppCredentialResolver, DirectoryProvider, EnvironmentProvider, SecretProvider, VaultConfig,
+    AppCredentialResolver, EnvironmentProvider, FolderProvider, SecretProvider, VaultConfig,
     VaultProvider,
 };
 use entra_sync_store::runs::{derive_run_status, RunStatus};
@@ -93,7 +93,7 @@ pub fn app_registrations(settings: &Settings) -> Result<AppCredentialResolver> {
     use secrecy::ExposeSecret;
     let mut providers: Vec<Arc<dyn SecretProvider>> = Vec::new();
     if let Some(directory) = &settings.secrets.directory {
-        providers.push(Arc::new(DirectoryProvider::new(directory)));
+        providers.push(Arc::new(FolderProvider::new(directory)));
     }
     if let Some(address) = &settings.secrets.vault_address {
         let token = settings

@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use entra_sync_directory::oauth::AppCredential;
 use entra_sync_secrets::{
-    AppCredentialResolver, DirectoryProvider, EnvironmentProvider, SecretProvider, SecretScope,
+    AppCredentialResolver, EnvironmentProvider, FolderProvider, SecretProvider, SecretScope,
     VaultConfig, VaultProvider,
 };
 use secrecy::{ExposeSecret, SecretString};
@@ -44,7 +44,7 @@ async fn a_rotated_secret_file_takes_effect_without_a_restart() {
     std::fs::write(root.join("MICROSOFT_CLIENT_ID"), "app-id\n").expect("write");
     std::fs::write(root.join("MICROSOFT_CLIENT_SECRET"), "first-secret\n").expect("write");
     let resolver = AppCredentialResolver::new(
-        vec![Arc::new(DirectoryProvider::new(&root))],
+        vec![Arc::new(FolderProvider::new(&root))],
         EnvironmentProvider::default(),
     );
     let first = resolver.resolve(tenant).await.expect("ok").expect("app");
