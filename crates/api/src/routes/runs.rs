@@ -640,9 +640,10 @@ async fn resolve_held_inactivations(
     Ok(Json(HeldInactivationsView { affected, tenant }))
 }
 
-/// Pages read per managed tenant by a preflight: enough to show what a sync would do without
-/// making the request as slow as the sync itself.
-const PREFLIGHT_MAX_PAGES: usize = 5;
+/// Pages read per managed tenant by a preflight (up to about 20,000 users at Graph's 999 per
+/// page): enough to show what a sync would do, absent users included, for most tenants, while
+/// the request timeout below bounds the whole answer.
+const PREFLIGHT_MAX_PAGES: usize = 20;
 /// Managed tenants a preflight looks at.
 const PREFLIGHT_MAX_TENANTS: usize = 25;
 /// The whole preflight answers within this (tenants not reached are counted as not checked).
