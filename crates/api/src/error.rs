@@ -37,7 +37,8 @@ pub struct ApiError {
     pub message: String,
     /// The provider failure behind the error, as recorded (`{class, code, message,
     /// remediation}`), when there is one.
-    pub failure: Option<entra_sync_connection::ErrorRecord>,
+    /// Boxed: most errors have none, and the error type stays small.
+    pub failure: Option<Box<entra_sync_connection::ErrorRecord>>,
 }
 
 impl ApiError {
@@ -64,7 +65,7 @@ impl ApiError {
         } else {
             ApiError::unprocessable("provider_validation_failed", message)
         };
-        api_error.failure = Some(record);
+        api_error.failure = Some(Box::new(record));
         api_error
     }
 
