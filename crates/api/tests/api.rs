@@ -672,6 +672,16 @@ async fn sub_flags_gate_their_features(pool: PgPool) {
         .await;
     assert_eq!(client_sync.status, StatusCode::NOT_FOUND);
     assert_eq!(client_sync.code(), "feature_disabled");
+    // The preflight of a single client follows the same flag.
+    let client_preflight = app
+        .post(
+            "/api/v1/integrations/entra/sync/preflight",
+            &world.updater,
+            json!({"scope": "client", "client_id": world.client_a}),
+        )
+        .await;
+    assert_eq!(client_preflight.status, StatusCode::NOT_FOUND);
+    assert_eq!(client_preflight.code(), "feature_disabled");
     set_flag(&app, "entra-integration-cipp", world.tenant_a, false).await;
     let cipp = app
         .post(
