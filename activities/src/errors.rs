@@ -2,7 +2,7 @@
 //! failure's type name, and only classes a retry can fix are retryable. Messages come from the
 //! classified errors, which never carry secrets.
 
-use entra_sync_directory::error::DirectoryError;
+use entra_sync_connection::{DirectoryError, ErrorRecord};
 use entra_sync_store::error::StoreError;
 use temporalio_sdk::activities::ActivityError;
 use temporalio_sdk::ApplicationFailure;
@@ -12,15 +12,17 @@ use temporalio_sdk::ApplicationFailure;
 #[error("{0}")]
 pub struct Message(pub String);
 
+/// A classified provider failure. The connection layer already capped its `Retry-After`.
 pub fn from_directory(error: &DirectoryError) -> ActivityError {
     let retry_after = match error {
         DirectoryError::Transient { retry_after, .. } => *retry_after,
         _ => None,
     };
+    let record = ErrorRecord::from_directory(error);
     ActivityError::application(
         ApplicationFailure::builder(Message(error.to_string()))
-            .type_name(error.class().to_owned())
-            .non_retryable(!error.is_retryable())
+            .type_name(record.class.as_str().to_owned())
+            .non_retryable(!record.class.is_retryable())
             .maybe_next_retry_delay(retry_after)
             .build(),
     )
@@ -41,15 +43,6 @@ pub fn invalid(message: impl Into<String>) -> ActivityError {
     ActivityError::application(
         ApplicationFailure::builder(Message(message.into()))
             .type_name("invalid".to_owned())
-            .non_retryable(true)
-            .build(),
-    )
-}
-
-pub fn reauth(message: impl Into<String>) -> ActivityError {
-    ActivityError::application(
-        ApplicationFailure::builder(Message(message.into()))
-            .type_name("reauth_required".to_owned())
             .non_retryable(true)
             .build(),
     )

@@ -5,11 +5,11 @@
 //! Every activity implements a definition from `entra_sync_workflows::contract`, so names and
 //! types are checked against what the workflows call at compile time.
 
-mod direct;
-mod directory;
+//!
+//! How a stored connection becomes a directory source, the page loop and the error record live
+//! in `entra_sync_connection`, shared with the API.
+
 mod errors;
 mod sync;
 
-pub use direct::StoredRefreshTokens;
-pub use directory::{DirectoryFactory, DirectorySettings};
 pub use sync::SyncActivities;

@@ -16,11 +16,11 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use chrono::Utc;
-use entra_sync_directory::error::DirectoryError;
-use entra_sync_directory::source::DirectorySource;
-use entra_sync_directory::source::UsersCursor;
-use entra_sync_domain::filter::MAX_FILTER_GROUPS;
-use entra_sync_domain::model::{DirectoryEntry, Tally};
+use entra_sync_connection::{
+    load_group_members, DirectoryError, DirectoryFactory, ErrorClass, ErrorRecord, GroupMembers,
+    PageLoop,
+};
+use entra_sync_domain::model::Tally;
 use entra_sync_store::connection::ConnectionKind;
 use entra_sync_store::discovery::{DiscoveredTenantRecord, TenantDomain};
 use entra_sync_store::reconcile::PageScope;
@@ -41,7 +41,6 @@ use temporalio_sdk::activities::{ActivityContext, ActivityError};
 use tracing::{info, instrument, warn};
 use uuid::Uuid;
 
-use crate::directory::DirectoryFactory;
 use crate::errors::{from_directory, from_store, invalid};
 
 /// The state of the activities: the store and how to reach directories. Cheap to share.
@@ -94,12 +93,7 @@ fn parse_uuid(value: &str, what: &str) -> Result<Uuid, ActivityError> {
 }
 
 fn error_json(error: &DirectoryError) -> serde_json::Value {
-    serde_json::json!({
-        "class": error.class(),
-        "code": error.code(),
-        "message": error.to_string(),
-        "remediation": error.remediation(),
-    })
+    ErrorRecord::from_directory(error).to_json()
 }
 
 #[activities]
@@ -141,7 +135,10 @@ impl SyncActivities {
         input: SyncTenantInput,
     ) -> Result<SyncTenantOutput, ActivityError> {
         let started = std::time::Instant::now();
-        let outcome = self.sync_tenant_inner(ctx, input).await;
+        let attempt = ctx.info().attempt;
+        let outcome = ATTEMPT
+            .scope(attempt, self.sync_tenant_inner(ctx, input))
+            .await;
         let result = if outcome.is_ok() { "ok" } else { "error" };
         metrics::histogram!("entra_sync_tenant_sync_seconds", "result" => result)
             .record(started.elapsed().as_secs_f64());
@@ -161,13 +158,35 @@ impl SyncActivities {
             TenantEnd::Cancelled => TenantResultStatus::Cancelled,
             _ => TenantResultStatus::Failed,
         };
-        let class = if status == TenantResultStatus::Cancelled {
-            "cancelled"
+        // The last classified failure an attempt recorded on the tenant result is kept; a
+        // failure no attempt could record (a lost worker, a store outage) gets a record of its
+        // own. A cancelled tenant did not fail and has no error.
+        let error = if status == TenantResultStatus::Cancelled {
+            None
         } else {
-            "failed"
+            let recorded = self
+                .store
+                .get_run(tenant_id, run_id)
+                .await
+                .ok()
+                .and_then(|run| {
+                    run.tenants
+                        .into_iter()
+                        .find(|tenant| tenant.managed_tenant_id == managed_tenant_id)
+                })
+                .and_then(|tenant| tenant.error)
+                .and_then(|error| ErrorRecord::from_json(&error));
+            Some(
+                recorded
+                    .unwrap_or_else(|| {
+                        ErrorRecord::new(ErrorClass::Transient, "retries_exhausted", input.message)
+                            .with_remediation(
+                                "the tenant kept failing after every retry; check the worker logs for this run and run the sync again",
+                            )
+                    })
+                    .to_json(),
+            )
         };
-        let error = serde_json::json!({"class": class, "code": null, "message": input.message, "remediation": null});
-        // A tenant result the attempt already finished (with a classified error) is kept as is.
         self.store
             .finish_tenant_result(
                 tenant_id,
@@ -175,7 +194,7 @@ impl SyncActivities {
                 managed_tenant_id,
                 status,
                 &current_tally(&self.store, tenant_id, run_id, managed_tenant_id).await,
-                Some(&error),
+                error.as_ref(),
             )
             .await
             .map_err(from_store)?;
@@ -206,10 +225,26 @@ impl SyncActivities {
                 entra_sync_store::runs::derive_run_status(&statuses)
             }
         };
-        let error = input
-            .message
-            .as_ref()
-            .map(|message| serde_json::json!({"message": message}));
+        let error = match &input.message {
+            None => None,
+            // What the failing activity recorded (discovery records its classified failure),
+            // else a record of the workflow's message.
+            Some(message) => Some(
+                self.store
+                    .get_run(tenant_id, run_id)
+                    .await
+                    .ok()
+                    .and_then(|run| run.error)
+                    .and_then(|error| ErrorRecord::from_json(&error))
+                    .unwrap_or_else(|| {
+                        ErrorRecord::new(ErrorClass::Transient, "run_failed", message.as_str())
+                            .with_remediation(
+                                "the run failed after its retries; check the worker logs and run it again",
+                            )
+                    })
+                    .to_json(),
+            ),
+        };
         self.store
             .finish_run(tenant_id, run_id, status, error.as_ref())
             .await
@@ -297,11 +332,20 @@ impl SyncActivities {
     ) -> Result<DiscoverOutput, ActivityError> {
         let tenant_id = parse_uuid(&input.tenant_id, "tenant_id")?;
         let run_id = parse_uuid(&input.run_id, "run_id")?;
-        let connected = self.directories.for_tenant(&self.store, tenant_id).await?;
-        let tenants = match connected.source.list_tenants().await {
+        let listed = match self.directories.for_tenant(&self.store, tenant_id).await {
+            Ok(connected) => connected.source.list_tenants().await,
+            Err(error) => Err(error),
+        };
+        let tenants = match listed {
             Ok(tenants) => tenants,
             Err(error) => {
+                // Recorded on the run now, so a non-retryable failure shows at once with its
+                // remediation; nothing is marked missing after a failed listing.
                 self.note_connection_error(tenant_id, &error).await;
+                let _ = self
+                    .store
+                    .record_run_error(tenant_id, run_id, &error_json(&error))
+                    .await;
                 return Err(from_directory(&error));
             }
         };
@@ -334,68 +378,6 @@ impl SyncActivities {
 }
 
 /// The counts a tenant result holds so far (kept when a failure is recorded over it).
-/// Which of the filters' named groups each user (by lowercase object id) belongs to. Empty,
-/// and leaving users untouched, when the filters name no groups.
-#[derive(Debug, Default)]
-struct GroupMembers {
-    loaded: bool,
-    groups_by_user: std::collections::BTreeMap<String, Vec<String>>,
-}
-
-impl GroupMembers {
-    /// Sets `group_ids` on every present user: the named groups it is a member of, or none.
-    fn annotate(&self, entries: &mut [DirectoryEntry]) {
-        if !self.loaded {
-            return;
-        }
-        for entry in entries {
-            if let DirectoryEntry::Present(user) = entry {
-                let groups = self
-                    .groups_by_user
-                    .get(&user.object_id.to_ascii_lowercase())
-                    .cloned()
-                    .unwrap_or_default();
-                user.group_ids = Some(groups);
-            }
-        }
-    }
-}
-
-/// Reads the members of each named group. More groups than validation allows (settings
-/// written around it) is refused rather than read partially, since skipping an exclude group
-/// would sync users an admin meant to exclude.
-async fn load_group_members(
-    source: &dyn DirectorySource,
-    entra_tenant_id: &str,
-    groups: &[String],
-) -> Result<GroupMembers, DirectoryError> {
-    if groups.is_empty() {
-        return Ok(GroupMembers::default());
-    }
-    if groups.len() > MAX_FILTER_GROUPS {
-        return Err(DirectoryError::Invalid {
-            message: format!("the filters name more than {MAX_FILTER_GROUPS} groups"),
-        });
-    }
-    let mut members = GroupMembers {
-        loaded: true,
-        groups_by_user: std::collections::BTreeMap::new(),
-    };
-    for group in groups {
-        for user_id in source.group_member_ids(entra_tenant_id, group).await? {
-            let user_groups = members
-                .groups_by_user
-                .entry(user_id.to_ascii_lowercase())
-                .or_default();
-            if !user_groups.contains(group) {
-                user_groups.push(group.clone());
-            }
-        }
-    }
-    info!(groups = groups.len(), "filter group members loaded");
-    Ok(members)
-}
-
 async fn current_tally(
     store: &Store,
     tenant_id: Uuid,
@@ -430,7 +412,20 @@ impl SyncActivities {
             .load_sync_settings(tenant_id, managed_tenant_id)
             .await
             .map_err(from_store)?;
-        let connected = self.directories.for_tenant(&self.store, tenant_id).await?;
+        let connected = match self.directories.for_tenant(&self.store, tenant_id).await {
+            Ok(connected) => connected,
+            Err(error) => {
+                return Err(self
+                    .fail_tenant(
+                        tenant_id,
+                        run_id,
+                        managed_tenant_id,
+                        &Tally::default(),
+                        &error,
+                    )
+                    .await)
+            }
+        };
 
         // CIPP gives a full snapshot every run (MICROSOFT.md §5a). Direct connections read
         // `users/delta` from the stored delta link; without one, or with one older than six
@@ -468,7 +463,7 @@ impl SyncActivities {
         }
         // A resumed attempt keeps the mode the first attempt chose.
         let mut mode = result.mode;
-        let mut delta_link = if mode == SyncMode::Delta {
+        let delta_link = if mode == SyncMode::Delta {
             fresh_link
         } else {
             None
@@ -490,6 +485,12 @@ impl SyncActivities {
             );
         }
         let enumeration_done = progress.next_cursor.as_deref() == Some(ENUMERATION_COMPLETE);
+        let mut pages = PageLoop::new(
+            entra_tenant_id.clone(),
+            prefer_delta,
+            delta_link,
+            progress.next_cursor.clone(),
+        );
 
         // The group filters (SPEC §5.2) need each named group's members; they are read once
         // per attempt, before the first page, so every page is judged against the same
@@ -523,43 +524,34 @@ impl SyncActivities {
             if ctx.is_cancelled() {
                 return Err(ActivityError::cancelled());
             }
-            let cursor = match &progress.next_cursor {
-                Some(next) => UsersCursor::Next(next.clone()),
-                None => UsersCursor::Start {
-                    prefer_delta,
-                    delta_link: delta_link.clone(),
-                },
-            };
             let fetched = with_heartbeats(
                 &ctx,
                 &progress,
                 true,
-                connected.source.users_page(&entra_tenant_id, cursor),
+                pages.next_page(connected.source.as_ref()),
             )
             .await
             .ok_or_else(ActivityError::cancelled)?;
             let mut page = match fetched {
-                Ok(page) => page,
-                Err(DirectoryError::DeltaExpired { code }) => {
-                    // MICROSOFT.md §3: an expired or invalid delta token means a full resync.
-                    warn!(%code, "delta link no longer accepted; starting a full enumeration");
-                    self.store
-                        .clear_delta_state(tenant_id, managed_tenant_id)
-                        .await
-                        .map_err(from_store)?;
-                    self.store
-                        .set_tenant_result_mode(
-                            tenant_id,
-                            run_id,
-                            managed_tenant_id,
-                            SyncMode::Full,
-                        )
-                        .await
-                        .map_err(from_store)?;
-                    mode = SyncMode::Full;
-                    delta_link = None;
-                    progress.next_cursor = None;
-                    continue;
+                Ok(fetched) => {
+                    if fetched.restarted_full {
+                        // The page loop fell back to a full enumeration (MICROSOFT.md §3).
+                        self.store
+                            .clear_delta_state(tenant_id, managed_tenant_id)
+                            .await
+                            .map_err(from_store)?;
+                        self.store
+                            .set_tenant_result_mode(
+                                tenant_id,
+                                run_id,
+                                managed_tenant_id,
+                                SyncMode::Full,
+                            )
+                            .await
+                            .map_err(from_store)?;
+                        mode = SyncMode::Full;
+                    }
+                    fetched.page
                 }
                 Err(error) => {
                     return Err(self
@@ -665,7 +657,10 @@ impl SyncActivities {
             "directory failure"
         );
         self.note_connection_error(tenant_id, error).await;
-        if !error.is_retryable() {
+        if error.is_retryable() {
+            self.note_retry(tenant_id, run_id, managed_tenant_id, error)
+                .await;
+        } else {
             let _ = self
                 .store
                 .finish_tenant_result(
@@ -693,6 +688,59 @@ impl SyncActivities {
                     Some(&error_json(error)),
                 )
                 .await;
+        }
+    }
+}
+
+tokio::task_local! {
+    /// The attempt of the `sync_tenant` being run (Temporal's, 1 for the first), for recording
+    /// a retry without threading it through every call.
+    static ATTEMPT: u32;
+}
+
+/// Temporal's wait before attempt `attempt + 1` under the tenant retry policy of
+/// `workflows::sync` (2 s doubling, at most 2 min), or the provider's `Retry-After` (already
+/// capped by the connection layer).
+fn next_retry_delay(attempt: u32, error: &DirectoryError) -> Duration {
+    if let DirectoryError::Transient {
+        retry_after: Some(wait),
+        ..
+    } = error
+    {
+        return *wait;
+    }
+    let doubled = 2u64.saturating_mul(1u64 << attempt.saturating_sub(1).min(16));
+    Duration::from_secs(doubled.min(120))
+}
+
+impl SyncActivities {
+    /// A transient failure Temporal will retry: the tenant result shows `retrying` with this
+    /// attempt, its error record and when the next attempt starts (SPEC §5.7). The last
+    /// attempt records nothing here; `record_tenant_failure` ends the tenant with this record.
+    async fn note_retry(
+        &self,
+        tenant_id: Uuid,
+        run_id: Uuid,
+        managed_tenant_id: Uuid,
+        error: &DirectoryError,
+    ) {
+        let attempt = ATTEMPT.try_with(|attempt| *attempt).unwrap_or(1);
+        let next_at = Utc::now()
+            + chrono::Duration::from_std(next_retry_delay(attempt, error))
+                .unwrap_or(chrono::Duration::zero());
+        let recorded = self
+            .store
+            .record_tenant_retry(
+                tenant_id,
+                run_id,
+                managed_tenant_id,
+                attempt,
+                &error_json(error),
+                next_at,
+            )
+            .await;
+        if let Err(failure) = recorded {
+            warn!(error = %failure, "could not record the tenant's retry state");
         }
     }
 }

@@ -10,7 +10,7 @@ use std::time::Duration;
 use anyhow::{bail, Context, Result};
 use entra_sync::demo::{create_psa_tenant, ApiClient};
 use entra_sync::doctor::Severity;
-use entra_sync_activities::StoredRefreshTokens;
+use entra_sync_connection::StoredRefreshTokens;
 use entra_sync_directory::error::SettingNames;
 use entra_sync_directory::http::{HttpSettings, ThrottleStats};
 use entra_sync_directory::oauth::{
@@ -491,6 +491,19 @@ async fn direct_connection_authorize_discover_sync_and_delta() -> Result<()> {
             let gone = linked[2].clone();
             simulator.hard_delete_user(&first.tenant_id, &gone).map_err(|error| anyhow::anyhow!("{error:?}"))?;
             simulator.expire_delta_tokens(&first.tenant_id).map_err(|error| anyhow::anyhow!("{error:?}"))?;
+            // The preflight reads a direct connection too (a full enumeration), shows the absent
+            // user's inactivation and that the guard would not hold it, and writes nothing.
+            let preflight = admin.post("/api/v1/integrations/entra/sync/preflight", json!({"scope": "all"})).await?;
+            let first_preflight = preflight["tenants"]
+                .as_array()
+                .and_then(|tenants| tenants.iter().find(|tenant| tenant["entra_tenant_id"].as_str().is_some_and(|id| id.eq_ignore_ascii_case(&first.tenant_id))))
+                .cloned()
+                .context("the first tenant in the preflight")?;
+            assert_eq!(first_preflight["error"], Value::Null, "{preflight}");
+            assert_eq!(first_preflight["complete"], true, "{preflight}");
+            assert_eq!(first_preflight["inactivations"]["absent_users"], 1, "{preflight}");
+            assert_eq!(first_preflight["inactivations"]["guard_would_hold"], false, "{preflight}");
+            assert_eq!(contact_state(&stack, tenant_id, &gone).await?.map(|state| state.0), Some(true), "the preflight wrote nothing");
             let resynced = admin.sync_all().await?;
             assert_eq!(resynced["status"], "completed", "{resynced}");
             let modes: Vec<&str> = tenant_results(&resynced).iter().map(|result| if result["mode"] == "full" { "full" } else { "delta" }).collect();
@@ -786,6 +799,110 @@ async fn direct_concurrent_refreshes_rotate_once_across_processes() -> Result<()
         !last_error.contains(&record.refresh_token),
         "no token in the recorded error"
     );
+    Ok(())
+}
+
+/// The token lease cannot outlive its lock (SPEC §2.1): with a slow token endpoint, two
+/// workers refreshing at once redeem the refresh token exactly once and the rotation is
+/// stored; a worker cancelled while its redemption is in flight releases the lease at once, so
+/// the other worker refreshes without waiting for the lease's idle timeout, and nothing is
+/// lost (the stored refresh token is still the live one).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_slow_token_endpoint_and_a_cancelled_refresh_lose_no_rotation() -> Result<()> {
+    let stack = Stack::start(simulator_config()).await?;
+    let (tenant_id, _) = stored_direct_connection(&stack).await?;
+    let expire = || async {
+        let lease = stack.store.lease_direct_token_set(tenant_id).await?;
+        let mut record = lease.token_set().clone();
+        record.expires_at = chrono::Utc::now();
+        lease.replace(&stack.store, &record).await?;
+        anyhow::Ok(())
+    };
+    let slow_login = |count: Option<u32>| FaultSpec {
+        kind: FaultKind::Delay { ms: 1500 },
+        path_prefix: "/login".into(),
+        tenant: None,
+        count,
+    };
+    let first = worker_process(&stack, tenant_id).await?;
+    let second = worker_process(&stack, tenant_id).await?;
+
+    // Two workers, one slow redemption.
+    expire().await?;
+    let version_before = connection_fingerprint(&stack, tenant_id)
+        .await?
+        .context("row")?
+        .2;
+    stack
+        .simulator
+        .add_fault(slow_login(None))
+        .map_err(|error| anyhow::anyhow!("{error:?}"))?;
+    stack.simulator.clear_request_log();
+    let tokens: Vec<SecretString> = futures_join(
+        [first.clone(), second.clone()]
+            .into_iter()
+            .map(|process| tokio::spawn(async move { process.partner_access_token().await })),
+    )
+    .await?;
+    assert_eq!(token_grants(&stack), 1, "exactly one redemption");
+    assert_eq!(tokens[0].expose_secret(), tokens[1].expose_secret());
+    let version_after = connection_fingerprint(&stack, tenant_id)
+        .await?
+        .context("row")?
+        .2;
+    assert_eq!(version_after, version_before + 1, "the rotation was stored");
+    stack.simulator.clear_faults();
+
+    // A redemption cancelled in flight: its lease is released and the other worker refreshes.
+    expire().await?;
+    stack
+        .simulator
+        .add_fault(slow_login(Some(1)))
+        .map_err(|error| anyhow::anyhow!("{error:?}"))?;
+    stack.simulator.clear_request_log();
+    let cancelled = tokio::spawn({
+        let first = first.clone();
+        async move { first.partner_access_token().await }
+    });
+    // Wait until the first worker holds the lease (its transaction sits idle while the slow
+    // token endpoint answers).
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+    loop {
+        let leased: i64 = sqlx::query_scalar(
+            "SELECT count(*) FROM pg_stat_activity
+             WHERE state = 'idle in transaction' AND datname = current_database()",
+        )
+        .fetch_one(&stack.pool)
+        .await?;
+        if leased > 0 {
+            break;
+        }
+        if tokio::time::Instant::now() > deadline {
+            anyhow::bail!("the first worker never took the lease");
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    cancelled.abort();
+    let _ = cancelled.await;
+    // Well inside the lease's 120 s idle timeout: the cancelled lease did not hold the lock.
+    let refreshed = tokio::time::timeout(Duration::from_secs(60), second.partner_access_token())
+        .await
+        .context("the second worker waited on a lease the cancelled one should have released")??;
+    assert!(!refreshed.expose_secret().is_empty());
+    assert!(
+        stack
+            .simulator
+            .request_log()
+            .iter()
+            .all(|request| !(request.path.ends_with("/token") && request.status >= 400)),
+        "no spent refresh token was redeemed"
+    );
+    // The stored refresh token is the live one: one more refresh works.
+    expire().await?;
+    first
+        .partner_access_token()
+        .await
+        .context("the stored refresh token is current")?;
     Ok(())
 }
 

@@ -91,6 +91,43 @@ async fn only_members_of_an_included_group_become_contacts() -> Result<()> {
                 )
                 .await?;
 
+            // The preflight applies the same group filter (membership loaded), writing nothing.
+            let preflight = prepared
+                .admin
+                .post(
+                    "/api/v1/integrations/entra/sync/preflight",
+                    json!({"scope": "all"}),
+                )
+                .await?;
+            let preflight_filtered = preflight["tenants"]
+                .as_array()
+                .and_then(|tenants| {
+                    tenants
+                        .iter()
+                        .find(|tenant| tenant["managed_tenant_id"] == filtered_managed.as_str())
+                })
+                .cloned()
+                .context("the filtered tenant in the preflight")?;
+            assert_eq!(preflight_filtered["error"], Value::Null, "{preflight}");
+            assert_eq!(preflight_filtered["complete"], true, "{preflight}");
+            assert!(
+                preflight_filtered["counts"]["skipped"]["not_in_included_group"]
+                    .as_u64()
+                    .unwrap_or(0)
+                    > 0,
+                "the preflight skips users outside the group: {preflight}"
+            );
+            assert_eq!(
+                preflight_filtered["inactivations"]["guard_would_hold"], false,
+                "{preflight}"
+            );
+            assert!(
+                linked_object_ids(&stack, &filtered_managed)
+                    .await?
+                    .is_empty(),
+                "the preflight wrote nothing"
+            );
+
             let (run_id, _) = start_sync(&prepared.admin).await?;
             let finished =
                 wait_finished(&prepared.admin, &run_id, Duration::from_secs(180)).await?;
@@ -112,6 +149,11 @@ async fn only_members_of_an_included_group_become_contacts() -> Result<()> {
                 filtered_counts["skipped"]["not_in_included_group"].as_u64(),
                 Some(expected_outside),
                 "{filtered_counts}"
+            );
+            assert_eq!(
+                preflight_filtered["counts"]["skipped"]["not_in_included_group"].as_u64(),
+                Some(expected_outside),
+                "the preflight saw what the sync did: {preflight}"
             );
             let linked = linked_object_ids(&stack, &filtered_managed).await?;
             assert!(!linked.is_empty(), "group members became contacts");

@@ -7,6 +7,7 @@ mod cli;
 mod console;
 mod crash;
 mod direct;
+mod failures;
 mod group_filters;
 mod harness;
 mod initial_sync;

@@ -49,6 +49,11 @@ pub(crate) fn bookkeeping_options(
 /// is fetched or written, so this bounds how long a crashed worker delays its tenant.
 pub const TENANT_HEARTBEAT_TIMEOUT: Duration = Duration::from_secs(15);
 
+/// The longest one tenant's sync may take, every attempt and every wait between them included
+/// (schedule-to-close): a tenant still retrying after this fails with the timeout as its cause,
+/// so no run stays `running` past it whatever the provider's `Retry-After` says.
+pub const TENANT_SYNC_MAX_DURATION: Duration = Duration::from_secs(6 * 60 * 60);
+
 /// Attempts of one tenant's sync. Every lost worker costs an attempt, so this is generous;
 /// errors classified as non-retryable stop at the first attempt regardless.
 pub const TENANT_MAX_ATTEMPTS: u32 = 10;
@@ -58,7 +63,7 @@ pub const TENANT_MAX_ATTEMPTS: u32 = 10;
 /// says retrying is pointless. Cancellation waits for the activity to acknowledge, so nothing
 /// writes to a run after it was finalized as cancelled.
 fn tenant_sync_options() -> ActivityOptions {
-    ActivityOptions::with_start_to_close_timeout(Duration::from_secs(6 * 60 * 60))
+    ActivityOptions::with_schedule_to_close_timeout(TENANT_SYNC_MAX_DURATION)
         .heartbeat_timeout(TENANT_HEARTBEAT_TIMEOUT)
         .cancellation_type(ActivityCancellationType::WaitCancellationCompleted)
         .retry_policy(

@@ -20,6 +20,13 @@ pub struct ErrorDetail {
     pub code: String,
     /// A sentence for people; never contains secrets or internal details.
     pub message: String,
+    /// When the error carries a Microsoft or CIPP failure: its class (`reauth_required`,
+    /// `tenant_access`, `config`, `transient`, `invalid`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub class: Option<String>,
+    /// When the error carries a Microsoft or CIPP failure: what to do about it.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub remediation: Option<String>,
 }
 
 /// An error a handler returns; rendered as [`ErrorBody`].
@@ -28,6 +35,10 @@ pub struct ApiError {
     pub status: StatusCode,
     pub code: String,
     pub message: String,
+    /// The provider failure behind the error, as recorded (`{class, code, message,
+    /// remediation}`), when there is one.
+    /// Boxed: most errors have none, and the error type stays small.
+    pub failure: Option<Box<entra_sync_connection::ErrorRecord>>,
 }
 
 impl ApiError {
@@ -36,6 +47,41 @@ impl ApiError {
             status,
             code: code.into(),
             message: message.into(),
+            failure: None,
+        }
+    }
+
+    /// A provider failure met while a person waits: the provider's own fault (unreachable,
+    /// throttling, an unusable answer) is a 502, credentials, consent and configuration are the
+    /// caller's (422). The body carries the failure's class and remediation.
+    pub fn provider(provider: &str, error: &entra_sync_connection::DirectoryError) -> Self {
+        let record = entra_sync_connection::ErrorRecord::from_directory(error);
+        let message = format!(
+            "{provider} check failed ({}): {}",
+            record.class, record.message
+        );
+        let mut api_error = if entra_sync_connection::interactive::is_provider_fault(error) {
+            ApiError::bad_gateway("provider_unavailable", message)
+        } else {
+            ApiError::unprocessable("provider_validation_failed", message)
+        };
+        api_error.failure = Some(Box::new(record));
+        api_error
+    }
+
+    /// The body's detail of this error.
+    pub fn detail(&self) -> ErrorDetail {
+        ErrorDetail {
+            code: self.code.clone(),
+            message: self.message.clone(),
+            class: self
+                .failure
+                .as_ref()
+                .map(|failure| failure.class.as_str().to_owned()),
+            remediation: self
+                .failure
+                .as_ref()
+                .map(|failure| failure.remediation.clone()),
         }
     }
 
@@ -85,10 +131,7 @@ impl ApiError {
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
         let body = ErrorBody {
-            error: ErrorDetail {
-                code: self.code,
-                message: self.message,
-            },
+            error: self.detail(),
         };
         (self.status, axum::Json(body)).into_response()
     }

@@ -40,7 +40,7 @@ pub struct MicrosoftConfig {
     /// The app-registration resolution of SPEC §2.1 (the PSA tenant's secrets, then the
     /// environment, then the application's secrets; secret, certificate or federated token).
     /// When set it replaces `client_id` and `client_secret`.
-    pub app_registrations: Option<Arc<entra_sync_secrets::AppCredentialResolver>>,
+    pub app_registrations: Option<Arc<entra_sync_connection::AppCredentialResolver>>,
 }
 
 impl std::fmt::Debug for MicrosoftConfig {
@@ -136,6 +136,9 @@ pub struct AppState {
     pub store: entra_sync_store::Store,
     pub starter: Arc<dyn WorkflowStarter>,
     pub config: Arc<ApiConfig>,
+    /// The connection layer: stored connections as directory sources (the preflight reads
+    /// through it, with the same token lease as the worker).
+    pub connections: Arc<entra_sync_connection::DirectoryFactory>,
 }
 
 impl AppState {
@@ -144,9 +147,21 @@ impl AppState {
         starter: Arc<dyn WorkflowStarter>,
         config: ApiConfig,
     ) -> AppState {
+        let microsoft = &config.microsoft;
+        let mut directory = entra_sync_connection::DirectorySettings::new(
+            microsoft.login_base_url.clone(),
+            microsoft.graph_base_url.clone(),
+        );
+        // A person waits on these calls: one attempt each, bounded by the provider timeout.
+        directory.http =
+            entra_sync_connection::interactive::interactive_http(config.provider_timeout, 1);
+        directory.app_registrations = microsoft.app_registrations.clone();
+        directory.redirect_uri = microsoft.callback_url.clone();
+        directory.retry_after_cap = config.provider_timeout;
         AppState {
             store,
             starter,
+            connections: Arc::new(entra_sync_connection::DirectoryFactory::new(directory)),
             config: Arc::new(config),
         }
     }
@@ -162,6 +177,7 @@ pub fn router(state: AppState) -> Router {
     );
     router
         .merge(console::router(&state))
+        .merge(routes::callback_with_trailing_slash())
         .fallback(routes::fallback)
         .method_not_allowed_fallback(routes::method_not_allowed)
         .layer(DefaultBodyLimit::max(extract::MAX_BODY_BYTES))

@@ -672,6 +672,16 @@ async fn sub_flags_gate_their_features(pool: PgPool) {
         .await;
     assert_eq!(client_sync.status, StatusCode::NOT_FOUND);
     assert_eq!(client_sync.code(), "feature_disabled");
+    // The preflight of a single client follows the same flag.
+    let client_preflight = app
+        .post(
+            "/api/v1/integrations/entra/sync/preflight",
+            &world.updater,
+            json!({"scope": "client", "client_id": world.client_a}),
+        )
+        .await;
+    assert_eq!(client_preflight.status, StatusCode::NOT_FOUND);
+    assert_eq!(client_preflight.code(), "feature_disabled");
     set_flag(&app, "entra-integration-cipp", world.tenant_a, false).await;
     let cipp = app
         .post(
@@ -1814,4 +1824,70 @@ async fn held_inactivations_are_listed_then_applied(pool: PgPool) {
         .post(&path, &world.updater, json!({"action": "discard"}))
         .await;
     assert_eq!(again.status, StatusCode::NOT_FOUND);
+}
+
+/// `MICROSOFT_OAUTH_CALLBACK_URL` registered with a trailing slash (as Microsoft's portal
+/// often shows it): the flow starts, Microsoft redirects to that exact URI, and the callback
+/// there completes the connection.
+#[sqlx::test(migrations = "../../migrations")]
+async fn a_callback_url_with_a_trailing_slash_works_end_to_end(pool: PgPool) {
+    let simulator = start_simulator().await;
+    let callback = "http://localhost:8080/auth/oauth2/microsoft/callback/";
+    let sim_config = simulator.config().clone();
+    let app = TestApp::with_config(pool, |config| {
+        config.microsoft.login_base_url =
+            url::Url::parse(&simulator.login_base_url()).expect("login url");
+        config.microsoft.graph_base_url =
+            url::Url::parse(&simulator.graph_base_url()).expect("graph url");
+        config.microsoft.client_id = Some(sim_config.app_client_id.clone());
+        config.microsoft.client_secret = Some(secrecy::SecretString::from(
+            sim_config.app_client_secret.clone(),
+        ));
+        config.microsoft.callback_url = Some(callback.to_owned());
+    });
+    let world = world(&app).await;
+    let started = app
+        .post(
+            "/api/v1/integrations/entra/connect/direct",
+            &world.updater,
+            json!({}),
+        )
+        .await;
+    assert_eq!(started.status, StatusCode::OK, "{}", started.body);
+    let authorize_url = started.body["authorize_url"]
+        .as_str()
+        .expect("url")
+        .to_owned();
+    let browser = reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .expect("client");
+    let answer = browser.get(&authorize_url).send().await.expect("authorize");
+    assert_eq!(answer.status().as_u16(), 302);
+    let location = url::Url::parse(
+        answer
+            .headers()
+            .get("location")
+            .and_then(|value| value.to_str().ok())
+            .expect("location"),
+    )
+    .expect("location url");
+    assert_eq!(location.path(), "/auth/oauth2/microsoft/callback/");
+    let completed = app
+        .raw(
+            axum::http::Request::builder()
+                .uri(format!(
+                    "{}?{}",
+                    location.path(),
+                    location.query().expect("query")
+                ))
+                .header("accept", "application/json")
+                .body(axum::body::Body::empty())
+                .expect("request"),
+        )
+        .await;
+    assert_eq!(completed.status, StatusCode::OK, "{}", completed.body);
+    assert_eq!(completed.body, json!({"status": "connected"}));
+    let status = app.get("/api/v1/integrations/entra", &world.reader).await;
+    assert_eq!(status.body["connection"]["status"], json!("connected"));
 }

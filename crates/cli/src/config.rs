@@ -108,6 +108,14 @@ pub struct ApiSettings {
     pub listen: String,
     #[serde(default)]
     pub master_key: Option<SecretString>,
+    /// `ENTRA_SYNC_OAUTH_STATE_TTL_SECONDS`: how long a started direct connection's sign-in
+    /// may take.
+    #[serde(default = "default_oauth_state_ttl_seconds")]
+    pub oauth_state_ttl_seconds: u64,
+}
+
+fn default_oauth_state_ttl_seconds() -> u64 {
+    600
 }
 
 #[derive(Debug, Deserialize, Clone)]
@@ -148,6 +156,18 @@ pub struct WorkerSettings {
     /// Unset: 30 seconds.
     #[serde(default)]
     pub shutdown_grace_seconds: Option<u64>,
+    /// The longest `Retry-After` a worker obeys (`ENTRA_SYNC__WORKER__RETRY_AFTER_CAP_SECONDS`,
+    /// default 600); a longer one is capped and counted.
+    #[serde(default)]
+    pub retry_after_cap_seconds: Option<u64>,
+}
+
+impl WorkerSettings {
+    pub fn retry_after_cap(&self) -> std::time::Duration {
+        self.retry_after_cap_seconds
+            .map(|seconds| std::time::Duration::from_secs(seconds.max(1)))
+            .unwrap_or(entra_sync_connection::DEFAULT_RETRY_AFTER_CAP)
+    }
 }
 
 /// The operations listener (`ENTRA_SYNC__METRICS__LISTEN`, e.g. `0.0.0.0:9464`): `/metrics`,
@@ -159,13 +179,17 @@ pub struct MetricsSettings {
 }
 
 /// The contract variable names (SPEC §8) and the keys they set.
-const CONTRACT_VARIABLES: [(&str, &str); 21] = [
+const CONTRACT_VARIABLES: [(&str, &str); 22] = [
     ("DATABASE_URL", "database.url"),
     ("TEMPORAL_ADDRESS", "temporal.address"),
     ("TEMPORAL_NAMESPACE", "temporal.namespace"),
     ("TEMPORAL_TASK_QUEUE", "temporal.task_queue"),
     ("ENTRA_SYNC_LISTEN", "api.listen"),
     ("ENTRA_SYNC_MASTER_KEY", "api.master_key"),
+    (
+        "ENTRA_SYNC_OAUTH_STATE_TTL_SECONDS",
+        "api.oauth_state_ttl_seconds",
+    ),
     ("ENTRA_SYNC_ENCRYPTION_KEY", "encryption_key"),
     (
         "ENTRA_SYNC_PREVIOUS_ENCRYPTION_KEYS",
@@ -319,6 +343,30 @@ mod tests {
         assert_eq!(settings.sync.max_parallel_tenants, 9);
         assert_eq!(settings.database.url, "postgres://example/db");
         assert_eq!(settings.temporal.namespace, "default");
+        assert_eq!(settings.api.oauth_state_ttl_seconds, 600);
+        assert_eq!(
+            settings.worker.retry_after_cap(),
+            std::time::Duration::from_secs(600)
+        );
+    }
+
+    #[test]
+    fn oauth_state_ttl_and_retry_after_cap_are_read() {
+        let settings = Settings::load(
+            None,
+            &env(&[
+                ("ENTRA_SYNC_OAUTH_STATE_TTL_SECONDS", "120"),
+                ("ENTRA_SYNC__WORKER__RETRY_AFTER_CAP_SECONDS", "5"),
+                ("ENTRA_SYNC__DATABASE__MAX_CONNECTIONS", "7"),
+            ]),
+        )
+        .expect("settings load");
+        assert_eq!(settings.api.oauth_state_ttl_seconds, 120);
+        assert_eq!(
+            settings.worker.retry_after_cap(),
+            std::time::Duration::from_secs(5)
+        );
+        assert_eq!(settings.database.max_connections, 7);
     }
 
     #[test]

@@ -106,7 +106,12 @@ pub fn check_redirect_uri(callback_url: Option<&str>) -> Vec<Finding> {
             "use https (http is allowed only for localhost, 127.0.0.1 and [::1])",
         ));
     }
-    if url.path() != CALLBACK_PATH || url.query().is_some() || url.fragment().is_some() {
+    // The service answers the path with and without a trailing slash (as Microsoft's portal
+    // often registers it); the configured URI is sent to Microsoft exactly as written.
+    if url.path().trim_end_matches('/') != CALLBACK_PATH
+        || url.query().is_some()
+        || url.fragment().is_some()
+    {
         findings.push(problem(
             CHECK,
             Severity::Error,
@@ -198,7 +203,7 @@ pub async fn check_app_registration(settings: &Settings) -> Vec<Finding> {
                 CHECK,
                 format!("client id {} from {} ({:?})", app.client_id, app.source, app.credential),
             )];
-            if let entra_sync_directory::oauth::AppCredential::ClientSecret(secret) = &app.credential {
+            if let entra_sync_connection::AppCredential::ClientSecret(secret) = &app.credential {
                 findings.push(check_client_secret(&app.source, secret.expose_secret()));
             }
             findings
@@ -370,9 +375,13 @@ mod tests {
 
     #[test]
     fn redirect_uri_rules() {
-        let cases: [(Option<&str>, Vec<Severity>); 8] = [
+        let cases: [(Option<&str>, Vec<Severity>); 9] = [
             (
                 Some("https://psa.example.com/auth/oauth2/microsoft/callback"),
+                vec![Severity::Ok],
+            ),
+            (
+                Some("https://psa.example.com/auth/oauth2/microsoft/callback/"),
                 vec![Severity::Ok],
             ),
             (

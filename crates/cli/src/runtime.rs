@@ -11,12 +11,12 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::{Context, Result};
-use entra_sync_activities::{DirectoryFactory, DirectorySettings, SyncActivities};
+use entra_sync_activities::SyncActivities;
 use entra_sync_api::WorkflowStarter;
 use entra_sync_api::{ApiConfig, AppState, MicrosoftConfig, TemporalStarter};
-use entra_sync_directory::http::HttpSettings;
+use entra_sync_connection::{DirectoryFactory, DirectorySettings, HttpSettings};
 use entra_sync_secrets::{
-    AppCredentialResolver, DirectoryProvider, EnvironmentProvider, SecretProvider, VaultConfig,
+    AppCredentialResolver, EnvironmentProvider, FolderProvider, SecretProvider, VaultConfig,
     VaultProvider,
 };
 use entra_sync_store::runs::{derive_run_status, RunStatus};
@@ -41,7 +41,7 @@ use crate::config::{Settings, TemporalSettings};
 
 /// Connects to Postgres with the configured encryption key (when one is set).
 pub async fn connect_store(settings: &Settings) -> Result<Store> {
-    let store = Store::connect(&settings.database.url)
+    let store = Store::connect_with(&settings.database.url, settings.database.max_connections)
         .await
         .context("connecting to Postgres (DATABASE_URL)")?;
     Ok(match settings.encryption_key {
@@ -91,6 +91,7 @@ pub fn directory_settings(settings: &Settings) -> Result<DirectorySettings> {
         },
         app_registrations: Some(Arc::new(app_registrations(settings)?)),
         redirect_uri: microsoft.oauth_callback_url.clone(),
+        retry_after_cap: settings.worker.retry_after_cap(),
     })
 }
 
@@ -101,7 +102,7 @@ pub fn app_registrations(settings: &Settings) -> Result<AppCredentialResolver> {
     use secrecy::ExposeSecret;
     let mut providers: Vec<Arc<dyn SecretProvider>> = Vec::new();
     if let Some(directory) = &settings.secrets.directory {
-        providers.push(Arc::new(DirectoryProvider::new(directory)));
+        providers.push(Arc::new(FolderProvider::new(directory)));
     }
     if let Some(address) = &settings.secrets.vault_address {
         let token = settings
@@ -443,6 +444,7 @@ pub async fn api_state(settings: &Settings, store: Store) -> Result<AppState> {
     let mut config = ApiConfig::new(master_key);
     config.max_parallel_tenants = settings.sync.max_parallel_tenants;
     config.allow_private_endpoints = settings.allow_private_endpoints;
+    config.oauth_state_ttl = Duration::from_secs(settings.api.oauth_state_ttl_seconds.max(1));
     config.microsoft = MicrosoftConfig {
         login_base_url: parse_url(
             &settings.microsoft.login_base_url,

@@ -244,7 +244,50 @@ impl CippClient {
     pub async fn list_tenants(&self) -> Result<Vec<DiscoveredTenant>, DirectoryError> {
         let url = self.endpoint("ListTenants")?;
         let body = self.get(url, None, &AtomicU16::new(0)).await?;
-        parse_tenants(&body, &self.error_context(None))
+        let mut tenants = parse_tenants(&body, &self.error_context(None))?;
+        // ListTenants rows carry only the default and initial domain: CIPP-API's
+        // `Get-Tenants` (Modules/CIPPCore/Public/GraphHelper/Get-Tenants.ps1) reads the
+        // customer's `beta/domains` but stores just `defaultDomainName`/`initialDomainName`
+        // (its `domains` field is left empty). Every verified domain comes from Graph's
+        // `domains` through CIPP's Graph proxy instead (`ListGraphRequest?Endpoint=domains`,
+        // which CIPP-API's `Get-GraphRequestList` sends as `{Version}/{Endpoint}` in the
+        // tenantFilter's tenant). A tenant whose domains cannot be read keeps the two it has.
+        for tenant in &mut tenants {
+            match self.verified_domains(&tenant.entra_tenant_id).await {
+                Ok(domains) => merge_domains(&mut tenant.domains, domains),
+                Err(error) => tracing::warn!(
+                    tenant_id = %tenant.entra_tenant_id,
+                    class = error.class(),
+                    "cannot read the customer's verified domains through CIPP"
+                ),
+            }
+        }
+        Ok(tenants)
+    }
+
+    /// The customer's verified domains: Graph `GET /v1.0/domains` (MICROSOFT.md §1: `value[]`
+    /// of `{id, isDefault, isInitial, isVerified}`) relayed by `ListGraphRequest`.
+    async fn verified_domains(&self, tenant: &str) -> Result<Vec<TenantDomain>, DirectoryError> {
+        let mut url = self.endpoint("ListGraphRequest")?;
+        url.query_pairs_mut()
+            .append_pair("Endpoint", "domains")
+            .append_pair("tenantFilter", tenant)
+            .append_pair("Version", "v1.0")
+            .append_pair("$select", "id,isDefault,isInitial,isVerified");
+        let body = self.get(url, Some(tenant), &AtomicU16::new(0)).await?;
+        let (results, _) = graph_request_results(&body)?;
+        Ok(results
+            .iter()
+            .filter(|domain| domain.get("isVerified").and_then(Value::as_bool) == Some(true))
+            .filter_map(|domain| {
+                let name = domain.get("id")?.as_str()?.trim().to_ascii_lowercase();
+                (!name.is_empty()).then(|| TenantDomain {
+                    name,
+                    is_default: domain.get("isDefault").and_then(Value::as_bool) == Some(true),
+                    is_initial: domain.get("isInitial").and_then(Value::as_bool) == Some(true),
+                })
+            })
+            .collect())
     }
 
     /// One page of a tenant's users: `ListGraphRequest` with manual pagination (never
@@ -466,9 +509,26 @@ pub(crate) fn parse_tenants(
     Ok(tenants)
 }
 
+/// Adds the verified domains Graph listed to the ones ListTenants gave, each name once; Graph's
+/// flags win for a name both have.
+fn merge_domains(domains: &mut Vec<TenantDomain>, verified: Vec<TenantDomain>) {
+    for domain in verified {
+        match domains.iter_mut().find(|known| known.name == domain.name) {
+            Some(known) => *known = domain,
+            None => domains.push(domain),
+        }
+    }
+}
+
+/// The code of CIPP's "Failed to retrieve tenants" error row when it carries no Microsoft error
+/// code (MICROSOFT.md §5a; CIPP's usual text is "Failed to retrieve tenants. Perform a
+/// permission check."): CIPP itself cannot list the partner's tenants, which no retry fixes.
+pub const CIPP_PERMISSION_CHECK: &str = "cipp_permission_check";
+
 /// CIPP's error row carries only text. The AADSTS numbers in it are Microsoft's structured
-/// codes, so they are used; otherwise the failure is treated as transient (CIPP's tenant
-/// listing fails intermittently) with CIPP's text as the message.
+/// codes, so they are used; otherwise it is a configuration failure of the CIPP instance or
+/// its API client (`config`, code [`CIPP_PERMISSION_CHECK`]): retrying would only keep the
+/// run waiting while nothing changes.
 fn tenant_list_failure(display_name: &str, context: &ErrorContext) -> DirectoryError {
     let message = short_description(display_name);
     let failure = ProviderFailure {
@@ -483,14 +543,14 @@ fn tenant_list_failure(display_name: &str, context: &ErrorContext) -> DirectoryE
             return classified;
         }
     }
-    DirectoryError::Transient {
-        code: "cipp_tenant_list_failed".to_owned(),
+    DirectoryError::Config {
+        code: CIPP_PERMISSION_CHECK.to_owned(),
         message: if message.is_empty() {
             "CIPP could not list tenants".to_owned()
         } else {
             message
         },
-        retry_after: None,
+        setting: "the CIPP API client's role and CIPP's permission check".to_owned(),
     }
 }
 
@@ -715,9 +775,11 @@ mod tests {
 
     #[test]
     fn the_error_row_is_an_error_not_an_empty_list() {
-        let body = json!([{"customerId": "", "displayName": "Failed to retrieve tenants. Error: something broke", "defaultDomainName": "Invalid"}]);
+        let body = json!([{"customerId": "", "displayName": "Failed to retrieve tenants. Perform a permission check.", "defaultDomainName": "Invalid"}]);
         let error = parse_tenants(&body, &context()).expect_err("an error");
-        assert_eq!(error.class(), "transient");
+        assert_eq!(error.class(), "config");
+        assert_eq!(error.code(), Some(CIPP_PERMISSION_CHECK));
+        assert!(!error.is_retryable());
         let body = json!([{"customerId": "", "displayName": "Failed to retrieve tenants. AADSTS700082: expired"}]);
         assert_eq!(
             parse_tenants(&body, &context())
@@ -728,6 +790,42 @@ mod tests {
         assert_eq!(
             parse_tenants(&json!([]), &context()).expect("empty list"),
             Vec::new()
+        );
+    }
+
+    #[test]
+    fn verified_domains_join_the_listed_ones_once_each() {
+        let mut domains = vec![
+            TenantDomain {
+                name: "contoso.com".to_owned(),
+                is_default: true,
+                is_initial: false,
+            },
+            TenantDomain {
+                name: "contoso.onmicrosoft.com".to_owned(),
+                is_default: false,
+                is_initial: true,
+            },
+        ];
+        merge_domains(
+            &mut domains,
+            vec![
+                TenantDomain {
+                    name: "contoso.com".to_owned(),
+                    is_default: true,
+                    is_initial: false,
+                },
+                TenantDomain {
+                    name: "contoso.co.uk".to_owned(),
+                    is_default: false,
+                    is_initial: false,
+                },
+            ],
+        );
+        let names: Vec<&str> = domains.iter().map(|domain| domain.name.as_str()).collect();
+        assert_eq!(
+            names,
+            ["contoso.com", "contoso.onmicrosoft.com", "contoso.co.uk"]
         );
     }
 

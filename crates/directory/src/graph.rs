@@ -137,6 +137,16 @@ impl GraphClient {
                         fresh_token_tried = true;
                         continue;
                     }
+                    // A fresh customer-tenant token refused by that tenant is about that
+                    // tenant (consent or role), not the MSP's grant: the grant itself was just
+                    // accepted by the token endpoint. Only the partner's own calls can say
+                    // "reconnect" (SPEC §2.3).
+                    if stale_token && tenant != self.config.partner_tenant {
+                        return Err(customer_refused_token(
+                            &error,
+                            &self.tokens.oauth().error_context(Some(tenant)),
+                        ));
+                    }
                     return Err(error);
                 }
             }
@@ -380,6 +390,25 @@ impl GraphClient {
 
 /// Checks that a freshly exchanged delegated access token works on Graph before the caller
 /// persists the token set (SPEC §2.1: "the code is exchanged, then Graph is probed"). Reads
+/// A 401 from a customer tenant for a token its authority just issued: that tenant refuses
+/// the app (consent withdrawn, the service principal removed, Conditional Access), which is a
+/// `tenant_access` failure of that tenant with the admin-consent remediation.
+fn customer_refused_token(error: &DirectoryError, context: &ErrorContext) -> DirectoryError {
+    let (code, message) = match error {
+        DirectoryError::ReauthRequired { code, message } => (code.clone(), message.clone()),
+        other => ("http_401".to_owned(), other.to_string()),
+    };
+    DirectoryError::TenantAccess {
+        code,
+        message,
+        remediation: format!(
+            "the customer tenant refused the app's token: an administrator of {} must grant admin consent to the app at {} (or restore its GDAP role); the other tenants are not affected",
+            context.tenant_id.as_deref().unwrap_or("the customer tenant"),
+            context.admin_consent_url()
+        ),
+    }
+}
+
 /// `GET /v1.0/organization` of the signed-in (partner) tenant; returns its display name.
 #[instrument(skip_all)]
 pub async fn probe(

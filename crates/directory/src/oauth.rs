@@ -473,6 +473,31 @@ pub trait RefreshTokenSource: Send + Sync {
     async fn abandon(&self) {}
 }
 
+/// The longest a refresh-token redemption made while a [`RefreshTokenSource`] holds its lock may
+/// take (a single attempt). The store's lease frees itself after 120 s idle; this stays far
+/// inside that, so a rotated refresh token is always stored before the lock can lapse.
+pub const LEASED_REFRESH_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// Calls [`RefreshTokenSource::abandon`] when dropped armed: a cancelled redemption releases
+/// the lease at once (on a spawned task, since dropping cannot wait).
+struct AbandonOnDrop(Option<Arc<dyn RefreshTokenSource>>);
+
+impl AbandonOnDrop {
+    fn disarm(mut self) {
+        self.0 = None;
+    }
+}
+
+impl Drop for AbandonOnDrop {
+    fn drop(&mut self) {
+        if let Some(source) = self.0.take() {
+            if let Ok(runtime) = tokio::runtime::Handle::try_current() {
+                runtime.spawn(async move { source.abandon().await });
+            }
+        }
+    }
+}
+
 type TokenSlot = Arc<tokio::sync::Mutex<Option<TokenSet>>>;
 
 /// Access tokens per (tenant, scope), minted by the refresh-token grant in that tenant, kept
@@ -537,7 +562,25 @@ impl CustomerTokenCache {
         let redeemed = {
             let _rotation = self.rotation.lock().await;
             let refresh_token = self.refresh_tokens.current_refresh_token().await?;
-            let redeemed = self.oauth.refresh(tenant, &refresh_token, scope).await;
+            // From here the source may hold a lock (a store lease): if this future is dropped
+            // (the activity was cancelled), the guard gives it up at once instead of leaving it
+            // until the database's idle timeout.
+            let guard = AbandonOnDrop(Some(self.refresh_tokens.clone()));
+            // One attempt with a deadline well inside the lease's own timeout.
+            let redeemed = tokio::time::timeout(
+                LEASED_REFRESH_TIMEOUT,
+                self.oauth.refresh(tenant, &refresh_token, scope),
+            )
+            .await
+            .unwrap_or_else(|_| {
+                Err(DirectoryError::Transient {
+                    code: "token_refresh_timeout".to_owned(),
+                    message: "the identity platform did not answer the token refresh in time"
+                        .to_owned(),
+                    retry_after: None,
+                })
+            });
+            guard.disarm();
             if let Ok(TokenSet {
                 refresh_token: Some(new_refresh_token),
                 ..

@@ -595,8 +595,9 @@ fn is_ineligible(reason: SkipReason) -> bool {
 }
 
 /// The counts of a plan. `seen` is every entry of the page (removals and replays included);
-/// `eligible` is `seen` minus users skipped by a filter or as invalid; `errors` stays zero here
-/// because only applying a plan can fail.
+/// `eligible` is `seen` minus users skipped by a filter or as invalid; `errors` counts users
+/// that failed processing: records the provider sent that could not be read or validated
+/// (skipped as `invalid_record`, SPEC §5.6).
 pub fn tally(plan: &Plan, entries_seen: usize) -> Tally {
     let mut tally = Tally {
         seen: entries_seen as u64,
@@ -616,9 +617,43 @@ pub fn tally(plan: &Plan, entries_seen: usize) -> Tally {
                 if is_ineligible(*reason) {
                     ineligible += 1;
                 }
+                if *reason == SkipReason::InvalidRecord {
+                    tally.errors += 1;
+                }
             }
         }
     }
     tally.eligible = tally.seen.saturating_sub(ineligible);
     tally
+}
+
+#[cfg(test)]
+mod tally_tests {
+    use super::*;
+
+    #[test]
+    fn invalid_records_count_as_errors_and_filter_skips_do_not() {
+        let plan = Plan {
+            actions: vec![
+                Action::Skip {
+                    object_id: Some("a".to_owned()),
+                    reason: SkipReason::InvalidRecord,
+                    detail: Some("bad email".to_owned()),
+                },
+                Action::Skip {
+                    object_id: None,
+                    reason: SkipReason::InvalidRecord,
+                    detail: Some("unreadable".to_owned()),
+                },
+                Action::Skip {
+                    object_id: Some("b".to_owned()),
+                    reason: SkipReason::Dismissed,
+                    detail: None,
+                },
+            ],
+        };
+        let counted = tally(&plan, 3);
+        assert_eq!(counted.errors, 2);
+        assert_eq!(counted.seen, 3);
+    }
 }

@@ -68,7 +68,7 @@ pub struct AppCredentialResolver {
 }
 
 impl AppCredentialResolver {
-    /// `providers` are asked in order within each layer (e.g. directory, then Vault).
+    /// `providers` are asked in order within each layer (e.g. the folder, then Vault).
     pub fn new(providers: Vec<Arc<dyn SecretProvider>>, environment: EnvironmentProvider) -> Self {
         AppCredentialResolver {
             providers,

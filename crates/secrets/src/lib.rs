@@ -1,5 +1,5 @@
 //! Where the Microsoft app registration's credentials come from (SPEC §2.1): secret providers
-//! (the environment, a filesystem directory re-read when its files change, Vault/OpenBao KV v2)
+//! (the environment, a folder of files re-read when its files change, Vault/OpenBao KV v2)
 //! and the resolution order — the PSA tenant's own secrets, then the environment, then the
 //! application's secrets — that turns them into an `AppCredential`.
 //!
@@ -7,7 +7,7 @@
 //! errors name keys, paths and providers, never values.
 
 mod app;
-mod directory;
+mod folder;
 mod vault;
 
 use std::collections::HashMap;
@@ -18,7 +18,7 @@ use secrecy::SecretString;
 use uuid::Uuid;
 
 pub use app::{AppCredentialResolver, ResolvedApp, KEYS};
-pub use directory::DirectoryProvider;
+pub use folder::FolderProvider;
 pub use vault::{VaultConfig, VaultProvider};
 
 /// Whose secret is asked for: one PSA tenant's own, or the application's.
@@ -50,7 +50,7 @@ pub enum SecretsError {
 /// A source of named secrets.
 #[async_trait]
 pub trait SecretProvider: Send + Sync + fmt::Debug {
-    /// A short name for messages (`environment`, `directory`, `vault`).
+    /// A short name for messages (`environment`, `folder`, `vault`).
     fn name(&self) -> &'static str;
 
     /// The secret `key` in `scope`, or `None` when this provider does not have it.

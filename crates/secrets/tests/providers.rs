@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use entra_sync_directory::oauth::AppCredential;
 use entra_sync_secrets::{
-    AppCredentialResolver, DirectoryProvider, EnvironmentProvider, SecretProvider, SecretScope,
+    AppCredentialResolver, EnvironmentProvider, FolderProvider, SecretProvider, SecretScope,
     SecretsError, VaultConfig, VaultProvider,
 };
 use secrecy::{ExposeSecret, SecretString};
@@ -44,13 +44,13 @@ async fn a_rotated_secret_file_takes_effect_without_a_restart() {
     std::fs::write(root.join("MICROSOFT_CLIENT_ID"), "app-id\n").expect("write");
     std::fs::write(root.join("MICROSOFT_CLIENT_SECRET"), "first-secret\n").expect("write");
     let resolver = AppCredentialResolver::new(
-        vec![Arc::new(DirectoryProvider::new(&root))],
+        vec![Arc::new(FolderProvider::new(&root))],
         EnvironmentProvider::default(),
     );
     let first = resolver.resolve(tenant).await.expect("ok").expect("app");
     assert_eq!(first.client_id, "app-id");
     assert_eq!(secret_of(&first.credential), "first-secret");
-    assert_eq!(first.source, "directory (application)");
+    assert_eq!(first.source, "folder (application)");
 
     // Rotation by rename (a new inode) and by an in-place rewrite of the same length.
     write_atomically(&root.join("MICROSOFT_CLIENT_SECRET"), "second-secret\n");
@@ -72,7 +72,7 @@ async fn a_rotated_secret_file_takes_effect_without_a_restart() {
     let own = resolver.resolve(tenant).await.expect("ok").expect("app");
     assert_eq!(
         (own.client_id.as_str(), own.source.as_str()),
-        ("tenant-app", "directory (tenant)")
+        ("tenant-app", "folder (tenant)")
     );
     std::fs::remove_dir_all(&root).expect("cleanup");
 }

@@ -109,6 +109,22 @@ pub(crate) async fn list_tenants(
             }]),
         );
     }
+    if special_fault == Some(FaultKind::CippTenantsPermissionRow) {
+        // MICROSOFT.md §5a: the error row, here with CIPP's permission-check text and no AADSTS code.
+        return json_response(
+            StatusCode::OK,
+            &json!([{
+                "customerId": "",
+                "defaultDomainName": "Invalid",
+                "initialDomainName": "",
+                "displayName": "Failed to retrieve tenants. Perform a permission check.",
+                "delegatedPrivilegeStatus": "",
+                "relationshipEnd": null,
+                "GraphErrorCount": 0,
+                "LastGraphError": "",
+            }]),
+        );
+    }
     let params = parse_query(raw.as_deref());
     let mut rows = Vec::new();
     if param(&params, "AllTenantSelector").is_some_and(|value| value.eq_ignore_ascii_case("true")) {
@@ -284,6 +300,32 @@ pub(crate) async fn list_graph_request(
     }
     if let Some(group_id) = group_members_endpoint(&endpoint) {
         return list_group_members(&shared, &params, tenant_filter, &endpoint, group_id);
+    }
+    if endpoint
+        .trim_start_matches('/')
+        .eq_ignore_ascii_case("domains")
+    {
+        // CIPP-API `Get-GraphRequestList` relays `GET {Version}/domains` in the tenantFilter's
+        // tenant (Modules/CIPPCore/Public/GraphRequests/Get-GraphRequestList.ps1); Graph answers
+        // `{id, isDefault, isInitial, isVerified}` per domain (MICROSOFT.md §1).
+        let position = match resolve_tenant(&shared, tenant_filter, &endpoint) {
+            Ok(position) => position,
+            Err(response) => return response,
+        };
+        let state = shared.lock();
+        let results: Vec<Value> = state.tenants[position]
+            .domains
+            .iter()
+            .map(|domain| {
+                json!({
+                    "id": domain.id,
+                    "isDefault": domain.is_default,
+                    "isInitial": domain.is_initial,
+                    "isVerified": domain.is_verified,
+                })
+            })
+            .collect();
+        return json_response(StatusCode::OK, &json!({"Results": results, "Metadata": {}}));
     }
     if !endpoint
         .trim_start_matches('/')

@@ -86,7 +86,7 @@
 //! | `POST /_admin/tokens/revoke` | | forget every issued access token |
 //!
 //! Fault kinds (`"kind"`): `throttle` (`retry_after_secs`), `unavailable` (optional `retry_after_secs`),
-//! `gateway_timeout`, `delay` (`ms`), `malformed_json`, `cipp_tenants_error_row`, `cipp_forbidden`,
+//! `gateway_timeout`, `unauthorized`, `delay` (`ms`), `malformed_json`, `cipp_tenants_error_row`, `cipp_tenants_permission_row`, `cipp_forbidden`,
 //! `cipp_disabled`, `cipp_graph_error`, `token_error` (`aadsts`, e.g. 70008, 50173, 7000215, 700016, 90002),
 //! `authorize_denied`. `path_prefix` defaults to `/`; `tenant` and `count` are optional (no count: until cleared).
 //!

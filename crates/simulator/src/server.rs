@@ -343,6 +343,15 @@ pub(crate) async fn apply_fault(
             ),
             Surface::Plain => text_response(StatusCode::GATEWAY_TIMEOUT, "Gateway Timeout"),
         }),
+        // learn.microsoft.com/en-us/graph/resolve-auth-errors: 401 for a token the resource refuses.
+        FaultKind::Unauthorized => FaultOutcome::Respond(match surface {
+            Surface::Graph => graph_error(
+                StatusCode::UNAUTHORIZED,
+                "InvalidAuthenticationToken",
+                "Access token validation failure. Invalid audience.",
+            ),
+            Surface::Plain => text_response(StatusCode::UNAUTHORIZED, "Unauthorized"),
+        }),
         FaultKind::MalformedJson => {
             let mut response =
                 (StatusCode::OK, Body::from("{\"value\":[{\"id\":\"")).into_response();

@@ -57,12 +57,20 @@ pub enum FaultKind {
     },
     /// MICROSOFT.md §4: 504.
     GatewayTimeout,
+    /// A 401 `InvalidAuthenticationToken` for a token the tenant no longer accepts (Microsoft
+    /// Graph "Resolve authorization errors", https://learn.microsoft.com/en-us/graph/resolve-auth-errors:
+    /// a 401 means the presented token is missing, invalid or expired for the resource).
+    Unauthorized,
     /// A slow response: the request is answered normally after this delay.
     Delay { ms: u64 },
     /// A 200 whose JSON body is cut off mid-way.
     MalformedJson,
     /// MICROSOFT.md §5a: ListTenants answers 200 with the one error row.
     CippTenantsErrorRow,
+    /// MICROSOFT.md §5a: the same 200 error row without a Microsoft error code, with CIPP's text
+    /// "Failed to retrieve tenants. Perform a permission check." (what CIPP answers when its
+    /// API client or its own access to the partner tenant lacks permission).
+    CippTenantsPermissionRow,
     /// MICROSOFT.md §5a: 403 with a plain-text body.
     CippForbidden,
     /// MICROSOFT.md §5a: 503 "This feature has been disabled".

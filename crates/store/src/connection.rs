@@ -419,6 +419,10 @@ impl Store {
         code_verifier: &str,
         expires_at: DateTime<Utc>,
     ) -> Result<()> {
+        // Expired states are purged whenever a flow starts, so the table stays bounded without
+        // a scheduled job; a day's grace keeps "this sign-in link expired" distinguishable
+        // from an unknown state for a late callback.
+        self.purge_expired_oauth_states().await?;
         let sealed = self.encryption_key()?.seal(
             OAUTH_STATE_PURPOSE,
             tenant_id,

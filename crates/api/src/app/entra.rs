@@ -75,11 +75,12 @@ pub(crate) async fn connect_cipp(
     }
     let base_url = parse_cipp_base_url(&body.base_url)?;
     let credentials = cipp_credentials(body)?;
-    let client = cipp_client(state, base_url.clone(), &credentials)?;
-    let tenants = client.list_tenants().await.map_err(|error| {
-        tracing::info!(%tenant_id, class = error.class(), "CIPP connect validation failed");
-        provider_error("CIPP", &error)
-    })?;
+    let tenants_visible = cipp_check(state, base_url.clone(), &credentials)
+        .await
+        .map_err(|error| {
+            tracing::info!(%tenant_id, class = error.class(), "CIPP connect validation failed");
+            provider_error("CIPP", &error)
+        })?;
     let base_url_text = base_url.as_str().trim_end_matches('/').to_owned();
     state
         .store
@@ -100,13 +101,13 @@ pub(crate) async fn connect_cipp(
                 CippCredentialsRecord::ApiToken { .. } => "api_token",
                 CippCredentialsRecord::ApiClient { .. } => "api_client",
             },
-            "tenants_visible": tenants.len(),
+            "tenants_visible": tenants_visible,
         }),
     )
     .await?;
     Ok(ConnectedView {
         connection: crate::routes::entra::connection_view(state, tenant_id).await?,
-        tenants_visible: tenants.len(),
+        tenants_visible,
     })
 }
 
@@ -399,12 +400,9 @@ pub(crate) async fn test_cipp(
     }
     let base_url = parse_cipp_base_url(&body.base_url)?;
     let credentials = cipp_credentials(body)?;
-    let client = cipp_client(state, base_url, &credentials)?;
-    let tenants = client
-        .list_tenants()
+    cipp_check(state, base_url, &credentials)
         .await
-        .map_err(|error| provider_error("CIPP", &error))?;
-    Ok(tenants.len())
+        .map_err(|error| provider_error("CIPP", &error))
 }
 
 /// Starts a direct connection from a console session: as [`connect_direct`], and the state is

@@ -184,7 +184,16 @@ pub(crate) async fn get_run(
     run_id: Uuid,
 ) -> Result<RunView, ApiError> {
     let run = state.store.get_run(caller.user.tenant_id, run_id).await?;
-    Ok(RunView::from(&run))
+    // Tenants waiting for another attempt show as `retrying` (SPEC §5.7).
+    let retries = if run.status == RunStatus::Running {
+        state
+            .store
+            .tenant_retry_states(caller.user.tenant_id, run_id)
+            .await?
+    } else {
+        Vec::new()
+    };
+    Ok(RunView::from(&run).with_retry_states(&retries))
 }
 
 /// Cancels a running run.

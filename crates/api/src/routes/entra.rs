@@ -1,14 +1,12 @@
 //! The Entra integration: connection (CIPP, direct, validate, disconnect), status, discovery,
 //! managed tenants, mapping preview and confirmation, mappings and unmap.
 
-use std::sync::Arc;
-
 use axum::extract::State;
 use axum::http::StatusCode;
 use axum::Json;
-use entra_sync_directory::cipp::{CippAuth, CippClient, CippConfig};
-use entra_sync_directory::error::DirectoryError;
-use entra_sync_directory::http::{HttpSettings, ThrottleStats};
+use entra_sync_connection::interactive::{cipp_tenants_visible, probe_graph, MicrosoftEndpoints};
+use entra_sync_connection::{DirectoryError, ErrorRecord};
+use entra_sync_domain::mapping::{preview_state, ClientForMapping, MappingState};
 use entra_sync_store::connection::{CippCredentialsRecord, ConnectionCredentials};
 use entra_sync_store::discovery::ManagedTenantRecord;
 use entra_sync_store::mapping::MappingRecord;
@@ -198,60 +196,24 @@ pub(crate) fn cipp_credentials(body: CippConnectBody) -> Result<CippCredentialsR
     }
 }
 
-pub(crate) fn cipp_client(
+/// How many tenants CIPP shows for `credentials` (one attempt within the provider timeout).
+pub(crate) async fn cipp_check(
     state: &AppState,
     base_url: url::Url,
     credentials: &CippCredentialsRecord,
-) -> Result<CippClient, ApiError> {
-    let auth = match credentials {
-        CippCredentialsRecord::ApiToken { api_token } => {
-            CippAuth::ApiToken(SecretString::from(api_token.clone()))
-        }
-        CippCredentialsRecord::ApiClient {
-            client_id,
-            client_secret,
-            tenant_id,
-        } => CippAuth::ClientCredentials {
-            client_id: client_id.clone(),
-            client_secret: SecretString::from(client_secret.clone()),
-            tenant_id: tenant_id.clone(),
-        },
-    };
-    // An interactive request: answer within the provider timeout rather than retrying for
-    // minutes, and do not mark the calls as background traffic.
-    let settings = HttpSettings {
-        request_timeout: state.config.provider_timeout,
-        connect_timeout: state
-            .config
-            .provider_timeout
-            .min(std::time::Duration::from_secs(10)),
-        max_attempts: 1,
-        background: false,
-        allow_private_endpoints: state.config.allow_private_endpoints,
-        ..HttpSettings::default()
-    };
-    CippClient::new(
-        CippConfig {
-            base_url,
-            auth,
-            login_base_url: state.config.microsoft.login_base_url.clone(),
-        },
-        settings,
-        Arc::new(ThrottleStats::default()),
+) -> Result<usize, DirectoryError> {
+    cipp_tenants_visible(
+        &state.config.microsoft.login_base_url,
+        base_url,
+        credentials,
+        state.config.provider_timeout,
     )
-    .map_err(|error| provider_error("CIPP", &error))
+    .await
 }
 
-/// A provider failure as the caller sees it: transient and unusable answers are the
-/// provider's fault (502); credentials, consent and configuration are the caller's (422).
+/// A provider failure as the caller sees it (502 or 422, with class and remediation).
 pub(crate) fn provider_error(provider: &str, error: &DirectoryError) -> ApiError {
-    let message = format!("{provider} check failed ({}): {error}", error.class());
-    match error {
-        DirectoryError::Transient { .. } | DirectoryError::Invalid { .. } => {
-            ApiError::bad_gateway("provider_unavailable", message)
-        }
-        _ => ApiError::unprocessable("provider_validation_failed", message),
-    }
+    ApiError::provider(provider, error)
 }
 
 #[derive(Debug, Serialize, ToSchema)]
@@ -309,11 +271,7 @@ async fn validate_connection(
             let base_url = url::Url::parse(base_url).map_err(|_| {
                 ApiError::conflict("invalid_connection", "the saved base URL is not valid")
             })?;
-            let client = cipp_client(&state, base_url, credentials)?;
-            client
-                .list_tenants()
-                .await
-                .map(|tenants| Some(tenants.len()))
+            cipp_check(&state, base_url, credentials).await.map(Some)
         }
         (Some(ConnectionCredentials::Direct(token_set)), _)
             if token_set.expires_at > chrono::Utc::now() + chrono::Duration::seconds(60) =>
@@ -321,24 +279,16 @@ async fn validate_connection(
             // The saved access token is still good: probe Graph with it. Refreshing here
             // would rotate the refresh token outside the sync's per-connection lock.
             let microsoft = &state.config.microsoft;
-            let context = entra_sync_directory::error::ErrorContext {
-                login_base_url: microsoft.login_base_url.clone(),
-                client_id: microsoft.client_id.clone().unwrap_or_default(),
-                redirect_uri: microsoft.callback_url.clone(),
-                tenant_id: None,
-                settings: entra_sync_directory::error::SettingNames::MICROSOFT,
-            };
-            entra_sync_directory::graph::probe(
-                &microsoft.graph_base_url,
-                &SecretString::from(token_set.access_token.clone()),
-                &context,
-                HttpSettings {
-                    request_timeout: state.config.provider_timeout,
-                    max_attempts: 1,
-                    background: false,
-                    ..HttpSettings::default()
+            probe_graph(
+                &MicrosoftEndpoints {
+                    login_base_url: microsoft.login_base_url.clone(),
+                    graph_base_url: microsoft.graph_base_url.clone(),
+                    client_id: microsoft.client_id.clone(),
+                    redirect_uri: microsoft.callback_url.clone(),
                 },
-                Arc::new(ThrottleStats::default()),
+                &SecretString::from(token_set.access_token.clone()),
+                state.config.provider_timeout,
+                1,
             )
             .await
             .map(|_| None)
@@ -368,12 +318,7 @@ async fn validate_connection(
                 DirectoryError::Transient { .. } => connection.status,
                 _ => ConnectionStatus::ValidationFailed,
             };
-            let recorded = serde_json::json!({
-                "class": error.class(),
-                "code": error.code(),
-                "message": error.to_string(),
-                "remediation": error.remediation(),
-            });
+            let recorded = ErrorRecord::from_directory(&error).to_json();
             state
                 .store
                 .set_connection_status(tenant_id, status, Some(&recorded))
@@ -383,14 +328,7 @@ async fn validate_connection(
                 _ => "CIPP",
             };
             let api_error = provider_error(provider, &error);
-            (
-                false,
-                None,
-                Some(crate::error::ErrorDetail {
-                    code: api_error.code,
-                    message: api_error.message,
-                }),
-            )
+            (false, None, Some(api_error.detail()))
         }
     };
     audit(

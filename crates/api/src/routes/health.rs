@@ -35,7 +35,7 @@ async fn healthz() -> Json<serde_json::Value> {
 #[utoipa::path(get, path = "/readyz", tag = "operations", security(()),
     responses((status = 200, body = Health), (status = 503, body = Health)))]
 async fn readyz(State(state): State<AppState>) -> (StatusCode, Json<Health>) {
-    let database = match sqlx::query("SELECT 1").execute(state.store.pool()).await {
+    let database = match state.store.ping().await {
         Ok(_) => "ok",
         Err(error) => {
             tracing::warn!(%error, "readiness: database unreachable");

@@ -5,6 +5,8 @@ pub(crate) mod admin;
 pub(crate) mod entra;
 mod health;
 pub(crate) mod oauth;
+
+pub(crate) use oauth::callback_with_trailing_slash;
 mod platform;
 pub(crate) mod psa;
 pub(crate) mod runs;

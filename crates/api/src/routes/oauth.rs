@@ -3,15 +3,15 @@
 //!
 //! Codes, verifiers, states and tokens are secrets: they are never logged or echoed.
 
-use std::sync::Arc;
-
 use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Redirect, Response};
 use axum::Json;
-use entra_sync_directory::error::{DirectoryError, SettingNames};
-use entra_sync_directory::http::{HttpSettings, ThrottleStats};
-use entra_sync_directory::oauth::{AppCredential, OAuthClient, OAuthConfig};
+use entra_sync_connection::interactive::{
+    app_registration as resolve_app_registration, authorization_client, probe_graph,
+    MicrosoftEndpoints,
+};
+use entra_sync_connection::{AppCredential, DirectoryError, OAuthClient};
 use entra_sync_store::connection::DirectTokenSetRecord;
 use entra_sync_store::error::StoreError;
 use entra_sync_store::flags::UI_FLAG;
@@ -36,6 +36,16 @@ pub(super) fn routes() -> OpenApiRouter<AppState> {
         .routes(routes!(oauth_callback))
 }
 
+/// The callback registered with a trailing slash (`MICROSOFT_OAUTH_CALLBACK_URL` ending in
+/// `/callback/`, as Microsoft's portal often shows it): the same handler. Not a separate entry
+/// in the OpenAPI document, which describes the canonical path.
+pub(crate) fn callback_with_trailing_slash() -> axum::Router<AppState> {
+    axum::Router::new().route(
+        "/auth/oauth2/microsoft/callback/",
+        axum::routing::get(oauth_callback),
+    )
+}
+
 fn is_loopback_host(url: &url::Url) -> bool {
     match url.host() {
         Some(url::Host::Domain(domain)) => domain.eq_ignore_ascii_case("localhost"),
@@ -57,14 +67,12 @@ async fn app_registration(
 ) -> Result<(String, AppCredential), ApiError> {
     let microsoft = &state.config.microsoft;
     if let Some(resolver) = &microsoft.app_registrations {
-        let app = resolver
-            .resolve(tenant_id)
+        return resolve_app_registration(resolver, tenant_id)
             .await
             .map_err(|error| config_error(&error.to_string()))?
             .ok_or_else(|| {
                 config_error("no app registration is configured: set MICROSOFT_CLIENT_ID and MICROSOFT_CLIENT_SECRET")
-            })?;
-        return Ok((app.client_id, app.credential));
+            });
     }
     let client_id = microsoft.client_id.clone().ok_or_else(|| {
         config_error("no app registration is configured: set MICROSOFT_CLIENT_ID and MICROSOFT_CLIENT_SECRET")
@@ -101,26 +109,20 @@ pub(crate) async fn oauth_client(
             "MICROSOFT_OAUTH_CALLBACK_URL must use https unless the host is localhost, 127.0.0.1 or [::1]",
         ));
     }
-    if callback_url.path() != CALLBACK_PATH {
+    // Microsoft's portal and many guides register the URI with a trailing slash; both forms
+    // are answered (the router serves both paths) and the configured one is sent as is, since
+    // Microsoft compares it exactly with the registered one.
+    if callback_url.path().trim_end_matches('/') != CALLBACK_PATH {
         return Err(config_error(&format!(
             "MICROSOFT_OAUTH_CALLBACK_URL must end in {CALLBACK_PATH}, the path this service answers and the one registered in Azure"
         )));
     }
-    OAuthClient::new(
-        OAuthConfig {
-            login_base_url: microsoft.login_base_url.clone(),
-            client_id,
-            credential,
-            redirect_uri: Some(callback),
-            settings: SettingNames::MICROSOFT,
-        },
-        HttpSettings {
-            request_timeout: state.config.provider_timeout,
-            max_attempts: 2,
-            background: false,
-            ..HttpSettings::default()
-        },
-        Arc::new(ThrottleStats::default()),
+    authorization_client(
+        &microsoft.login_base_url,
+        client_id,
+        credential,
+        callback,
+        state.config.provider_timeout,
     )
     .map_err(|error| ApiError::unprocessable("direct_not_configured", error.to_string()))
 }
@@ -378,17 +380,17 @@ async fn complete_authorization(
             "Microsoft issued no refresh token; the offline_access scope must be granted",
         ));
     };
-    let organization = entra_sync_directory::graph::probe_organization(
-        &state.config.microsoft.graph_base_url,
-        &token_set.access_token,
-        &client.error_context(None),
-        HttpSettings {
-            request_timeout: state.config.provider_timeout,
-            max_attempts: 2,
-            background: false,
-            ..HttpSettings::default()
+    let microsoft = &state.config.microsoft;
+    let organization = probe_graph(
+        &MicrosoftEndpoints {
+            login_base_url: microsoft.login_base_url.clone(),
+            graph_base_url: microsoft.graph_base_url.clone(),
+            client_id: Some(client.config().client_id.clone()),
+            redirect_uri: client.config().redirect_uri.clone(),
         },
-        Arc::new(ThrottleStats::default()),
+        &token_set.access_token,
+        state.config.provider_timeout,
+        2,
     )
     .await
     .map_err(provider_failure)?;

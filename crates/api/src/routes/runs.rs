@@ -139,12 +139,19 @@ impl From<&TallyCounts> for CountsView {
 #[derive(Debug, Serialize, ToSchema)]
 pub(crate) struct TenantResultView {
     pub(crate) managed_tenant_id: Uuid,
-    /// `running`, `completed`, `failed`, `needs_confirmation` or `cancelled`.
+    /// `running`, `retrying`, `completed`, `failed`, `needs_confirmation` or `cancelled`.
     pub(crate) status: String,
     /// `delta` or `full`.
     pub(crate) mode: String,
     pub(crate) counts: CountsView,
+    /// The failure (while `retrying`: the last attempt's).
     pub(crate) error: Option<RunErrorView>,
+    /// While `retrying`: the attempt that failed (1 for the first).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub(crate) attempt: Option<i32>,
+    /// While `retrying`: when the next attempt starts.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub(crate) next_attempt_at: Option<chrono::DateTime<chrono::Utc>>,
     pub(crate) started_at: chrono::DateTime<chrono::Utc>,
     pub(crate) finished_at: Option<chrono::DateTime<chrono::Utc>>,
 }
@@ -157,9 +164,34 @@ impl From<&TenantResultRecord> for TenantResultView {
             mode: result.mode.as_str().to_owned(),
             counts: CountsView::from(&result.counts),
             error: error_view(&result.error),
+            attempt: None,
+            next_attempt_at: None,
             started_at: result.started_at,
             finished_at: result.finished_at,
         }
+    }
+}
+
+impl RunView {
+    /// Shows the tenants waiting for another attempt as `retrying` (SPEC §5.7).
+    pub(crate) fn with_retry_states(
+        mut self,
+        states: &[entra_sync_store::failures::TenantRetryState],
+    ) -> Self {
+        for tenant in &mut self.tenants {
+            if tenant.status != "running" {
+                continue;
+            }
+            if let Some(state) = states
+                .iter()
+                .find(|state| state.managed_tenant_id == tenant.managed_tenant_id)
+            {
+                tenant.status = "retrying".to_owned();
+                tenant.attempt = Some(state.attempt);
+                tenant.next_attempt_at = Some(state.next_attempt_at);
+            }
+        }
+        self
     }
 }
 
@@ -391,11 +423,29 @@ async fn resolve_held_inactivations(
     .map(Json)
 }
 
-/// Pages read per managed tenant by a preflight: enough to show what a sync would do without
-/// making the request as slow as the sync itself.
-const PREFLIGHT_MAX_PAGES: usize = 5;
+/// Pages read per managed tenant by a preflight (up to about 20,000 users at Graph's 999 per
+/// page): enough to show what a sync would do, absent users included, for most tenants, while
+/// the request timeout below bounds the whole answer.
+const PREFLIGHT_MAX_PAGES: usize = 20;
 /// Managed tenants a preflight looks at.
 const PREFLIGHT_MAX_TENANTS: usize = 25;
+/// The whole preflight answers within this (tenants not reached are counted as not checked).
+const PREFLIGHT_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(60);
+
+/// What the absent-user rule and the mass-inactivation guard would do (SPEC §5.5).
+#[derive(Debug, Serialize, ToSchema)]
+pub(crate) struct InactivationPreviewView {
+    /// Contacts a sync would inactivate: disabled users on the pages read, plus, when the
+    /// enumeration was complete, linked users the directory no longer returns.
+    would_inactivate: u64,
+    /// Of those, linked users absent from the directory (null when the preflight did not read
+    /// every user, so absence cannot be told).
+    absent_users: Option<u64>,
+    /// The managed tenant's linked contacts (the guard's denominator).
+    linked_contacts: u64,
+    /// True when the guard would hold these inactivations for an admin's confirmation.
+    guard_would_hold: bool,
+}
 
 #[derive(Debug, Serialize, ToSchema)]
 pub(crate) struct PreflightTenantView {
@@ -405,6 +455,7 @@ pub(crate) struct PreflightTenantView {
     /// False when the tenant has more users than the preflight read.
     pub(crate) complete: bool,
     pub(crate) counts: CountsView,
+    pub(crate) inactivations: Option<InactivationPreviewView>,
     pub(crate) error: Option<RunErrorView>,
 }
 
@@ -413,27 +464,41 @@ pub(crate) struct PreflightView {
     /// What a sync of this scope would do now; nothing was written.
     pub(crate) tenants: Vec<PreflightTenantView>,
     pub(crate) totals: CountsView,
-    /// Mapped tenants beyond the preflight's limit, not looked at.
+    /// Mapped tenants beyond the preflight's limit or time budget, not looked at.
     pub(crate) tenants_not_checked: usize,
 }
 
-/// Dry run: reads users and plans exactly as a sync would, writing nothing.
+/// Dry run: reads users and plans exactly as a sync would (through the same connection layer,
+/// page loop and group filters), writing nothing.
 #[utoipa::path(post, path = "/api/v1/integrations/entra/sync/preflight", tag = "sync",
     request_body = SyncBody,
     responses((status = 200, body = PreflightView), (status = 401, body = ErrorBody),
               (status = 403, body = ErrorBody), (status = 404, body = ErrorBody),
-              (status = 409, body = ErrorBody), (status = 422, body = ErrorBody)))]
+              (status = 409, body = ErrorBody), (status = 422, body = ErrorBody),
+              (status = 502, body = ErrorBody)))]
 async fn preflight(
     caller: Authorized<EntraUpdate>,
     State(state): State<AppState>,
     ApiJson(body): ApiJson<SyncBody>,
 ) -> Result<Json<PreflightView>, ApiError> {
-    use entra_sync_store::connection::ConnectionCredentials;
+    use entra_sync_connection::{load_group_members, ConnectionKind, DirectoryError, PageLoop};
     use entra_sync_store::reconcile::PageScope;
     let tenant_id = caller.user.tenant_id;
     let scope = match requested_scope(&body)? {
         None => RunScope::All,
         Some(client_id) => {
+            // The same rule as starting a single-client sync.
+            if !state
+                .store
+                .flag_enabled(CLIENT_SYNC_ACTION_FLAG, tenant_id)
+                .await?
+            {
+                return Err(ApiError::new(
+                    StatusCode::NOT_FOUND,
+                    "feature_disabled",
+                    "single-client sync is not enabled for this tenant",
+                ));
+            }
             state.store.get_client(tenant_id, client_id).await.map_err(
                 |error| match ApiError::from(error) {
                     error if error.status == StatusCode::NOT_FOUND => {
@@ -445,90 +510,150 @@ async fn preflight(
             RunScope::Client(client_id)
         }
     };
-    let connection = state.store.get_connection(tenant_id).await?;
-    let (credentials, base_url) = match connection {
-        Some(connection) => match (connection.credentials, connection.cipp_base_url) {
-            (Some(ConnectionCredentials::Cipp(credentials)), Some(base_url)) => {
-                (credentials, base_url)
-            }
-            (Some(ConnectionCredentials::Direct(_)), _) => {
-                return Err(ApiError::unprocessable(
-                    "preflight_not_supported",
-                    "preflight reads users through CIPP connections only; run a sync to see what a direct connection does",
-                ))
-            }
-            _ => {
-                return Err(ApiError::conflict(
-                    "not_connected",
-                    "connect to Microsoft or CIPP first",
-                ))
-            }
-        },
-        None => {
-            return Err(ApiError::conflict(
-                "not_connected",
-                "connect to Microsoft or CIPP first",
-            ))
-        }
-    };
-    let base_url = url::Url::parse(&base_url)
-        .map_err(|_| ApiError::conflict("invalid_connection", "the saved base URL is not valid"))?;
-    let client = super::entra::cipp_client(&state, base_url, &credentials)?;
+    let summary = state.store.connection_summary(tenant_id).await?;
+    if !summary.has_credentials {
+        return Err(ApiError::conflict(
+            "not_connected",
+            "connect to Microsoft or CIPP first",
+        ));
+    }
+    let connected = state
+        .connections
+        .for_tenant(&state.store, tenant_id)
+        .await
+        .map_err(|error| {
+            let provider = if summary.kind.as_deref() == Some("direct") {
+                "Microsoft"
+            } else {
+                "CIPP"
+            };
+            ApiError::provider(provider, &error)
+        })?;
+    let prefer_delta = connected.kind == ConnectionKind::Direct;
     let targets = state.store.sync_targets(tenant_id, scope).await?;
-    let tenants_not_checked = targets.len().saturating_sub(PREFLIGHT_MAX_TENANTS);
+    let mut tenants_not_checked = targets.len().saturating_sub(PREFLIGHT_MAX_TENANTS);
     // A run id that names no run: the dry run's statements need one, and it is rolled back.
     let preflight_run_id = Uuid::now_v7();
+    let deadline = tokio::time::Instant::now() + PREFLIGHT_TIMEOUT;
     let mut totals = TallyCounts::default();
     let mut tenants = Vec::new();
-    for target in targets.into_iter().take(PREFLIGHT_MAX_TENANTS) {
+    let error_of = |failure: &DirectoryError| {
+        let record = entra_sync_connection::ErrorRecord::from_directory(failure);
+        RunErrorView {
+            class: Some(record.class.as_str().to_owned()),
+            code: Some(record.code),
+            message: Some(record.message),
+            remediation: Some(record.remediation),
+        }
+    };
+    let chosen: Vec<_> = targets.into_iter().take(PREFLIGHT_MAX_TENANTS).collect();
+    let chosen_count = chosen.len();
+    for (index, target) in chosen.into_iter().enumerate() {
+        if tokio::time::Instant::now() >= deadline {
+            tenants_not_checked += chosen_count - index;
+            break;
+        }
         let settings = state
             .store
             .load_sync_settings(tenant_id, target.managed_tenant_id)
             .await?;
         let mut counts = TallyCounts::default();
-        let mut cursor: Option<String> = None;
-        let mut complete = false;
         let mut error = None;
-        for _ in 0..PREFLIGHT_MAX_PAGES {
-            let page = match client
-                .users_page(&target.entra_tenant_id, cursor.clone())
-                .await
-            {
-                Ok(page) => page,
-                Err(failure) => {
-                    error = Some(RunErrorView {
-                        class: Some(failure.class().to_owned()),
-                        code: failure.code().map(str::to_owned),
-                        message: Some(failure.to_string()),
-                        remediation: failure.remediation().map(str::to_owned),
-                    });
-                    break;
-                }
-            };
-            let outcome = state
-                .store
-                .reconcile_page(
-                    &PageScope {
-                        tenant_id,
-                        run_id: preflight_run_id,
-                        managed_tenant_id: target.managed_tenant_id,
-                        mapped_client_id: target.client_id,
-                        next_cursor: None,
-                    },
-                    &page.entries,
-                    &settings,
-                    true,
-                )
-                .await?;
-            counts.add(&TallyCounts::from(&outcome.tally));
-            match page.next_cursor {
-                Some(next) => cursor = Some(next),
-                None => {
-                    complete = true;
+        let mut seen_object_ids: Vec<String> = Vec::new();
+        // A full enumeration (no delta link), so absent users can be shown.
+        let mut pages = PageLoop::new(target.entra_tenant_id.clone(), prefer_delta, None, None);
+        let source = connected.source.as_ref();
+        let groups = settings.filters.named_groups();
+        let read = async {
+            let members = load_group_members(source, &target.entra_tenant_id, &groups).await?;
+            let mut read_pages = Vec::new();
+            for _ in 0..PREFLIGHT_MAX_PAGES {
+                let mut fetched = pages.next_page(source).await?;
+                members.annotate(&mut fetched.page.entries);
+                let last = fetched.page.is_last();
+                read_pages.push(fetched.page);
+                if last {
                     break;
                 }
             }
+            Ok::<_, DirectoryError>(read_pages)
+        };
+        let read = match tokio::time::timeout_at(deadline, read).await {
+            Ok(read) => read,
+            Err(_) => Err(DirectoryError::Transient {
+                code: "preflight_timeout".to_owned(),
+                message: "the directory did not answer within the preflight's time".to_owned(),
+                retry_after: None,
+            }),
+        };
+        match read {
+            Ok(read_pages) => {
+                for page in read_pages {
+                    for entry in &page.entries {
+                        if let entra_sync_domain::model::DirectoryEntry::Present(user) = entry {
+                            seen_object_ids.push(user.object_id.clone());
+                        }
+                    }
+                    let outcome = state
+                        .store
+                        .reconcile_page(
+                            &PageScope {
+                                tenant_id,
+                                run_id: preflight_run_id,
+                                managed_tenant_id: target.managed_tenant_id,
+                                mapped_client_id: target.client_id,
+                                next_cursor: None,
+                            },
+                            &page.entries,
+                            &settings,
+                            true,
+                        )
+                        .await?;
+                    counts.add(&TallyCounts::from(&outcome.tally));
+                }
+            }
+            Err(failure) => error = Some(error_of(&failure)),
         }
+        let complete = error.is_none() && pages.is_complete_enumeration();
+        let inactivations = if error.is_none() {
+            let absent = if complete {
+                Some(
+                    state
+                        .store
+                        .preview_absent_inactivations(
+                            tenant_id,
+                            target.managed_tenant_id,
+                            &seen_object_ids,
+                        )
+                        .await?,
+                )
+            } else {
+                None
+            };
+            let linked = match absent {
+                Some(preview) => preview.linked,
+                None => {
+                    state
+                        .store
+                        .preview_absent_inactivations(tenant_id, target.managed_tenant_id, &[])
+                        .await?
+                        .linked
+                }
+            };
+            let absent_users = absent.map(|preview| preview.would_inactivate);
+            let would_inactivate = counts.inactivated + absent_users.unwrap_or_default();
+            Some(InactivationPreviewView {
+                would_inactivate,
+                absent_users,
+                linked_contacts: linked,
+                guard_would_hold: entra_sync_domain::plan::inactivation_guard_trips(
+                    usize::try_from(would_inactivate).unwrap_or(usize::MAX),
+                    usize::try_from(linked).unwrap_or(usize::MAX),
+                ),
+            })
+        } else {
+            None
+        };
         totals.add(&counts);
         tenants.push(PreflightTenantView {
             managed_tenant_id: target.managed_tenant_id,
@@ -536,6 +661,7 @@ async fn preflight(
             client_id: target.client_id,
             complete,
             counts: CountsView::from(&counts),
+            inactivations,
             error,
         });
     }

@@ -373,3 +373,37 @@ async fn group_members_are_paged_with_manual_pagination() {
         assert_eq!(query.contains("nextLink="), index > 0, "{query}");
     }
 }
+
+/// Discovery through CIPP sees every verified domain of a tenant (through `ListGraphRequest`
+/// `Endpoint=domains`), not only the default and initial ones `ListTenants` carries.
+#[tokio::test]
+async fn discovery_reads_every_verified_domain() {
+    let simulator = start_simulator().await;
+    let cipp = api_token_client(&simulator);
+    let tenants = cipp.list_tenants().await.expect("tenants");
+    let msp = simulator.msp();
+    let mut saw_a_third_domain = false;
+    for expected in &msp.tenants {
+        let listed = tenants
+            .iter()
+            .find(|tenant| tenant.entra_tenant_id == expected.tenant_id)
+            .expect("listed");
+        let names: HashSet<String> = listed
+            .domains
+            .iter()
+            .map(|domain| domain.name.clone())
+            .collect();
+        let verified: HashSet<String> = expected
+            .domains
+            .iter()
+            .filter(|domain| domain.is_verified)
+            .map(|domain| domain.id.to_ascii_lowercase())
+            .collect();
+        assert_eq!(names, verified, "{}", expected.tenant_id);
+        saw_a_third_domain |= verified.len() > 2;
+    }
+    assert!(
+        saw_a_third_domain,
+        "the seed should give some tenant a domain beyond the default and initial"
+    );
+}

@@ -581,3 +581,51 @@ async fn an_unknown_or_malformed_group_is_an_error() {
         .await;
     assert_class(malformed, "invalid");
 }
+
+/// A 401 from one customer tenant for a token its authority just issued is that tenant's
+/// problem (`tenant_access`, with the consent link), not the MSP's grant; the same 401 on the
+/// partner's own call is `reauth_required` (SPEC §2.3, MICROSOFT.md §5).
+#[tokio::test]
+async fn a_401_from_one_customer_is_tenant_access_and_from_the_partner_is_reauth() {
+    use entra_sync_simulator::{FaultKind, FaultSpec};
+    let simulator = start_simulator().await;
+    let setup = graph_setup(&simulator, fast_settings()).await;
+    let tenant = smallest_tenant(&simulator);
+    simulator
+        .add_fault(FaultSpec {
+            kind: FaultKind::Unauthorized,
+            path_prefix: "/graph".to_owned(),
+            tenant: Some(tenant.tenant_id.clone()),
+            count: None,
+        })
+        .expect("fault");
+    let error = assert_class(
+        setup.graph.users_page(&tenant.tenant_id, None).await,
+        "tenant_access",
+    );
+    assert!(
+        error
+            .remediation()
+            .is_some_and(|text| text.contains("adminconsent")),
+        "{error:?}"
+    );
+    // Another customer is not affected.
+    let other = largest_tenant(&simulator);
+    setup
+        .graph
+        .users_page(&other.tenant_id, None)
+        .await
+        .expect("the other tenant reads");
+    simulator.clear_faults();
+
+    let partner = simulator.config().partner_tenant_id.clone();
+    simulator
+        .add_fault(FaultSpec {
+            kind: FaultKind::Unauthorized,
+            path_prefix: "/graph".to_owned(),
+            tenant: Some(partner),
+            count: None,
+        })
+        .expect("fault");
+    assert_class(setup.graph.list_tenants().await, "reauth_required");
+}

@@ -1,4 +1,4 @@
-//! A directory of secret files, one file per key (a mounted Kubernetes secret, a Docker
+//! A folder of secret files, one file per key (a mounted Kubernetes secret, a Docker
 //! secret): `{root}/{KEY}` for the application and `{root}/tenants/{tenant id}/{KEY}` for one
 //! PSA tenant. Each read checks the file's metadata and reads it again when it changed, so a
 //! rotated secret is used without a restart. Kubernetes replaces the files by swapping a
@@ -22,23 +22,23 @@ struct FileStamp {
 }
 
 /// Secrets read from files under one directory.
-pub struct DirectoryProvider {
+pub struct FolderProvider {
     root: PathBuf,
     cache: Mutex<HashMap<PathBuf, (FileStamp, SecretString)>>,
 }
 
-impl std::fmt::Debug for DirectoryProvider {
+impl std::fmt::Debug for FolderProvider {
     fn fmt(&self, formatter: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         formatter
-            .debug_struct("DirectoryProvider")
+            .debug_struct("FolderProvider")
             .field("root", &self.root)
             .finish_non_exhaustive()
     }
 }
 
-impl DirectoryProvider {
+impl FolderProvider {
     pub fn new(root: impl Into<PathBuf>) -> Self {
-        DirectoryProvider {
+        FolderProvider {
             root: root.into(),
             cache: Mutex::new(HashMap::new()),
         }
@@ -112,16 +112,16 @@ impl DirectoryProvider {
 
 fn unreadable(path: &Path, error: &std::io::Error) -> SecretsError {
     SecretsError::Config {
-        provider: "directory",
+        provider: "folder",
         message: format!("cannot read {}: {}", path.display(), error.kind()),
         setting: "ENTRA_SYNC__SECRETS__DIRECTORY".to_owned(),
     }
 }
 
 #[async_trait]
-impl SecretProvider for DirectoryProvider {
+impl SecretProvider for FolderProvider {
     fn name(&self) -> &'static str {
-        "directory"
+        "folder"
     }
 
     async fn get(

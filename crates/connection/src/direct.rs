@@ -45,24 +45,22 @@ impl std::fmt::Debug for StoredRefreshTokens {
     }
 }
 
-/// A store failure seen while handling tokens, in the directory crate's terms.
 fn store_failure(error: StoreError) -> DirectoryError {
-    match error {
-        StoreError::NotFound | StoreError::Conflict(_) => DirectoryError::ReauthRequired {
-            code: "connection_changed".to_owned(),
-            message: "the direct connection was removed or replaced; reconnect to Microsoft"
-                .to_owned(),
-        },
-        StoreError::Encryption(reason) => DirectoryError::Config {
-            code: "encryption_key".to_owned(),
-            message: format!("the stored token set cannot be read: {reason}"),
-            setting: "ENTRA_SYNC_ENCRYPTION_KEY".to_owned(),
-        },
-        other => DirectoryError::Transient {
-            code: "store".to_owned(),
-            message: format!("the token store is unavailable: {other}"),
-            retry_after: None,
-        },
+    crate::error::store_failure(&error)
+}
+
+/// How long one redemption made while holding the connection's row lock may take: a single
+/// attempt (the factory's OAuth client makes one), well inside the lease's idle timeout
+/// (120 s, `store::tokens`), so a slow token endpoint can never outlive the lock and lose a
+/// rotated refresh token.
+pub use entra_sync_directory::oauth::LEASED_REFRESH_TIMEOUT as LEASE_REFRESH_TIMEOUT;
+
+/// A redemption that did not finish within [`LEASE_REFRESH_TIMEOUT`].
+fn refresh_timed_out() -> DirectoryError {
+    DirectoryError::Transient {
+        code: "token_refresh_timeout".to_owned(),
+        message: "the identity platform did not answer the token refresh in time".to_owned(),
+        retry_after: None,
     }
 }
 
@@ -126,10 +124,15 @@ impl StoredRefreshTokens {
             return Ok(access_token);
         }
         let refresh_token = SecretString::from(lease.token_set().refresh_token.clone());
-        let redeemed = self
-            .oauth
-            .refresh(&self.partner_tenant, &refresh_token, DELEGATED_SCOPES)
-            .await;
+        // One short attempt: the lease is dropped (and the lock freed) with this future if the
+        // caller is cancelled, and a timeout here leaves the stored token untouched.
+        let redeemed = tokio::time::timeout(
+            LEASE_REFRESH_TIMEOUT,
+            self.oauth
+                .refresh(&self.partner_tenant, &refresh_token, DELEGATED_SCOPES),
+        )
+        .await
+        .unwrap_or_else(|_| Err(refresh_timed_out()));
         let token_set = match redeemed {
             Ok(token_set) => token_set,
             Err(error) => {
@@ -150,13 +153,12 @@ impl StoredRefreshTokens {
 
     /// A grant Microsoft refuses belongs to the whole connection: mark it `needs_reconnect`.
     pub async fn note(&self, error: &DirectoryError) {
-        if let DirectoryError::ReauthRequired { code, message } = error {
-            let last_error = serde_json::json!({
-                "class": "reauth_required",
-                "code": code,
-                "message": message,
-                "remediation": "reconnect to Microsoft: POST /api/v1/integrations/entra/connect/direct",
-            });
+        if let DirectoryError::ReauthRequired { .. } = error {
+            let last_error = crate::error::ErrorRecord::from_directory(error)
+                .with_remediation(
+                    "reconnect to Microsoft: an administrator signs in again (Connect Microsoft, POST /api/v1/integrations/entra/connect/direct)",
+                )
+                .to_json();
             let _ = self
                 .store
                 .set_connection_status(

@@ -1,5 +1,6 @@
 //! Building the directory source for a PSA tenant from its stored connection: a CIPP client
-//! for `cipp` connections, the Graph client for `direct` ones.
+//! for `cipp` connections, the Graph client for `direct` ones. The worker's activities and the
+//! API (preflight) both get their sources here, so there is one way to read a connection.
 //!
 //! Direct clients are cached per PSA tenant, so customer-tenant tokens are reused across
 //! activities of one worker. The app registration is resolved again on every call (the
@@ -16,18 +17,18 @@ use entra_sync_directory::graph::{GraphClient, GraphConfig};
 use entra_sync_directory::http::{HttpSettings, ThrottleStats};
 use entra_sync_directory::oauth::{CustomerTokenCache, OAuthClient, OAuthConfig};
 use entra_sync_directory::source::DirectorySource;
-use entra_sync_secrets::{AppCredentialResolver, SecretsError};
+use entra_sync_secrets::AppCredentialResolver;
 use entra_sync_store::connection::{
     CippCredentialsRecord, ConnectionCredentials, ConnectionKind, ConnectionStatus,
 };
 use entra_sync_store::Store;
 use secrecy::SecretString;
-use temporalio_sdk::activities::ActivityError;
 use url::Url;
 use uuid::Uuid;
 
+use crate::capped::CappedSource;
 use crate::direct::StoredRefreshTokens;
-use crate::errors::{from_directory, from_store, invalid, reauth};
+use crate::error::{secrets_failure, store_failure};
 
 /// Where Microsoft lives (configurable for sovereign clouds and the simulator) and how the
 /// HTTP clients behave.
@@ -41,6 +42,49 @@ pub struct DirectorySettings {
     pub app_registrations: Option<Arc<AppCredentialResolver>>,
     /// `MICROSOFT_OAUTH_CALLBACK_URL`, for the admin-consent links in remediation text.
     pub redirect_uri: Option<String>,
+    /// The longest `Retry-After` obeyed (`ENTRA_SYNC__WORKER__RETRY_AFTER_CAP_SECONDS`,
+    /// default 10 minutes): a provider asking for a day is retried after this instead, and
+    /// the capping is counted (`entra_sync_retry_after_capped_total`).
+    pub retry_after_cap: std::time::Duration,
+}
+
+/// The default cap on an obeyed `Retry-After`.
+pub const DEFAULT_RETRY_AFTER_CAP: std::time::Duration = std::time::Duration::from_secs(600);
+
+impl DirectorySettings {
+    /// Settings for Microsoft's public cloud with default HTTP behaviour.
+    pub fn new(login_base_url: Url, graph_base_url: Url) -> Self {
+        DirectorySettings {
+            login_base_url,
+            graph_base_url,
+            http: HttpSettings::default(),
+            app_registrations: None,
+            redirect_uri: None,
+            retry_after_cap: DEFAULT_RETRY_AFTER_CAP,
+        }
+    }
+}
+
+fn invalid(message: &str) -> DirectoryError {
+    DirectoryError::Invalid {
+        message: message.to_owned(),
+    }
+}
+
+fn not_connected(message: &str) -> DirectoryError {
+    DirectoryError::Config {
+        code: "not_connected".to_owned(),
+        message: message.to_owned(),
+        setting: "the connection (connect Microsoft or CIPP)".to_owned(),
+    }
+}
+
+fn no_app_registration() -> DirectoryError {
+    DirectoryError::Config {
+        code: "no_app_registration".to_owned(),
+        message: "no app registration is configured for direct connections".to_owned(),
+        setting: "MICROSOFT_CLIENT_ID and MICROSOFT_CLIENT_SECRET".to_owned(),
+    }
 }
 
 /// A direct connection's clients, kept while the app credential and the grant stay the same.
@@ -65,7 +109,9 @@ pub struct DirectoryFactory {
 }
 
 impl DirectoryFactory {
-    pub fn new(settings: DirectorySettings) -> Self {
+    pub fn new(mut settings: DirectorySettings) -> Self {
+        // A wait longer than the cap is never slept through inside one call either.
+        settings.http.max_retry_after = settings.http.max_retry_after.min(settings.retry_after_cap);
         DirectoryFactory {
             settings,
             stats: Arc::new(ThrottleStats::default()),
@@ -77,22 +123,29 @@ impl DirectoryFactory {
         self.stats.clone()
     }
 
+    pub fn settings(&self) -> &DirectorySettings {
+        &self.settings
+    }
+
     /// The source for a PSA tenant's current connection. A connection that needs reconnecting
     /// stops the sync with a message saying so (SPEC §2.3).
     pub async fn for_tenant(
         &self,
         store: &Store,
         tenant_id: Uuid,
-    ) -> Result<ConnectedSource, ActivityError> {
+    ) -> Result<ConnectedSource, DirectoryError> {
         let connection = store
             .get_connection(tenant_id)
             .await
-            .map_err(from_store)?
-            .ok_or_else(|| invalid("no connection to Microsoft is configured; connect first"))?;
+            .map_err(|error| store_failure(&error))?
+            .ok_or_else(|| {
+                not_connected("no connection to Microsoft is configured; connect first")
+            })?;
         if connection.status == ConnectionStatus::NeedsReconnect {
-            return Err(reauth(
-                "the Microsoft connection needs to be reconnected before syncing",
-            ));
+            return Err(DirectoryError::ReauthRequired {
+                code: "needs_reconnect".to_owned(),
+                message: "the connection needs to be reconnected before syncing".to_owned(),
+            });
         }
         match connection.credentials {
             Some(ConnectionCredentials::Cipp(credentials)) => {
@@ -123,10 +176,12 @@ impl DirectoryFactory {
                     },
                     self.settings.http.clone(),
                     self.stats.clone(),
-                )
-                .map_err(|error| crate::errors::from_directory(&error))?;
+                )?;
                 Ok(ConnectedSource {
-                    source: Arc::new(client),
+                    source: Arc::new(CappedSource::new(
+                        Arc::new(client),
+                        self.settings.retry_after_cap,
+                    )),
                     kind: ConnectionKind::Cipp,
                 })
             }
@@ -136,17 +191,18 @@ impl DirectoryFactory {
                     .await?;
                 // The grant itself is checked (and refreshed within five minutes of expiry)
                 // before any work starts, so a revoked grant stops the run with "reconnect".
-                cached
-                    .tokens
-                    .partner_access_token()
-                    .await
-                    .map_err(|error| from_directory(&error))?;
+                cached.tokens.partner_access_token().await?;
                 Ok(ConnectedSource {
-                    source: cached.graph.clone(),
+                    source: Arc::new(CappedSource::new(
+                        cached.graph.clone(),
+                        self.settings.retry_after_cap,
+                    )),
                     kind: ConnectionKind::Direct,
                 })
             }
-            None => Err(invalid("the connection has no credentials; connect first")),
+            None => Err(not_connected(
+                "the connection has no credentials; connect first",
+            )),
         }
     }
 
@@ -157,17 +213,17 @@ impl DirectoryFactory {
         store: &Store,
         tenant_id: Uuid,
         connected_at: Option<DateTime<Utc>>,
-    ) -> Result<Arc<CachedDirect>, ActivityError> {
-        let resolver = self.settings.app_registrations.as_ref().ok_or_else(|| {
-            invalid("no app registration is configured for direct connections: set MICROSOFT_CLIENT_ID and MICROSOFT_CLIENT_SECRET")
-        })?;
+    ) -> Result<Arc<CachedDirect>, DirectoryError> {
+        let resolver = self
+            .settings
+            .app_registrations
+            .as_ref()
+            .ok_or_else(no_app_registration)?;
         let app = resolver
             .resolve(tenant_id)
             .await
-            .map_err(|error| from_directory(&secrets_failure(error)))?
-            .ok_or_else(|| {
-                invalid("no app registration is configured for direct connections: set MICROSOFT_CLIENT_ID and MICROSOFT_CLIENT_SECRET")
-            })?;
+            .map_err(|error| secrets_failure(&error))?
+            .ok_or_else(no_app_registration)?;
         if let Ok(cache) = self.direct.lock() {
             if let Some(cached) = cache.get(&tenant_id) {
                 if cached.fingerprint == app.fingerprint && cached.connected_at == connected_at {
@@ -179,20 +235,27 @@ impl DirectoryFactory {
             .tenant_id
             .clone()
             .unwrap_or_else(|| "organizations".to_owned());
-        let oauth = Arc::new(
-            OAuthClient::new(
-                OAuthConfig {
-                    login_base_url: self.settings.login_base_url.clone(),
-                    client_id: app.client_id.clone(),
-                    credential: app.credential,
-                    redirect_uri: self.settings.redirect_uri.clone(),
-                    settings: SettingNames::MICROSOFT,
-                },
-                self.settings.http.clone(),
-                self.stats.clone(),
-            )
-            .map_err(|error| from_directory(&error))?,
-        );
+        let oauth = Arc::new(OAuthClient::new(
+            OAuthConfig {
+                login_base_url: self.settings.login_base_url.clone(),
+                client_id: app.client_id.clone(),
+                credential: app.credential,
+                redirect_uri: self.settings.redirect_uri.clone(),
+                settings: SettingNames::MICROSOFT,
+            },
+            // Every redemption happens under the connection's row lock: one attempt,
+            // bounded well inside the lock's timeout (see `direct`).
+            HttpSettings {
+                max_attempts: 1,
+                request_timeout: self
+                    .settings
+                    .http
+                    .request_timeout
+                    .min(crate::direct::LEASE_REFRESH_TIMEOUT),
+                ..self.settings.http.clone()
+            },
+            self.stats.clone(),
+        )?);
         let tokens = Arc::new(StoredRefreshTokens::new(
             store.clone(),
             tenant_id,
@@ -205,8 +268,7 @@ impl DirectoryFactory {
             cache,
             self.settings.http.clone(),
             self.stats.clone(),
-        )
-        .map_err(|error| from_directory(&error))?;
+        )?;
         let cached = Arc::new(CachedDirect {
             fingerprint: app.fingerprint,
             connected_at,
@@ -218,26 +280,5 @@ impl DirectoryFactory {
         }
         tracing::info!(%tenant_id, source = %app.source, "direct connection client built");
         Ok(cached)
-    }
-}
-
-/// A secret-provider failure in the directory crate's classes: an unreachable provider is
-/// transient (Temporal retries), anything else is configuration.
-fn secrets_failure(error: SecretsError) -> DirectoryError {
-    match error {
-        SecretsError::Unavailable { provider, message } => DirectoryError::Transient {
-            code: format!("secrets_{provider}"),
-            message,
-            retry_after: None,
-        },
-        SecretsError::Config {
-            provider,
-            message,
-            setting,
-        } => DirectoryError::Config {
-            code: format!("secrets_{provider}"),
-            message,
-            setting,
-        },
     }
 }
