@@ -6,7 +6,6 @@ use axum::http::StatusCode;
 use axum::Json;
 use entra_sync_connection::interactive::{cipp_tenants_visible, probe_graph, MicrosoftEndpoints};
 use entra_sync_connection::{DirectoryError, ErrorRecord};
-use entra_sync_domain::mapping::{preview_state, ClientForMapping, MappingState};
 use entra_sync_store::connection::{CippCredentialsRecord, ConnectionCredentials};
 use entra_sync_store::discovery::ManagedTenantRecord;
 use entra_sync_store::mapping::MappingRecord;

@@ -490,7 +490,7 @@ async fn preflight(
             // The same rule as starting a single-client sync.
             if !state
                 .store
-                .flag_enabled(CLIENT_SYNC_ACTION_FLAG, tenant_id)
+                .flag_enabled(entra_sync_store::flags::CLIENT_SYNC_ACTION_FLAG, tenant_id)
                 .await?
             {
                 return Err(ApiError::new(
