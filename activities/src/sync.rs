@@ -20,7 +20,7 @@ use entra_sync_directory::error::DirectoryError;
 use entra_sync_directory::source::DirectorySource;
 use entra_sync_directory::source::UsersCursor;
 use entra_sync_domain::filter::MAX_FILTER_GROUPS;
-use entra_sync_domain::model::{DirectoryEntry, Tally};
+use entra_sync_domain::model::DirectoryEntry;
 use entra_sync_store::connection::ConnectionKind;
 use entra_sync_store::discovery::{DiscoveredTenantRecord, TenantDomain};
 use entra_sync_store::reconcile::PageScope;
@@ -76,6 +76,14 @@ const HEARTBEAT_EVERY: Duration = Duration::from_secs(3);
 /// The stored cursor of a tenant whose last page committed: a retry after that point goes
 /// straight to settling the tenant instead of reading the last page again.
 const ENUMERATION_COMPLETE: &str = "entra-sync:enumeration-complete";
+
+/// Users reconciled per transaction: provider pages (Graph's delta pages can be as small as
+/// 100 users) are accumulated up to this before a batch is written, so the fixed cost of a
+/// transaction (lock, reads, counts) is paid about once per thousand users.
+const BATCH_USERS: usize = 1000;
+
+/// How often a run waiting for another run's sync lease on a managed tenant looks again.
+const LEASE_POLL: Duration = Duration::from_secs(1);
 
 /// A stored delta link older than this starts a full enumeration (SPEC §5.1).
 const DELTA_LINK_MAX_AGE_DAYS: i64 = 6;
@@ -169,14 +177,7 @@ impl SyncActivities {
         let error = serde_json::json!({"class": class, "code": null, "message": input.message, "remediation": null});
         // A tenant result the attempt already finished (with a classified error) is kept as is.
         self.store
-            .finish_tenant_result(
-                tenant_id,
-                run_id,
-                managed_tenant_id,
-                status,
-                &current_tally(&self.store, tenant_id, run_id, managed_tenant_id).await,
-                Some(&error),
-            )
+            .finish_tenant_result(tenant_id, run_id, managed_tenant_id, status, Some(&error))
             .await
             .map_err(from_store)?;
         Ok(())
@@ -333,7 +334,6 @@ impl SyncActivities {
     }
 }
 
-/// The counts a tenant result holds so far (kept when a failure is recorded over it).
 /// Which of the filters' named groups each user (by lowercase object id) belongs to. Empty,
 /// and leaving users untouched, when the filters name no groups.
 #[derive(Debug, Default)]
@@ -396,22 +396,6 @@ async fn load_group_members(
     Ok(members)
 }
 
-async fn current_tally(
-    store: &Store,
-    tenant_id: Uuid,
-    run_id: Uuid,
-    managed_tenant_id: Uuid,
-) -> Tally {
-    let Ok(run) = store.get_run(tenant_id, run_id).await else {
-        return Tally::default();
-    };
-    run.tenants
-        .iter()
-        .find(|tenant| tenant.managed_tenant_id == managed_tenant_id)
-        .map(|tenant| Tally::from(&tenant.counts))
-        .unwrap_or_default()
-}
-
 impl SyncActivities {
     #[instrument(skip_all, fields(tenant_id = %input.tenant_id, run_id = %input.run_id, managed_tenant_id = %input.target.managed_tenant_id))]
     async fn sync_tenant_inner(
@@ -455,6 +439,8 @@ impl SyncActivities {
         } else {
             SyncMode::Full
         };
+        self.wait_for_sync_lease(&ctx, tenant_id, managed_tenant_id, run_id)
+            .await?;
         let result = self
             .store
             .start_tenant_result(tenant_id, run_id, managed_tenant_id, wanted_mode)
@@ -468,12 +454,11 @@ impl SyncActivities {
         }
         // A resumed attempt keeps the mode the first attempt chose.
         let mut mode = result.mode;
-        let mut delta_link = if mode == SyncMode::Delta {
+        let delta_link = if mode == SyncMode::Delta {
             fresh_link
         } else {
             None
         };
-        let mut tally = Tally::from(&result.counts);
 
         // Resume from the cursor the last committed page saved (see the module docs); the
         // heartbeat says how many pages the earlier attempts committed.
@@ -510,100 +495,31 @@ impl SyncActivities {
                 Ok(members) => members,
                 Err(error) => {
                     return Err(self
-                        .fail_tenant(tenant_id, run_id, managed_tenant_id, &tally, &error)
+                        .fail_tenant(tenant_id, run_id, managed_tenant_id, &error)
                         .await)
                 }
             }
         };
 
-        let new_delta_link = loop {
-            if enumeration_done {
-                break None;
-            }
-            if ctx.is_cancelled() {
-                return Err(ActivityError::cancelled());
-            }
-            let cursor = match &progress.next_cursor {
-                Some(next) => UsersCursor::Next(next.clone()),
-                None => UsersCursor::Start {
-                    prefer_delta,
-                    delta_link: delta_link.clone(),
+        let new_delta_link = if enumeration_done {
+            None
+        } else {
+            let reading = Reading {
+                ctx: &ctx,
+                source: connected.source.as_ref(),
+                entra_tenant_id: &entra_tenant_id,
+                prefer_delta,
+                group_members: &group_members,
+                scope: PageScope {
+                    tenant_id,
+                    run_id,
+                    managed_tenant_id,
+                    mapped_client_id: client_id,
+                    next_cursor: None,
                 },
             };
-            let fetched = with_heartbeats(
-                &ctx,
-                &progress,
-                true,
-                connected.source.users_page(&entra_tenant_id, cursor),
-            )
-            .await
-            .ok_or_else(ActivityError::cancelled)?;
-            let mut page = match fetched {
-                Ok(page) => page,
-                Err(DirectoryError::DeltaExpired { code }) => {
-                    // MICROSOFT.md §3: an expired or invalid delta token means a full resync.
-                    warn!(%code, "delta link no longer accepted; starting a full enumeration");
-                    self.store
-                        .clear_delta_state(tenant_id, managed_tenant_id)
-                        .await
-                        .map_err(from_store)?;
-                    self.store
-                        .set_tenant_result_mode(
-                            tenant_id,
-                            run_id,
-                            managed_tenant_id,
-                            SyncMode::Full,
-                        )
-                        .await
-                        .map_err(from_store)?;
-                    mode = SyncMode::Full;
-                    delta_link = None;
-                    progress.next_cursor = None;
-                    continue;
-                }
-                Err(error) => {
-                    return Err(self
-                        .fail_tenant(tenant_id, run_id, managed_tenant_id, &tally, &error)
-                        .await)
-                }
-            };
-            group_members.annotate(&mut page.entries);
-            // The last page stores the completion marker, so a retry after it committed does
-            // not read (and count) the last page again.
-            let stored_cursor = page
-                .next_cursor
-                .clone()
-                .unwrap_or_else(|| ENUMERATION_COMPLETE.to_owned());
-            let scope = PageScope {
-                tenant_id,
-                run_id,
-                managed_tenant_id,
-                mapped_client_id: client_id,
-                next_cursor: Some(stored_cursor),
-            };
-            // Once reconcile starts it runs to its commit or rollback: a cancel is honoured
-            // between pages, never inside one.
-            let outcome = with_heartbeats(
-                &ctx,
-                &progress,
-                false,
-                self.store
-                    .reconcile_page(&scope, &page.entries, &settings, false),
-            )
-            .await;
-            let outcome = match outcome {
-                Some(outcome) => outcome.map_err(from_store)?,
-                None => return Err(ActivityError::cancelled()),
-            };
-            tally.add(&outcome.tally);
-            metrics::counter!("entra_sync_users_processed_total")
-                .increment(page.entries.len() as u64);
-            progress.pages += 1;
-            progress.next_cursor = page.next_cursor.clone();
-            ctx.record_heartbeat(progress.clone()).await.ok();
-            if page.is_last() {
-                break page.delta_link;
-            }
+            self.read_all_batches(&reading, &settings, &mut progress, &mut mode, delta_link)
+                .await?
         };
         if let Some(link) = new_delta_link {
             self.store
@@ -622,7 +538,6 @@ impl SyncActivities {
             )
             .await
             .map_err(from_store)?;
-        tally.inactivated += inactivations.applied;
         let status = self
             .store
             .finish_tenant_result(
@@ -630,16 +545,13 @@ impl SyncActivities {
                 run_id,
                 managed_tenant_id,
                 TenantResultStatus::Completed,
-                &tally,
                 None,
             )
             .await
             .map_err(from_store)?;
         info!(
             pages = progress.pages,
-            seen = tally.seen,
-            created = tally.created,
-            linked = tally.linked,
+            applied = inactivations.applied,
             held = inactivations.held,
             "tenant synced"
         );
@@ -656,7 +568,6 @@ impl SyncActivities {
         tenant_id: Uuid,
         run_id: Uuid,
         managed_tenant_id: Uuid,
-        tally: &Tally,
         error: &DirectoryError,
     ) -> ActivityError {
         warn!(
@@ -673,7 +584,6 @@ impl SyncActivities {
                     run_id,
                     managed_tenant_id,
                     TenantResultStatus::Failed,
-                    tally,
                     Some(&error_json(error)),
                 )
                 .await;
@@ -695,6 +605,226 @@ impl SyncActivities {
                 .await;
         }
     }
+}
+
+/// What reading a tenant's users needs, shared by the steps of `read_all_batches`.
+struct Reading<'a> {
+    ctx: &'a ActivityContext,
+    source: &'a dyn DirectorySource,
+    entra_tenant_id: &'a str,
+    prefer_delta: bool,
+    group_members: &'a GroupMembers,
+    /// The batch's scope; `next_cursor` is set per batch.
+    scope: PageScope,
+}
+
+/// Provider pages accumulated for one reconcile transaction.
+#[derive(Default)]
+struct Batch {
+    entries: Vec<DirectoryEntry>,
+    pages: u64,
+}
+
+impl SyncActivities {
+    /// Waits until this run holds the managed tenant's sync lease (SPEC §5.7): a run that finds
+    /// another run syncing the tenant waits for it to end rather than skip the tenant, so a
+    /// manual "this client" run during a scheduled "all" run still syncs it, after it.
+    /// Heartbeats while waiting; a cancel ends the wait.
+    async fn wait_for_sync_lease(
+        &self,
+        ctx: &ActivityContext,
+        tenant_id: Uuid,
+        managed_tenant_id: Uuid,
+        run_id: Uuid,
+    ) -> Result<(), ActivityError> {
+        let mut logged = false;
+        loop {
+            let holder = self
+                .store
+                .take_sync_lease(tenant_id, managed_tenant_id, run_id)
+                .await
+                .map_err(from_store)?;
+            let Some(holder) = holder else {
+                return Ok(());
+            };
+            if !logged {
+                info!(holder_run_id = %holder, "another run is syncing this managed tenant; waiting for it");
+                logged = true;
+            }
+            let details: Option<Progress> = ctx.heartbeat_details().deserialize().ok().flatten();
+            ctx.record_heartbeat(details.unwrap_or_default()).await.ok();
+            tokio::select! {
+                _ = ctx.cancelled() => return Err(ActivityError::cancelled()),
+                _ = tokio::time::sleep(LEASE_POLL) => {}
+            }
+        }
+    }
+
+    /// Reads the tenant's users page by page, reconciling them in batches of about
+    /// `BATCH_USERS` users (one transaction each, whose resume cursor is the provider link
+    /// after the batch), until the provider says the enumeration ended. Returns the new delta
+    /// link, if the provider gave one.
+    async fn read_all_batches(
+        &self,
+        reading: &Reading<'_>,
+        settings: &entra_sync_domain::model::SyncSettings,
+        progress: &mut Progress,
+        mode: &mut SyncMode,
+        mut delta_link: Option<String>,
+    ) -> Result<Option<String>, ActivityError> {
+        let scope = &reading.scope;
+        let mut batch = Batch::default();
+        // Where the batch being accumulated reads next (the committed cursor stays in
+        // `progress` until the batch commits).
+        let mut reading_cursor = progress.next_cursor.clone();
+        loop {
+            if reading.ctx.is_cancelled() {
+                return Err(ActivityError::cancelled());
+            }
+            let page = match self
+                .fetch_page(
+                    reading,
+                    progress,
+                    reading_cursor.clone(),
+                    delta_link.clone(),
+                )
+                .await?
+            {
+                Fetched::Page(page) => page,
+                Fetched::DeltaExpired => {
+                    self.fall_back_to_full(scope).await?;
+                    *mode = SyncMode::Full;
+                    delta_link = None;
+                    batch = Batch::default();
+                    progress.next_cursor = None;
+                    reading_cursor = None;
+                    continue;
+                }
+            };
+            let mut page = page;
+            reading.group_members.annotate(&mut page.entries);
+            batch.entries.append(&mut page.entries);
+            batch.pages += 1;
+            reading_cursor = page.next_cursor.clone();
+            let last = page.is_last();
+            if !last && batch.entries.len() < BATCH_USERS {
+                continue;
+            }
+            self.reconcile_batch(
+                reading,
+                settings,
+                progress,
+                &batch,
+                page.next_cursor.clone(),
+            )
+            .await?;
+            batch = Batch::default();
+            if last {
+                return Ok(page.delta_link);
+            }
+        }
+    }
+
+    /// Reads one provider page, heartbeating; a delta link the provider no longer accepts is
+    /// reported as such, any other failure fails the tenant (recorded when final).
+    async fn fetch_page(
+        &self,
+        reading: &Reading<'_>,
+        progress: &Progress,
+        cursor: Option<String>,
+        delta_link: Option<String>,
+    ) -> Result<Fetched, ActivityError> {
+        let cursor = match cursor {
+            Some(next) => UsersCursor::Next(next),
+            None => UsersCursor::Start {
+                prefer_delta: reading.prefer_delta,
+                delta_link,
+            },
+        };
+        let fetched = with_heartbeats(
+            reading.ctx,
+            progress,
+            true,
+            reading.source.users_page(reading.entra_tenant_id, cursor),
+        )
+        .await
+        .ok_or_else(ActivityError::cancelled)?;
+        let scope = &reading.scope;
+        match fetched {
+            Ok(page) => Ok(Fetched::Page(page)),
+            Err(DirectoryError::DeltaExpired { code }) => {
+                // MICROSOFT.md §3: an expired or invalid delta token means a full resync.
+                warn!(%code, "delta link no longer accepted; starting a full enumeration");
+                Ok(Fetched::DeltaExpired)
+            }
+            Err(error) => Err(self
+                .fail_tenant(
+                    scope.tenant_id,
+                    scope.run_id,
+                    scope.managed_tenant_id,
+                    &error,
+                )
+                .await),
+        }
+    }
+
+    /// Forgets the stored delta link and records that the tenant is now fully enumerated.
+    async fn fall_back_to_full(&self, scope: &PageScope) -> Result<(), ActivityError> {
+        self.store
+            .clear_delta_state(scope.tenant_id, scope.managed_tenant_id)
+            .await
+            .map_err(from_store)?;
+        self.store
+            .set_tenant_result_mode(
+                scope.tenant_id,
+                scope.run_id,
+                scope.managed_tenant_id,
+                SyncMode::Full,
+            )
+            .await
+            .map_err(from_store)
+    }
+
+    /// Reconciles a batch in one transaction that also stores the cursor after it (the
+    /// completion marker after the last page, so a retry then does not read it again), then
+    /// heartbeats the committed cursor. Once the transaction starts it runs to its end: a
+    /// cancel is honoured between batches, never inside one.
+    async fn reconcile_batch(
+        &self,
+        reading: &Reading<'_>,
+        settings: &entra_sync_domain::model::SyncSettings,
+        progress: &mut Progress,
+        batch: &Batch,
+        next_cursor: Option<String>,
+    ) -> Result<(), ActivityError> {
+        let mut scope = reading.scope.clone();
+        scope.next_cursor = Some(
+            next_cursor
+                .clone()
+                .unwrap_or_else(|| ENUMERATION_COMPLETE.to_owned()),
+        );
+        let outcome = with_heartbeats(
+            reading.ctx,
+            progress,
+            false,
+            self.store
+                .reconcile_page(&scope, &batch.entries, settings, false),
+        )
+        .await
+        .ok_or_else(ActivityError::cancelled)?;
+        outcome.map_err(from_store)?;
+        metrics::counter!("entra_sync_users_processed_total").increment(batch.entries.len() as u64);
+        progress.pages += batch.pages;
+        progress.next_cursor = next_cursor;
+        reading.ctx.record_heartbeat(progress.clone()).await.ok();
+        Ok(())
+    }
+}
+
+/// A fetched page, or the provider's word that the stored delta link expired.
+enum Fetched {
+    Page(entra_sync_directory::source::UsersPage),
+    DeltaExpired,
 }
 
 /// Runs `work` while heartbeating `progress` every few seconds. With `cancellable`, returns

@@ -126,7 +126,7 @@ pg_start() {
     echo "$port" >"$home/port"
     say "starting Postgres on 127.0.0.1:$port"
     if ! pg_run "$PG_BIN/pg_ctl" -D "$home/data" -w -t 60 -l "$home/postgres.log" \
-      -o "-k $home -p $port -c listen_addresses=127.0.0.1 -c max_connections=300 -c fsync=off -c synchronous_commit=off" start >/dev/null; then
+      -o "-k $home -p $port -c listen_addresses=127.0.0.1 -c max_connections=300 -c fsync=off -c synchronous_commit=off -c shared_preload_libraries=pg_stat_statements" start >/dev/null; then
       say "Postgres did not start:"; tail -20 "$home/postgres.log" >&2; return 1
     fi
   fi

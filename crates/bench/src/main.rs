@@ -453,7 +453,6 @@ async fn reconcile_run(
             run.run_id,
             managed_tenant_id,
             entra_sync_store::runs::TenantResultStatus::Completed,
-            &tally,
             None,
         )
         .await?;
@@ -695,7 +694,7 @@ fn statement_label(query: &str) -> Option<&'static str> {
             "09_pending_inactivations",
         ),
         ("SET is_active = true", "10_reactivate"),
-        ("SET last_seen_run_id", "11_touch_links"),
+        ("INSERT INTO run_seen", "11_record_seen"),
         ("SELECT counts FROM run_tenant_results", "12_read_counts"),
         ("UPDATE run_tenant_results SET cursor", "13_write_counts"),
         ("COMMIT", "14_commit"),

@@ -343,6 +343,14 @@ pub(crate) async fn apply_fault(
             ),
             Surface::Plain => text_response(StatusCode::GATEWAY_TIMEOUT, "Gateway Timeout"),
         }),
+        FaultKind::OkBody { body, content_type } => {
+            let mut response = (StatusCode::OK, Body::from(body)).into_response();
+            let content_type = content_type.unwrap_or_else(|| "application/json".to_owned());
+            if let Ok(value) = HeaderValue::from_str(&content_type) {
+                response.headers_mut().insert(header::CONTENT_TYPE, value);
+            }
+            FaultOutcome::Respond(response)
+        }
         FaultKind::MalformedJson => {
             let mut response =
                 (StatusCode::OK, Body::from("{\"value\":[{\"id\":\"")).into_response();

@@ -61,6 +61,15 @@ pub enum FaultKind {
     Delay { ms: u64 },
     /// A 200 whose JSON body is cut off mid-way.
     MalformedJson,
+    /// A 200 with this body instead of the documented collection: `{}`, `{"Results":null}`, or
+    /// a proxy's or captive portal's HTML page (`content_type` `text/html`). MICROSOFT.md §5
+    /// and §5a document the collection shapes (`value`, `Results`); anything else answering
+    /// 200 on the way is what this stands for.
+    OkBody {
+        body: String,
+        #[serde(default)]
+        content_type: Option<String>,
+    },
     /// MICROSOFT.md §5a: ListTenants answers 200 with the one error row.
     CippTenantsErrorRow,
     /// MICROSOFT.md §5a: 403 with a plain-text body.
