@@ -250,8 +250,19 @@ impl Store {
 
         statements.count();
         lock_managed_tenant(&mut transaction, scope.tenant_id, scope.managed_tenant_id).await?;
-        let context = load_page_context(&mut transaction, scope, &entries, &mut statements).await?;
-        let plan = plan_page(&context, &entries, settings);
+        let mut context =
+            load_page_context(&mut transaction, scope, &entries, &mut statements).await?;
+        let mut plan = plan_page(&context, &entries, settings);
+        if let Some(barrier) = &self.create_barrier {
+            barrier.wait().await;
+        }
+        if lock_new_addresses(&mut transaction, scope, &context, &plan, &mut statements).await? {
+            // Another managed tenant of this PSA tenant created one of these addresses after
+            // this page read its contacts: plan again on what is there now, exactly as a run
+            // after that one would (link, or queue `candidate_in_other_client`).
+            context = load_page_context(&mut transaction, scope, &entries, &mut statements).await?;
+            plan = plan_page(&context, &entries, settings);
+        }
         let writes = PageWrites::from_plan(&plan, &context, &entries);
         let mut page_tally = tally(&plan, entries.len());
         page_tally.inactivated = 0;
@@ -361,6 +372,59 @@ async fn load_page_context(
     .await?;
 
     Ok(build_context(scope, links, contacts, review_states))
+}
+
+/// Step 1b: serializes contact creation per address across the PSA tenant's managed tenants.
+/// Takes a transaction-scoped advisory lock per address the plan creates (hashed into 256
+/// buckets per PSA tenant, so a page takes at most 256 locks, in sorted order so two pages
+/// never deadlock), then asks whether a contact with one of those addresses appeared since the
+/// page read its contacts. True means the caller must plan again. The managed-tenant lock
+/// cannot do this: two managed tenants hold different ones.
+async fn lock_new_addresses(
+    connection: &mut PgConnection,
+    scope: &PageScope,
+    context: &PageContext,
+    plan: &Plan,
+    statements: &mut Statements,
+) -> Result<bool> {
+    let mut addresses: Vec<String> = plan
+        .actions
+        .iter()
+        .filter_map(|action| match action {
+            Action::Create { fields, .. } => fields.email.as_deref().and_then(email_key),
+            _ => None,
+        })
+        .collect();
+    addresses.sort();
+    addresses.dedup();
+    let known: Vec<Uuid> = context.contacts.keys().copied().collect();
+    statements.count();
+    sqlx::query(
+        "SELECT pg_advisory_xact_lock(hashtextextended(
+                    'entra-sync:address:' || $1::text || ':' || bucket::text, 0))
+         FROM (SELECT DISTINCT (hashtextextended(address, 0) & 255) AS bucket
+               FROM UNNEST($2::text[]) AS a(address)
+               ORDER BY 1) AS buckets",
+    )
+    .bind(scope.tenant_id)
+    .bind(&addresses)
+    .execute(&mut *connection)
+    .await?;
+    // A statement of its own: under READ COMMITTED it takes a snapshot after the locks were
+    // granted, so it sees a contact the lock holder committed.
+    statements.count();
+    let appeared: bool = sqlx::query_scalar(
+        "SELECT EXISTS (
+             SELECT 1 FROM contacts c
+             WHERE c.tenant_id = $1 AND c.email_normalized = ANY($2)
+               AND NOT (c.contact_id = ANY($3)))",
+    )
+    .bind(scope.tenant_id)
+    .bind(&addresses)
+    .bind(&known)
+    .fetch_one(&mut *connection)
+    .await?;
+    Ok(appeared)
 }
 
 /// Step 2: applies the plan's writes, one statement per kind, each with its audit rows.

@@ -473,3 +473,140 @@ async fn counts_equal_the_audit(pool: PgPool) {
     assert_eq!((counts.seen, counts.inactivated), (10, 2));
     assert_eq!(i64::try_from(counts.inactivated).expect("count"), audited);
 }
+
+/// Two managed tenants of one PSA tenant reconcile at the same moment and both see a new
+/// address (a user in one, an `otherMails` entry in the other). Both page transactions are held
+/// after planning (each planned a create) until both got there; the address lock then lets one
+/// create the contact and makes the other plan again: one contact, the other user queued
+/// (`candidate_linked_to_other_user`), as a sequential run would.
+#[sqlx::test(migrations = "../../migrations")]
+async fn parallel_tenants_create_one_contact_per_address(pool: PgPool) {
+    let fixture = Fixture::new(pool.clone()).await;
+    let store = &fixture.store;
+    let other_client = store
+        .create_client(
+            fixture.tenant_id,
+            "Fabrikam",
+            &["fabrikam.com".to_owned()],
+            &[],
+        )
+        .await
+        .expect("client");
+    let discovery = store
+        .start_run(&NewRun {
+            tenant_id: fixture.tenant_id,
+            kind: RunKind::Discovery,
+            trigger: RunTrigger::Manual,
+            scope: RunScope::All,
+            requested_by: None,
+        })
+        .await
+        .expect("discovery run");
+    store
+        .record_discovery(
+            fixture.tenant_id,
+            discovery.run_id,
+            &[
+                DiscoveredTenantRecord {
+                    entra_tenant_id: "11111111-1111-1111-1111-111111111111".to_owned(),
+                    display_name: "Contoso Ltd".to_owned(),
+                    domains: vec![TenantDomain {
+                        name: "contoso.com".to_owned(),
+                        is_default: true,
+                        is_initial: false,
+                    }],
+                },
+                DiscoveredTenantRecord {
+                    entra_tenant_id: "22222222-2222-2222-2222-222222222222".to_owned(),
+                    display_name: "Fabrikam Inc".to_owned(),
+                    domains: vec![TenantDomain {
+                        name: "fabrikam.com".to_owned(),
+                        is_default: true,
+                        is_initial: false,
+                    }],
+                },
+            ],
+        )
+        .await
+        .expect("discovery");
+    let second_managed = store
+        .list_managed_tenants(fixture.tenant_id)
+        .await
+        .expect("managed tenants")
+        .into_iter()
+        .find(|tenant| tenant.managed_tenant_id != fixture.managed_tenant_id)
+        .expect("second managed tenant")
+        .managed_tenant_id;
+    store
+        .confirm_mappings(
+            fixture.tenant_id,
+            &[MappingDecisionInput {
+                managed_tenant_id: second_managed,
+                action: MappingAction::Map {
+                    client_id: other_client.client_id,
+                },
+            }],
+            "admin@msp.example",
+        )
+        .await
+        .expect("mapping");
+    let run = fixture.start_sync(RunScope::All).await;
+    store
+        .start_tenant_result(fixture.tenant_id, run, second_managed, SyncMode::Full)
+        .await
+        .expect("second tenant result");
+
+    let barrier = std::sync::Arc::new(tokio::sync::Barrier::new(2));
+    let held = store.clone().with_create_barrier(barrier);
+    let in_contoso = user("pat-contoso", "pat@contoso.com");
+    let mut in_fabrikam = DirectoryUser {
+        object_id: "pat-fabrikam".to_owned(),
+        display_name: Some("Pat Guest".to_owned()),
+        user_principal_name: Some("pat@fabrikam.com".to_owned()),
+        account_enabled: Some(true),
+        user_type: Some("Member".to_owned()),
+        ..DirectoryUser::default()
+    };
+    in_fabrikam.other_mails = vec!["pat@contoso.com".to_owned()];
+    in_fabrikam.mail = Some("pat@contoso.com".to_owned());
+    let scope_of = |managed_tenant_id: Uuid, client_id: Uuid| PageScope {
+        tenant_id: fixture.tenant_id,
+        run_id: run,
+        managed_tenant_id,
+        mapped_client_id: client_id,
+        next_cursor: None,
+    };
+    let contoso_scope = scope_of(fixture.managed_tenant_id, fixture.client_id);
+    let fabrikam_scope = scope_of(second_managed, other_client.client_id);
+    let contoso_page = [in_contoso];
+    let fabrikam_page = [DirectoryEntry::Present(in_fabrikam)];
+    let settings = SyncSettings::default();
+    let (first, second) = tokio::join!(
+        held.reconcile_page(&contoso_scope, &contoso_page, &settings, false),
+        held.reconcile_page(&fabrikam_scope, &fabrikam_page, &settings, false),
+    );
+    let (first, second) = (first.expect("contoso page"), second.expect("fabrikam page"));
+    assert_eq!(
+        first.tally.created + second.tally.created,
+        1,
+        "{:?} {:?}",
+        first.plan,
+        second.plan
+    );
+    assert_eq!(first.tally.queued + second.tally.queued, 1);
+    assert_eq!(
+        count(
+            &pool,
+            "SELECT count(*) FROM contacts WHERE email_normalized = 'pat@contoso.com'"
+        )
+        .await,
+        1
+    );
+    let reason: String = sqlx::query_scalar("SELECT reason FROM review_items")
+        .fetch_one(&pool)
+        .await
+        .expect("review item");
+    // What a sequential run decides: whichever tenant went first links the contact, so the
+    // other user's candidate is linked to another user.
+    assert_eq!(reason, "candidate_linked_to_other_user");
+}
