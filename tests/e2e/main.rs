@@ -8,6 +8,7 @@ mod direct;
 mod group_filters;
 mod harness;
 mod initial_sync;
+mod integrity;
 mod run_lifecycle;
 mod schedules;
 mod two_workers;
