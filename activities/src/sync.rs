@@ -306,6 +306,13 @@ impl SyncActivities {
                 return Err(from_directory(&error));
             }
         };
+        // A tenant whose domains could not be read keeps its stored ones (the reason is in
+        // the worker log and the count in the run's totals).
+        let domains_unreadable: Vec<String> = tenants
+            .iter()
+            .filter(|tenant| tenant.domains_error.is_some())
+            .map(|tenant| tenant.entra_tenant_id.clone())
+            .collect();
         let records: Vec<DiscoveredTenantRecord> = tenants
             .into_iter()
             .map(|tenant| DiscoveredTenantRecord {
@@ -324,7 +331,7 @@ impl SyncActivities {
             .collect();
         let outcome = self
             .store
-            .record_discovery(tenant_id, run_id, &records)
+            .record_discovery_keeping_domains(tenant_id, run_id, &records, &domains_unreadable)
             .await
             .map_err(from_store)?;
         Ok(DiscoverOutput {

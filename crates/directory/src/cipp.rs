@@ -453,6 +453,7 @@ fn parse_tenants(
             entra_tenant_id: customer_id.to_owned(),
             display_name,
             domains,
+            domains_error: None,
         });
     }
     Ok(tenants)

@@ -270,6 +270,7 @@ impl GraphClient {
                 entra_tenant_id: tenant_id,
                 display_name,
                 domains: Vec::new(),
+                domains_error: None,
             });
         }
         Ok(tenants)
@@ -447,6 +448,7 @@ impl DirectorySource for GraphClient {
                             code = error.code().unwrap_or_default(),
                             "cannot read the customer's domains"
                         );
+                        tenant.domains_error = Some(error.class().to_owned());
                     }
                     Err(error) => return Err(error),
                 }

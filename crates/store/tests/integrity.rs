@@ -610,3 +610,87 @@ async fn parallel_tenants_create_one_contact_per_address(pool: PgPool) {
     // other user's candidate is linked to another user.
     assert_eq!(reason, "candidate_linked_to_other_user");
 }
+
+/// A discovery in which one tenant's domains could not be read keeps the domains stored before
+/// for that tenant (and counts it in the run's totals), while another tenant's domains are
+/// replaced by what the provider said.
+#[sqlx::test(migrations = "../../migrations")]
+async fn unreadable_domains_keep_the_stored_ones(pool: PgPool) {
+    let fixture = Fixture::new(pool.clone()).await;
+    let run = fixture
+        .store
+        .start_run(&NewRun {
+            tenant_id: fixture.tenant_id,
+            kind: RunKind::Discovery,
+            trigger: RunTrigger::Manual,
+            scope: RunScope::All,
+            requested_by: None,
+        })
+        .await
+        .expect("discovery run");
+    let contoso = "11111111-1111-1111-1111-111111111111";
+    let fabrikam = "22222222-2222-2222-2222-222222222222";
+    let fabrikam_domain = |name: &str| TenantDomain {
+        name: name.to_owned(),
+        is_default: true,
+        is_initial: false,
+    };
+    fixture
+        .store
+        .record_discovery(
+            fixture.tenant_id,
+            run.run_id,
+            &[DiscoveredTenantRecord {
+                entra_tenant_id: fabrikam.to_owned(),
+                display_name: "Fabrikam".to_owned(),
+                domains: vec![fabrikam_domain("fabrikam.com")],
+            }],
+        )
+        .await
+        .expect("first listing");
+    let outcome = fixture
+        .store
+        .record_discovery_keeping_domains(
+            fixture.tenant_id,
+            run.run_id,
+            &[
+                DiscoveredTenantRecord {
+                    entra_tenant_id: contoso.to_owned(),
+                    display_name: "Contoso Ltd".to_owned(),
+                    domains: Vec::new(),
+                },
+                DiscoveredTenantRecord {
+                    entra_tenant_id: fabrikam.to_owned(),
+                    display_name: "Fabrikam".to_owned(),
+                    domains: vec![fabrikam_domain("fabrikam.net")],
+                },
+            ],
+            &[contoso.to_uppercase()],
+        )
+        .await
+        .expect("listing with unreadable domains");
+    assert_eq!(outcome.domains_kept, 1);
+    assert_eq!(outcome.marked_missing, 0);
+    let tenants = fixture
+        .store
+        .list_managed_tenants(fixture.tenant_id)
+        .await
+        .expect("tenants");
+    let domains_of = |id: &str| -> Vec<String> {
+        tenants
+            .iter()
+            .find(|tenant| tenant.entra_tenant_id == id)
+            .map(|tenant| tenant.domains.iter().map(|d| d.name.clone()).collect())
+            .unwrap_or_default()
+    };
+    assert_eq!(domains_of(contoso), vec!["contoso.com".to_owned()]);
+    assert_eq!(domains_of(fabrikam), vec!["fabrikam.net".to_owned()]);
+    let unreadable: Option<i64> = sqlx::query_scalar(
+        "SELECT (totals->>'domains_unreadable')::bigint FROM runs WHERE run_id = $1",
+    )
+    .bind(run.run_id)
+    .fetch_one(&pool)
+    .await
+    .expect("totals");
+    assert_eq!(unreadable, Some(1));
+}
