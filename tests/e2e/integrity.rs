@@ -167,3 +167,52 @@ async fn a_page_without_its_collection_fails_the_tenant_and_inactivates_nobody()
         })
         .await
 }
+
+/// Discovery keeps what it knew: when CIPP's tenant listing fails (a 403 on `ListTenants`),
+/// the discovery run fails and no managed tenant is marked missing or loses its domains; once
+/// CIPP answers again a discovery completes with the same tenants.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_failed_listing_marks_no_tenant_missing() -> Result<()> {
+    let stack = Stack::start(config(3, 150)).await?;
+    stack
+        .run(async {
+            let prepared = prepare(&stack).await?;
+            let admin = &prepared.admin;
+            let domains_before: Vec<String> = sqlx::query_scalar(
+                "SELECT domains::text FROM managed_tenants ORDER BY entra_tenant_id",
+            )
+            .fetch_all(&stack.pool)
+            .await?;
+            stack.simulator.add_fault(FaultSpec {
+                kind: FaultKind::CippForbidden,
+                path_prefix: "/cipp/api/ListTenants".to_owned(),
+                tenant: None,
+                count: None,
+            })?;
+            let started = admin
+                .post("/api/v1/integrations/entra/discovery", json!({}))
+                .await?;
+            let run_id = started["run_id"].as_str().context("run_id")?.to_owned();
+            let run = wait_finished(admin, &run_id, DEADLINE).await?;
+            assert_eq!(run["status"], "failed", "{run}");
+            let missing = "SELECT count(*) FROM managed_tenants WHERE status = 'missing'";
+            assert_eq!(stack.count(missing).await?, 0);
+            let domains_after: Vec<String> = sqlx::query_scalar(
+                "SELECT domains::text FROM managed_tenants ORDER BY entra_tenant_id",
+            )
+            .fetch_all(&stack.pool)
+            .await?;
+            assert_eq!(domains_after, domains_before);
+
+            stack.simulator.clear_faults();
+            let started = admin
+                .post("/api/v1/integrations/entra/discovery", json!({}))
+                .await?;
+            let run_id = started["run_id"].as_str().context("run_id")?.to_owned();
+            let run = wait_finished(admin, &run_id, DEADLINE).await?;
+            assert_eq!(run["status"], "completed", "{run}");
+            assert_eq!(stack.count(missing).await?, 0);
+            Ok(())
+        })
+        .await
+}

@@ -351,6 +351,22 @@ pub(crate) async fn apply_fault(
             }
             FaultOutcome::Respond(response)
         }
+        FaultKind::CutOff => {
+            let parts: [Result<axum::body::Bytes, std::io::Error>; 2] = [
+                Ok(axum::body::Bytes::from_static(b"{\"value\":[{\"id\":\"")),
+                Err(std::io::Error::other("the simulator cut the answer off")),
+            ];
+            let mut response = (
+                StatusCode::OK,
+                Body::from_stream(futures::stream::iter(parts)),
+            )
+                .into_response();
+            response.headers_mut().insert(
+                header::CONTENT_TYPE,
+                HeaderValue::from_static("application/json"),
+            );
+            FaultOutcome::Respond(response)
+        }
         FaultKind::MalformedJson => {
             let mut response =
                 (StatusCode::OK, Body::from("{\"value\":[{\"id\":\"")).into_response();

@@ -619,7 +619,11 @@ async fn a_page_without_its_value_array_is_invalid_not_the_end() {
             let error = read_round(&setup.graph, &tenant.tenant_id, start)
                 .await
                 .expect_err("a page without value is an error");
-            assert_eq!(error.class(), "invalid", "{body} (delta {prefer_delta}): {error}");
+            assert_eq!(
+                error.class(),
+                "invalid",
+                "{body} (delta {prefer_delta}): {error}"
+            );
         }
         let start = UsersCursor::Start {
             prefer_delta,
