@@ -145,6 +145,15 @@ pg_stop() {
   if [ "$home" != "$dir" ]; then rm -rf "$home"; fi
 }
 
+# pg_restart DIR: restarts DIR's running cluster on the same port (fast shutdown: every open
+# connection is cut), as the chaos tests do mid-run.
+pg_restart() {
+  local dir=$1
+  local home="$dir"
+  [ -f "$dir/location" ] && home=$(cat "$dir/location")
+  pg_run "$PG_BIN/pg_ctl" -D "$home/data" -w -t 60 -m fast restart >/dev/null
+}
+
 # temporal_start DIR: starts a Temporal dev server (SQLite under DIR) on free ports and prints
 # its host:port once it answers.
 temporal_start() {

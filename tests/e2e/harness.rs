@@ -43,7 +43,17 @@ impl Stack {
         simulator: SimulatorConfig,
         extra_environment: impl FnOnce(&Simulator) -> Vec<(String, String)>,
     ) -> Result<Stack> {
-        let server_url = required("DATABASE_URL")?;
+        Stack::start_on(simulator, &required("DATABASE_URL")?, extra_environment).await
+    }
+
+    /// Like `start_with`, on the Postgres server at `server_url` (a test that restarts its
+    /// database server gets a private one, so no other test is disturbed).
+    pub async fn start_on(
+        simulator: SimulatorConfig,
+        server_url: &str,
+        extra_environment: impl FnOnce(&Simulator) -> Vec<(String, String)>,
+    ) -> Result<Stack> {
+        let server_url = server_url.to_owned();
         let temporal_address = required("TEMPORAL_ADDRESS")?;
         let database = random_name("e2e");
         let admin = PgPoolOptions::new()
