@@ -183,6 +183,28 @@ temporal_start() {
   echo "127.0.0.1:$port"
 }
 
+# temporal_restart DIR: stops DIR's dev server and starts it again on the same gRPC port with
+# the same SQLite database (its workflows survive), as the chaos tests do mid-run.
+temporal_restart() {
+  local dir=$1
+  local address; address=$(cat "$dir/address")
+  temporal_stop "$dir"
+  local port=${address##*:} http metrics ui
+  http=$(free_port); metrics=$(free_port); ui=$(free_port)
+  nohup "$VENV/bin/temporal" server start-dev --headless --ip 127.0.0.1 \
+    --db-filename "$dir/temporal.db" --port "$port" --http-port "$http" \
+    --metrics-port "$metrics" --ui-port "$ui" --log-level warn \
+    >>"$dir/temporal.log" 2>&1 &
+  echo $! >"$dir/pid"
+  local deadline=$(( $(now_s) + 90 ))
+  until "$VENV/bin/temporal" operator namespace list --address "$address" >/dev/null 2>&1; do
+    if [ "$(now_s)" -gt "$deadline" ]; then
+      say "Temporal did not come back; log follows"; tail -20 "$dir/temporal.log" >&2; return 1
+    fi
+    sleep 0.5
+  done
+}
+
 temporal_stop() {
   local dir=$1
   if [ -f "$dir/pid" ]; then

@@ -2,7 +2,7 @@
 //! the sync's user pages with 20% 429 (with `Retry-After`), 5% 503, cut-off bodies and three
 //! 30-second stalls at once. The run must end by itself, bounded in time, and a canonical dump
 //! of its contacts, links, review items and audit must equal a clean run's of the same data.
-//! The same holds when the run's Postgres server is restarted (all connections cut) mid-run.
+//! The same holds when the run's Postgres server or its Temporal server is restarted mid-run.
 
 use std::collections::BTreeMap;
 use std::fmt::Debug;
@@ -262,7 +262,9 @@ async fn a_postgres_restart_mid_run_changes_nothing_in_the_outcome() -> Result<(
     let server_url = lib_sh("pg_start", &dir)?;
     let started = Instant::now();
     let disturbed = async {
-        let stormy = Stack::start_on(one_big_tenant(), &server_url, |_| Vec::new()).await?;
+        let temporal = std::env::var("TEMPORAL_ADDRESS")?;
+        let stormy =
+            Stack::start_on(one_big_tenant(), &server_url, &temporal, |_| Vec::new()).await?;
         stormy
             .run(async {
                 let prepared = prepare(&stormy).await?;
@@ -291,6 +293,62 @@ async fn a_postgres_restart_mid_run_changes_nothing_in_the_outcome() -> Result<(
     assert_eq!(actual.run["status"], "completed", "{}", actual.run);
     compare(
         "postgres_restart",
+        &expected,
+        &actual,
+        &format!(
+            "restarts_survived=1 seconds={:.1}",
+            started.elapsed().as_secs_f64()
+        ),
+    );
+    Ok(())
+}
+
+/// The Temporal server (a private dev server with its SQLite database) is stopped and started
+/// again on the same port after the first batches committed; the worker reconnects, the run
+/// resumes and ends by itself with the same outcome as a run that was left alone.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_temporal_restart_mid_run_changes_nothing_in_the_outcome() -> Result<()> {
+    let calm = Stack::start(one_big_tenant()).await?;
+    let expected = sync_and_dump(&calm, false).await?;
+    assert_eq!(expected.run["status"], "completed", "{}", expected.run);
+
+    let dir =
+        std::env::temp_dir().join(format!("entra-chaos-temporal-{}", Uuid::new_v4().simple()));
+    let temporal = lib_sh("temporal_start", &dir)?;
+    let started = Instant::now();
+    let disturbed = async {
+        let server_url = std::env::var("DATABASE_URL")?;
+        let stormy =
+            Stack::start_on(one_big_tenant(), &server_url, &temporal, |_| Vec::new()).await?;
+        stormy
+            .run(async {
+                let prepared = prepare(&stormy).await?;
+                let (run_id, _) = start_sync(&prepared.admin).await?;
+                eventually(
+                    "a first batch committed",
+                    Duration::from_secs(120),
+                    || async { Ok((seen(&stormy, &run_id).await? >= 1_000).then_some(())) },
+                )
+                .await?;
+                anyhow::ensure!(
+                    seen(&stormy, &run_id).await? < BIG_TENANT_USERS,
+                    "the restart came after the last page; the test would prove nothing"
+                );
+                let restart_dir = dir.clone();
+                tokio::task::spawn_blocking(move || lib_sh("temporal_restart", &restart_dir))
+                    .await??;
+                let run = wait_finished(&prepared.admin, &run_id, DEADLINE).await?;
+                dump(&stormy, &prepared, &run_id, run).await
+            })
+            .await
+    }
+    .await;
+    let _ = lib_sh("temporal_stop", &dir);
+    let _ = std::fs::remove_dir_all(&dir);
+    let actual = disturbed?;
+    assert_eq!(actual.run["status"], "completed", "{}", actual.run);
+    compare(
+        "temporal_restart",
         &expected,
         &actual,
         &format!(

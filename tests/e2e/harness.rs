@@ -43,18 +43,26 @@ impl Stack {
         simulator: SimulatorConfig,
         extra_environment: impl FnOnce(&Simulator) -> Vec<(String, String)>,
     ) -> Result<Stack> {
-        Stack::start_on(simulator, &required("DATABASE_URL")?, extra_environment).await
+        Stack::start_on(
+            simulator,
+            &required("DATABASE_URL")?,
+            &required("TEMPORAL_ADDRESS")?,
+            extra_environment,
+        )
+        .await
     }
 
-    /// Like `start_with`, on the Postgres server at `server_url` (a test that restarts its
-    /// database server gets a private one, so no other test is disturbed).
+    /// Like `start_with`, on the Postgres server at `server_url` and the Temporal server at
+    /// `temporal_address` (a test that restarts a server gets a private one, so no other test
+    /// is disturbed).
     pub async fn start_on(
         simulator: SimulatorConfig,
         server_url: &str,
+        temporal_address: &str,
         extra_environment: impl FnOnce(&Simulator) -> Vec<(String, String)>,
     ) -> Result<Stack> {
         let server_url = server_url.to_owned();
-        let temporal_address = required("TEMPORAL_ADDRESS")?;
+        let temporal_address = temporal_address.to_owned();
         let database = random_name("e2e");
         let admin = PgPoolOptions::new()
             .max_connections(1)
