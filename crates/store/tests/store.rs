@@ -310,7 +310,7 @@ async fn finish_run_never_rewrites_a_finished_run(pool: PgPool) {
         .expect("tenant result");
     let mut scope = fixture.scope(run_id);
     scope.next_cursor = Some("page-2".to_owned());
-    let outcome = store
+    store
         .reconcile_page(&scope, &users(3, "a"), &SyncSettings::default(), false)
         .await
         .expect("reconcile");
@@ -506,7 +506,7 @@ async fn statements_do_not_grow_with_page_size(pool: PgPool) {
         .await
         .expect("reset pg_stat_statements");
     let before_small = executed_statements(&pool).await;
-    let small = fixture.reconcile(run_id, &users(10, "small")).await;
+    fixture.reconcile(run_id, &users(10, "small")).await;
     let before_big = executed_statements(&pool).await;
     let big = fixture.reconcile(run_id, &users(999, "big")).await;
     let after_big = executed_statements(&pool).await;
@@ -1177,7 +1177,7 @@ async fn mass_inactivation_is_held_over_the_guard(pool: PgPool) {
         )
         .await
         .expect("tenant result");
-    let page = fixture.reconcile(third_run, &everyone[..5]).await;
+    fixture.reconcile(third_run, &everyone[..5]).await;
     let third = store
         .finish_tenant_inactivations(
             fixture.tenant_id,
