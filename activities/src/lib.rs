@@ -12,4 +12,4 @@ mod sync;
 
 pub use direct::StoredRefreshTokens;
 pub use directory::{DirectoryFactory, DirectorySettings};
-pub use sync::SyncActivities;
+pub use sync::{SyncActivities, DEFAULT_BATCH_USERS};

@@ -50,6 +50,8 @@ pub struct SyncActivities {
     directories: DirectoryFactory,
     /// The bound a scheduled sync passes to its sync run (manual runs get theirs from the API).
     max_parallel_tenants: u32,
+    /// Users accumulated from provider pages before a batch is reconciled in one transaction.
+    batch_users: usize,
 }
 
 impl SyncActivities {
@@ -58,7 +60,14 @@ impl SyncActivities {
             store,
             directories,
             max_parallel_tenants: 4,
+            batch_users: DEFAULT_BATCH_USERS,
         }
+    }
+
+    /// Sets how many users a reconcile batch accumulates (at least 1).
+    pub fn with_batch_users(mut self, batch_users: usize) -> Self {
+        self.batch_users = batch_users.max(1);
+        self
     }
 
     /// Sets the bound on concurrently syncing managed tenants for scheduled runs.
@@ -77,10 +86,11 @@ const HEARTBEAT_EVERY: Duration = Duration::from_secs(3);
 /// straight to settling the tenant instead of reading the last page again.
 const ENUMERATION_COMPLETE: &str = "entra-sync:enumeration-complete";
 
-/// Users reconciled per transaction: provider pages (Graph's delta pages can be as small as
-/// 100 users) are accumulated up to this before a batch is written, so the fixed cost of a
-/// transaction (lock, reads, counts) is paid about once per thousand users.
-const BATCH_USERS: usize = 1000;
+/// Users reconciled per transaction unless configured (`sync.batch_users`): provider pages
+/// (Graph's delta pages can be as small as 100 users) are accumulated up to this before a
+/// batch is written, so the fixed cost of a transaction (lock, reads, counts) is paid about
+/// once per thousand users.
+pub const DEFAULT_BATCH_USERS: usize = 1000;
 
 /// How often a run waiting for another run's sync lease on a managed tenant looks again.
 const LEASE_POLL: Duration = Duration::from_secs(1);
@@ -668,7 +678,7 @@ impl SyncActivities {
     }
 
     /// Reads the tenant's users page by page, reconciling them in batches of about
-    /// `BATCH_USERS` users (one transaction each, whose resume cursor is the provider link
+    /// `batch_users` users (one transaction each, whose resume cursor is the provider link
     /// after the batch), until the provider says the enumeration ended. Returns the new delta
     /// link, if the provider gave one.
     async fn read_all_batches(
@@ -714,7 +724,7 @@ impl SyncActivities {
             batch.pages += 1;
             reading_cursor = page.next_cursor.clone();
             let last = page.is_last();
-            if !last && batch.entries.len() < BATCH_USERS {
+            if !last && batch.entries.len() < self.batch_users {
                 continue;
             }
             self.reconcile_batch(
