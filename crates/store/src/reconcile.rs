@@ -191,12 +191,17 @@ impl PageWrites {
                 Action::Skip { .. } => {}
             }
         }
-        // Every user the directory returned counts as seen, filtered or malformed alike:
-        // only users missing from a complete enumeration are inactivated as removed.
+        // Every user the directory returned counts as seen, filtered, malformed or reported
+        // removed alike (a removed user is inactivated by its own entry, so recording it never
+        // hides an absent user): only users missing from a complete enumeration are
+        // inactivated as absent.
         for entry in entries {
             match entry {
                 DirectoryEntry::Present(user) => {
                     writes.seen_object_ids.push(user.object_id.clone())
+                }
+                DirectoryEntry::Removed { object_id, .. } => {
+                    writes.seen_object_ids.push(object_id.clone())
                 }
                 DirectoryEntry::Invalid {
                     object_id: Some(object_id),
@@ -205,7 +210,6 @@ impl PageWrites {
                 DirectoryEntry::Invalid {
                     object_id: None, ..
                 } => writes.seen_without_id += 1,
-                DirectoryEntry::Removed { .. } => {}
             }
         }
         writes.seen_object_ids.sort();
