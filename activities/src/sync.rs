@@ -17,10 +17,10 @@ use std::time::Duration;
 
 use chrono::Utc;
 use entra_sync_connection::{
-    load_group_members, DirectoryError, DirectoryFactory, ErrorClass, ErrorRecord, GroupMembers,
-    PageLoop,
+    load_group_members, DirectoryError, DirectoryFactory, DirectorySource, ErrorClass,
+    ErrorRecord, FetchedPage, GroupMembers, PageLoop,
 };
-use entra_sync_domain::model::Tally;
+use entra_sync_domain::model::DirectoryEntry;
 use entra_sync_store::connection::ConnectionKind;
 use entra_sync_store::discovery::{DiscoveredTenantRecord, TenantDomain};
 use entra_sync_store::reconcile::PageScope;
@@ -49,6 +49,8 @@ pub struct SyncActivities {
     directories: DirectoryFactory,
     /// The bound a scheduled sync passes to its sync run (manual runs get theirs from the API).
     max_parallel_tenants: u32,
+    /// Users accumulated from provider pages before a batch is reconciled in one transaction.
+    batch_users: usize,
 }
 
 impl SyncActivities {
@@ -57,7 +59,14 @@ impl SyncActivities {
             store,
             directories,
             max_parallel_tenants: 4,
+            batch_users: DEFAULT_BATCH_USERS,
         }
+    }
+
+    /// Sets how many users a reconcile batch accumulates (at least 1).
+    pub fn with_batch_users(mut self, batch_users: usize) -> Self {
+        self.batch_users = batch_users.max(1);
+        self
     }
 
     /// Sets the bound on concurrently syncing managed tenants for scheduled runs.
@@ -75,6 +84,15 @@ const HEARTBEAT_EVERY: Duration = Duration::from_secs(3);
 /// The stored cursor of a tenant whose last page committed: a retry after that point goes
 /// straight to settling the tenant instead of reading the last page again.
 const ENUMERATION_COMPLETE: &str = "entra-sync:enumeration-complete";
+
+/// Users reconciled per transaction unless configured (`sync.batch_users`): provider pages
+/// (Graph's delta pages can be as small as 100 users) are accumulated up to this before a
+/// batch is written, so the fixed cost of a transaction (lock, reads, counts) is paid about
+/// once per thousand users.
+pub const DEFAULT_BATCH_USERS: usize = 1000;
+
+/// How often a run waiting for another run's sync lease on a managed tenant looks again.
+const LEASE_POLL: Duration = Duration::from_secs(1);
 
 /// A stored delta link older than this starts a full enumeration (SPEC §5.1).
 const DELTA_LINK_MAX_AGE_DAYS: i64 = 6;
@@ -188,14 +206,7 @@ impl SyncActivities {
             )
         };
         self.store
-            .finish_tenant_result(
-                tenant_id,
-                run_id,
-                managed_tenant_id,
-                status,
-                &current_tally(&self.store, tenant_id, run_id, managed_tenant_id).await,
-                error.as_ref(),
-            )
+            .finish_tenant_result(tenant_id, run_id, managed_tenant_id, status, error.as_ref())
             .await
             .map_err(from_store)?;
         Ok(())
@@ -349,6 +360,13 @@ impl SyncActivities {
                 return Err(from_directory(&error));
             }
         };
+        // A tenant whose domains could not be read keeps its stored ones (the reason is in
+        // the worker log and the count in the run's totals).
+        let domains_unreadable: Vec<String> = tenants
+            .iter()
+            .filter(|tenant| tenant.domains_error.is_some())
+            .map(|tenant| tenant.entra_tenant_id.clone())
+            .collect();
         let records: Vec<DiscoveredTenantRecord> = tenants
             .into_iter()
             .map(|tenant| DiscoveredTenantRecord {
@@ -367,7 +385,7 @@ impl SyncActivities {
             .collect();
         let outcome = self
             .store
-            .record_discovery(tenant_id, run_id, &records)
+            .record_discovery_keeping_domains(tenant_id, run_id, &records, &domains_unreadable)
             .await
             .map_err(from_store)?;
         Ok(DiscoverOutput {
@@ -377,21 +395,6 @@ impl SyncActivities {
     }
 }
 
-/// The counts a tenant result holds so far (kept when a failure is recorded over it).
-async fn current_tally(
-    store: &Store,
-    tenant_id: Uuid,
-    run_id: Uuid,
-    managed_tenant_id: Uuid,
-) -> Tally {
-    let Ok(run) = store.get_run(tenant_id, run_id).await else {
-        return Tally::default();
-    };
-    run.tenants
-        .iter()
-        .find(|tenant| tenant.managed_tenant_id == managed_tenant_id)
-        .map(|tenant| Tally::from(&tenant.counts))
-        .unwrap_or_default()
 }
 
 impl SyncActivities {
@@ -450,6 +453,8 @@ impl SyncActivities {
         } else {
             SyncMode::Full
         };
+        self.wait_for_sync_lease(&ctx, tenant_id, managed_tenant_id, run_id)
+            .await?;
         let result = self
             .store
             .start_tenant_result(tenant_id, run_id, managed_tenant_id, wanted_mode)
@@ -468,7 +473,6 @@ impl SyncActivities {
         } else {
             None
         };
-        let mut tally = Tally::from(&result.counts);
 
         // Resume from the cursor the last committed page saved (see the module docs); the
         // heartbeat says how many pages the earlier attempts committed.
@@ -511,91 +515,29 @@ impl SyncActivities {
                 Ok(members) => members,
                 Err(error) => {
                     return Err(self
-                        .fail_tenant(tenant_id, run_id, managed_tenant_id, &tally, &error)
+                        .fail_tenant(tenant_id, run_id, managed_tenant_id, &error)
                         .await)
                 }
             }
         };
 
-        let new_delta_link = loop {
-            if enumeration_done {
-                break None;
-            }
-            if ctx.is_cancelled() {
-                return Err(ActivityError::cancelled());
-            }
-            let fetched = with_heartbeats(
-                &ctx,
-                &progress,
-                true,
-                pages.next_page(connected.source.as_ref()),
-            )
-            .await
-            .ok_or_else(ActivityError::cancelled)?;
-            let mut page = match fetched {
-                Ok(fetched) => {
-                    if fetched.restarted_full {
-                        // The page loop fell back to a full enumeration (MICROSOFT.md §3).
-                        self.store
-                            .clear_delta_state(tenant_id, managed_tenant_id)
-                            .await
-                            .map_err(from_store)?;
-                        self.store
-                            .set_tenant_result_mode(
-                                tenant_id,
-                                run_id,
-                                managed_tenant_id,
-                                SyncMode::Full,
-                            )
-                            .await
-                            .map_err(from_store)?;
-                        mode = SyncMode::Full;
-                    }
-                    fetched.page
-                }
-                Err(error) => {
-                    return Err(self
-                        .fail_tenant(tenant_id, run_id, managed_tenant_id, &tally, &error)
-                        .await)
-                }
+        let new_delta_link = if enumeration_done {
+            None
+        } else {
+            let reading = Reading {
+                ctx: &ctx,
+                source: connected.source.as_ref(),
+                group_members: &group_members,
+                scope: PageScope {
+                    tenant_id,
+                    run_id,
+                    managed_tenant_id,
+                    mapped_client_id: client_id,
+                    next_cursor: None,
+                },
             };
-            group_members.annotate(&mut page.entries);
-            // The last page stores the completion marker, so a retry after it committed does
-            // not read (and count) the last page again.
-            let stored_cursor = page
-                .next_cursor
-                .clone()
-                .unwrap_or_else(|| ENUMERATION_COMPLETE.to_owned());
-            let scope = PageScope {
-                tenant_id,
-                run_id,
-                managed_tenant_id,
-                mapped_client_id: client_id,
-                next_cursor: Some(stored_cursor),
-            };
-            // Once reconcile starts it runs to its commit or rollback: a cancel is honoured
-            // between pages, never inside one.
-            let outcome = with_heartbeats(
-                &ctx,
-                &progress,
-                false,
-                self.store
-                    .reconcile_page(&scope, &page.entries, &settings, false),
-            )
-            .await;
-            let outcome = match outcome {
-                Some(outcome) => outcome.map_err(from_store)?,
-                None => return Err(ActivityError::cancelled()),
-            };
-            tally.add(&outcome.tally);
-            metrics::counter!("entra_sync_users_processed_total")
-                .increment(page.entries.len() as u64);
-            progress.pages += 1;
-            progress.next_cursor = page.next_cursor.clone();
-            ctx.record_heartbeat(progress.clone()).await.ok();
-            if page.is_last() {
-                break page.delta_link;
-            }
+            self.read_all_batches(&reading, &mut pages, &settings, &mut progress, &mut mode)
+                .await?
         };
         if let Some(link) = new_delta_link {
             self.store
@@ -614,7 +556,6 @@ impl SyncActivities {
             )
             .await
             .map_err(from_store)?;
-        tally.inactivated += inactivations.applied;
         let status = self
             .store
             .finish_tenant_result(
@@ -622,16 +563,13 @@ impl SyncActivities {
                 run_id,
                 managed_tenant_id,
                 TenantResultStatus::Completed,
-                &tally,
                 None,
             )
             .await
             .map_err(from_store)?;
         info!(
             pages = progress.pages,
-            seen = tally.seen,
-            created = tally.created,
-            linked = tally.linked,
+            applied = inactivations.applied,
             held = inactivations.held,
             "tenant synced"
         );
@@ -648,7 +586,6 @@ impl SyncActivities {
         tenant_id: Uuid,
         run_id: Uuid,
         managed_tenant_id: Uuid,
-        tally: &Tally,
         error: &DirectoryError,
     ) -> ActivityError {
         warn!(
@@ -668,7 +605,6 @@ impl SyncActivities {
                     run_id,
                     managed_tenant_id,
                     TenantResultStatus::Failed,
-                    tally,
                     Some(&error_json(error)),
                 )
                 .await;
@@ -742,6 +678,185 @@ impl SyncActivities {
         if let Err(failure) = recorded {
             warn!(error = %failure, "could not record the tenant's retry state");
         }
+    }
+}
+
+/// What reading a tenant's users needs, shared by the steps of `read_all_batches`.
+struct Reading<'a> {
+    ctx: &'a ActivityContext,
+    source: &'a dyn DirectorySource,
+    group_members: &'a GroupMembers,
+    /// The batch's scope; `next_cursor` is set per batch.
+    scope: PageScope,
+}
+
+/// Provider pages accumulated for one reconcile transaction.
+#[derive(Default)]
+struct Batch {
+    entries: Vec<DirectoryEntry>,
+    pages: u64,
+}
+
+impl SyncActivities {
+    /// Waits until this run holds the managed tenant's sync lease (SPEC §5.7): a run that finds
+    /// another run syncing the tenant waits for it to end rather than skip the tenant, so a
+    /// manual "this client" run during a scheduled "all" run still syncs it, after it.
+    /// Heartbeats while waiting; a cancel ends the wait.
+    async fn wait_for_sync_lease(
+        &self,
+        ctx: &ActivityContext,
+        tenant_id: Uuid,
+        managed_tenant_id: Uuid,
+        run_id: Uuid,
+    ) -> Result<(), ActivityError> {
+        let mut logged = false;
+        loop {
+            let holder = self
+                .store
+                .take_sync_lease(tenant_id, managed_tenant_id, run_id)
+                .await
+                .map_err(from_store)?;
+            let Some(holder) = holder else {
+                return Ok(());
+            };
+            if !logged {
+                info!(holder_run_id = %holder, "another run is syncing this managed tenant; waiting for it");
+                logged = true;
+            }
+            let details: Option<Progress> = ctx.heartbeat_details().deserialize().ok().flatten();
+            ctx.record_heartbeat(details.unwrap_or_default()).await.ok();
+            tokio::select! {
+                _ = ctx.cancelled() => return Err(ActivityError::cancelled()),
+                _ = tokio::time::sleep(LEASE_POLL) => {}
+            }
+        }
+    }
+
+    /// Reads the tenant's users page by page, reconciling them in batches of about
+    /// `batch_users` users (one transaction each, whose resume cursor is the provider link
+    /// after the batch), until the provider says the enumeration ended. Returns the new delta
+    /// link, if the provider gave one.
+    async fn read_all_batches(
+        &self,
+        reading: &Reading<'_>,
+        pages: &mut PageLoop,
+        settings: &entra_sync_domain::model::SyncSettings,
+        progress: &mut Progress,
+        mode: &mut SyncMode,
+    ) -> Result<Option<String>, ActivityError> {
+        let scope = &reading.scope;
+        let mut batch = Batch::default();
+        loop {
+            if reading.ctx.is_cancelled() {
+                return Err(ActivityError::cancelled());
+            }
+            let fetched = self.fetch_page(reading, pages, progress).await?;
+            if fetched.restarted_full {
+                // The page loop fell back to a full enumeration (MICROSOFT.md §3): what the
+                // batch held came from the refused delta round.
+                self.fall_back_to_full(scope).await?;
+                *mode = SyncMode::Full;
+                batch = Batch::default();
+                progress.next_cursor = None;
+            }
+            let mut page = fetched.page;
+            reading.group_members.annotate(&mut page.entries);
+            batch.entries.append(&mut page.entries);
+            batch.pages += 1;
+            let last = page.is_last();
+            if !last && batch.entries.len() < self.batch_users {
+                continue;
+            }
+            self.reconcile_batch(
+                reading,
+                settings,
+                progress,
+                &batch,
+                page.next_cursor.clone(),
+            )
+            .await?;
+            batch = Batch::default();
+            if last {
+                return Ok(page.delta_link);
+            }
+        }
+    }
+
+    /// Reads one provider page through the shared page loop, heartbeating; a failure fails
+    /// the tenant (recorded when final, or as `retrying` when Temporal will try again).
+    async fn fetch_page(
+        &self,
+        reading: &Reading<'_>,
+        pages: &mut PageLoop,
+        progress: &Progress,
+    ) -> Result<FetchedPage, ActivityError> {
+        let fetched = with_heartbeats(reading.ctx, progress, true, pages.next_page(reading.source))
+            .await
+            .ok_or_else(ActivityError::cancelled)?;
+        let scope = &reading.scope;
+        match fetched {
+            Ok(page) => Ok(page),
+            Err(error) => Err(self
+                .fail_tenant(
+                    scope.tenant_id,
+                    scope.run_id,
+                    scope.managed_tenant_id,
+                    &error,
+                )
+                .await),
+        }
+    }
+
+    /// Forgets the stored delta link and records that the tenant is now fully enumerated.
+    async fn fall_back_to_full(&self, scope: &PageScope) -> Result<(), ActivityError> {
+        self.store
+            .clear_delta_state(scope.tenant_id, scope.managed_tenant_id)
+            .await
+            .map_err(from_store)?;
+        self.store
+            .set_tenant_result_mode(
+                scope.tenant_id,
+                scope.run_id,
+                scope.managed_tenant_id,
+                SyncMode::Full,
+            )
+            .await
+            .map_err(from_store)
+    }
+
+    /// Reconciles a batch in one transaction that also stores the cursor after it (the
+    /// completion marker after the last page, so a retry then does not read it again), then
+    /// heartbeats the committed cursor. Once the transaction starts it runs to its end: a
+    /// cancel is honoured between batches, never inside one.
+    async fn reconcile_batch(
+        &self,
+        reading: &Reading<'_>,
+        settings: &entra_sync_domain::model::SyncSettings,
+        progress: &mut Progress,
+        batch: &Batch,
+        next_cursor: Option<String>,
+    ) -> Result<(), ActivityError> {
+        let mut scope = reading.scope.clone();
+        scope.next_cursor = Some(
+            next_cursor
+                .clone()
+                .unwrap_or_else(|| ENUMERATION_COMPLETE.to_owned()),
+        );
+        let outcome = with_heartbeats(
+            reading.ctx,
+            progress,
+            false,
+            self.store
+                .reconcile_page(&scope, &batch.entries, settings, false),
+        )
+        .await
+        .ok_or_else(ActivityError::cancelled)?;
+        outcome.map_err(from_store)?;
+        metrics::counter!("entra_sync_users_processed_total").increment(batch.entries.len() as u64);
+        progress.pages += batch.pages;
+        progress.next_cursor = next_cursor;
+        reading.ctx.record_heartbeat(progress.clone()).await.ok();
+        Ok(())
     }
 }
 

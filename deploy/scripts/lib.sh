@@ -207,7 +207,7 @@ pg_start() {
     echo "$port" >"$home/port"
     say "starting Postgres on 127.0.0.1:$port"
     if ! pg_run "$PG_BIN/pg_ctl" -D "$home/data" -w -t 60 -l "$home/postgres.log" \
-      -o "-k $home -p $port -c listen_addresses=127.0.0.1 -c max_connections=300 -c fsync=off -c synchronous_commit=off" start >/dev/null; then
+      -o "-k $home -p $port -c listen_addresses=127.0.0.1 -c max_connections=300 -c fsync=off -c synchronous_commit=off -c shared_preload_libraries=pg_stat_statements" start >/dev/null; then
       say "Postgres did not start:"; tail -20 "$home/postgres.log" >&2; return 1
     fi
   fi
@@ -224,6 +224,15 @@ pg_stop() {
     pg_run "$PG_BIN/pg_ctl" -D "$home/data" -m fast stop >/dev/null || true
   fi
   if [ "$home" != "$dir" ]; then rm -rf "$home"; fi
+}
+
+# pg_restart DIR: restarts DIR's running cluster on the same port (fast shutdown: every open
+# connection is cut), as the chaos tests do mid-run.
+pg_restart() {
+  local dir=$1
+  local home="$dir"
+  [ -f "$dir/location" ] && home=$(cat "$dir/location")
+  pg_run "$PG_BIN/pg_ctl" -D "$home/data" -w -t 60 -m fast restart >/dev/null
 }
 
 # temporal_start DIR: starts a Temporal dev server (SQLite under DIR) on free ports and prints
@@ -253,6 +262,28 @@ temporal_start() {
     sleep 0.5
   done
   echo "127.0.0.1:$port"
+}
+
+# temporal_restart DIR: stops DIR's dev server and starts it again on the same gRPC port with
+# the same SQLite database (its workflows survive), as the chaos tests do mid-run.
+temporal_restart() {
+  local dir=$1
+  local address; address=$(cat "$dir/address")
+  temporal_stop "$dir"
+  local port=${address##*:} http metrics ui
+  http=$(free_port); metrics=$(free_port); ui=$(free_port)
+  nohup "$VENV/bin/temporal" server start-dev --headless --ip 127.0.0.1 \
+    --db-filename "$dir/temporal.db" --port "$port" --http-port "$http" \
+    --metrics-port "$metrics" --ui-port "$ui" --log-level warn \
+    >>"$dir/temporal.log" 2>&1 &
+  echo $! >"$dir/pid"
+  local deadline=$(( $(now_s) + 90 ))
+  until "$VENV/bin/temporal" operator namespace list --address "$address" >/dev/null 2>&1; do
+    if [ "$(now_s)" -gt "$deadline" ]; then
+      say "Temporal did not come back; log follows"; tail -20 "$dir/temporal.log" >&2; return 1
+    fi
+    sleep 0.5
+  done
 }
 
 temporal_stop() {

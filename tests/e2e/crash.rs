@@ -3,7 +3,7 @@
 //! have committed) and a new worker process is started each time. The run completes, resumes
 //! from the committed cursor instead of starting over (the simulator sees one enumeration
 //! start), and the final contacts, links, review items and counts equal those of an
-//! uninterrupted run of the same data in a second database.
+//! uninterrupted run of the same data in a second database; the counts equal the audit rows.
 
 use std::time::{Duration, Instant};
 
@@ -92,7 +92,7 @@ async fn killing_the_worker_mid_run_changes_nothing_in_the_outcome() -> Result<(
         crashing(&stormy, &stormy_prepared)
     );
     let (_, expected) = calm_outcome?;
-    let (_, actual) = stormy_outcome?;
+    let (stormy_run, actual) = stormy_outcome?;
 
     // Sanity: the run did real work of every kind being compared.
     let counts = &expected
@@ -121,6 +121,31 @@ async fn killing_the_worker_mid_run_changes_nothing_in_the_outcome() -> Result<(
         "contact count"
     );
     assert!(actual.contacts == expected.contacts, "contacts differ");
+
+    // One owner for the counts: after three kills and resumes, each count of the tenant result
+    // equals the audit rows the run wrote for it (a page replayed after a kill is neither
+    // counted nor audited twice).
+    let stormy_counts = &actual.tenant_results.first().context("a tenant result")?.2;
+    for (count, action) in [
+        ("created", "create"),
+        ("linked", "link"),
+        ("updated", "update"),
+        ("inactivated", "inactivate"),
+    ] {
+        let audited: i64 = sqlx::query_scalar(
+            "SELECT count(*) FROM contact_changes WHERE run_id = $1 AND action = $2",
+        )
+        .bind(Uuid::parse_str(&stormy_run)?)
+        .bind(action)
+        .fetch_one(&stormy.pool)
+        .await?;
+        assert_eq!(
+            stormy_counts[count].as_i64().unwrap_or(0),
+            audited,
+            "{count} vs {action} audit rows: {stormy_counts}"
+        );
+    }
+    eprintln!("crash test: counts equal the audit rows after 3 kills: {stormy_counts}");
 
     // Resumed, not restarted: one request started the enumeration, and at most one page per
     // kill was read twice (the page in flight when the worker died).

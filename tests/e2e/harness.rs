@@ -52,10 +52,40 @@ impl Stack {
         simulator: SimulatorConfig,
         extra_environment: impl FnOnce(&Simulator, &str) -> Vec<(String, String)>,
     ) -> Result<Stack> {
+        Stack::start_on_with_api(
+            simulator,
+            &required("DATABASE_URL")?,
+            &required("TEMPORAL_ADDRESS")?,
+            extra_environment,
+        )
+        .await
+    }
+
+    /// Like `start_with`, on the Postgres server at `server_url` and the Temporal server at
+    /// `temporal_address` (a test that restarts a server gets a private one, so no other test
+    /// is disturbed).
+    pub async fn start_on(
+        simulator: SimulatorConfig,
+        server_url: &str,
+        temporal_address: &str,
+        extra_environment: impl FnOnce(&Simulator) -> Vec<(String, String)>,
+    ) -> Result<Stack> {
+        Stack::start_on_with_api(simulator, server_url, temporal_address, |simulator, _| {
+            extra_environment(simulator)
+        })
+        .await
+    }
+
+    async fn start_on_with_api(
+        simulator: SimulatorConfig,
+        server_url: &str,
+        temporal_address: &str,
+        extra_environment: impl FnOnce(&Simulator, &str) -> Vec<(String, String)>,
+    ) -> Result<Stack> {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
         let api_url = format!("http://{}", listener.local_addr()?);
-        let server_url = required("DATABASE_URL")?;
-        let temporal_address = required("TEMPORAL_ADDRESS")?;
+        let server_url = server_url.to_owned();
+        let temporal_address = temporal_address.to_owned();
         let database = random_name("e2e");
         let admin = PgPoolOptions::new()
             .max_connections(1)

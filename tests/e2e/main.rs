@@ -3,6 +3,7 @@
 //! database, task queue and ports.
 
 mod browser;
+mod chaos;
 mod cli;
 mod console;
 mod crash;
@@ -11,6 +12,7 @@ mod failures;
 mod group_filters;
 mod harness;
 mod initial_sync;
+mod integrity;
 mod ops_metrics;
 mod run_lifecycle;
 mod schedules;

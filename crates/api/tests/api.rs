@@ -1753,6 +1753,18 @@ async fn held_inactivations_are_listed_then_applied(pool: PgPool) {
         .as_str()
         .and_then(|id| id.parse().ok())
         .expect("run id");
+    // The contact is linked to the user the guard held (applying re-checks that the link
+    // still stands, SPEC §5: a relinked contact is dropped from the hold).
+    sqlx::query(
+        "INSERT INTO links (tenant_id, managed_tenant_id, object_id, contact_id)
+         VALUES ($1, $2, 'object-ada', $3)",
+    )
+    .bind(world.tenant_a)
+    .bind(world.managed_tenant_a)
+    .bind(world.contact_a)
+    .execute(app.store.pool())
+    .await
+    .expect("link");
     // What the guard leaves behind when a run would inactivate too many contacts.
     sqlx::query(
         "INSERT INTO run_tenant_results (tenant_id, run_id, managed_tenant_id, status, mode, finished_at)

@@ -143,6 +143,13 @@ pub struct MicrosoftSettings {
 #[derive(Debug, Deserialize)]
 pub struct SyncSettings {
     pub max_parallel_tenants: u32,
+    /// Users reconciled per transaction (provider pages are accumulated up to this).
+    #[serde(default = "default_batch_users")]
+    pub batch_users: usize,
+}
+
+fn default_batch_users() -> usize {
+    entra_sync_activities::DEFAULT_BATCH_USERS
 }
 
 #[derive(Debug, Deserialize, Default)]

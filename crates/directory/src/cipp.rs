@@ -420,15 +420,6 @@ pub(crate) fn parse_graph_request_page(body: &Value) -> Result<UsersPage, Direct
 
 /// A `ListGraphRequest` answer with manual pagination: its `Results` and `Metadata.nextLink`.
 fn graph_request_results(body: &Value) -> Result<(&[Value], Option<String>), DirectoryError> {
-    let results = match body.get("Results") {
-        Some(Value::Array(results)) => results.as_slice(),
-        Some(Value::Null) | None => &[],
-        Some(_) => {
-            return Err(DirectoryError::invalid(
-                "ListGraphRequest Results is not an array",
-            ))
-        }
-    };
     let metadata = body.get("Metadata");
     if metadata
         .and_then(|metadata| metadata.get("Queued"))
@@ -442,6 +433,16 @@ fn graph_request_results(body: &Value) -> Result<(&[Value], Option<String>), Dir
             retry_after: None,
         });
     }
+    // A 200 without its array (`{}`, `{"Results":null}`, a proxy's page) is not an empty
+    // list: taking it as the end of the enumeration would inactivate every user not read yet.
+    let results = match body.get("Results") {
+        Some(Value::Array(results)) => results.as_slice(),
+        _ => {
+            return Err(DirectoryError::invalid(
+                "ListGraphRequest answered without a Results array",
+            ))
+        }
+    };
     let next_cursor = metadata
         .and_then(|metadata| metadata.get("nextLink"))
         .and_then(Value::as_str)
@@ -504,6 +505,7 @@ pub(crate) fn parse_tenants(
             entra_tenant_id: customer_id.to_owned(),
             display_name,
             domains,
+            domains_error: None,
         });
     }
     Ok(tenants)

@@ -280,6 +280,7 @@ impl GraphClient {
                 entra_tenant_id: tenant_id,
                 display_name,
                 domains: Vec::new(),
+                domains_error: None,
             });
         }
         Ok(tenants)
@@ -495,6 +496,7 @@ impl DirectorySource for GraphClient {
                             code = error.code().unwrap_or_default(),
                             "cannot read the customer's domains"
                         );
+                        tenant.domains_error = Some(error.class().to_owned());
                     }
                     Err(error) => return Err(error),
                 }

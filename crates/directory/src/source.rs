@@ -13,6 +13,9 @@ pub struct DiscoveredTenant {
     pub entra_tenant_id: String,
     pub display_name: String,
     pub domains: Vec<TenantDomain>,
+    /// Why the domains could not be read (`None` when `domains` is what the provider said).
+    /// Discovery then keeps the domains it stored before instead of erasing them.
+    pub domains_error: Option<String>,
 }
 
 /// One domain of a discovered tenant.

@@ -1,6 +1,8 @@
 //! Email addresses of directory users: normalization, syntax check, and the ordered set of
 //! candidate addresses the matcher looks up (SPEC §5.3).
 
+use unicode_normalization::UnicodeNormalization;
+
 use crate::model::DirectoryUser;
 
 /// The longest address SMTP can carry (RFC 5321 forward-path limit).
@@ -14,19 +16,33 @@ const MAX_LOCAL_PART_LEN: usize = 64;
 /// commas, which must not be mistaken for one address.
 const FORBIDDEN: &[char] = &['<', '>', '(', ')', ',', ';', ':', '"', '[', ']', '\\'];
 
-/// Trims, lowercases and syntax-checks an address. `None` when it is not usable.
-pub fn normalize_email(raw: &str) -> Option<String> {
-    let trimmed = raw.trim();
-    if trimmed.is_empty() || trimmed.len() > MAX_EMAIL_LEN {
+/// The one comparison form of an address, used by the planner and stored in
+/// `contacts.email_normalized` (so SQL lookups compare exactly what the planner compares):
+/// every Unicode white space trimmed from both ends (a non-breaking space included), NFC, then
+/// Unicode lower-casing (and NFC again, since lower-casing can decompose). No syntax check;
+/// `None` for an empty address.
+pub fn email_key(raw: &str) -> Option<String> {
+    let trimmed = raw.trim_matches(char::is_whitespace);
+    if trimmed.is_empty() {
         return None;
     }
-    if trimmed
+    let composed: String = trimmed.nfc().collect();
+    Some(composed.to_lowercase().nfc().collect())
+}
+
+/// The comparison form of an address (`email_key`), syntax-checked. `None` when it is not
+/// usable.
+pub fn normalize_email(raw: &str) -> Option<String> {
+    let lowered = email_key(raw)?;
+    if lowered.len() > MAX_EMAIL_LEN {
+        return None;
+    }
+    if lowered
         .chars()
         .any(|c| c.is_whitespace() || c.is_control() || FORBIDDEN.contains(&c))
     {
         return None;
     }
-    let lowered = trimmed.to_lowercase();
     let (local, domain) = lowered.split_once('@')?;
     if local.is_empty() || local.len() > MAX_LOCAL_PART_LEN || domain.contains('@') {
         return None;
@@ -168,6 +184,35 @@ mod tests {
         ];
         for (raw, expected) in rows {
             assert_eq!(normalize_email(raw).as_deref(), *expected, "input {raw:?}");
+        }
+    }
+
+    #[test]
+    fn email_key_is_unicode_aware() {
+        let rows: &[(&str, Option<&str>)] = &[
+            ("Bob@Contoso.com", Some("bob@contoso.com")),
+            ("\u{a0}bob@contoso.com\u{a0}", Some("bob@contoso.com")),
+            (
+                "\u{2003}\u{3000}bob@contoso.com\u{202f}\n",
+                Some("bob@contoso.com"),
+            ),
+            ("JOSÉ@Contoso.com", Some("josé@contoso.com")),
+            // A decomposed é (e + combining acute) composes to the same key.
+            ("Jose\u{301}@contoso.com", Some("jos\u{e9}@contoso.com")),
+            ("ÅSA.ÖBERG@Fabrikam.SE", Some("åsa.öberg@fabrikam.se")),
+            ("ΣΟΦΊΑ@example.gr", Some("σοφία@example.gr")),
+            ("\u{a0}\u{a0}", None),
+            ("", None),
+        ];
+        for (raw, expected) in rows {
+            assert_eq!(email_key(raw).as_deref(), *expected, "input {raw:?}");
+            if let Some(expected) = expected {
+                assert_eq!(
+                    normalize_email(raw).as_deref(),
+                    Some(*expected),
+                    "input {raw:?}"
+                );
+            }
         }
         let long_local = format!("{}@contoso.com", "a".repeat(65));
         assert_eq!(normalize_email(&long_local), None);

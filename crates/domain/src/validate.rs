@@ -2,7 +2,7 @@
 //! would break a bulk write is skipped with a reason instead of failing the page.
 
 use crate::email::{normalize_email, MAX_EMAIL_LEN};
-use crate::model::DirectoryUser;
+use crate::model::{DirectoryEntry, DirectoryUser};
 
 /// Longest name or job title accepted, in characters.
 pub const MAX_NAME_LEN: usize = 1024;
@@ -81,4 +81,102 @@ pub fn validate_user(user: &DirectoryUser) -> Result<(), String> {
         }
     }
     Ok(())
+}
+
+/// Whether an object id can be stored and looked up: not empty, no control character (NUL
+/// above all, which PostgreSQL text refuses in a bound parameter), not over-long.
+pub fn storable_object_id(object_id: &str) -> bool {
+    !object_id.trim().is_empty() && check_text("object id", object_id, MAX_OBJECT_ID_LEN).is_ok()
+}
+
+/// The page as the store may bind it: a present user whose record fails `validate_user` (a
+/// NUL byte or an over-long value in any field) becomes an `Invalid` entry with the reason,
+/// and an object id PostgreSQL cannot store is dropped from removals and invalid entries. One
+/// bad record then skips that user, never the page.
+pub fn storable_entries(entries: &[DirectoryEntry]) -> Vec<DirectoryEntry> {
+    entries
+        .iter()
+        .map(|entry| match entry {
+            DirectoryEntry::Present(user) => match validate_user(user) {
+                Ok(()) => entry.clone(),
+                Err(reason) => DirectoryEntry::Invalid {
+                    object_id: storable_object_id(&user.object_id).then(|| user.object_id.clone()),
+                    reason,
+                },
+            },
+            DirectoryEntry::Removed { object_id, .. } if !storable_object_id(object_id) => {
+                DirectoryEntry::Invalid {
+                    object_id: None,
+                    reason: "a removal names an object id that cannot be stored".to_string(),
+                }
+            }
+            DirectoryEntry::Invalid {
+                object_id: Some(object_id),
+                reason,
+            } if !storable_object_id(object_id) => DirectoryEntry::Invalid {
+                object_id: None,
+                reason: reason.clone(),
+            },
+            other => other.clone(),
+        })
+        .collect()
+}
+
+#[cfg(test)]
+mod storable_tests {
+    use super::*;
+
+    #[test]
+    fn unstorable_values_become_invalid_entries() {
+        let good = DirectoryUser {
+            object_id: "ok".to_string(),
+            ..DirectoryUser::default()
+        };
+        let nul_name = DirectoryUser {
+            object_id: "nul".to_string(),
+            display_name: Some("Bob\u{0}".to_string()),
+            ..DirectoryUser::default()
+        };
+        let nul_id = DirectoryUser {
+            object_id: "id\u{0}".to_string(),
+            ..DirectoryUser::default()
+        };
+        let long_title = DirectoryUser {
+            object_id: "long".to_string(),
+            job_title: Some("x".repeat(MAX_NAME_LEN + 1)),
+            ..DirectoryUser::default()
+        };
+        let entries = vec![
+            DirectoryEntry::Present(good.clone()),
+            DirectoryEntry::Present(nul_name),
+            DirectoryEntry::Present(nul_id),
+            DirectoryEntry::Present(long_title),
+            DirectoryEntry::Removed {
+                object_id: "gone\u{0}".to_string(),
+                permanent: false,
+            },
+        ];
+        let storable = storable_entries(&entries);
+        assert_eq!(storable[0], DirectoryEntry::Present(good));
+        assert!(
+            matches!(&storable[1], DirectoryEntry::Invalid { object_id: Some(id), .. } if id == "nul")
+        );
+        assert!(matches!(
+            &storable[2],
+            DirectoryEntry::Invalid {
+                object_id: None,
+                ..
+            }
+        ));
+        assert!(
+            matches!(&storable[3], DirectoryEntry::Invalid { object_id: Some(id), reason } if id == "long" && reason.contains("jobTitle"))
+        );
+        assert!(matches!(
+            &storable[4],
+            DirectoryEntry::Invalid {
+                object_id: None,
+                ..
+            }
+        ));
+    }
 }

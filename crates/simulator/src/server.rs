@@ -352,6 +352,30 @@ pub(crate) async fn apply_fault(
             ),
             Surface::Plain => text_response(StatusCode::UNAUTHORIZED, "Unauthorized"),
         }),
+        FaultKind::OkBody { body, content_type } => {
+            let mut response = (StatusCode::OK, Body::from(body)).into_response();
+            let content_type = content_type.unwrap_or_else(|| "application/json".to_owned());
+            if let Ok(value) = HeaderValue::from_str(&content_type) {
+                response.headers_mut().insert(header::CONTENT_TYPE, value);
+            }
+            FaultOutcome::Respond(response)
+        }
+        FaultKind::CutOff => {
+            let parts: [Result<axum::body::Bytes, std::io::Error>; 2] = [
+                Ok(axum::body::Bytes::from_static(b"{\"value\":[{\"id\":\"")),
+                Err(std::io::Error::other("the simulator cut the answer off")),
+            ];
+            let mut response = (
+                StatusCode::OK,
+                Body::from_stream(futures::stream::iter(parts)),
+            )
+                .into_response();
+            response.headers_mut().insert(
+                header::CONTENT_TYPE,
+                HeaderValue::from_static("application/json"),
+            );
+            FaultOutcome::Respond(response)
+        }
         FaultKind::MalformedJson => {
             let mut response =
                 (StatusCode::OK, Body::from("{\"value\":[{\"id\":\"")).into_response();

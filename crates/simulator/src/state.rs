@@ -65,6 +65,28 @@ pub enum FaultKind {
     Delay { ms: u64 },
     /// A 200 whose JSON body is cut off mid-way.
     MalformedJson,
+    /// A 200 with this body instead of the documented collection: `{}`, `{"Results":null}`, or
+    /// a proxy's or captive portal's HTML page (`content_type` `text/html`). MICROSOFT.md §5
+    /// and §5a document the collection shapes (`value`, `Results`); anything else answering
+    /// 200 on the way is what this stands for.
+    OkBody {
+        body: String,
+        #[serde(default)]
+        content_type: Option<String>,
+    },
+    /// A 200 whose body stops part-way and whose connection is then dropped (the chunked
+    /// framing never ends): what a reset connection or a proxy timing out mid-answer looks like
+    /// to the client, which can only see that the answer was cut off.
+    CutOff,
+    /// Chaos: each matching request independently gets a 429 with `Retry-After`
+    /// (MICROSOFT.md §4), a 503 (§4), a cut-off answer ([`FaultKind::CutOff`]) or its normal
+    /// answer, with these percentages drawn from the simulator's seeded generator.
+    Mix {
+        throttle_percent: u8,
+        unavailable_percent: u8,
+        cut_off_percent: u8,
+        retry_after_secs: u64,
+    },
     /// MICROSOFT.md §5a: ListTenants answers 200 with the one error row.
     CippTenantsErrorRow,
     /// MICROSOFT.md §5a: the same 200 error row without a Microsoft error code, with CIPP's text
@@ -623,7 +645,31 @@ impl State {
                 self.faults.remove(found);
             }
         }
-        Some(kind)
+        match kind {
+            FaultKind::Mix {
+                throttle_percent,
+                unavailable_percent,
+                cut_off_percent,
+                retry_after_secs,
+            } => {
+                let draw: u32 = self.rng.gen_range(0..100);
+                let throttle = u32::from(throttle_percent);
+                let unavailable = throttle + u32::from(unavailable_percent);
+                let cut_off = unavailable + u32::from(cut_off_percent);
+                if draw < throttle {
+                    Some(FaultKind::Throttle { retry_after_secs })
+                } else if draw < unavailable {
+                    Some(FaultKind::Unavailable {
+                        retry_after_secs: None,
+                    })
+                } else if draw < cut_off {
+                    Some(FaultKind::CutOff)
+                } else {
+                    None
+                }
+            }
+            kind => Some(kind),
+        }
     }
 
     pub fn add_fault(&mut self, spec: FaultSpec) -> Result<u64, AdminError> {

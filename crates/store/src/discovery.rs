@@ -59,6 +59,8 @@ pub struct DiscoveryOutcome {
     pub discovered: u64,
     pub added: u64,
     pub marked_missing: u64,
+    /// Tenants whose domains could not be read this time and kept the ones stored before.
+    pub domains_kept: u64,
 }
 
 #[derive(FromRow)]
@@ -107,6 +109,25 @@ impl Store {
         run_id: Uuid,
         tenants: &[DiscoveredTenantRecord],
     ) -> Result<DiscoveryOutcome> {
+        self.record_discovery_keeping_domains(tenant_id, run_id, tenants, &[])
+            .await
+    }
+
+    /// [`Store::record_discovery`] for a listing in which the domains of some tenants
+    /// (`domains_unreadable`, Entra tenant ids) could not be read: those tenants keep the
+    /// domains stored before (an empty list would silently drop them from domain matching),
+    /// and their number is recorded in the run's totals as `domains_unreadable`.
+    pub async fn record_discovery_keeping_domains(
+        &self,
+        tenant_id: Uuid,
+        run_id: Uuid,
+        tenants: &[DiscoveredTenantRecord],
+        domains_unreadable: &[String],
+    ) -> Result<DiscoveryOutcome> {
+        let domains_unreadable: Vec<String> = domains_unreadable
+            .iter()
+            .map(|id| id.trim().to_lowercase())
+            .collect();
         // One row per Entra tenant id (a listing may repeat one); the last occurrence wins.
         let mut unique: BTreeMap<String, &DiscoveredTenantRecord> = BTreeMap::new();
         for tenant in tenants {
@@ -151,7 +172,8 @@ impl Store {
              FROM UNNEST($3::text[], $4::text[], $5::text[]) AS input(id, name, domains)
              ON CONFLICT (tenant_id, entra_tenant_id) DO UPDATE SET
                  display_name = excluded.display_name,
-                 domains = excluded.domains,
+                 domains = CASE WHEN excluded.entra_tenant_id = ANY($6)
+                                THEN managed_tenants.domains ELSE excluded.domains END,
                  status = 'active',
                  missing_since = NULL,
                  last_seen_at = now(),
@@ -163,6 +185,7 @@ impl Store {
         .bind(&ids)
         .bind(&names)
         .bind(&domains)
+        .bind(&domains_unreadable)
         .fetch_all(&mut *transaction)
         .await?;
         let marked_missing = sqlx::query(
@@ -178,6 +201,10 @@ impl Store {
             discovered: ids.len() as u64,
             added: inserted.iter().filter(|inserted| **inserted).count() as u64,
             marked_missing,
+            domains_kept: ids
+                .iter()
+                .filter(|id| domains_unreadable.contains(id))
+                .count() as u64,
         };
         sqlx::query("UPDATE runs SET totals = $3 WHERE tenant_id = $1 AND run_id = $2")
             .bind(tenant_id)
@@ -186,6 +213,7 @@ impl Store {
                 "discovered": outcome.discovered,
                 "added": outcome.added,
                 "marked_missing": outcome.marked_missing,
+                "domains_unreadable": outcome.domains_kept,
             }))
             .execute(&mut *transaction)
             .await?;

@@ -34,8 +34,11 @@ pub struct HeldInactivation {
     pub contact_id: Uuid,
     pub object_id: String,
     pub reason: InactiveReason,
-    /// `pending`, `held`, `applied` or `discarded`.
+    /// `pending`, `held`, `applied`, `discarded` or `dropped` (stale when an admin applied
+    /// the hold; `drop_reason` says why).
     pub state: String,
+    /// `seen_by_later_run`, `relinked`, `locked` or `already_inactive` for a dropped one.
+    pub drop_reason: Option<String>,
 }
 
 #[derive(FromRow)]
@@ -84,11 +87,89 @@ async fn apply_inactivations(
     .rows_affected())
 }
 
+/// Adds applied inactivations to a tenant result's counts (in `status`).
+async fn add_inactivated(
+    connection: &mut PgConnection,
+    tenant_id: Uuid,
+    run_id: Uuid,
+    managed_tenant_id: Uuid,
+    inactivated: u64,
+    status: &str,
+) -> Result<()> {
+    sqlx::query(
+        "UPDATE run_tenant_results
+         SET counts = add_counts(counts, jsonb_build_object('inactivated', $4::bigint))
+         WHERE tenant_id = $1 AND run_id = $2 AND managed_tenant_id = $3 AND status = $5",
+    )
+    .bind(tenant_id)
+    .bind(run_id)
+    .bind(managed_tenant_id)
+    .bind(i64::try_from(inactivated).unwrap_or(i64::MAX))
+    .bind(status)
+    .execute(connection)
+    .await?;
+    Ok(())
+}
+
+/// Re-checks held inactivations before an admin's apply: one whose user a later run saw, whose
+/// contact was relinked (or unlinked) or locked since, or is already inactive, is dropped from
+/// the hold with the reason instead of applied.
+async fn drop_stale_held(
+    connection: &mut PgConnection,
+    tenant_id: Uuid,
+    run_id: Uuid,
+    managed_tenant_id: Uuid,
+) -> Result<u64> {
+    Ok(sqlx::query(
+        "WITH judged AS (
+             SELECT p.contact_id,
+                    CASE
+                        WHEN EXISTS (SELECT 1 FROM run_seen s
+                                     JOIN runs later ON later.tenant_id = s.tenant_id
+                                                    AND later.run_id = s.run_id
+                                     WHERE s.tenant_id = p.tenant_id
+                                       AND s.managed_tenant_id = p.managed_tenant_id
+                                       AND s.object_id = p.object_id AND s.run_id <> p.run_id
+                                       AND later.started_at > (SELECT started_at FROM runs held
+                                                               WHERE held.tenant_id = p.tenant_id
+                                                                 AND held.run_id = p.run_id))
+                            THEN 'seen_by_later_run'
+                        WHEN NOT EXISTS (SELECT 1 FROM links l
+                                         WHERE l.tenant_id = p.tenant_id
+                                           AND l.managed_tenant_id = p.managed_tenant_id
+                                           AND l.object_id = p.object_id
+                                           AND l.contact_id = p.contact_id)
+                            THEN 'relinked'
+                        WHEN c.sync_locked THEN 'locked'
+                        WHEN NOT c.is_active THEN 'already_inactive'
+                    END AS reason
+             FROM pending_inactivations p
+             JOIN contacts c ON c.tenant_id = p.tenant_id AND c.contact_id = p.contact_id
+             WHERE p.tenant_id = $1 AND p.run_id = $2 AND p.managed_tenant_id = $3
+               AND p.state = 'held'
+         )
+         UPDATE pending_inactivations p SET state = 'dropped', drop_reason = j.reason,
+                decided_at = now()
+         FROM judged j
+         WHERE p.tenant_id = $1 AND p.run_id = $2 AND p.managed_tenant_id = $3
+           AND p.contact_id = j.contact_id AND j.reason IS NOT NULL",
+    )
+    .bind(tenant_id)
+    .bind(run_id)
+    .bind(managed_tenant_id)
+    .execute(connection)
+    .await?
+    .rows_affected())
+}
+
 impl Store {
     /// Ends a managed tenant's inactivations for a run. With `complete_enumeration` (a full
-    /// enumeration that reached its last page) every linked user not seen in this run is
-    /// queued as `deleted_upstream`; an enumeration that did not finish never inactivates
-    /// anyone this way. Then, if the queued inactivations trip the guard (more than 20% and
+    /// enumeration that reached its last page, the provider having said so) every link that
+    /// existed before this run began syncing the tenant and whose user this run did not see
+    /// (`run_seen`) is queued as `deleted_upstream`; a link made meanwhile (by a review
+    /// resolution, say) is never judged by an enumeration that started before it. An
+    /// enumeration that did not finish never inactivates anyone this way. The applied
+    /// inactivations are added to the tenant result's counts in the same transaction. Then, if the queued inactivations trip the guard (more than 20% and
     /// more than 10 of the tenant's links), they are held; otherwise they are applied.
     /// Calling it again for the same run changes nothing more.
     pub async fn finish_tenant_inactivations(
@@ -108,7 +189,13 @@ impl Store {
                  FROM links l
                  JOIN contacts c ON c.tenant_id = l.tenant_id AND c.contact_id = l.contact_id
                  WHERE l.tenant_id = $1 AND l.managed_tenant_id = $2
-                   AND l.last_seen_run_id IS DISTINCT FROM $3",
+                   AND l.created_at < coalesce(
+                       (SELECT started_at FROM run_tenant_results
+                        WHERE tenant_id = $1 AND run_id = $3 AND managed_tenant_id = $2),
+                       (SELECT started_at FROM runs WHERE tenant_id = $1 AND run_id = $3))
+                   AND NOT EXISTS (SELECT 1 FROM run_seen s
+                                   WHERE s.tenant_id = $1 AND s.managed_tenant_id = $2
+                                     AND s.run_id = $3 AND s.object_id = l.object_id)",
             )
             .bind(tenant_id)
             .bind(managed_tenant_id)
@@ -197,6 +284,17 @@ impl Store {
                 .await?;
             }
         }
+        if outcome.applied > 0 {
+            add_inactivated(
+                &mut transaction,
+                tenant_id,
+                run_id,
+                managed_tenant_id,
+                outcome.applied,
+                "running",
+            )
+            .await?;
+        }
         let held: i64 = sqlx::query_scalar(
             "SELECT count(*) FROM pending_inactivations
              WHERE tenant_id = $1 AND run_id = $2 AND managed_tenant_id = $3 AND state = 'held'",
@@ -218,8 +316,8 @@ impl Store {
         run_id: Uuid,
         managed_tenant_id: Uuid,
     ) -> Result<Vec<HeldInactivation>> {
-        let rows: Vec<(Uuid, String, String, String)> = sqlx::query_as(
-            "SELECT contact_id, object_id, reason, state FROM pending_inactivations
+        let rows: Vec<(Uuid, String, String, String, Option<String>)> = sqlx::query_as(
+            "SELECT contact_id, object_id, reason, state, drop_reason FROM pending_inactivations
              WHERE tenant_id = $1 AND run_id = $2 AND managed_tenant_id = $3
              ORDER BY object_id",
         )
@@ -230,12 +328,16 @@ impl Store {
         .await?;
         Ok(rows
             .into_iter()
-            .map(|(contact_id, object_id, reason, state)| HeldInactivation {
-                contact_id,
-                object_id,
-                reason: InactiveReason::parse(&reason).unwrap_or(InactiveReason::DeletedUpstream),
-                state,
-            })
+            .map(
+                |(contact_id, object_id, reason, state, drop_reason)| HeldInactivation {
+                    contact_id,
+                    object_id,
+                    reason: InactiveReason::parse(&reason)
+                        .unwrap_or(InactiveReason::DeletedUpstream),
+                    state,
+                    drop_reason,
+                },
+            )
             .collect())
     }
 
@@ -267,6 +369,7 @@ impl Store {
         }
         let (changed, inactivated) = match action {
             HeldInactivationAction::Apply => {
+                drop_stale_held(&mut transaction, tenant_id, run_id, managed_tenant_id).await?;
                 let applied = apply_inactivations(
                     &mut transaction,
                     tenant_id,
@@ -295,20 +398,39 @@ impl Store {
                 (discarded, 0)
             }
         };
-        sqlx::query(
-            "UPDATE run_tenant_results SET
-                 status = 'completed',
-                 counts = jsonb_set(counts, '{inactivated}',
-                     to_jsonb(coalesce((counts->>'inactivated')::bigint, 0) + $4))
+        let confirmed = sqlx::query(
+            "UPDATE run_tenant_results SET status = 'completed'
              WHERE tenant_id = $1 AND run_id = $2 AND managed_tenant_id = $3
                AND status = 'needs_confirmation'",
         )
         .bind(tenant_id)
         .bind(run_id)
         .bind(managed_tenant_id)
-        .bind(i64::try_from(inactivated).unwrap_or(i64::MAX))
         .execute(&mut *transaction)
-        .await?;
+        .await?
+        .rows_affected();
+        if confirmed > 0 && inactivated > 0 {
+            add_inactivated(
+                &mut transaction,
+                tenant_id,
+                run_id,
+                managed_tenant_id,
+                inactivated,
+                "completed",
+            )
+            .await?;
+            // The run ended when the guard held these; its totals still say what it did.
+            sqlx::query(
+                "UPDATE runs SET totals = add_counts(coalesce(totals, '{}'::jsonb),
+                                                     jsonb_build_object('inactivated', $3::bigint))
+                 WHERE tenant_id = $1 AND run_id = $2 AND status <> 'running'",
+            )
+            .bind(tenant_id)
+            .bind(run_id)
+            .bind(i64::try_from(inactivated).unwrap_or(i64::MAX))
+            .execute(&mut *transaction)
+            .await?;
+        }
         transaction.commit().await?;
         Ok(changed)
     }

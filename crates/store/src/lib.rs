@@ -60,6 +60,10 @@ pub type Result<T, E = StoreError> = std::result::Result<T, E>;
 pub struct Store {
     pool: PgPool,
     encryption_key: Option<Arc<EncryptionKey>>,
+    /// Test hook: page transactions that are about to create contacts wait here (after
+    /// planning, before locking the new addresses), so a test can hold two of them at the
+    /// same point and prove the race is decided by the locks, not by timing.
+    create_barrier: Option<Arc<tokio::sync::Barrier>>,
 }
 
 impl std::fmt::Debug for Store {
@@ -98,7 +102,16 @@ impl Store {
         Store {
             pool,
             encryption_key: None,
+            create_barrier: None,
         }
+    }
+
+    /// Test hook (see the `create_barrier` field): every page transaction waits on `barrier`
+    /// after planning and before locking the addresses it creates.
+    #[doc(hidden)]
+    pub fn with_create_barrier(mut self, barrier: Arc<tokio::sync::Barrier>) -> Store {
+        self.create_barrier = Some(barrier);
+        self
     }
 
     /// Sets the 32-byte AES-256-GCM key that protects credentials, token sets and PKCE

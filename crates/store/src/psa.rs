@@ -2,6 +2,7 @@
 //! contacts, plus bulk seeding for demos and benchmarks.
 
 use chrono::{DateTime, Utc};
+use entra_sync_domain::email::email_key;
 use entra_sync_domain::model::{Contact, ContactFields, InactiveReason};
 use sqlx::FromRow;
 use uuid::Uuid;
@@ -480,8 +481,9 @@ impl Store {
         let fields = clean_fields(fields)?;
         let contact_id = Uuid::now_v7();
         sqlx::query(
-            "INSERT INTO contacts (tenant_id, contact_id, client_id, full_name, email, phone, mobile, job_title)
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
+            "INSERT INTO contacts (tenant_id, contact_id, client_id, full_name, email, phone, mobile,
+                                   job_title, email_normalized)
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)",
         )
         .bind(tenant_id)
         .bind(contact_id)
@@ -491,6 +493,7 @@ impl Store {
         .bind(&fields.phone)
         .bind(&fields.mobile)
         .bind(&fields.job_title)
+        .bind(fields.email.as_deref().and_then(email_key))
         .execute(&self.pool)
         .await
         .map_err(|error| match StoreError::from(error) {
@@ -525,7 +528,7 @@ impl Store {
             "{CONTACT_RECORD_SELECT}
              WHERE c.tenant_id = $1
                AND ($2::uuid IS NULL OR c.client_id = $2)
-               AND ($3::text IS NULL OR c.email_normalized = lower(btrim($3)))
+               AND ($3::text IS NULL OR c.email_normalized = $3)
                AND ($4 OR c.is_active)
                AND ($5::text IS NULL OR (c.full_name, c.contact_id) > ($5, $6))
                AND ($8::text IS NULL OR strpos(lower(c.full_name), lower($8)) > 0
@@ -535,7 +538,13 @@ impl Store {
         ))
         .bind(tenant_id)
         .bind(filter.client_id)
-        .bind(filter.email.as_deref())
+        // An email filter that normalizes to nothing matches no contact.
+        .bind(
+            filter
+                .email
+                .as_deref()
+                .map(|email| email_key(email).unwrap_or_default()),
+        )
         .bind(filter.include_inactive)
         .bind(after.as_ref().map(|(name, _)| name.clone()))
         .bind(after.as_ref().map(|(_, id)| *id))
@@ -568,10 +577,14 @@ impl Store {
             clean(&patch.mobile),
             clean(&patch.job_title),
         );
+        let email_key_of = email
+            .as_ref()
+            .map(|email| email.as_deref().and_then(email_key));
         let updated = sqlx::query(
             "UPDATE contacts SET
                  full_name = coalesce($3, full_name),
                  email = CASE WHEN $4 THEN $5 ELSE email END,
+                 email_normalized = CASE WHEN $4 THEN $14 ELSE email_normalized END,
                  phone = CASE WHEN $6 THEN $7 ELSE phone END,
                  mobile = CASE WHEN $8 THEN $9 ELSE mobile END,
                  job_title = CASE WHEN $10 THEN $11 ELSE job_title END,
@@ -598,6 +611,7 @@ impl Store {
         .bind(job_title.flatten())
         .bind(patch.sync_locked)
         .bind(patch.is_active)
+        .bind(email_key_of.flatten())
         .execute(&self.pool)
         .await?
         .rows_affected();
@@ -661,8 +675,9 @@ impl Store {
             );
         }
         sqlx::query(
-            "INSERT INTO contacts (tenant_id, contact_id, client_id, full_name, email, phone, mobile, job_title)
-             SELECT $1, * FROM UNNEST($2::uuid[], $3::uuid[], $4::text[], $5::text[], $6::text[], $7::text[], $8::text[])",
+            "INSERT INTO contacts (tenant_id, contact_id, client_id, full_name, email, phone, mobile,
+                                   job_title, email_normalized)
+             SELECT $1, * FROM UNNEST($2::uuid[], $3::uuid[], $4::text[], $5::text[], $6::text[], $7::text[], $8::text[], $9::text[])",
         )
         .bind(tenant_id)
         .bind(&columns.contact_ids)
@@ -672,6 +687,7 @@ impl Store {
         .bind(&columns.phones)
         .bind(&columns.mobiles)
         .bind(&columns.job_titles)
+        .bind(&columns.email_keys)
         .execute(&self.pool)
         .await?;
         Ok(columns.contact_ids)
@@ -688,6 +704,8 @@ pub(crate) struct ContactColumns {
     pub phones: Vec<Option<String>>,
     pub mobiles: Vec<Option<String>>,
     pub job_titles: Vec<Option<String>>,
+    /// `email_key` of each email: the stored `email_normalized`.
+    pub email_keys: Vec<Option<String>>,
 }
 
 impl ContactColumns {
@@ -699,6 +717,8 @@ impl ContactColumns {
         self.phones.push(fields.phone.clone());
         self.mobiles.push(fields.mobile.clone());
         self.job_titles.push(fields.job_title.clone());
+        self.email_keys
+            .push(fields.email.as_deref().and_then(email_key));
     }
 }
 

@@ -6,11 +6,13 @@
 
 use std::collections::BTreeMap;
 
+use entra_sync_domain::email::email_key;
 use entra_sync_domain::model::{
     Action, DirectoryEntry, InactiveReason, Link, PageContext, Plan, ReviewState, SyncSettings,
     Tally,
 };
 use entra_sync_domain::plan::{page_keys, plan_page, tally};
+use entra_sync_domain::validate::storable_entries;
 use sqlx::{FromRow, PgConnection};
 use uuid::Uuid;
 
@@ -85,6 +87,7 @@ struct PageWrites {
     update_object_ids: Vec<String>,
     update_before: Vec<String>,
     update_after: Vec<String>,
+    update_email_keys: Vec<Option<String>>,
     queue_object_ids: Vec<String>,
     queue_reasons: Vec<&'static str>,
     queue_display_names: Vec<Option<String>>,
@@ -96,6 +99,8 @@ struct PageWrites {
     reactivate_contact_ids: Vec<Uuid>,
     reactivate_object_ids: Vec<String>,
     seen_object_ids: Vec<String>,
+    /// Entries the directory returned without a usable object id: seen, but not recordable.
+    seen_without_id: u64,
 }
 
 impl PageWrites {
@@ -129,6 +134,9 @@ impl PageWrites {
                     writes.update_object_ids.push(object_id.clone());
                     writes.update_before.push(fields_json(before).to_string());
                     writes.update_after.push(fields_json(after).to_string());
+                    writes
+                        .update_email_keys
+                        .push(after.email.as_deref().and_then(email_key));
                 }
                 Action::Inactivate {
                     object_id,
@@ -183,12 +191,17 @@ impl PageWrites {
                 Action::Skip { .. } => {}
             }
         }
-        // Every user the directory returned counts as seen, filtered or malformed alike:
-        // only users missing from a complete enumeration are inactivated as removed.
+        // Every user the directory returned counts as seen, filtered, malformed or reported
+        // removed alike (a removed user is inactivated by its own entry, so recording it never
+        // hides an absent user): only users missing from a complete enumeration are
+        // inactivated as absent.
         for entry in entries {
             match entry {
                 DirectoryEntry::Present(user) => {
                     writes.seen_object_ids.push(user.object_id.clone())
+                }
+                DirectoryEntry::Removed { object_id, .. } => {
+                    writes.seen_object_ids.push(object_id.clone())
                 }
                 DirectoryEntry::Invalid {
                     object_id: Some(object_id),
@@ -196,8 +209,7 @@ impl PageWrites {
                 } => writes.seen_object_ids.push(object_id.clone()),
                 DirectoryEntry::Invalid {
                     object_id: None, ..
-                }
-                | DirectoryEntry::Removed { .. } => {}
+                } => writes.seen_without_id += 1,
             }
         }
         writes.seen_object_ids.sort();
@@ -220,10 +232,15 @@ impl PageWrites {
 }
 
 impl Store {
-    /// Reconciles one page: loads what the planner needs, plans with
-    /// `entra_sync_domain::plan::plan_page`, and applies the plan, all in one transaction that
-    /// holds the managed tenant's advisory lock. Replaying a page is harmless. With `dry_run`
-    /// the same statements run and the transaction is rolled back: nothing is written.
+    /// Reconciles one page (or a batch of pages): loads what the planner needs, plans with
+    /// `entra_sync_domain::plan::plan_page`, applies the plan, records what the run saw and
+    /// advances the tenant result, all in one transaction that holds the managed tenant's
+    /// advisory lock. Replaying a page is harmless. With `dry_run` the same statements run and
+    /// the transaction is rolled back: nothing is written.
+    ///
+    /// Entries PostgreSQL cannot store (a NUL byte, an over-long value) are turned into
+    /// skipped, invalid entries first (`validate::storable_entries`), so one bad record skips
+    /// its user and never fails the page.
     pub async fn reconcile_page(
         &self,
         scope: &PageScope,
@@ -231,100 +248,227 @@ impl Store {
         settings: &SyncSettings,
         dry_run: bool,
     ) -> Result<PageOutcome> {
-        let tenant_id = scope.tenant_id;
-        let managed_tenant_id = scope.managed_tenant_id;
-        let keys = page_keys(entries);
-        let mut statements = 0u32;
+        let entries = storable_entries(entries);
+        let mut statements = Statements::default();
         let mut transaction = self.pool.begin().await?;
 
-        statements += 1;
-        lock_managed_tenant(&mut transaction, tenant_id, managed_tenant_id).await?;
-
-        // The links are looked up by joining the page's object ids (here and in the last-seen
-        // update) rather than by `= ANY($n)`. While the statistics still describe a managed
-        // tenant with few links (its first sync, until autovacuum analyzes), the cached plan for
-        // `= ANY` scans all of the tenant's links and tests each against the whole array, which
-        // made a 50,000-user first sync quadratic (crates/bench: 15 to 24 s instead of about
-        // 2.5 s). For the join the planner hashes the tenant's links once per page instead;
-        // with fresh statistics both probe the primary key once per object id.
-        statements += 1;
-        let links: Vec<(String, Uuid)> = sqlx::query_as(
-            "SELECT l.object_id, l.contact_id
-             FROM UNNEST($3::text[]) AS k(object_id)
-             JOIN links l ON l.tenant_id = $1 AND l.managed_tenant_id = $2
-                         AND l.object_id = k.object_id",
-        )
-        .bind(tenant_id)
-        .bind(managed_tenant_id)
-        .bind(&keys.object_ids)
-        .fetch_all(&mut *transaction)
-        .await?;
-        let linked_contact_ids: Vec<Uuid> =
-            links.iter().map(|(_, contact_id)| *contact_id).collect();
-
-        statements += 1;
-        let contacts: Vec<PageContactRow> = sqlx::query_as(
-            "SELECT c.contact_id, c.client_id, c.full_name, c.email, c.phone, c.mobile,
-                    c.job_title, c.is_active, c.inactive_reason, c.sync_locked,
-                    l.managed_tenant_id AS link_managed_tenant_id, l.object_id AS link_object_id
-             FROM contacts c
-             LEFT JOIN links l ON l.tenant_id = c.tenant_id AND l.contact_id = c.contact_id
-             WHERE c.tenant_id = $1
-               AND (c.email_normalized = ANY($2) OR c.contact_id = ANY($3))",
-        )
-        .bind(tenant_id)
-        .bind(&keys.emails)
-        .bind(&linked_contact_ids)
-        .fetch_all(&mut *transaction)
-        .await?;
-
-        statements += 1;
-        let review_states: Vec<(String, String, Option<String>)> = sqlx::query_as(
-            "SELECT DISTINCT ON (object_id) object_id, status, resolution->>'action'
-             FROM review_items
-             WHERE tenant_id = $1 AND managed_tenant_id = $2 AND object_id = ANY($3)
-             ORDER BY object_id, (status = 'open') DESC, updated_at DESC, item_id DESC",
-        )
-        .bind(tenant_id)
-        .bind(managed_tenant_id)
-        .bind(&keys.object_ids)
-        .fetch_all(&mut *transaction)
-        .await?;
-
-        let context = build_context(scope, links, contacts, review_states);
-        let plan = plan_page(&context, entries, settings);
+        statements.count();
+        lock_managed_tenant(&mut transaction, scope.tenant_id, scope.managed_tenant_id).await?;
+        let mut context =
+            load_page_context(&mut transaction, scope, &entries, &mut statements).await?;
+        let mut plan = plan_page(&context, &entries, settings);
+        if let Some(barrier) = &self.create_barrier {
+            barrier.wait().await;
+        }
+        if lock_new_addresses(&mut transaction, scope, &context, &plan, &mut statements).await? {
+            // Another managed tenant of this PSA tenant created one of these addresses after
+            // this page read its contacts: plan again on what is there now, exactly as a run
+            // after that one would (link, or queue `candidate_in_other_client`).
+            context = load_page_context(&mut transaction, scope, &entries, &mut statements).await?;
+            plan = plan_page(&context, &entries, settings);
+        }
+        let writes = PageWrites::from_plan(&plan, &context, &entries);
         let mut page_tally = tally(&plan, entries.len());
         page_tally.inactivated = 0;
-        let writes = PageWrites::from_plan(&plan, &context, entries);
-
-        statements += 1;
-        sqlx::query(
-            "INSERT INTO contacts (tenant_id, contact_id, client_id, full_name, email, phone, mobile, job_title)
-             SELECT $1, * FROM UNNEST($2::uuid[], $3::uuid[], $4::text[], $5::text[], $6::text[],
-                                      $7::text[], $8::text[])",
+        apply_plan(
+            &mut transaction,
+            scope,
+            &writes,
+            &mut page_tally,
+            &mut statements,
         )
-        .bind(tenant_id)
-        .bind(&writes.creates.contact_ids)
-        .bind(&writes.creates.client_ids)
-        .bind(&writes.creates.full_names)
-        .bind(&writes.creates.emails)
-        .bind(&writes.creates.phones)
-        .bind(&writes.creates.mobiles)
-        .bind(&writes.creates.job_titles)
-        .execute(&mut *transaction)
         .await?;
+        record_seen(
+            &mut transaction,
+            scope,
+            &writes,
+            &mut page_tally,
+            &mut statements,
+        )
+        .await?;
+        advance_tenant_result(&mut transaction, scope, &page_tally, &mut statements).await?;
 
-        // ON CONFLICT DO NOTHING: a link that exists (replay) or a contact another directory
-        // user claimed first is left as it is, and gets no audit row.
-        statements += 1;
-        sqlx::query(
-            "WITH input AS (
+        if dry_run {
+            transaction.rollback().await?;
+        } else {
+            transaction.commit().await?;
+        }
+        Ok(PageOutcome {
+            tally: page_tally,
+            plan_len: plan.actions.len(),
+            statements: statements.0,
+            plan,
+        })
+    }
+}
+
+/// The statements a page ran, for `PageOutcome::statements` (the store's tests count what
+/// Postgres executed through `pg_stat_statements` instead).
+#[derive(Default)]
+struct Statements(u32);
+
+impl Statements {
+    fn count(&mut self) {
+        self.0 += 1;
+    }
+}
+
+/// Step 1: reads what the planner needs about the page's users in three bulk statements.
+async fn load_page_context(
+    connection: &mut PgConnection,
+    scope: &PageScope,
+    entries: &[DirectoryEntry],
+    statements: &mut Statements,
+) -> Result<PageContext> {
+    let tenant_id = scope.tenant_id;
+    let managed_tenant_id = scope.managed_tenant_id;
+    let keys = page_keys(entries);
+    // The links are looked up by joining the page's object ids rather than by `= ANY($n)`.
+    // While the statistics still describe a managed tenant with few links (its first sync,
+    // until autovacuum analyzes), the cached plan for `= ANY` scans all of the tenant's links
+    // and tests each against the whole array, which made a 50,000-user first sync quadratic
+    // (crates/bench: 15 to 24 s instead of about 2.5 s). For the join the planner hashes the
+    // tenant's links once per page instead; with fresh statistics both probe the primary key
+    // once per object id.
+    statements.count();
+    let links: Vec<(String, Uuid)> = sqlx::query_as(
+        "SELECT l.object_id, l.contact_id
+         FROM UNNEST($3::text[]) AS k(object_id)
+         JOIN links l ON l.tenant_id = $1 AND l.managed_tenant_id = $2
+                     AND l.object_id = k.object_id",
+    )
+    .bind(tenant_id)
+    .bind(managed_tenant_id)
+    .bind(&keys.object_ids)
+    .fetch_all(&mut *connection)
+    .await?;
+    let linked_contact_ids: Vec<Uuid> = links.iter().map(|(_, contact_id)| *contact_id).collect();
+
+    // `keys.emails` are `email_key` forms, the same the application stores in
+    // `email_normalized`, so SQL and the planner compare one normalization.
+    statements.count();
+    let contacts: Vec<PageContactRow> = sqlx::query_as(
+        "SELECT c.contact_id, c.client_id, c.full_name, c.email, c.phone, c.mobile,
+                c.job_title, c.is_active, c.inactive_reason, c.sync_locked,
+                l.managed_tenant_id AS link_managed_tenant_id, l.object_id AS link_object_id
+         FROM contacts c
+         LEFT JOIN links l ON l.tenant_id = c.tenant_id AND l.contact_id = c.contact_id
+         WHERE c.tenant_id = $1
+           AND (c.email_normalized = ANY($2) OR c.contact_id = ANY($3))",
+    )
+    .bind(tenant_id)
+    .bind(&keys.emails)
+    .bind(&linked_contact_ids)
+    .fetch_all(&mut *connection)
+    .await?;
+
+    statements.count();
+    let review_states: Vec<(String, String, Option<String>)> = sqlx::query_as(
+        "SELECT DISTINCT ON (object_id) object_id, status, resolution->>'action'
+         FROM review_items
+         WHERE tenant_id = $1 AND managed_tenant_id = $2 AND object_id = ANY($3)
+         ORDER BY object_id, (status = 'open') DESC, updated_at DESC, item_id DESC",
+    )
+    .bind(tenant_id)
+    .bind(managed_tenant_id)
+    .bind(&keys.object_ids)
+    .fetch_all(&mut *connection)
+    .await?;
+
+    Ok(build_context(scope, links, contacts, review_states))
+}
+
+/// Step 1b: serializes contact creation per address across the PSA tenant's managed tenants.
+/// Takes a transaction-scoped advisory lock per address the plan creates (hashed into 256
+/// buckets per PSA tenant, so a page takes at most 256 locks, in sorted order so two pages
+/// never deadlock), then asks whether a contact with one of those addresses appeared since the
+/// page read its contacts. True means the caller must plan again. The managed-tenant lock
+/// cannot do this: two managed tenants hold different ones.
+async fn lock_new_addresses(
+    connection: &mut PgConnection,
+    scope: &PageScope,
+    context: &PageContext,
+    plan: &Plan,
+    statements: &mut Statements,
+) -> Result<bool> {
+    let mut addresses: Vec<String> = plan
+        .actions
+        .iter()
+        .filter_map(|action| match action {
+            Action::Create { fields, .. } => fields.email.as_deref().and_then(email_key),
+            _ => None,
+        })
+        .collect();
+    addresses.sort();
+    addresses.dedup();
+    let known: Vec<Uuid> = context.contacts.keys().copied().collect();
+    statements.count();
+    sqlx::query(
+        "SELECT pg_advisory_xact_lock(hashtextextended(
+                    'entra-sync:address:' || $1::text || ':' || bucket::text, 0))
+         FROM (SELECT DISTINCT (hashtextextended(address, 0) & 255) AS bucket
+               FROM UNNEST($2::text[]) AS a(address)
+               ORDER BY 1) AS buckets",
+    )
+    .bind(scope.tenant_id)
+    .bind(&addresses)
+    .execute(&mut *connection)
+    .await?;
+    // A statement of its own: under READ COMMITTED it takes a snapshot after the locks were
+    // granted, so it sees a contact the lock holder committed.
+    statements.count();
+    let appeared: bool = sqlx::query_scalar(
+        "SELECT EXISTS (
+             SELECT 1 FROM contacts c
+             WHERE c.tenant_id = $1 AND c.email_normalized = ANY($2)
+               AND NOT (c.contact_id = ANY($3)))",
+    )
+    .bind(scope.tenant_id)
+    .bind(&addresses)
+    .bind(&known)
+    .fetch_one(&mut *connection)
+    .await?;
+    Ok(appeared)
+}
+
+/// Step 2: applies the plan's writes, one statement per kind, each with its audit rows.
+async fn apply_plan(
+    connection: &mut PgConnection,
+    scope: &PageScope,
+    writes: &PageWrites,
+    page_tally: &mut Tally,
+    statements: &mut Statements,
+) -> Result<()> {
+    statements.count();
+    sqlx::query(
+        "INSERT INTO contacts (tenant_id, contact_id, client_id, full_name, email, phone, mobile,
+                                   job_title, email_normalized)
+             SELECT $1, * FROM UNNEST($2::uuid[], $3::uuid[], $4::text[], $5::text[], $6::text[],
+                                      $7::text[], $8::text[], $9::text[])",
+    )
+    .bind(scope.tenant_id)
+    .bind(&writes.creates.contact_ids)
+    .bind(&writes.creates.client_ids)
+    .bind(&writes.creates.full_names)
+    .bind(&writes.creates.emails)
+    .bind(&writes.creates.phones)
+    .bind(&writes.creates.mobiles)
+    .bind(&writes.creates.job_titles)
+    .bind(&writes.creates.email_keys)
+    .execute(&mut *connection)
+    .await?;
+
+    // ON CONFLICT DO NOTHING: a link that exists (replay) or a contact another directory
+    // user claimed first is left as it is, and gets no audit row.
+    statements.count();
+    sqlx::query(
+        "WITH input AS (
                  SELECT * FROM UNNEST($4::text[], $5::uuid[], $6::text[], $7::text[])
                           AS i(object_id, contact_id, action, after)
              ), inserted AS (
                  INSERT INTO links (tenant_id, managed_tenant_id, object_id, contact_id,
-                                    created_by_run_id, last_seen_run_id)
-                 SELECT $1, $2, object_id, contact_id, $3, $3 FROM input
+                                    created_by_run_id)
+                 SELECT $1, $2, object_id, contact_id, $3 FROM input
                  ON CONFLICT DO NOTHING
                  RETURNING object_id, contact_id
              )
@@ -332,29 +476,31 @@ impl Store {
                                           contact_id, action, before, after)
              SELECT $1, $3, $2, i.object_id, i.contact_id, i.action, NULL, i.after::jsonb
              FROM inserted JOIN input i USING (object_id, contact_id)",
-        )
-        .bind(tenant_id)
-        .bind(managed_tenant_id)
-        .bind(scope.run_id)
-        .bind(&writes.link_object_ids)
-        .bind(&writes.link_contact_ids)
-        .bind(&writes.link_actions)
-        .bind(&writes.link_after)
-        .execute(&mut *transaction)
-        .await?;
+    )
+    .bind(scope.tenant_id)
+    .bind(scope.managed_tenant_id)
+    .bind(scope.run_id)
+    .bind(&writes.link_object_ids)
+    .bind(&writes.link_contact_ids)
+    .bind(&writes.link_actions)
+    .bind(&writes.link_after)
+    .execute(&mut *connection)
+    .await?;
 
-        // The update applies only if the contact still has the fields the plan started from
-        // and is not locked: a PSA edit made meanwhile wins over the sync.
-        statements += 1;
-        let updated = sqlx::query(
-            "WITH input AS (
-                 SELECT contact_id, object_id, before::jsonb AS before, after::jsonb AS after
-                 FROM UNNEST($4::uuid[], $5::text[], $6::text[], $7::text[])
-                      AS i(contact_id, object_id, before, after)
+    // The update applies only if the contact still has the fields the plan started from
+    // and is not locked: a PSA edit made meanwhile wins over the sync.
+    statements.count();
+    let updated = sqlx::query(
+        "WITH input AS (
+                 SELECT contact_id, object_id, before::jsonb AS before, after::jsonb AS after,
+                        email_key
+                 FROM UNNEST($4::uuid[], $5::text[], $6::text[], $7::text[], $8::text[])
+                      AS i(contact_id, object_id, before, after, email_key)
              ), updated AS (
                  UPDATE contacts c SET
                      full_name = i.after->>'full_name',
                      email = i.after->>'email',
+                     email_normalized = i.email_key,
                      phone = i.after->>'phone',
                      mobile = i.after->>'mobile',
                      job_title = i.after->>'job_title',
@@ -371,23 +517,24 @@ impl Store {
              INSERT INTO contact_changes (tenant_id, run_id, managed_tenant_id, object_id,
                                           contact_id, action, before, after)
              SELECT $1, $3, $2, object_id, contact_id, 'update', before, after FROM updated",
-        )
-        .bind(tenant_id)
-        .bind(managed_tenant_id)
-        .bind(scope.run_id)
-        .bind(&writes.update_contact_ids)
-        .bind(&writes.update_object_ids)
-        .bind(&writes.update_before)
-        .bind(&writes.update_after)
-        .execute(&mut *transaction)
-        .await?
-        .rows_affected();
-        page_tally.updated = updated;
+    )
+    .bind(scope.tenant_id)
+    .bind(scope.managed_tenant_id)
+    .bind(scope.run_id)
+    .bind(&writes.update_contact_ids)
+    .bind(&writes.update_object_ids)
+    .bind(&writes.update_before)
+    .bind(&writes.update_after)
+    .bind(&writes.update_email_keys)
+    .execute(&mut *connection)
+    .await?
+    .rows_affected();
+    page_tally.updated = updated;
 
-        // At most one open item per directory user: an existing open item stays as it is.
-        statements += 1;
-        sqlx::query(
-            "INSERT INTO review_items (tenant_id, item_id, reason, managed_tenant_id, client_id,
+    // At most one open item per directory user: an existing open item stays as it is.
+    statements.count();
+    sqlx::query(
+        "INSERT INTO review_items (tenant_id, item_id, reason, managed_tenant_id, client_id,
                                        object_id, display_name, email, candidates,
                                        created_by_run_id)
              SELECT $1, gen_random_uuid(), reason, $2, $3, object_id, display_name, email,
@@ -396,41 +543,41 @@ impl Store {
                   AS i(object_id, reason, display_name, email, candidates)
              ON CONFLICT (tenant_id, managed_tenant_id, object_id) WHERE status = 'open'
              DO NOTHING",
-        )
-        .bind(tenant_id)
-        .bind(managed_tenant_id)
-        .bind(scope.mapped_client_id)
-        .bind(scope.run_id)
-        .bind(&writes.queue_object_ids)
-        .bind(&writes.queue_reasons)
-        .bind(&writes.queue_display_names)
-        .bind(&writes.queue_emails)
-        .bind(&writes.queue_candidates)
-        .execute(&mut *transaction)
-        .await?;
+    )
+    .bind(scope.tenant_id)
+    .bind(scope.managed_tenant_id)
+    .bind(scope.mapped_client_id)
+    .bind(scope.run_id)
+    .bind(&writes.queue_object_ids)
+    .bind(&writes.queue_reasons)
+    .bind(&writes.queue_display_names)
+    .bind(&writes.queue_emails)
+    .bind(&writes.queue_candidates)
+    .execute(&mut *connection)
+    .await?;
 
-        statements += 1;
-        sqlx::query(
-            "INSERT INTO pending_inactivations (tenant_id, run_id, managed_tenant_id, contact_id,
+    statements.count();
+    sqlx::query(
+        "INSERT INTO pending_inactivations (tenant_id, run_id, managed_tenant_id, contact_id,
                                                 object_id, reason)
              SELECT $1, $2, $3, contact_id, object_id, reason
              FROM UNNEST($4::uuid[], $5::text[], $6::text[]) AS i(contact_id, object_id, reason)
              ON CONFLICT DO NOTHING",
-        )
-        .bind(tenant_id)
-        .bind(scope.run_id)
-        .bind(managed_tenant_id)
-        .bind(&writes.inactivate_contact_ids)
-        .bind(&writes.inactivate_object_ids)
-        .bind(&writes.inactivate_reasons)
-        .execute(&mut *transaction)
-        .await?;
+    )
+    .bind(scope.tenant_id)
+    .bind(scope.run_id)
+    .bind(scope.managed_tenant_id)
+    .bind(&writes.inactivate_contact_ids)
+    .bind(&writes.inactivate_object_ids)
+    .bind(&writes.inactivate_reasons)
+    .execute(&mut *connection)
+    .await?;
 
-        // Only contacts the sync itself made inactive come back; a manual inactivation or a
-        // lock is respected whatever the plan says.
-        statements += 1;
-        let reactivated = sqlx::query(
-            "WITH input AS (
+    // Only contacts the sync itself made inactive come back; a manual inactivation or a
+    // lock is respected whatever the plan says.
+    statements.count();
+    let reactivated = sqlx::query(
+        "WITH input AS (
                  SELECT i.contact_id, i.object_id, c.inactive_reason AS old_reason
                  FROM UNNEST($4::uuid[], $5::text[]) AS i(contact_id, object_id)
                  JOIN contacts c ON c.tenant_id = $1 AND c.contact_id = i.contact_id
@@ -448,75 +595,72 @@ impl Store {
                     jsonb_build_object('is_active', false, 'inactive_reason', old_reason),
                     jsonb_build_object('is_active', true)
              FROM updated",
-        )
-        .bind(tenant_id)
-        .bind(managed_tenant_id)
-        .bind(scope.run_id)
-        .bind(&writes.reactivate_contact_ids)
-        .bind(&writes.reactivate_object_ids)
-        .execute(&mut *transaction)
-        .await?
-        .rows_affected();
-        page_tally.reactivated = reactivated;
+    )
+    .bind(scope.tenant_id)
+    .bind(scope.managed_tenant_id)
+    .bind(scope.run_id)
+    .bind(&writes.reactivate_contact_ids)
+    .bind(&writes.reactivate_object_ids)
+    .execute(&mut *connection)
+    .await?
+    .rows_affected();
+    page_tally.reactivated = reactivated;
 
-        statements += 1;
-        sqlx::query(
-            "UPDATE links l SET last_seen_run_id = $3
-             FROM UNNEST($4::text[]) AS k(object_id)
-             WHERE l.tenant_id = $1 AND l.managed_tenant_id = $2 AND l.object_id = k.object_id
-               AND l.last_seen_run_id IS DISTINCT FROM $3",
-        )
-        .bind(tenant_id)
-        .bind(managed_tenant_id)
-        .bind(scope.run_id)
-        .bind(&writes.seen_object_ids)
-        .execute(&mut *transaction)
-        .await?;
+    Ok(())
+}
 
-        // The tenant result's counts and resume cursor advance in the same transaction as the
-        // page's writes, so after a crash the stored counts and cursor match exactly the pages
-        // that committed.
-        statements += 1;
-        let stored_counts: Option<serde_json::Value> = sqlx::query_scalar(
-            "SELECT counts FROM run_tenant_results
-             WHERE tenant_id = $1 AND run_id = $2 AND managed_tenant_id = $3 AND status = 'running'
-             FOR UPDATE",
-        )
-        .bind(tenant_id)
-        .bind(scope.run_id)
-        .bind(managed_tenant_id)
-        .fetch_optional(&mut *transaction)
-        .await?;
-        let mut counts: TallyCounts = stored_counts
-            .and_then(|value| serde_json::from_value(value).ok())
-            .unwrap_or_default();
-        counts.add(&TallyCounts::from(&page_tally));
+/// Step 3: appends what the run saw. An object id the run already recorded (a delta entry
+/// sent twice, a page replayed) inserts nothing, so `seen` counts each user once per run; an
+/// unchanged user costs this one narrow insert and no rewrite of its link.
+async fn record_seen(
+    connection: &mut PgConnection,
+    scope: &PageScope,
+    writes: &PageWrites,
+    page_tally: &mut Tally,
+    statements: &mut Statements,
+) -> Result<()> {
+    statements.count();
+    let newly_seen = sqlx::query(
+        "INSERT INTO run_seen (tenant_id, run_id, managed_tenant_id, object_id)
+         SELECT $1, $2, $3, object_id FROM UNNEST($4::text[]) AS k(object_id)
+         ON CONFLICT DO NOTHING",
+    )
+    .bind(scope.tenant_id)
+    .bind(scope.run_id)
+    .bind(scope.managed_tenant_id)
+    .bind(&writes.seen_object_ids)
+    .execute(&mut *connection)
+    .await?
+    .rows_affected();
+    let ineligible = page_tally.seen.saturating_sub(page_tally.eligible);
+    page_tally.seen = newly_seen + writes.seen_without_id;
+    page_tally.eligible = page_tally.seen.saturating_sub(ineligible);
+    Ok(())
+}
 
-        statements += 1;
-        sqlx::query(
-            "UPDATE run_tenant_results SET cursor = coalesce($4, cursor), counts = $5
-             WHERE tenant_id = $1 AND run_id = $2 AND managed_tenant_id = $3 AND status = 'running'",
-        )
-        .bind(tenant_id)
-        .bind(scope.run_id)
-        .bind(managed_tenant_id)
-        .bind(scope.next_cursor.as_deref())
-        .bind(counts.to_json())
-        .execute(&mut *transaction)
-        .await?;
-
-        if dry_run {
-            transaction.rollback().await?;
-        } else {
-            transaction.commit().await?;
-        }
-        Ok(PageOutcome {
-            tally: page_tally,
-            plan_len: plan.actions.len(),
-            statements,
-            plan,
-        })
-    }
+/// Step 4: the tenant result's counts and resume cursor advance in the same transaction as
+/// the page's writes, so after a crash the stored counts and cursor match exactly the pages
+/// that committed. This and the inactivation step are the only writers of the counts.
+async fn advance_tenant_result(
+    connection: &mut PgConnection,
+    scope: &PageScope,
+    page_tally: &Tally,
+    statements: &mut Statements,
+) -> Result<()> {
+    statements.count();
+    sqlx::query(
+        "UPDATE run_tenant_results SET cursor = coalesce($4, cursor),
+                counts = add_counts(counts, $5::jsonb)
+         WHERE tenant_id = $1 AND run_id = $2 AND managed_tenant_id = $3 AND status = 'running'",
+    )
+    .bind(scope.tenant_id)
+    .bind(scope.run_id)
+    .bind(scope.managed_tenant_id)
+    .bind(scope.next_cursor.as_deref())
+    .bind(TallyCounts::from(page_tally).to_json())
+    .execute(&mut *connection)
+    .await?;
+    Ok(())
 }
 
 fn build_context(

@@ -681,7 +681,9 @@ impl Store {
         Ok(())
     }
 
-    /// Ends a running tenant result with its counts and error. `Completed` is recorded as
+    /// Ends a running tenant result with its error, leaving its counts as the page
+    /// transactions and the inactivation step wrote them (they are the counts' only writers, so
+    /// retries and resumes cannot make the counts disagree with the audit). `Completed` is recorded as
     /// `NeedsConfirmation` when the run holds inactivations of this tenant for an admin.
     /// Returns the status written, or the stored one if the result had already ended.
     pub async fn finish_tenant_result(
@@ -690,7 +692,6 @@ impl Store {
         run_id: Uuid,
         managed_tenant_id: Uuid,
         status: TenantResultStatus,
-        tally: &Tally,
         error: Option<&serde_json::Value>,
     ) -> Result<TenantResultStatus> {
         if status == TenantResultStatus::Running {
@@ -721,7 +722,7 @@ impl Store {
                          WHERE p.tenant_id = $1 AND p.run_id = $2 AND p.managed_tenant_id = $3
                            AND p.state = 'held')
                      THEN 'needs_confirmation' ELSE $4 END,
-                 counts = $5, error = $6, finished_at = now()
+                 error = $5, finished_at = now()
              WHERE tenant_id = $1 AND run_id = $2 AND managed_tenant_id = $3 AND status = 'running'
              RETURNING status",
         )
@@ -729,7 +730,6 @@ impl Store {
         .bind(run_id)
         .bind(managed_tenant_id)
         .bind(status.as_str())
-        .bind(TallyCounts::from(tally).to_json())
         .bind(error)
         .fetch_optional(&self.pool)
         .await?;
@@ -748,6 +748,63 @@ impl Store {
             }
         };
         parse_or_invalid(&status, TenantResultStatus::parse, "tenant status")
+    }
+
+    /// Takes the sync lease of a managed tenant for `run_id` (SPEC §5.7: at most one run syncs
+    /// a managed tenant at a time, whatever the runs' scopes and workers). The lease is free
+    /// when nobody holds it, when this run holds it (an activity retry), or when its holder's
+    /// run ended or the holder's result for this tenant ended. Returns None when taken, or the
+    /// holding run. Taking it from an earlier run also drops what that run saw (`run_seen`),
+    /// which no one reads once its tenant result ended.
+    pub async fn take_sync_lease(
+        &self,
+        tenant_id: Uuid,
+        managed_tenant_id: Uuid,
+        run_id: Uuid,
+    ) -> Result<Option<Uuid>> {
+        let mut transaction = self.pool.begin().await?;
+        let taken: Option<Uuid> = sqlx::query_scalar(
+            "INSERT INTO managed_tenant_sync_leases AS l (tenant_id, managed_tenant_id, run_id)
+             VALUES ($1, $2, $3)
+             ON CONFLICT (tenant_id, managed_tenant_id) DO UPDATE
+                 SET run_id = EXCLUDED.run_id, taken_at = now()
+                 WHERE l.run_id = EXCLUDED.run_id
+                    OR NOT EXISTS (SELECT 1 FROM runs r
+                                   WHERE r.tenant_id = l.tenant_id AND r.run_id = l.run_id
+                                     AND r.status = 'running')
+                    OR EXISTS (SELECT 1 FROM run_tenant_results t
+                               WHERE t.tenant_id = l.tenant_id AND t.run_id = l.run_id
+                                 AND t.managed_tenant_id = l.managed_tenant_id
+                                 AND t.status <> 'running')
+             RETURNING run_id",
+        )
+        .bind(tenant_id)
+        .bind(managed_tenant_id)
+        .bind(run_id)
+        .fetch_optional(&mut *transaction)
+        .await?;
+        if taken.is_none() {
+            let holder: Option<Uuid> = sqlx::query_scalar(
+                "SELECT run_id FROM managed_tenant_sync_leases
+                 WHERE tenant_id = $1 AND managed_tenant_id = $2",
+            )
+            .bind(tenant_id)
+            .bind(managed_tenant_id)
+            .fetch_optional(&mut *transaction)
+            .await?;
+            transaction.commit().await?;
+            return Ok(Some(holder.unwrap_or(run_id)));
+        }
+        sqlx::query(
+            "DELETE FROM run_seen WHERE tenant_id = $1 AND managed_tenant_id = $2 AND run_id <> $3",
+        )
+        .bind(tenant_id)
+        .bind(managed_tenant_id)
+        .bind(run_id)
+        .execute(&mut *transaction)
+        .await?;
+        transaction.commit().await?;
+        Ok(None)
     }
 
     /// The managed tenants a sync of `scope` covers: mapped to a client (directly or by

@@ -407,3 +407,44 @@ async fn discovery_reads_every_verified_domain() {
         "the seed should give some tenant a domain beyond the default and initial"
     );
 }
+
+/// A 200 without its `Results` array (`{}`, `{"Results":null}`, an HTML page from a proxy) is
+/// an `invalid` error, never an empty last page: a sync that took it for the end of the list
+/// would inactivate every user it had not read yet.
+#[tokio::test]
+async fn a_page_without_its_results_is_invalid_not_the_end() {
+    let simulator = start_simulator().await;
+    let tenant = largest_tenant(&simulator);
+    let cipp = api_token_client(&simulator);
+    let bodies = [
+        ("{}", None),
+        (r#"{"Results":null,"Metadata":{}}"#, None),
+        (
+            "<html><body>Proxy login</body></html>",
+            Some("text/html".to_owned()),
+        ),
+    ];
+    for (body, content_type) in bodies {
+        simulator
+            .add_fault(fault(
+                FaultKind::OkBody {
+                    body: body.to_owned(),
+                    content_type,
+                },
+                "/cipp/api/ListGraphRequest",
+                None,
+                Some(1),
+            ))
+            .expect("fault");
+        let error = all_pages(&cipp, &tenant.tenant_id)
+            .await
+            .expect_err("a page without Results is an error");
+        assert_eq!(error.class(), "invalid", "{body}: {error}");
+    }
+    // With the faults used up, the same tenant reads completely.
+    let pages = all_pages(&cipp, &tenant.tenant_id).await.expect("pages");
+    assert_eq!(
+        pages.iter().map(Vec::len).sum::<usize>(),
+        listed_user_count(&tenant)
+    );
+}

@@ -629,3 +629,58 @@ async fn a_401_from_one_customer_is_tenant_access_and_from_the_partner_is_reauth
         .expect("fault");
     assert_class(setup.graph.list_tenants().await, "reauth_required");
 }
+
+/// A 200 without its `value` array (`{}`, `{"value":null}`, a proxy's HTML page) is an
+/// `invalid` error on both enumerations, never an empty last page: a sync that took it for the
+/// end of the list would inactivate every user it had not read yet. Once the faults are used
+/// up the same tenant reads completely, and only a page that had its array ends a round.
+#[tokio::test]
+async fn a_page_without_its_value_array_is_invalid_not_the_end() {
+    let simulator = start_simulator().await;
+    let setup = graph_setup(&simulator, fast_settings()).await;
+    let tenant = largest_tenant(&simulator);
+    let bodies = [
+        ("{}", None),
+        (r#"{"value":null}"#, None),
+        (
+            "<html><body>Proxy login</body></html>",
+            Some("text/html".to_owned()),
+        ),
+    ];
+    for prefer_delta in [false, true] {
+        for (body, content_type) in bodies.iter().cloned() {
+            simulator
+                .add_fault(entra_sync_simulator::FaultSpec {
+                    kind: entra_sync_simulator::FaultKind::OkBody {
+                        body: body.to_owned(),
+                        content_type,
+                    },
+                    path_prefix: "/graph/v1.0/users".to_owned(),
+                    tenant: Some(tenant.tenant_id.clone()),
+                    count: Some(1),
+                })
+                .expect("fault");
+            let start = UsersCursor::Start {
+                prefer_delta,
+                delta_link: None,
+            };
+            let error = read_round(&setup.graph, &tenant.tenant_id, start)
+                .await
+                .expect_err("a page without value is an error");
+            assert_eq!(
+                error.class(),
+                "invalid",
+                "{body} (delta {prefer_delta}): {error}"
+            );
+        }
+        let start = UsersCursor::Start {
+            prefer_delta,
+            delta_link: None,
+        };
+        let (pages, delta_link) = read_round(&setup.graph, &tenant.tenant_id, start)
+            .await
+            .expect("pages");
+        assert_eq!(present_ids(&pages).len(), listed_user_count(&tenant));
+        assert_eq!(delta_link.is_some(), prefer_delta);
+    }
+}
