@@ -17,8 +17,8 @@ use std::time::Duration;
 
 use chrono::Utc;
 use entra_sync_connection::{
-    load_group_members, DirectoryError, DirectoryFactory, DirectorySource, ErrorClass,
-    ErrorRecord, FetchedPage, GroupMembers, PageLoop,
+    load_group_members, DirectoryError, DirectoryFactory, DirectorySource, ErrorClass, ErrorRecord,
+    FetchedPage, GroupMembers, PageLoop,
 };
 use entra_sync_domain::model::DirectoryEntry;
 use entra_sync_store::connection::ConnectionKind;
@@ -395,8 +395,6 @@ impl SyncActivities {
     }
 }
 
-}
-
 impl SyncActivities {
     #[instrument(skip_all, fields(tenant_id = %input.tenant_id, run_id = %input.run_id, managed_tenant_id = %input.target.managed_tenant_id))]
     async fn sync_tenant_inner(
@@ -419,13 +417,7 @@ impl SyncActivities {
             Ok(connected) => connected,
             Err(error) => {
                 return Err(self
-                    .fail_tenant(
-                        tenant_id,
-                        run_id,
-                        managed_tenant_id,
-                        &Tally::default(),
-                        &error,
-                    )
+                    .fail_tenant(tenant_id, run_id, managed_tenant_id, &error)
                     .await)
             }
         };
