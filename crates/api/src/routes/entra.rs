@@ -9,7 +9,7 @@ use axum::Json;
 use entra_sync_directory::cipp::{CippAuth, CippClient, CippConfig};
 use entra_sync_directory::error::DirectoryError;
 use entra_sync_directory::http::{HttpSettings, ThrottleStats};
-use entra_sync_domain::mapping::{preview_state, ClientForMapping, MappingState};
+use entra_sync_domain::mapping::{ClientForMapping, MappingIndex, MappingState};
 use entra_sync_store::connection::{CippCredentialsRecord, ConnectionCredentials};
 use entra_sync_store::discovery::ManagedTenantRecord;
 use entra_sync_store::flags::{
@@ -649,6 +649,8 @@ async fn mapping_preview(
             secondary_domains: client.secondary_domains.clone(),
         })
         .collect();
+    // Indexed once, so each tenant is compared with its few possible candidates only.
+    let index = MappingIndex::new(&clients);
     let items = inputs
         .tenants
         .iter()
@@ -666,7 +668,7 @@ async fn mapping_preview(
                     Vec::new(),
                 ),
                 None => {
-                    let preview = preview_state(&managed.display_name, &domains, &clients);
+                    let preview = index.preview(&managed.display_name, &domains);
                     let client_id = match preview.state {
                         MappingState::AutoMatched { client_id } => Some(client_id),
                         _ => None,
