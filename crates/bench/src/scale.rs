@@ -415,7 +415,7 @@ async fn seed_mapping(stack: &Stack, tenants: usize, clients: usize) -> Result<A
                 }
             };
             DiscoveredTenantRecord {
-                entra_tenant_id: Uuid::from_u128(0x5ca1e_0000_0000 + index as u128).to_string(),
+                entra_tenant_id: Uuid::from_u128(0x0005_ca1e_0000_0000 + index as u128).to_string(),
                 display_name,
                 domains: vec![
                     TenantDomain {
@@ -984,7 +984,7 @@ async fn change_one_percent(stack: &Stack) -> Result<usize> {
             .await?;
         for user in users.as_array().into_iter().flatten() {
             position += 1;
-            if position % 100 != 0 || user["deleted"] == true {
+            if !position.is_multiple_of(100) || user["deleted"] == true {
                 continue;
             }
             let user_id = user["id"].as_str().context("user id")?;
