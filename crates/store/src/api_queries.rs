@@ -218,9 +218,22 @@ pub fn contacts_list_sql(
             "(c.full_name, c.contact_id) > ({name}::text, {id}::uuid)"
         ));
     }
+    // The page of contacts is chosen first and only its rows are joined to their links, one
+    // index lookup each (LATERAL): right after a large sync the links' statistics may still be
+    // missing, and a plain join then hashes every link of the tenant for each page.
     list.sql = format!(
-        "{} WHERE {} ORDER BY c.full_name, c.contact_id LIMIT {fetch}",
-        crate::psa::CONTACT_RECORD_SELECT,
+        "SELECT c.contact_id, c.client_id, c.full_name, c.email, c.phone, c.mobile, \
+                c.job_title, c.is_active, c.inactive_reason, c.sync_locked, c.created_at, \
+                c.updated_at, l.managed_tenant_id AS link_managed_tenant_id, \
+                l.entra_tenant_id AS link_entra_tenant_id, l.object_id AS link_object_id \
+         FROM (SELECT * FROM contacts c WHERE {} \
+               ORDER BY c.full_name, c.contact_id LIMIT {fetch}) c \
+         LEFT JOIN LATERAL ( \
+             SELECT l.managed_tenant_id, l.object_id, mt.entra_tenant_id \
+             FROM links l JOIN managed_tenants mt \
+               ON mt.tenant_id = l.tenant_id AND mt.managed_tenant_id = l.managed_tenant_id \
+             WHERE l.tenant_id = c.tenant_id AND l.contact_id = c.contact_id) l ON true \
+         ORDER BY c.full_name, c.contact_id",
         conditions.join(" AND ")
     );
     list
