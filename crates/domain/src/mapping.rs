@@ -2,6 +2,8 @@
 //! decide; a name only ever suggests.
 
 use std::cmp::Ordering;
+use std::collections::HashMap;
+
 use uuid::Uuid;
 
 /// Name similarity at or above which a client is offered as a candidate.
@@ -160,47 +162,80 @@ fn normalize_domain(domain: &str) -> String {
 /// The preview state of a managed tenant named `tenant_display_name` with `tenant_domains`
 /// against the PSA tenant's clients. Auto-matched iff exactly one client lists one of the
 /// tenant's domains among its primary `domains`.
+///
+/// This compares the tenant with every client; [`MappingIndex`] gives the same answer for
+/// many tenants without doing so, and this function is its reference.
 pub fn preview_state(
     tenant_display_name: &str,
     tenant_domains: &[String],
     clients: &[ClientForMapping],
 ) -> MappingPreview {
-    let tenant_domains: Vec<String> = tenant_domains
-        .iter()
-        .map(|domain| normalize_domain(domain))
-        .collect();
-    let shares_domain = |domains: &[String]| {
-        domains
-            .iter()
-            .any(|domain| tenant_domains.contains(&normalize_domain(domain)))
-    };
-    let tenant_name = normalize_company_name(tenant_display_name);
-    let mut candidates: Vec<MappingCandidate> = clients
+    let tenant = TenantKey::new(tenant_display_name, tenant_domains);
+    let candidates = clients
         .iter()
         .filter_map(|client| {
-            let (reason, score) = if shares_domain(&client.domains) {
-                (MatchReason::PrimaryDomain, PRIMARY_DOMAIN_SCORE)
-            } else if shares_domain(&client.secondary_domains) {
-                (MatchReason::SecondaryDomain, SECONDARY_DOMAIN_SCORE)
-            } else {
-                let client_name = normalize_company_name(&client.name);
-                if tenant_name.is_empty() || client_name.is_empty() {
-                    return None;
-                }
-                let score = name_similarity(&tenant_name, &client_name);
-                if score < NAME_MATCH_THRESHOLD {
-                    return None;
-                }
-                (MatchReason::Name, score)
-            };
-            Some(MappingCandidate {
-                client_id: client.client_id,
-                name: client.name.clone(),
-                score,
-                reason,
-            })
+            let client_name = normalize_company_name(&client.name);
+            candidate_for(&tenant, client, &client_name)
         })
         .collect();
+    finish_preview(candidates)
+}
+
+/// A managed tenant's side of the comparison, normalized once.
+struct TenantKey {
+    domains: Vec<String>,
+    name: String,
+}
+
+impl TenantKey {
+    fn new(display_name: &str, domains: &[String]) -> TenantKey {
+        TenantKey {
+            domains: domains
+                .iter()
+                .map(|domain| normalize_domain(domain))
+                .collect(),
+            name: normalize_company_name(display_name),
+        }
+    }
+
+    fn shares_domain(&self, domains: &[String]) -> bool {
+        domains
+            .iter()
+            .any(|domain| self.domains.contains(&normalize_domain(domain)))
+    }
+}
+
+/// Whether (and why) one client is a candidate for the tenant; `client_name` is the client's
+/// normalized name. The one place the rules of a single comparison live.
+fn candidate_for(
+    tenant: &TenantKey,
+    client: &ClientForMapping,
+    client_name: &str,
+) -> Option<MappingCandidate> {
+    let (reason, score) = if tenant.shares_domain(&client.domains) {
+        (MatchReason::PrimaryDomain, PRIMARY_DOMAIN_SCORE)
+    } else if tenant.shares_domain(&client.secondary_domains) {
+        (MatchReason::SecondaryDomain, SECONDARY_DOMAIN_SCORE)
+    } else {
+        if tenant.name.is_empty() || client_name.is_empty() {
+            return None;
+        }
+        let score = name_similarity(&tenant.name, client_name);
+        if score < NAME_MATCH_THRESHOLD {
+            return None;
+        }
+        (MatchReason::Name, score)
+    };
+    Some(MappingCandidate {
+        client_id: client.client_id,
+        name: client.name.clone(),
+        score,
+        reason,
+    })
+}
+
+/// Orders the candidates, derives the state and keeps the best five.
+fn finish_preview(mut candidates: Vec<MappingCandidate>) -> MappingPreview {
     candidates.sort_by(|a, b| {
         a.reason
             .cmp(&b.reason)
@@ -222,4 +257,166 @@ pub fn preview_state(
     };
     candidates.truncate(MAX_CANDIDATES);
     MappingPreview { state, candidates }
+}
+
+/// A bigram of a name with its occurrence number, so that the multiset intersection the
+/// similarity counts becomes a plain set intersection.
+type Token = (char, char, u32);
+
+/// The clients of a PSA tenant, indexed so that previewing a managed tenant looks at the few
+/// clients that can be candidates instead of all of them: domain lookups for the domain
+/// reasons, and a prefix-filtered bigram index for names.
+///
+/// The name index is exact, not a heuristic. A client scores at least the threshold `t` only
+/// if its name shares at least `o >= t·n/(2-t)` bigrams with the tenant's (`n` the tenant's
+/// bigram count; symmetric for the client) — the similarity divides twice the shared bigrams
+/// by at least the sum of both counts, and a shared count is at most either. With every
+/// name's bigrams sorted in one global order (rarest first), two names sharing `o` bigrams
+/// share one among the first `n - o + 1` of each (the smallest shared bigram is that early
+/// in both lists), so indexing only those prefixes loses no candidate; every candidate is
+/// then scored exactly as [`preview_state`] scores it.
+#[derive(Clone, Debug)]
+pub struct MappingIndex {
+    clients: Vec<ClientForMapping>,
+    /// Normalized names, by client position.
+    names: Vec<String>,
+    primary_domains: HashMap<String, Vec<usize>>,
+    secondary_domains: HashMap<String, Vec<usize>>,
+    /// Clients by whitespace-free normalized name: names too short for a bigram are equal or
+    /// not similar at all.
+    exact_names: HashMap<String, Vec<usize>>,
+    /// How many clients' names contain each token; the global order is (count, token).
+    token_counts: HashMap<Token, u32>,
+    /// Clients by the tokens of their name's prefix.
+    postings: HashMap<Token, Vec<usize>>,
+}
+
+impl MappingIndex {
+    pub fn new(clients: &[ClientForMapping]) -> MappingIndex {
+        let names: Vec<String> = clients
+            .iter()
+            .map(|client| normalize_company_name(&client.name))
+            .collect();
+        let mut primary_domains: HashMap<String, Vec<usize>> = HashMap::new();
+        let mut secondary_domains: HashMap<String, Vec<usize>> = HashMap::new();
+        let mut exact_names: HashMap<String, Vec<usize>> = HashMap::new();
+        let mut token_counts: HashMap<Token, u32> = HashMap::new();
+        let mut client_tokens: Vec<Vec<Token>> = Vec::with_capacity(clients.len());
+        for (position, (client, name)) in clients.iter().zip(&names).enumerate() {
+            for (domains, index) in [
+                (&client.domains, &mut primary_domains),
+                (&client.secondary_domains, &mut secondary_domains),
+            ] {
+                for domain in domains {
+                    let entry = index.entry(normalize_domain(domain)).or_default();
+                    if entry.last() != Some(&position) {
+                        entry.push(position);
+                    }
+                }
+            }
+            if name.is_empty() {
+                client_tokens.push(Vec::new());
+                continue;
+            }
+            exact_names
+                .entry(without_whitespace(name))
+                .or_default()
+                .push(position);
+            let tokens = name_tokens(name);
+            for token in &tokens {
+                *token_counts.entry(*token).or_insert(0) += 1;
+            }
+            client_tokens.push(tokens);
+        }
+        let mut postings: HashMap<Token, Vec<usize>> = HashMap::new();
+        for (position, mut tokens) in client_tokens.into_iter().enumerate() {
+            sort_tokens(&mut tokens, &token_counts);
+            let prefix = prefix_length(tokens.len());
+            for token in tokens.into_iter().take(prefix) {
+                postings.entry(token).or_default().push(position);
+            }
+        }
+        MappingIndex {
+            clients: clients.to_vec(),
+            names,
+            primary_domains,
+            secondary_domains,
+            exact_names,
+            token_counts,
+            postings,
+        }
+    }
+
+    /// The same preview as [`preview_state`] against the indexed clients.
+    pub fn preview(&self, tenant_display_name: &str, tenant_domains: &[String]) -> MappingPreview {
+        let tenant = TenantKey::new(tenant_display_name, tenant_domains);
+        let mut positions: Vec<usize> = Vec::new();
+        for domain in &tenant.domains {
+            for index in [&self.primary_domains, &self.secondary_domains] {
+                if let Some(found) = index.get(domain) {
+                    positions.extend(found);
+                }
+            }
+        }
+        if !tenant.name.is_empty() {
+            if let Some(found) = self.exact_names.get(&without_whitespace(&tenant.name)) {
+                positions.extend(found);
+            }
+            let mut tokens = name_tokens(&tenant.name);
+            sort_tokens(&mut tokens, &self.token_counts);
+            let prefix = prefix_length(tokens.len());
+            for token in tokens.iter().take(prefix) {
+                if let Some(found) = self.postings.get(token) {
+                    positions.extend(found);
+                }
+            }
+        }
+        positions.sort_unstable();
+        positions.dedup();
+        let candidates = positions
+            .into_iter()
+            .filter_map(|position| {
+                let client = self.clients.get(position)?;
+                let name = self.names.get(position)?;
+                candidate_for(&tenant, client, name)
+            })
+            .collect();
+        finish_preview(candidates)
+    }
+}
+
+fn without_whitespace(name: &str) -> String {
+    name.chars().filter(|c| !c.is_whitespace()).collect()
+}
+
+/// The bigrams the similarity compares (of the name without whitespace), each numbered by
+/// its occurrence.
+fn name_tokens(name: &str) -> Vec<Token> {
+    let chars: Vec<char> = name.chars().filter(|c| !c.is_whitespace()).collect();
+    let mut seen: HashMap<(char, char), u32> = HashMap::new();
+    chars
+        .windows(2)
+        .map(|pair| {
+            let bigram = (pair[0], pair[1]);
+            let occurrence = seen.entry(bigram).or_insert(0);
+            *occurrence += 1;
+            (bigram.0, bigram.1, *occurrence)
+        })
+        .collect()
+}
+
+/// The global order: rarest among the clients first (unknown tokens count zero), then by
+/// value, so every name sorts its tokens the same way.
+fn sort_tokens(tokens: &mut [Token], counts: &HashMap<Token, u32>) {
+    tokens.sort_by_key(|token| (counts.get(token).copied().unwrap_or(0), *token));
+}
+
+/// How many of a name's `n` sorted tokens must be indexed or probed: `n - o + 1` for the
+/// least overlap `o` a name scoring the threshold can have (module docs of [`MappingIndex`]).
+/// The bound is rounded up only beyond a rounding tolerance: a bound one too small would only
+/// lengthen the prefix, one too large would lose candidates.
+fn prefix_length(n: usize) -> usize {
+    let t = NAME_MATCH_THRESHOLD;
+    let least_overlap = (t * n as f64 / (2.0 - t) - 1e-9).ceil().max(1.0) as usize;
+    (n + 1).saturating_sub(least_overlap).min(n)
 }

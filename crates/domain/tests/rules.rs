@@ -4,7 +4,7 @@
 use entra_sync_domain::email::{primary_email, user_emails};
 use entra_sync_domain::filter::{filter_user, validate_filters};
 use entra_sync_domain::mapping::{
-    normalize_company_name, preview_state, score_name, ClientForMapping,
+    normalize_company_name, preview_state, score_name, ClientForMapping, MappingIndex,
 };
 use entra_sync_domain::model::{
     Action, Contact, ContactField, ContactFields, DirectoryEntry, DirectoryUser, FieldPolicy,
@@ -479,6 +479,11 @@ fn check(rule: &Rule) -> Result<(), String> {
         Rule::Mapping(tenant_name, tenant_domains, clients, expected) => {
             let domains: Vec<String> = tenant_domains.iter().map(|d| d.to_string()).collect();
             let preview = preview_state(tenant_name, &domains, clients);
+            // The indexed preview the API serves must agree with the reference on every row.
+            compare(
+                &MappingIndex::new(clients).preview(tenant_name, &domains),
+                &preview,
+            )?;
             let mut actual = vec![match preview.state {
                 entra_sync_domain::mapping::MappingState::AutoMatched { client_id } => {
                     format!("auto_matched {}", uuid_name(client_id))

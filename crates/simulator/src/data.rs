@@ -390,6 +390,47 @@ fn tenant_sizes(tenants: usize, users: usize, rng: &mut ChaCha8Rng) -> Vec<usize
     sizes
 }
 
+/// Splits `users` across `tenants` with log-normal sizes of about `median` (every tenant at
+/// least one user): the spread σ follows from the mean `users / tenants` and the median
+/// (mean = median · e^(σ²/2)); the draws are scaled to add up to `users` exactly.
+fn log_normal_sizes(
+    tenants: usize,
+    users: usize,
+    median: usize,
+    rng: &mut ChaCha8Rng,
+) -> Vec<usize> {
+    if tenants == 0 {
+        return Vec::new();
+    }
+    let users = users.max(tenants);
+    let mean = users as f64 / tenants as f64;
+    let ratio = (mean / median.max(1) as f64).max(1.0);
+    let sigma = (2.0 * ratio.ln()).sqrt();
+    // Box–Muller: one standard normal draw per tenant.
+    let weights: Vec<f64> = (0..tenants)
+        .map(|_| {
+            let u1: f64 = rng.gen_range(f64::EPSILON..1.0);
+            let u2: f64 = rng.gen();
+            let normal = (-2.0 * u1.ln()).sqrt() * (std::f64::consts::TAU * u2).cos();
+            (sigma * normal).exp()
+        })
+        .collect();
+    let total_weight: f64 = weights.iter().sum();
+    let spread = users - tenants;
+    let mut sizes: Vec<usize> = weights
+        .iter()
+        .map(|weight| 1 + (spread as f64 * weight / total_weight).floor() as usize)
+        .collect();
+    let mut remaining = users.saturating_sub(sizes.iter().sum());
+    let mut position = 0;
+    while remaining > 0 {
+        sizes[position % tenants] += 1;
+        remaining -= 1;
+        position += 1;
+    }
+    sizes
+}
+
 fn phone(rng: &mut ChaCha8Rng) -> String {
     format!(
         "+1 {} 555 {:04}",
@@ -556,7 +597,10 @@ fn generate_user(
 /// Generates the MSP's directory data. Pure and deterministic: the same seed and sizes give the same data.
 pub fn generate(config: &SimulatorConfig) -> Msp {
     let mut rng = ChaCha8Rng::seed_from_u64(config.seed);
-    let sizes = tenant_sizes(config.tenants, config.users, &mut rng);
+    let sizes = match config.size_median {
+        Some(median) => log_normal_sizes(config.tenants, config.users, median, &mut rng),
+        None => tenant_sizes(config.tenants, config.users, &mut rng),
+    };
     let mut used_names = HashSet::new();
     let mut used_slugs = HashSet::new();
     let mut tenants = Vec::with_capacity(config.tenants);
@@ -729,6 +773,27 @@ mod tests {
             largest.groups[0].member_ids.len() > 999,
             "one group should need several $top=999 pages"
         );
+    }
+
+    #[test]
+    fn log_normal_sizes_add_up_and_have_about_the_median() {
+        let msp = generate(&SimulatorConfig {
+            tenants: 200,
+            users: 40_000,
+            size_median: Some(61),
+            ..SimulatorConfig::default()
+        });
+        let mut sizes: Vec<usize> = msp
+            .tenants
+            .iter()
+            .map(|tenant| tenant.users.len())
+            .collect();
+        assert_eq!(sizes.iter().sum::<usize>(), 40_000);
+        assert!(sizes.iter().all(|size| *size >= 1));
+        sizes.sort_unstable();
+        let median = sizes[sizes.len() / 2];
+        assert!((30..=120).contains(&median), "median {median}");
+        assert!(sizes[sizes.len() - 1] > 1_000, "a few large tenants");
     }
 
     #[test]

@@ -92,7 +92,8 @@
 //!
 //! # Binary
 //! `entra-sync-simulator --seed N --tenants N --users N --listen 127.0.0.1:PORT` (also `SIMULATOR_SEED`,
-//! `SIMULATOR_TENANTS`, `SIMULATOR_USERS`, `SIMULATOR_LISTEN`, and `SIMULATOR_APP_CLIENT_ID`, …
+//! `SIMULATOR_TENANTS`, `SIMULATOR_USERS`, `SIMULATOR_LISTEN`, `--size-median N` (`SIMULATOR_SIZE_MEDIAN`: log-normal
+//! tenant sizes with that median, for benchmarks), and `SIMULATOR_APP_CLIENT_ID`, …
 //! `SIMULATOR_PARTNER_TENANT_ID` for the credentials) prints `simulator listening on http://…` and serves
 //! until killed.
 
@@ -142,6 +143,10 @@ pub struct SimulatorConfig {
     pub cipp_api_token: String,
     /// The MSP's own tenant id (GUID).
     pub partner_tenant_id: String,
+    /// When set, tenant sizes are drawn log-normally with about this median (the mean being
+    /// `users / tenants`), as a real MSP's customer base is: many small tenants, a few large
+    /// ones. `None` keeps the default spread. For benchmarks.
+    pub size_median: Option<usize>,
 }
 
 /// Default app (direct connection) client id.
@@ -170,6 +175,7 @@ impl Default for SimulatorConfig {
             cipp_client_secret: DEFAULT_CIPP_CLIENT_SECRET.to_string(),
             cipp_api_token: DEFAULT_CIPP_API_TOKEN.to_string(),
             partner_tenant_id: DEFAULT_PARTNER_TENANT_ID.to_string(),
+            size_median: None,
         }
     }
 }

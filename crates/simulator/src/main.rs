@@ -34,6 +34,10 @@ struct Args {
     cipp_api_token: Option<String>,
     #[arg(long, env = "SIMULATOR_PARTNER_TENANT_ID")]
     partner_tenant_id: Option<String>,
+    /// Draw tenant sizes log-normally with this median (benchmarks); default: the uneven spread
+    /// described in the crate documentation.
+    #[arg(long, env = "SIMULATOR_SIZE_MEDIAN")]
+    size_median: Option<usize>,
 }
 
 #[tokio::main]
@@ -57,6 +61,7 @@ async fn main() -> anyhow::Result<()> {
             .unwrap_or(defaults.cipp_client_secret),
         cipp_api_token: args.cipp_api_token.unwrap_or(defaults.cipp_api_token),
         partner_tenant_id: args.partner_tenant_id.unwrap_or(defaults.partner_tenant_id),
+        size_median: args.size_median,
     };
     let simulator = Simulator::start(config).await.context("start simulator")?;
     println!("simulator listening on {}", simulator.base_url());

@@ -86,17 +86,8 @@ impl Store {
     ) -> Result<Page<ApiAuditRecord>> {
         let limit = page.effective_limit();
         let after = page.cursor.as_deref().map(decode_time_cursor).transpose()?;
-        let rows: Vec<ApiAuditRow> = sqlx::query_as(
-            "SELECT audit_id, actor, action, target, detail, at FROM api_audit
-                 WHERE tenant_id = $1 AND ($2::timestamptz IS NULL OR (at, audit_id) < ($2, $3))
-                 ORDER BY at DESC, audit_id DESC LIMIT $4",
-        )
-        .bind(tenant_id)
-        .bind(after.map(|(at, _)| at))
-        .bind(after.map(|(_, id)| id))
-        .bind(limit + 1)
-        .fetch_all(&self.pool)
-        .await?;
+        let list = crate::api_queries::api_audit_list_sql(tenant_id, after, limit + 1);
+        let rows: Vec<ApiAuditRow> = list.query_as().fetch_all(&self.pool).await?;
         let records = rows
             .into_iter()
             .map(

@@ -256,7 +256,7 @@ impl From<ContactRecordRow> for ContactRecord {
     }
 }
 
-const CONTACT_RECORD_SELECT: &str = "
+pub(crate) const CONTACT_RECORD_SELECT: &str = "
     SELECT c.contact_id, c.client_id, c.full_name, c.email, c.phone, c.mobile, c.job_title,
            c.is_active, c.inactive_reason, c.sync_locked, c.created_at, c.updated_at,
            l.managed_tenant_id AS link_managed_tenant_id,
@@ -524,34 +524,8 @@ impl Store {
     ) -> Result<Page<ContactRecord>> {
         let limit = page.effective_limit();
         let after = page.cursor.as_deref().map(decode_text_cursor).transpose()?;
-        let rows: Vec<ContactRecordRow> = sqlx::query_as(&format!(
-            "{CONTACT_RECORD_SELECT}
-             WHERE c.tenant_id = $1
-               AND ($2::uuid IS NULL OR c.client_id = $2)
-               AND ($3::text IS NULL OR c.email_normalized = $3)
-               AND ($4 OR c.is_active)
-               AND ($5::text IS NULL OR (c.full_name, c.contact_id) > ($5, $6))
-               AND ($8::text IS NULL OR strpos(lower(c.full_name), lower($8)) > 0
-                    OR strpos(coalesce(c.email_normalized, ''), lower($8)) > 0)
-             ORDER BY c.full_name, c.contact_id
-             LIMIT $7"
-        ))
-        .bind(tenant_id)
-        .bind(filter.client_id)
-        // An email filter that normalizes to nothing matches no contact.
-        .bind(
-            filter
-                .email
-                .as_deref()
-                .map(|email| email_key(email).unwrap_or_default()),
-        )
-        .bind(filter.include_inactive)
-        .bind(after.as_ref().map(|(name, _)| name.clone()))
-        .bind(after.as_ref().map(|(_, id)| *id))
-        .bind(limit + 1)
-        .bind(filter.search.as_deref())
-        .fetch_all(&self.pool)
-        .await?;
+        let list = crate::api_queries::contacts_list_sql(tenant_id, filter, after, limit + 1);
+        let rows: Vec<ContactRecordRow> = list.query_as().fetch_all(&self.pool).await?;
         let records = rows.into_iter().map(ContactRecord::from).collect();
         Ok(into_page(records, limit, |record: &ContactRecord| {
             encode_text_cursor(&record.contact.fields.full_name, record.contact.contact_id)

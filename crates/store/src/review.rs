@@ -95,7 +95,8 @@ struct ReviewRow {
     updated_at: DateTime<Utc>,
 }
 
-const REVIEW_COLUMNS: &str = "item_id, status, reason, managed_tenant_id, client_id, object_id, \
+pub(crate) const REVIEW_COLUMNS: &str =
+    "item_id, status, reason, managed_tenant_id, client_id, object_id, \
      display_name, email, candidates, resolution, note, created_at, updated_at";
 
 impl ReviewRow {
@@ -129,24 +130,8 @@ impl Store {
     ) -> Result<Page<ReviewItemRecord>> {
         let limit = page.effective_limit();
         let after = page.cursor.as_deref().map(decode_time_cursor).transpose()?;
-        let rows: Vec<ReviewRow> = sqlx::query_as(&format!(
-            "SELECT {REVIEW_COLUMNS} FROM review_items
-             WHERE tenant_id = $1
-               AND ($2::text IS NULL OR status = $2)
-               AND ($3::uuid IS NULL OR client_id = $3)
-               AND ($4::uuid IS NULL OR managed_tenant_id = $4)
-               AND ($5::timestamptz IS NULL OR (created_at, item_id) < ($5, $6))
-             ORDER BY created_at DESC, item_id DESC LIMIT $7"
-        ))
-        .bind(tenant_id)
-        .bind(filter.status.map(ReviewStatus::as_str))
-        .bind(filter.client_id)
-        .bind(filter.managed_tenant_id)
-        .bind(after.map(|(at, _)| at))
-        .bind(after.map(|(_, id)| id))
-        .bind(limit + 1)
-        .fetch_all(&self.pool)
-        .await?;
+        let list = crate::api_queries::review_items_list_sql(tenant_id, filter, after, limit + 1);
+        let rows: Vec<ReviewRow> = list.query_as().fetch_all(&self.pool).await?;
         let items = rows
             .into_iter()
             .map(ReviewRow::into_record)

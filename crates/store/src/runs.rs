@@ -254,7 +254,7 @@ struct RunRow {
     error: Option<serde_json::Value>,
 }
 
-const RUN_COLUMNS: &str =
+pub(crate) const RUN_COLUMNS: &str =
     "tenant_id, run_id, kind, trigger, scope, client_id, status, requested_by, \
      workflow_id, cancel_requested_at, started_at, finished_at, totals, error";
 
@@ -547,19 +547,13 @@ impl Store {
     ) -> Result<Page<RunRecord>> {
         let limit = page.effective_limit();
         let after = page.cursor.as_deref().map(decode_time_cursor).transpose()?;
-        let rows: Vec<RunRow> = sqlx::query_as(&format!(
-            "SELECT {RUN_COLUMNS} FROM runs
-             WHERE tenant_id = $1 AND ($2::text IS NULL OR kind = $2)
-               AND ($3::timestamptz IS NULL OR (started_at, run_id) < ($3, $4))
-             ORDER BY started_at DESC, run_id DESC LIMIT $5"
-        ))
-        .bind(tenant_id)
-        .bind(kind.map(RunKind::as_str))
-        .bind(after.map(|(at, _)| at))
-        .bind(after.map(|(_, id)| id))
-        .bind(limit + 1)
-        .fetch_all(&self.pool)
-        .await?;
+        let list = crate::api_queries::runs_list_sql(
+            tenant_id,
+            kind.map(RunKind::as_str),
+            after,
+            limit + 1,
+        );
+        let rows: Vec<RunRow> = list.query_as().fetch_all(&self.pool).await?;
         let mut runs = rows
             .into_iter()
             .map(RunRow::into_record)

@@ -2,7 +2,7 @@
 //! tenants, mapping preview and confirmation.
 
 use axum::http::StatusCode;
-use entra_sync_domain::mapping::{preview_state, ClientForMapping, MappingState};
+use entra_sync_domain::mapping::{ClientForMapping, MappingIndex, MappingState};
 use entra_sync_store::connection::CippCredentialsRecord;
 use entra_sync_store::flags::{
     AMBIGUOUS_QUEUE_FLAG, CIPP_FLAG, CLIENT_SYNC_ACTION_FLAG, FIELD_SYNC_FLAG,
@@ -204,6 +204,8 @@ pub(crate) async fn mapping_preview(
             secondary_domains: client.secondary_domains.clone(),
         })
         .collect();
+    // Indexed once, so each tenant is compared with its few possible candidates only.
+    let index = MappingIndex::new(&clients);
     let items = inputs
         .tenants
         .iter()
@@ -221,7 +223,7 @@ pub(crate) async fn mapping_preview(
                     Vec::new(),
                 ),
                 None => {
-                    let preview = preview_state(&managed.display_name, &domains, &clients);
+                    let preview = index.preview(&managed.display_name, &domains);
                     let client_id = match preview.state {
                         MappingState::AutoMatched { client_id } => Some(client_id),
                         _ => None,

@@ -1,0 +1,1072 @@
+//! `make bench`, scale part: the product on the real stack — the simulator process over HTTP,
+//! the `entra-sync serve` and `entra-sync worker` processes (release build), Temporal and
+//! Postgres — measured from outside through the HTTP API, and printed as `name=value` lines,
+//! each goal with `…_goal` and `…_met=yes|no`.
+//!
+//! Parts (`SCALE_PARTS`, comma-separated; default all, in this order):
+//! - `mapping`: the mapping preview (`GET /mappings/preview`, which scores every managed tenant)
+//!   for `SCALE_MAPPING_TENANTS` × `SCALE_MAPPING_CLIENTS` (2,000 × 5,000) and for twice both;
+//!   goal under 2 s, and the doubled size within 2.5× the time.
+//! - `lists`: every page of the contacts, runs, review items and audit lists (limit 500, and
+//!   the first pages at the default 50) with `SCALE_LIST_CONTACTS` (200,000) contacts in the
+//!   PSA tenant; goal: every page under 100 ms.
+//! - `sync`: `SCALE_SYNC_TENANTS` / `SCALE_SYNC_USERS` (200 / 40,000, log-normal sizes with
+//!   median `SCALE_SIZE_MEDIAN`, 61): a CIPP initial sync, a direct initial sync, then 1% of the
+//!   users changed in the simulator and a direct delta sync, as a share of the initial (goal
+//!   5%).
+//! - `large`: `SCALE_LARGE_TENANTS` / `SCALE_LARGE_USERS` (1,000 / 200,000): a CIPP initial
+//!   sync in users/s against the store-only rate of the same `make bench`
+//!   (`STORE_USERS_PER_SECOND`, from `reconcile-bench`; goal ≥ 50%).
+//!
+//! Every sync prints where the time went — Postgres execution time (`pg_stat_statements`),
+//! the worker's and Temporal's CPU seconds (`/proc`) — and the events of the run's workflow
+//! history (`temporal workflow describe`), with the events per tenant projected to 20,000
+//! tenants against Temporal's 51,200-event limit.
+//!
+//! Seeding goes through the simulator's admin API and the product's HTTP API (PSA tenant,
+//! clients, connection, discovery, mapping); the bulk rows only the mapping and list parts
+//! need (thousands of clients and managed tenants, 200,000 contacts, runs, review items,
+//! audit entries) are written with the store's bulk calls and SQL, as syncs would have left
+//! them.
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::process::Stdio;
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, Context, Result};
+use entra_sync::demo::{create_psa_tenant, ApiClient};
+use entra_sync_domain::model::ContactFields;
+use entra_sync_store::discovery::{DiscoveredTenantRecord, TenantDomain};
+use entra_sync_store::psa::{NewClient, NewContact};
+use entra_sync_store::runs::{NewRun, RunKind, RunScope, RunStatus, RunTrigger};
+use entra_sync_store::Store;
+use rand::rngs::StdRng;
+use rand::{Rng, SeedableRng};
+use serde_json::{json, Value};
+use sqlx::{Connection, PgConnection};
+use tokio::process::{Child, Command};
+use uuid::Uuid;
+
+/// The simulator's default credentials (crates/simulator, `SimulatorConfig::default`).
+const CIPP_API_TOKEN: &str = "sim-cipp-api-token";
+const APP_CLIENT_ID: &str = "5a1e0000-0000-4000-8000-00000000a001";
+const APP_CLIENT_SECRET: &str = "sim-app-secret-value";
+const PARTNER_TENANT_ID: &str = "9a57e000-0000-4000-8000-0000000000f1";
+/// The callback the API is configured with; the bench plays the browser, so nothing is ever
+/// called at this host.
+const CALLBACK_URL: &str = "http://localhost:9/auth/oauth2/microsoft/callback";
+/// Temporal's default limit of events in one workflow history.
+const TEMPORAL_EVENT_LIMIT: f64 = 51_200.0;
+
+struct Config {
+    server_url: String,
+    temporal_address: String,
+    temporal_cli: String,
+    temporal_pid: Option<u32>,
+    entra_sync_bin: PathBuf,
+    simulator_bin: PathBuf,
+    log_dir: PathBuf,
+    parts: Vec<String>,
+    store_users_per_second: Option<f64>,
+}
+
+fn env_number(name: &str, default: usize) -> Result<usize> {
+    match std::env::var(name) {
+        Ok(value) => value
+            .parse()
+            .with_context(|| format!("{name} must be a whole number, got {value:?}")),
+        Err(_) => Ok(default),
+    }
+}
+
+fn required(name: &str) -> Result<String> {
+    std::env::var(name).with_context(|| format!("{name} must be set; run `make bench`"))
+}
+
+/// Prints a figure as soon as it is measured.
+fn figure(name: &str, value: impl std::fmt::Display) {
+    println!("{name}={value}");
+}
+
+fn goal(name: &str, goal: &str, met: bool) {
+    figure(&format!("{name}_goal"), goal);
+    figure(&format!("{name}_met"), if met { "yes" } else { "no" });
+}
+
+#[tokio::main]
+async fn main() -> Result<()> {
+    let config = Config {
+        server_url: required("DATABASE_URL")?,
+        temporal_address: required("TEMPORAL_ADDRESS")?,
+        temporal_cli: required("TEMPORAL_CLI")?,
+        temporal_pid: std::env::var("TEMPORAL_PID")
+            .ok()
+            .and_then(|pid| pid.trim().parse().ok()),
+        entra_sync_bin: required("ENTRA_SYNC_BIN")?.into(),
+        simulator_bin: required("SIMULATOR_BIN")?.into(),
+        log_dir: std::env::var("SCALE_LOG_DIR")
+            .unwrap_or_else(|_| std::env::temp_dir().display().to_string())
+            .into(),
+        parts: std::env::var("SCALE_PARTS")
+            .unwrap_or_else(|_| "mapping,lists,sync,large".to_owned())
+            .split(',')
+            .map(|part| part.trim().to_owned())
+            .filter(|part| !part.is_empty())
+            .collect(),
+        store_users_per_second: std::env::var("STORE_USERS_PER_SECOND")
+            .ok()
+            .and_then(|value| value.trim().parse().ok()),
+    };
+    std::fs::create_dir_all(&config.log_dir).context("create the log directory")?;
+    for part in &config.parts {
+        let started = Instant::now();
+        match part.as_str() {
+            "mapping" => mapping_part(&config).await?,
+            "lists" => lists_part(&config).await?,
+            "sync" => sync_part(&config).await?,
+            "large" => large_part(&config).await?,
+            other => bail!("unknown SCALE_PARTS entry {other:?}; use mapping, lists, sync, large"),
+        }
+        figure(
+            &format!("scale_{part}_part_seconds"),
+            format!("{:.0}", started.elapsed().as_secs_f64()),
+        );
+    }
+    Ok(())
+}
+
+// ---------------------------------------------------------------------------------------
+// The stack: a database of its own, the simulator, the API and a worker as processes
+// ---------------------------------------------------------------------------------------
+
+struct Stack {
+    server_url: String,
+    database: String,
+    database_url: String,
+    api_url: String,
+    master_key: String,
+    simulator_url: Option<String>,
+    worker_pid: Option<u32>,
+    children: Vec<Child>,
+}
+
+fn free_port() -> Result<u16> {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0")?;
+    Ok(listener.local_addr()?.port())
+}
+
+fn random_name(prefix: &str) -> String {
+    format!("{prefix}_{:016x}", rand::random::<u64>())
+}
+
+/// Polls `url` until it answers 2xx, for two minutes at most.
+async fn wait_http(url: &str, what: &str) -> Result<()> {
+    let client = reqwest::Client::new();
+    let deadline = Instant::now() + Duration::from_secs(120);
+    loop {
+        if let Ok(response) = client.get(url).send().await {
+            if response.status().is_success() {
+                return Ok(());
+            }
+        }
+        if Instant::now() > deadline {
+            bail!("{what} did not answer {url} within two minutes");
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+impl Stack {
+    /// Starts a stack on a fresh database: the simulator with (tenants, users, size median)
+    /// when given, the API, and a worker when asked.
+    async fn start(
+        config: &Config,
+        name: &str,
+        simulator: Option<(usize, usize, usize)>,
+        worker: bool,
+    ) -> Result<Stack> {
+        let database = random_name("scale");
+        let mut admin = PgConnection::connect(&config.server_url).await?;
+        sqlx::query(&format!("CREATE DATABASE {database}"))
+            .execute(&mut admin)
+            .await?;
+        admin.close().await?;
+        let database_url = match config.server_url.rsplit_once('/') {
+            Some((base, _)) => format!("{base}/{database}"),
+            None => bail!("DATABASE_URL has no database name"),
+        };
+        let store = Store::connect_with(&database_url, 2).await?;
+        store.migrate().await?;
+        store.pool().close().await;
+
+        let mut children = Vec::new();
+        let log = |process: &str| -> Result<(Stdio, Stdio)> {
+            let file = std::fs::File::create(config.log_dir.join(format!("{name}-{process}.log")))?;
+            Ok((file.try_clone()?.into(), file.into()))
+        };
+        let simulator_url = match simulator {
+            Some((tenants, users, median)) => {
+                let port = free_port()?;
+                let (stdout, stderr) = log("simulator")?;
+                children.push(
+                    Command::new(&config.simulator_bin)
+                        .args(["--seed", "42", "--tenants", &tenants.to_string()])
+                        .args(["--users", &users.to_string()])
+                        .args(["--size-median", &median.to_string()])
+                        .args(["--listen", &format!("127.0.0.1:{port}")])
+                        .stdout(stdout)
+                        .stderr(stderr)
+                        .kill_on_drop(true)
+                        .spawn()
+                        .context("start the simulator")?,
+                );
+                let url = format!("http://127.0.0.1:{port}");
+                wait_http(&format!("{url}/_admin/state"), "the simulator").await?;
+                Some(url)
+            }
+            None => None,
+        };
+        let master_key = random_name("master");
+        let api_port = free_port()?;
+        let simulator_base = simulator_url
+            .clone()
+            .unwrap_or_else(|| "http://127.0.0.1:9".to_owned());
+        let environment: Vec<(&str, String)> = vec![
+            ("DATABASE_URL", database_url.clone()),
+            ("TEMPORAL_ADDRESS", config.temporal_address.clone()),
+            ("TEMPORAL_TASK_QUEUE", random_name("queue")),
+            ("ENTRA_SYNC_LISTEN", format!("127.0.0.1:{api_port}")),
+            ("ENTRA_SYNC_MASTER_KEY", master_key.clone()),
+            (
+                "ENTRA_SYNC_ENCRYPTION_KEY",
+                "AAECAwQFBgcICQoLDA0ODxAREhMUFRYXGBkaGxwdHh8=".to_owned(),
+            ),
+            (
+                "MICROSOFT_LOGIN_BASE_URL",
+                format!("{simulator_base}/login"),
+            ),
+            (
+                "MICROSOFT_GRAPH_BASE_URL",
+                format!("{simulator_base}/graph"),
+            ),
+            ("MICROSOFT_CLIENT_ID", APP_CLIENT_ID.to_owned()),
+            ("MICROSOFT_CLIENT_SECRET", APP_CLIENT_SECRET.to_owned()),
+            ("MICROSOFT_TENANT_ID", PARTNER_TENANT_ID.to_owned()),
+            ("MICROSOFT_OAUTH_CALLBACK_URL", CALLBACK_URL.to_owned()),
+            ("RUST_LOG", "warn".to_owned()),
+        ];
+        let spawn = |command: &str, stdout: Stdio, stderr: Stdio| {
+            Command::new(&config.entra_sync_bin)
+                .arg(command)
+                .envs(
+                    environment
+                        .iter()
+                        .map(|(key, value)| (*key, value.as_str())),
+                )
+                .stdout(stdout)
+                .stderr(stderr)
+                .kill_on_drop(true)
+                .spawn()
+                .with_context(|| format!("start `entra-sync {command}`"))
+        };
+        let (stdout, stderr) = log("api")?;
+        children.push(spawn("serve", stdout, stderr)?);
+        let api_url = format!("http://127.0.0.1:{api_port}");
+        wait_http(&format!("{api_url}/healthz"), "the API").await?;
+        let mut worker_pid = None;
+        if worker {
+            let (stdout, stderr) = log("worker")?;
+            let child = spawn("worker", stdout, stderr)?;
+            worker_pid = child.id();
+            children.push(child);
+        }
+        Ok(Stack {
+            server_url: config.server_url.clone(),
+            database,
+            database_url,
+            api_url,
+            master_key,
+            simulator_url,
+            worker_pid,
+            children,
+        })
+    }
+
+    fn master(&self) -> Result<ApiClient> {
+        ApiClient::new(&self.api_url, &self.master_key)
+    }
+
+    fn simulator(&self) -> Result<&str> {
+        self.simulator_url.as_deref().context("no simulator")
+    }
+
+    /// A PSA tenant with an admin and every Entra flag; returns its id and the admin's client.
+    async fn psa_tenant(&self, name: &str) -> Result<(Uuid, ApiClient, String)> {
+        let (tenant_id, admin_key) = create_psa_tenant(
+            &self.master()?,
+            name,
+            &format!("admin@{}.example", slug(name)),
+        )
+        .await?;
+        let admin = ApiClient::new(&self.api_url, &admin_key)?;
+        Ok((Uuid::parse_str(&tenant_id)?, admin, admin_key))
+    }
+
+    /// Stops the processes and drops the database.
+    async fn stop(mut self) -> Result<()> {
+        for child in &mut self.children {
+            child.kill().await.ok();
+        }
+        let mut admin = PgConnection::connect(&self.server_url).await?;
+        sqlx::query(&format!("DROP DATABASE {} WITH (FORCE)", self.database))
+            .execute(&mut admin)
+            .await?;
+        admin.close().await?;
+        Ok(())
+    }
+}
+
+// ---------------------------------------------------------------------------------------
+// Mapping preview
+// ---------------------------------------------------------------------------------------
+
+const SYLLABLES: [&str; 24] = [
+    "al", "ber", "cor", "dan", "el", "fa", "gor", "hel", "ir", "jan", "kel", "lor", "man", "nor",
+    "ost", "par", "quin", "ros", "sel", "tor", "ul", "ven", "wes", "zan",
+];
+const INDUSTRIES: [&str; 12] = [
+    "Dental",
+    "Logistics",
+    "Legal",
+    "Accounting",
+    "Engineering",
+    "Realty",
+    "Insurance",
+    "Bakery",
+    "Veterinary",
+    "Construction",
+    "Architects",
+    "Solutions",
+];
+const SUFFIXES: [&str; 6] = ["", "", "Inc", "LLC", "Ltd", "GmbH"];
+
+/// A company name such as "Korwesal Dental LLC".
+fn company_name(rng: &mut StdRng) -> String {
+    let syllables = rng.gen_range(2..=4);
+    let word: String = (0..syllables)
+        .map(|_| SYLLABLES[rng.gen_range(0..SYLLABLES.len())])
+        .collect();
+    let mut letters = word.chars();
+    let word: String = letters
+        .next()
+        .map(|first| first.to_uppercase().chain(letters).collect())
+        .unwrap_or_default();
+    let industry = INDUSTRIES[rng.gen_range(0..INDUSTRIES.len())];
+    let suffix = SUFFIXES[rng.gen_range(0..SUFFIXES.len())];
+    format!("{word} {industry} {suffix}").trim().to_owned()
+}
+
+fn slug(name: &str) -> String {
+    name.to_lowercase()
+        .split_whitespace()
+        .take(2)
+        .collect::<Vec<_>>()
+        .join("-")
+}
+
+/// Seeds `clients` clients and `tenants` discovered managed tenants in a new PSA tenant: a
+/// third of the tenants share their primary domain with a client, a tenth a client's secondary
+/// domain, a fifth carry a client's name with a typo and no shared domain, the rest match
+/// nothing. Returns the admin's client.
+async fn seed_mapping(stack: &Stack, tenants: usize, clients: usize) -> Result<ApiClient> {
+    let (tenant_id, admin, _) = stack.psa_tenant("Scale MSP").await?;
+    let mut rng = StdRng::seed_from_u64(7);
+    let client_rows: Vec<NewClient> = (0..clients)
+        .map(|index| {
+            let name = company_name(&mut rng);
+            NewClient {
+                domains: vec![format!("{}-{index}.example", slug(&name))],
+                secondary_domains: vec![format!("{}-{index}.co.uk", slug(&name))],
+                name,
+            }
+        })
+        .collect();
+    let store = Store::connect_with(&stack.database_url, 2).await?;
+    store.insert_clients_bulk(tenant_id, &client_rows).await?;
+    let records: Vec<DiscoveredTenantRecord> = (0..tenants)
+        .map(|index| {
+            let client = &client_rows[rng.gen_range(0..client_rows.len())];
+            let (display_name, domain) = match index % 30 {
+                0..=9 => (client.name.clone(), client.domains[0].clone()),
+                10..=12 => (client.name.clone(), client.secondary_domains[0].clone()),
+                13..=18 => {
+                    // A typo: the second letter doubled (names are ASCII here).
+                    let mut name = client.name.clone();
+                    if let Some(letter) = name.get(1..2).map(str::to_owned) {
+                        name.insert_str(1, &letter);
+                    }
+                    (name, format!("tenant-{index}.example"))
+                }
+                _ => {
+                    let name = company_name(&mut rng);
+                    let domain = format!("{}-t{index}.example", slug(&name));
+                    (name, domain)
+                }
+            };
+            DiscoveredTenantRecord {
+                entra_tenant_id: Uuid::from_u128(0x0005_ca1e_0000_0000 + index as u128).to_string(),
+                display_name,
+                domains: vec![
+                    TenantDomain {
+                        name: domain,
+                        is_default: true,
+                        is_initial: false,
+                    },
+                    TenantDomain {
+                        name: format!("t{index}.onmicrosoft.com"),
+                        is_default: false,
+                        is_initial: true,
+                    },
+                ],
+            }
+        })
+        .collect();
+    let run = store
+        .start_run(&NewRun {
+            tenant_id,
+            kind: RunKind::Discovery,
+            trigger: RunTrigger::Initial,
+            scope: RunScope::All,
+            requested_by: Some("bench".to_owned()),
+        })
+        .await?;
+    store
+        .record_discovery(tenant_id, run.run_id, &records)
+        .await?;
+    store
+        .finish_run(tenant_id, run.run_id, RunStatus::Completed, None)
+        .await?;
+    store.pool().close().await;
+    Ok(admin)
+}
+
+/// The median of three requests of `path`, in seconds, and the last answer.
+async fn median_request_seconds(client: &ApiClient, path: &str) -> Result<(f64, Value)> {
+    let mut times = Vec::new();
+    let mut last = Value::Null;
+    for _ in 0..3 {
+        let started = Instant::now();
+        last = client.get(path).await?;
+        times.push(started.elapsed().as_secs_f64());
+    }
+    times.sort_by(f64::total_cmp);
+    Ok((times[1], last))
+}
+
+async fn mapping_part(config: &Config) -> Result<()> {
+    let tenants = env_number("SCALE_MAPPING_TENANTS", 2_000)?;
+    let clients = env_number("SCALE_MAPPING_CLIENTS", 5_000)?;
+    let mut seconds = Vec::new();
+    for factor in [1, 2] {
+        let (tenants, clients) = (tenants * factor, clients * factor);
+        let stack = Stack::start(config, "mapping", None, false).await?;
+        let admin = seed_mapping(&stack, tenants, clients).await?;
+        // Any page makes the API score every tenant (the preview is computed whole).
+        let (elapsed, page) = median_request_seconds(
+            &admin,
+            "/api/v1/integrations/entra/mappings/preview?limit=500",
+        )
+        .await?;
+        let mut states: BTreeMap<String, usize> = BTreeMap::new();
+        for item in page["items"].as_array().into_iter().flatten() {
+            *states
+                .entry(item["state"].as_str().unwrap_or("?").to_owned())
+                .or_insert(0) += 1;
+        }
+        if states.is_empty() {
+            bail!("the mapping preview returned no items: {page}");
+        }
+        let label = format!("mapping_preview_{tenants}x{clients}");
+        figure(&format!("{label}_seconds"), format!("{elapsed:.3}"));
+        figure(
+            &format!("{label}_first_page_states"),
+            states
+                .iter()
+                .map(|(state, count)| format!("{state}:{count}"))
+                .collect::<Vec<_>>()
+                .join(","),
+        );
+        seconds.push(elapsed);
+        stack.stop().await?;
+    }
+    if let [base, doubled] = seconds[..] {
+        goal(
+            &format!("mapping_preview_{tenants}x{clients}_seconds"),
+            "<2",
+            base < 2.0,
+        );
+        let ratio = doubled / base;
+        figure("mapping_preview_doubled_ratio", format!("{ratio:.2}"));
+        goal("mapping_preview_doubled_ratio", "<=2.5", ratio <= 2.5);
+    }
+    Ok(())
+}
+
+// ---------------------------------------------------------------------------------------
+// Lists
+// ---------------------------------------------------------------------------------------
+
+async fn lists_part(config: &Config) -> Result<()> {
+    let contacts = env_number("SCALE_LIST_CONTACTS", 200_000)?;
+    let others = env_number("SCALE_LIST_OTHER_ROWS", 20_000)?;
+    let stack = Stack::start(config, "lists", None, false).await?;
+    let (tenant_id, admin, _) = stack.psa_tenant("Lists MSP").await?;
+    let store = Store::connect_with(&stack.database_url, 2).await?;
+    let client_rows: Vec<NewClient> = (0..10)
+        .map(|index| NewClient {
+            name: format!("Client {index}"),
+            domains: vec![format!("client{index}.example")],
+            secondary_domains: Vec::new(),
+        })
+        .collect();
+    let client_ids = store.insert_clients_bulk(tenant_id, &client_rows).await?;
+    let mut rng = StdRng::seed_from_u64(11);
+    let seeding = Instant::now();
+    for chunk_start in (0..contacts).step_by(10_000) {
+        let rows: Vec<NewContact> = (chunk_start..(chunk_start + 10_000).min(contacts))
+            .map(|index| {
+                let name = company_name(&mut rng);
+                let first = name.split_whitespace().next().unwrap_or("Person");
+                NewContact {
+                    client_id: client_ids[index % client_ids.len()],
+                    fields: ContactFields {
+                        full_name: format!("{first} {index}"),
+                        email: Some(format!("person{index}@client{}.example", index % 10)),
+                        phone: None,
+                        mobile: None,
+                        job_title: Some("Engineer".to_owned()),
+                    },
+                }
+            })
+            .collect();
+        store.insert_contacts_bulk(tenant_id, &rows).await?;
+    }
+    // Links for half the contacts, runs with a tenant result each, review items and audit
+    // entries, as syncs and people would have left them.
+    let managed_tenant_id = Uuid::new_v4();
+    for statement in [
+        "INSERT INTO managed_tenants (tenant_id, managed_tenant_id, entra_tenant_id, display_name)
+         VALUES ($1, $2, 'entra-lists', 'Lists customer')",
+        "INSERT INTO links (tenant_id, managed_tenant_id, object_id, contact_id)
+         SELECT tenant_id, $2, contact_id::text, contact_id FROM contacts
+         WHERE tenant_id = $1 AND get_byte(uuid_send(contact_id), 15) % 2 = 0",
+        "INSERT INTO runs (tenant_id, run_id, kind, trigger, scope, status, started_at,
+                           finished_at)
+         SELECT $1, gen_random_uuid(), CASE WHEN i % 4 = 0 THEN 'discovery' ELSE 'sync' END,
+                'scheduled', 'all', 'completed', now() - i * interval '1 hour',
+                now() - i * interval '1 hour' + interval '1 minute'
+         FROM generate_series(1, $3 / 10) AS i",
+        "INSERT INTO run_tenant_results (tenant_id, run_id, managed_tenant_id, status, mode)
+         SELECT tenant_id, run_id, $2, 'completed', 'delta' FROM runs WHERE tenant_id = $1",
+        "INSERT INTO review_items (tenant_id, item_id, status, reason, managed_tenant_id,
+                                   object_id, created_at, resolved_at)
+         SELECT $1, gen_random_uuid(), CASE WHEN i % 10 = 0 THEN 'open' ELSE 'resolved' END,
+                'multiple_candidates', $2, 'object-' || i, now() - i * interval '1 minute',
+                CASE WHEN i % 10 = 0 THEN NULL ELSE now() END
+         FROM generate_series(1, $3) AS i",
+        "INSERT INTO api_audit (tenant_id, audit_id, actor, action, at)
+         SELECT $1, gen_random_uuid(), 'user:bench', 'contact.update',
+                now() - i * interval '1 second'
+         FROM generate_series(1, $3) AS i",
+    ] {
+        sqlx::query(statement)
+            .bind(tenant_id)
+            .bind(managed_tenant_id)
+            .bind(others as i64)
+            .execute(store.pool())
+            .await
+            .with_context(|| format!("seed: {statement}"))?;
+    }
+    store.pool().close().await;
+    figure("lists_contacts", contacts);
+    figure("lists_other_rows", others);
+    figure(
+        "lists_seed_seconds",
+        format!("{:.1}", seeding.elapsed().as_secs_f64()),
+    );
+    // Measured right after the bulk writes, before autovacuum has necessarily analyzed them:
+    // the moment a page used to stall.
+    let lists: [(&str, String); 6] = [
+        ("contacts", "/api/v1/contacts".to_owned()),
+        (
+            "contacts_of_client",
+            format!("/api/v1/contacts?client_id={}", client_ids[3]),
+        ),
+        (
+            "sync_runs",
+            "/api/v1/integrations/entra/sync/runs?kind=sync".to_owned(),
+        ),
+        (
+            "review_items",
+            "/api/v1/integrations/entra/reconciliation-queue".to_owned(),
+        ),
+        (
+            "open_review_items",
+            "/api/v1/integrations/entra/reconciliation-queue?status=open".to_owned(),
+        ),
+        ("audit", "/api/v1/audit".to_owned()),
+    ];
+    let mut worst_overall: f64 = 0.0;
+    for (name, path) in &lists {
+        let separator = if path.contains('?') { '&' } else { '?' };
+        let mut latencies = Vec::new();
+        // The first twenty pages at the default limit, then the whole list at 500 a page.
+        for limit in [50, 500] {
+            let mut cursor: Option<String> = None;
+            let mut pages = 0;
+            loop {
+                let mut url = format!("{path}{separator}limit={limit}");
+                if let Some(cursor) = &cursor {
+                    url.push_str(&format!("&cursor={cursor}"));
+                }
+                let started = Instant::now();
+                let page = admin.get(&url).await?;
+                latencies.push(started.elapsed().as_secs_f64() * 1000.0);
+                pages += 1;
+                cursor = page["next_cursor"].as_str().map(str::to_owned);
+                if cursor.is_none() || (limit == 50 && pages == 20) {
+                    break;
+                }
+            }
+        }
+        latencies.sort_by(f64::total_cmp);
+        let at = |quantile: f64| {
+            let index = ((latencies.len() as f64 - 1.0) * quantile).round() as usize;
+            latencies.get(index).copied().unwrap_or(0.0)
+        };
+        let worst = at(1.0);
+        figure(&format!("list_{name}_pages"), latencies.len());
+        figure(
+            &format!("list_{name}_page_ms_p50"),
+            format!("{:.1}", at(0.5)),
+        );
+        figure(
+            &format!("list_{name}_page_ms_p99"),
+            format!("{:.1}", at(0.99)),
+        );
+        figure(&format!("list_{name}_page_ms_max"), format!("{worst:.1}"));
+        worst_overall = worst_overall.max(worst);
+    }
+    figure("list_page_ms_max", format!("{worst_overall:.1}"));
+    goal("list_page_ms_max", "<100", worst_overall < 100.0);
+    stack.stop().await
+}
+
+// ---------------------------------------------------------------------------------------
+// Syncs
+// ---------------------------------------------------------------------------------------
+
+/// CPU seconds (user + system) of a process, from `/proc/{pid}/stat` (clock ticks of 1/100 s).
+fn process_cpu_seconds(pid: u32) -> Option<f64> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    let (_, fields) = stat.rsplit_once(')')?;
+    let mut fields = fields.split_whitespace().skip(11);
+    let user: f64 = fields.next()?.parse().ok()?;
+    let system: f64 = fields.next()?.parse().ok()?;
+    Some((user + system) / 100.0)
+}
+
+/// Where the time of a run goes: readings taken before it, reported after it.
+struct Meters {
+    worker_pid: Option<u32>,
+    temporal_pid: Option<u32>,
+    worker: Option<f64>,
+    temporal: Option<f64>,
+    database_url: String,
+}
+
+impl Meters {
+    async fn start(stack: &Stack, config: &Config) -> Meters {
+        // Needs the server to preload pg_stat_statements (deploy/scripts/bench.sh does);
+        // without it the Postgres figure is left out.
+        if let Ok(mut connection) = PgConnection::connect(&stack.database_url).await {
+            let _ = sqlx::query("CREATE EXTENSION IF NOT EXISTS pg_stat_statements")
+                .execute(&mut connection)
+                .await;
+            let _ = sqlx::query("SELECT pg_stat_statements_reset()")
+                .execute(&mut connection)
+                .await;
+            let _ = connection.close().await;
+        }
+        Meters {
+            worker_pid: stack.worker_pid,
+            temporal_pid: config.temporal_pid,
+            worker: stack.worker_pid.and_then(process_cpu_seconds),
+            temporal: config.temporal_pid.and_then(process_cpu_seconds),
+            database_url: stack.database_url.clone(),
+        }
+    }
+
+    /// Prints `{label}_postgres_exec_seconds`, `{label}_worker_cpu_seconds` and
+    /// `{label}_temporal_cpu_seconds`, each where measurable.
+    async fn report(&self, label: &str) {
+        let postgres: Option<f64> = async {
+            let mut connection = PgConnection::connect(&self.database_url).await.ok()?;
+            let milliseconds: Option<f64> = sqlx::query_scalar(
+                "SELECT sum(total_exec_time + total_plan_time)::float8 FROM pg_stat_statements
+                 WHERE dbid = (SELECT oid FROM pg_database WHERE datname = current_database())",
+            )
+            .fetch_one(&mut connection)
+            .await
+            .ok()?;
+            let _ = connection.close().await;
+            milliseconds.map(|milliseconds| milliseconds / 1000.0)
+        }
+        .await;
+        if let Some(seconds) = postgres {
+            figure(
+                &format!("{label}_postgres_exec_seconds"),
+                format!("{seconds:.1}"),
+            );
+        }
+        let spent = |pid: Option<u32>, before: Option<f64>| {
+            pid.and_then(process_cpu_seconds)
+                .zip(before)
+                .map(|(after, before)| after - before)
+        };
+        if let Some(seconds) = spent(self.worker_pid, self.worker) {
+            figure(
+                &format!("{label}_worker_cpu_seconds"),
+                format!("{seconds:.1}"),
+            );
+        }
+        if let Some(seconds) = spent(self.temporal_pid, self.temporal) {
+            figure(
+                &format!("{label}_temporal_cpu_seconds"),
+                format!("{seconds:.1}"),
+            );
+        }
+    }
+}
+
+/// A PSA tenant connected and mapped: one client per managed tenant with its default domain
+/// (through the API), the connection, discovery, and every auto-matched tenant confirmed.
+async fn prepare_tenant(stack: &Stack, name: &str, direct: bool) -> Result<ApiClient> {
+    let (_, admin, admin_key) = stack.psa_tenant(name).await?;
+    let simulator = stack.simulator()?;
+    let state: Value = reqwest::get(format!("{simulator}/_admin/state"))
+        .await?
+        .json()
+        .await?;
+    for tenant in state["tenants"].as_array().into_iter().flatten() {
+        let domain = tenant["default_domain"]
+            .as_str()
+            .context("default_domain")?;
+        admin
+            .post(
+                "/api/v1/clients",
+                json!({"name": tenant["display_name"], "domains": [domain]}),
+            )
+            .await?;
+    }
+    if direct {
+        connect_direct(&admin, &stack.api_url, &admin_key).await?;
+    } else {
+        admin
+            .post(
+                "/api/v1/integrations/entra/connect/cipp",
+                json!({"base_url": format!("{simulator}/cipp"), "api_token": CIPP_API_TOKEN}),
+            )
+            .await?;
+    }
+    let started = admin
+        .post("/api/v1/integrations/entra/discovery", json!({}))
+        .await?;
+    let run = wait_run(&admin, started["run_id"].as_str().context("run_id")?).await?;
+    if run["status"] != "completed" {
+        bail!("discovery ended {}: {}", run["status"], run["error"]);
+    }
+    let mut decisions = Vec::new();
+    let mut cursor: Option<String> = None;
+    loop {
+        let mut path = "/api/v1/integrations/entra/mappings/preview?limit=500".to_owned();
+        if let Some(cursor) = &cursor {
+            path.push_str(&format!("&cursor={cursor}"));
+        }
+        let page = admin.get(&path).await?;
+        for item in page["items"].as_array().into_iter().flatten() {
+            if item["state"] == "auto_matched" {
+                decisions.push(json!({"action": "map",
+                    "managed_tenant_id": item["managed_tenant_id"],
+                    "client_id": item["client_id"]}));
+            }
+        }
+        cursor = page["next_cursor"].as_str().map(str::to_owned);
+        if cursor.is_none() {
+            break;
+        }
+    }
+    admin
+        .post(
+            "/api/v1/integrations/entra/mappings/confirm",
+            json!({"decisions": decisions, "start_initial_sync": false}),
+        )
+        .await?;
+    Ok(admin)
+}
+
+/// The direct connection's authorization-code flow, the bench playing the browser against
+/// the simulator's authorize endpoint (which consents and redirects back).
+async fn connect_direct(admin: &ApiClient, api_url: &str, admin_key: &str) -> Result<()> {
+    let started = admin
+        .post("/api/v1/integrations/entra/connect/direct", json!({}))
+        .await?;
+    let authorize_url = started["authorize_url"].as_str().context("authorize_url")?;
+    let http = reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .build()?;
+    let redirect = http.get(authorize_url).send().await?;
+    let location = redirect
+        .headers()
+        .get("location")
+        .and_then(|value| value.to_str().ok())
+        .context("the authorize endpoint did not redirect")?;
+    let query = url::Url::parse(location)?
+        .query()
+        .unwrap_or_default()
+        .to_owned();
+    let callback = http
+        .get(format!("{api_url}/auth/oauth2/microsoft/callback?{query}"))
+        .header("accept", "application/json")
+        .header("x-api-key", admin_key)
+        .send()
+        .await?;
+    if !callback.status().is_success() {
+        bail!(
+            "the OAuth callback answered {}: {}",
+            callback.status(),
+            callback.text().await.unwrap_or_default()
+        );
+    }
+    Ok(())
+}
+
+/// Polls a run twice a second until it ends (an hour at most).
+async fn wait_run(admin: &ApiClient, run_id: &str) -> Result<Value> {
+    let deadline = Instant::now() + Duration::from_secs(3_600);
+    loop {
+        let run = admin
+            .get(&format!("/api/v1/integrations/entra/sync/runs/{run_id}"))
+            .await?;
+        if run["status"] != "running" {
+            return Ok(run);
+        }
+        if Instant::now() > deadline {
+            bail!("run {run_id} still running after an hour");
+        }
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+}
+
+/// Runs "sync all" and reports its time, totals, where the time went and its history length;
+/// returns the seconds.
+async fn timed_sync(
+    stack: &Stack,
+    config: &Config,
+    admin: &ApiClient,
+    label: &str,
+    users: usize,
+) -> Result<f64> {
+    let meters = Meters::start(stack, config).await;
+    let started = Instant::now();
+    let run = admin
+        .post("/api/v1/integrations/entra/sync", json!({"scope": "all"}))
+        .await?;
+    let run_id = run["run_id"].as_str().context("run_id")?.to_owned();
+    let run = wait_run(admin, &run_id).await?;
+    let seconds = started.elapsed().as_secs_f64();
+    if run["status"] != "completed" {
+        bail!("{label}: the run ended {}: {}", run["status"], run["error"]);
+    }
+    let tenants = run["tenants"].as_array().map_or(0, Vec::len);
+    figure(&format!("{label}_seconds"), format!("{seconds:.1}"));
+    figure(
+        &format!("{label}_users_per_second"),
+        format!("{:.0}", users as f64 / seconds),
+    );
+    figure(&format!("{label}_tenants"), tenants);
+    for count in ["seen", "created", "linked", "updated"] {
+        if let Some(value) = run["totals"][count].as_u64() {
+            figure(&format!("{label}_{count}"), value);
+        }
+    }
+    meters.report(label).await;
+    if let Some(events) = history_length(stack, config, &run_id).await {
+        figure(&format!("{label}_history_events"), events);
+        if tenants > 0 {
+            let per_tenant = events as f64 / tenants as f64;
+            let at_20000 = per_tenant * 20_000.0;
+            figure(
+                &format!("{label}_history_events_per_tenant"),
+                format!("{per_tenant:.1}"),
+            );
+            figure(
+                &format!("{label}_history_events_at_20000_tenants"),
+                format!("{at_20000:.0}"),
+            );
+            goal(
+                &format!("{label}_history_events_at_20000_tenants"),
+                &format!("<{TEMPORAL_EVENT_LIMIT:.0}"),
+                at_20000 < TEMPORAL_EVENT_LIMIT,
+            );
+        }
+    }
+    Ok(seconds)
+}
+
+/// The number of events in the run's workflow history, from `temporal workflow describe`.
+async fn history_length(stack: &Stack, config: &Config, run_id: &str) -> Option<u64> {
+    let mut connection = PgConnection::connect(&stack.database_url).await.ok()?;
+    let workflow_id: Option<String> =
+        sqlx::query_scalar("SELECT workflow_id FROM runs WHERE run_id = $1::uuid")
+            .bind(run_id)
+            .fetch_one(&mut connection)
+            .await
+            .ok()?;
+    let _ = connection.close().await;
+    let output = Command::new(&config.temporal_cli)
+        .args(["workflow", "describe", "--workflow-id", &workflow_id?])
+        .args(["--address", &config.temporal_address, "--output", "json"])
+        .output()
+        .await
+        .ok()?;
+    let description: Value = serde_json::from_slice(&output.stdout).ok()?;
+    find_number(&description, "historyLength")
+}
+
+/// The first number under `key` anywhere in a JSON document (numbers may come as strings).
+fn find_number(value: &Value, key: &str) -> Option<u64> {
+    match value {
+        Value::Object(map) => map
+            .get(key)
+            .and_then(|found| {
+                found
+                    .as_u64()
+                    .or_else(|| found.as_str().and_then(|text| text.parse().ok()))
+            })
+            .or_else(|| map.values().find_map(|child| find_number(child, key))),
+        Value::Array(items) => items.iter().find_map(|child| find_number(child, key)),
+        _ => None,
+    }
+}
+
+/// Changes the job title of one user in a hundred through the simulator's admin API; returns
+/// how many.
+async fn change_one_percent(stack: &Stack) -> Result<usize> {
+    let simulator = stack.simulator()?;
+    let http = reqwest::Client::new();
+    let state: Value = http
+        .get(format!("{simulator}/_admin/state"))
+        .send()
+        .await?
+        .json()
+        .await?;
+    let mut changed = 0;
+    let mut position = 0usize;
+    for tenant in state["tenants"].as_array().into_iter().flatten() {
+        let tenant_id = tenant["tenant_id"].as_str().context("tenant_id")?;
+        let users: Value = http
+            .get(format!("{simulator}/_admin/tenants/{tenant_id}/users"))
+            .send()
+            .await?
+            .json()
+            .await?;
+        for user in users.as_array().into_iter().flatten() {
+            position += 1;
+            if !position.is_multiple_of(100) || user["deleted"] == true {
+                continue;
+            }
+            let user_id = user["id"].as_str().context("user id")?;
+            let response = http
+                .patch(format!(
+                    "{simulator}/_admin/tenants/{tenant_id}/users/{user_id}"
+                ))
+                .json(&json!({"job_title": format!("Promoted {position}")}))
+                .send()
+                .await?;
+            if !response.status().is_success() {
+                bail!("the simulator refused a change: {}", response.status());
+            }
+            changed += 1;
+        }
+    }
+    Ok(changed)
+}
+
+async fn sync_part(config: &Config) -> Result<()> {
+    let tenants = env_number("SCALE_SYNC_TENANTS", 200)?;
+    let users = env_number("SCALE_SYNC_USERS", 40_000)?;
+    let median = env_number("SCALE_SIZE_MEDIAN", 61)?;
+    let stack = Stack::start(config, "sync", Some((tenants, users, median)), true).await?;
+    figure("sync_tenants", tenants);
+    figure("sync_users", users);
+    figure("sync_size_median", median);
+    let cipp = prepare_tenant(&stack, "Scale CIPP", false).await?;
+    let cipp_initial = timed_sync(&stack, config, &cipp, "sync_cipp_initial", users).await?;
+    let direct = prepare_tenant(&stack, "Scale Direct", true).await?;
+    let direct_initial = timed_sync(&stack, config, &direct, "sync_direct_initial", users).await?;
+    let changed = change_one_percent(&stack).await?;
+    figure("sync_direct_delta_changed_users", changed);
+    let delta = timed_sync(&stack, config, &direct, "sync_direct_delta", users).await?;
+    let share = 100.0 * delta / direct_initial;
+    figure(
+        "sync_direct_delta_percent_of_direct_initial",
+        format!("{share:.1}"),
+    );
+    figure(
+        "sync_direct_delta_percent_of_cipp_initial",
+        format!("{:.1}", 100.0 * delta / cipp_initial),
+    );
+    goal(
+        "sync_direct_delta_percent_of_direct_initial",
+        "<=5",
+        share <= 5.0,
+    );
+    stack.stop().await
+}
+
+async fn large_part(config: &Config) -> Result<()> {
+    let tenants = env_number("SCALE_LARGE_TENANTS", 1_000)?;
+    let users = env_number("SCALE_LARGE_USERS", 200_000)?;
+    let median = env_number("SCALE_SIZE_MEDIAN", 61)?;
+    let stack = Stack::start(config, "large", Some((tenants, users, median)), true).await?;
+    figure("large_tenants", tenants);
+    figure("large_users", users);
+    let cipp = prepare_tenant(&stack, "Scale Large", false).await?;
+    let seconds = timed_sync(&stack, config, &cipp, "large_cipp_initial", users).await?;
+    let rate = users as f64 / seconds;
+    match config.store_users_per_second {
+        Some(store_rate) if store_rate > 0.0 => {
+            figure(
+                "large_store_only_users_per_second",
+                format!("{store_rate:.0}"),
+            );
+            let percent = 100.0 * rate / store_rate;
+            figure(
+                "large_cipp_initial_percent_of_store_only",
+                format!("{percent:.0}"),
+            );
+            goal(
+                "large_cipp_initial_percent_of_store_only",
+                ">=50",
+                percent >= 50.0,
+            );
+        }
+        _ => figure(
+            "large_store_only_users_per_second",
+            "unknown (STORE_USERS_PER_SECOND not set)",
+        ),
+    }
+    stack.stop().await
+}
