@@ -429,6 +429,71 @@ async fn console_cipp_wizard_sync_review_settings_and_permissions() -> Result<()
                 .await?;
             portal.check_page("20-client-portal-refused", true).await?;
             portal.close().await?;
+
+            // A failed Microsoft sign-in lands on the overview with the error in words and
+            // what to do about it.
+            let admin = driver.browser().await?;
+            admin.sign_in(&api, &admin_key).await?;
+            admin
+                .wait_for_text("Sync All Tenants Now", Duration::from_secs(10))
+                .await?;
+            admin
+                .goto(&format!(
+                    "{api}/console?entra_status=failure&error=access_denied"
+                ))
+                .await?;
+            let text = admin
+                .wait_for_text(
+                    "Microsoft sign-in was cancelled or consent was not given.",
+                    Duration::from_secs(10),
+                )
+                .await?;
+            assert!(
+                text.contains("The Microsoft connection did not complete")
+                    && text.contains("What to do:")
+                    && text.contains("Start again with Connect to Microsoft"),
+                "{text}"
+            );
+            admin.check_page("21-callback-failure", false).await?;
+
+            // With the `entra-integration-ui` flag off the Entra pages are not shown: no
+            // navigation to them, no sync button, and each answers that the integration is
+            // not switched on.
+            master
+                .post(
+                    "/api/v1/platform-feature-flags/entra-integration-ui/tenants",
+                    json!({"__action": "remove", "tenantId": tenant_id}),
+                )
+                .await?;
+            admin.goto(&format!("{api}/console")).await?;
+            admin
+                .wait_for_text(
+                    "The Entra integration is not switched on",
+                    Duration::from_secs(10),
+                )
+                .await?;
+            assert!(!admin.has_button("Sync All Tenants Now").await?);
+            let entra_links = admin
+                .client
+                .find_all(Locator::Css(
+                    "a[href='/console/runs'], a[href='/console/review'], a[href='/console/setup']",
+                ))
+                .await?;
+            assert!(
+                entra_links.is_empty(),
+                "links to Entra pages with the flag off"
+            );
+            admin.check_page("22-overview-flag-off", true).await?;
+            for page in ["setup", "runs", "review", "settings"] {
+                admin.goto(&format!("{api}/console/{page}")).await?;
+                admin
+                    .wait_for_text(
+                        "The Entra integration is not switched on",
+                        Duration::from_secs(10),
+                    )
+                    .await?;
+            }
+            admin.close().await?;
             Ok(())
         })
         .await

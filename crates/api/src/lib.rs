@@ -155,6 +155,7 @@ impl AppState {
         // A person waits on these calls: one attempt each, bounded by the provider timeout.
         directory.http =
             entra_sync_connection::interactive::interactive_http(config.provider_timeout, 1);
+        directory.http.allow_private_endpoints = config.allow_private_endpoints;
         directory.app_registrations = microsoft.app_registrations.clone();
         directory.redirect_uri = microsoft.callback_url.clone();
         directory.retry_after_cap = config.provider_timeout;

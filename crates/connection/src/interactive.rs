@@ -36,12 +36,15 @@ pub fn is_provider_fault(error: &DirectoryError) -> bool {
     )
 }
 
-/// A CIPP client for `credentials` at `base_url`, for one interactive call.
+/// A CIPP client for `credentials` at `base_url`, for one interactive call. Unless
+/// `allow_private_endpoints`, a base URL that is or resolves to a non-public address is
+/// refused (the outbound policy, `entra_sync_directory::outbound`).
 pub fn cipp_client(
     login_base_url: &Url,
     base_url: Url,
     credentials: &CippCredentialsRecord,
     timeout: Duration,
+    allow_private_endpoints: bool,
 ) -> Result<CippClient, DirectoryError> {
     let auth = match credentials {
         CippCredentialsRecord::ApiToken { api_token } => {
@@ -63,7 +66,10 @@ pub fn cipp_client(
             auth,
             login_base_url: login_base_url.clone(),
         },
-        interactive_http(timeout, 1),
+        HttpSettings {
+            allow_private_endpoints,
+            ..interactive_http(timeout, 1)
+        },
         Arc::new(ThrottleStats::default()),
     )
 }
@@ -75,8 +81,15 @@ pub async fn cipp_tenants_visible(
     base_url: Url,
     credentials: &CippCredentialsRecord,
     timeout: Duration,
+    allow_private_endpoints: bool,
 ) -> Result<usize, DirectoryError> {
-    let client = cipp_client(login_base_url, base_url, credentials, timeout)?;
+    let client = cipp_client(
+        login_base_url,
+        base_url,
+        credentials,
+        timeout,
+        allow_private_endpoints,
+    )?;
     Ok(client.list_tenants().await?.len())
 }
 

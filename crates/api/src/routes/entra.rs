@@ -206,6 +206,7 @@ pub(crate) async fn cipp_check(
         base_url,
         credentials,
         state.config.provider_timeout,
+        state.config.allow_private_endpoints,
     )
     .await
 }
