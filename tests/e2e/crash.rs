@@ -147,8 +147,9 @@ async fn killing_the_worker_mid_run_changes_nothing_in_the_outcome() -> Result<(
     }
     eprintln!("crash test: counts equal the audit rows after 3 kills: {stormy_counts}");
 
-    // Resumed, not restarted: one request started the enumeration, and at most one page per
-    // kill was read twice (the page in flight when the worker died).
+    // Resumed, not restarted: one request started the enumeration, and per kill at most the
+    // pages of the batch in flight were read twice (a batch of `DEFAULT_BATCH_USERS` users
+    // spans two 999-user pages).
     let pages: Vec<_> = stormy
         .simulator
         .request_log()
@@ -161,8 +162,9 @@ async fn killing_the_worker_mid_run_changes_nothing_in_the_outcome() -> Result<(
         .count();
     assert_eq!(starts, 1, "the enumeration restarted from the beginning");
     let page_count = USERS.div_ceil(999);
+    let pages_per_batch = entra_sync_activities::DEFAULT_BATCH_USERS.div_ceil(999);
     assert!(
-        pages.len() <= page_count + KILL_AFTER_SEEN.len(),
+        pages.len() <= page_count + KILL_AFTER_SEEN.len() * pages_per_batch,
         "{} page requests for {page_count} pages and {} kills",
         pages.len(),
         KILL_AFTER_SEEN.len()
