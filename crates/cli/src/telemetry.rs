@@ -75,6 +75,15 @@ pub fn recorder() -> Result<PrometheusHandle> {
     if let Some(handle) = HANDLE.get() {
         return Ok(handle.clone());
     }
+    // Two callers at once (parallel tests, or serve and its gauges) must not both try to
+    // install: the global recorder can be set only once.
+    static INSTALLING: std::sync::Mutex<()> = std::sync::Mutex::new(());
+    let _installing = INSTALLING
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner());
+    if let Some(handle) = HANDLE.get() {
+        return Ok(handle.clone());
+    }
     let handle = PrometheusBuilder::new()
         .install_recorder()
         .context("installing the metrics recorder")?;
