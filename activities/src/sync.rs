@@ -51,7 +51,12 @@ pub struct SyncActivities {
     max_parallel_tenants: u32,
     /// Users accumulated from provider pages before a batch is reconciled in one transaction.
     batch_users: usize,
+    /// The longest a sync run may take (`prepare_sync` hands it to the workflow).
+    max_run: Duration,
 }
+
+/// The default longest run: six hours, whatever the providers' `Retry-After` asks.
+pub const DEFAULT_MAX_RUN: Duration = Duration::from_secs(6 * 60 * 60);
 
 impl SyncActivities {
     pub fn new(store: Store, directories: DirectoryFactory) -> Self {
@@ -60,7 +65,15 @@ impl SyncActivities {
             directories,
             max_parallel_tenants: 4,
             batch_users: DEFAULT_BATCH_USERS,
+            max_run: DEFAULT_MAX_RUN,
         }
+    }
+
+    /// Sets the longest a sync run may take (at least a minute): tenants still syncing or
+    /// retrying then fail with the limit as their cause and the run ends `partial`/`failed`.
+    pub fn with_max_run(mut self, max_run: Duration) -> Self {
+        self.max_run = max_run.max(Duration::from_secs(1));
+        self
     }
 
     /// Sets how many users a reconcile batch accumulates (at least 1).
@@ -143,6 +156,7 @@ impl SyncActivities {
                     client_id: target.client_id.to_string(),
                 })
                 .collect(),
+            max_run_seconds: Some(self.max_run.as_secs()),
         })
     }
 
@@ -181,18 +195,22 @@ impl SyncActivities {
         // own. A cancelled tenant did not fail and has no error.
         let error = if status == TenantResultStatus::Cancelled {
             None
+        } else if let Some(seconds) = input.time_limit_seconds {
+            let last = self
+                .store
+                .tenant_result_error(tenant_id, run_id, managed_tenant_id)
+                .await
+                .ok()
+                .flatten()
+                .and_then(|error| ErrorRecord::from_json(&error));
+            Some(ErrorRecord::time_limit(seconds, last.as_ref(), &input.message).to_json())
         } else {
             let recorded = self
                 .store
-                .get_run(tenant_id, run_id)
+                .tenant_result_error(tenant_id, run_id, managed_tenant_id)
                 .await
                 .ok()
-                .and_then(|run| {
-                    run.tenants
-                        .into_iter()
-                        .find(|tenant| tenant.managed_tenant_id == managed_tenant_id)
-                })
-                .and_then(|tenant| tenant.error)
+                .flatten()
                 .and_then(|error| ErrorRecord::from_json(&error));
             Some(
                 recorded

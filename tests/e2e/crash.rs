@@ -1,6 +1,7 @@
 //! Crash test on a real Temporal server and Postgres: a 20,000-user tenant syncs while its
-//! `entra-sync worker` process is killed with SIGKILL at several points (each after more pages
-//! have committed) and a new worker process is started each time. The run completes, resumes
+//! `entra-sync worker` process is killed with SIGKILL at three random page boundaries (each
+//! after more pages have committed; the points are printed, and `ENTRA_SYNC_CRASH_POINTS`
+//! replays a given set) and a new worker process is started each time. The run completes, resumes
 //! from the committed cursor instead of starting over (the simulator sees one enumeration
 //! start), and the final contacts, links, review items and counts equal those of an
 //! uninterrupted run of the same data in a second database; the counts equal the audit rows.
@@ -17,8 +18,35 @@ use crate::workflow_support::{
 };
 
 const USERS: usize = 20_000;
-/// Kill the worker once this many users have been committed (pages hold 999 users).
-const KILL_AFTER_SEEN: [i64; 3] = [3_000, 9_000, 15_000];
+/// How many times the worker is killed in one run.
+const KILLS: usize = 3;
+
+/// The points at which the worker is killed: once this many users have been committed (pages
+/// hold 999 users, so a point falls at a page boundary or inside the batch in flight). Three
+/// distinct random points, at least two batches apart, between the first page and the last
+/// few; `ENTRA_SYNC_CRASH_POINTS=a,b,c` replays a failing set.
+fn kill_points() -> Result<Vec<i64>> {
+    if let Ok(points) = std::env::var("ENTRA_SYNC_CRASH_POINTS") {
+        let points = points
+            .split(',')
+            .map(|point| point.trim().parse::<i64>())
+            .collect::<Result<Vec<_>, _>>()
+            .context("ENTRA_SYNC_CRASH_POINTS is a comma-separated list of user counts")?;
+        return Ok(points);
+    }
+    use rand::Rng;
+    let mut rng = rand::thread_rng();
+    let gap = 2 * entra_sync_activities::DEFAULT_BATCH_USERS as i64;
+    loop {
+        let mut points: Vec<i64> = (0..KILLS)
+            .map(|_| rng.gen_range(1_000..(USERS as i64 - 3_000)))
+            .collect();
+        points.sort_unstable();
+        if points.windows(2).all(|pair| pair[1] - pair[0] >= gap) {
+            return Ok(points);
+        }
+    }
+}
 
 fn big_tenant() -> SimulatorConfig {
     SimulatorConfig {
@@ -50,11 +78,15 @@ async fn uninterrupted(stack: &Stack, prepared: &Prepared) -> Result<(String, Sn
     Ok((run_id, snapshot))
 }
 
-/// Syncs while killing the worker process at each point of `KILL_AFTER_SEEN`.
-async fn crashing(stack: &Stack, prepared: &Prepared) -> Result<(String, Snapshot)> {
+/// Syncs while killing the worker process at each of `points`.
+async fn crashing(
+    stack: &Stack,
+    prepared: &Prepared,
+    points: &[i64],
+) -> Result<(String, Snapshot)> {
     let mut worker = WorkerProcess::spawn(stack, "crash-0")?;
     let (run_id, _) = start_sync(&prepared.admin).await?;
-    for (index, threshold) in KILL_AFTER_SEEN.into_iter().enumerate() {
+    for (index, &threshold) in points.iter().enumerate() {
         eventually(
             &format!("{threshold} users committed"),
             Duration::from_secs(120),
@@ -81,6 +113,11 @@ async fn crashing(stack: &Stack, prepared: &Prepared) -> Result<(String, Snapsho
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn killing_the_worker_mid_run_changes_nothing_in_the_outcome() -> Result<()> {
     let started = Instant::now();
+    let points = kill_points()?;
+    eprintln!(
+        "crash test: killing the worker after {points:?} committed users (replay with ENTRA_SYNC_CRASH_POINTS={})",
+        points.iter().map(i64::to_string).collect::<Vec<_>>().join(",")
+    );
     let calm = Stack::start(big_tenant()).await?;
     let stormy = Stack::start(big_tenant()).await?;
     let calm_prepared = calm.run(prepare(&calm)).await?;
@@ -89,7 +126,7 @@ async fn killing_the_worker_mid_run_changes_nothing_in_the_outcome() -> Result<(
 
     let (calm_outcome, stormy_outcome) = tokio::join!(
         uninterrupted(&calm, &calm_prepared),
-        crashing(&stormy, &stormy_prepared)
+        crashing(&stormy, &stormy_prepared, &points)
     );
     let (_, expected) = calm_outcome?;
     let (stormy_run, actual) = stormy_outcome?;
@@ -145,7 +182,10 @@ async fn killing_the_worker_mid_run_changes_nothing_in_the_outcome() -> Result<(
             "{count} vs {action} audit rows: {stormy_counts}"
         );
     }
-    eprintln!("crash test: counts equal the audit rows after 3 kills: {stormy_counts}");
+    eprintln!(
+        "crash test: counts equal the audit rows after {} kills at {points:?}: {stormy_counts}",
+        points.len()
+    );
 
     // Resumed, not restarted: one request started the enumeration, and per kill at most the
     // pages of the batch in flight were read twice (a batch of `DEFAULT_BATCH_USERS` users
@@ -164,10 +204,9 @@ async fn killing_the_worker_mid_run_changes_nothing_in_the_outcome() -> Result<(
     let page_count = USERS.div_ceil(999);
     let pages_per_batch = entra_sync_activities::DEFAULT_BATCH_USERS.div_ceil(999);
     assert!(
-        pages.len() <= page_count + KILL_AFTER_SEEN.len() * pages_per_batch,
-        "{} page requests for {page_count} pages and {} kills",
+        pages.len() <= page_count + points.len() * pages_per_batch,
+        "{} page requests for {page_count} pages and kills at {points:?}",
         pages.len(),
-        KILL_AFTER_SEEN.len()
     );
     eprintln!("crash test took {:?}", started.elapsed());
     Ok(())

@@ -918,3 +918,90 @@ async fn futures_join<T>(
     }
     Ok(values)
 }
+
+/// A Graph `users/delta` page that answers 200 without its `value` array (an empty object, as
+/// a proxy in the way might send) is an error, never the end of the list: on a direct
+/// connection, through the whole workflow, that tenant fails with class `invalid`, nobody is
+/// inactivated or held, and the other tenants complete. MICROSOFT.md §3: a delta page carries
+/// `value` and either `@odata.nextLink` or `@odata.deltaLink`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_graph_page_without_its_collection_fails_the_tenant_and_inactivates_nobody() -> Result<()>
+{
+    let stack = Stack::start_with(simulator_config(), direct_environment).await?;
+    let master = Api::new(&stack.api_url, &stack.master_key)?;
+    let (tenant_id, admin) = psa_tenant(&master, "graph-collection-msp").await?;
+    stack
+        .run(async {
+            let query = authorize(&admin).await?;
+            let connected = admin.callback(&query, true).await?;
+            assert_eq!(connected.status, 200, "{}", connected.body);
+            let discovery = admin
+                .post("/api/v1/integrations/entra/discovery", json!({}))
+                .await?;
+            let discovery = admin
+                .wait_for_run(discovery["run_id"].as_str().context("run_id")?)
+                .await?;
+            assert_eq!(discovery["status"], "completed", "{discovery}");
+            let managed = admin.get("/api/v1/integrations/entra/managed-tenants").await?;
+            let managed = managed["items"].as_array().cloned().unwrap_or_default();
+            let decisions: Vec<Value> = managed
+                .iter()
+                .map(|tenant| json!({"managed_tenant_id": tenant["managed_tenant_id"], "action": "create_client"}))
+                .collect();
+            let confirmed = admin
+                .post(
+                    "/api/v1/integrations/entra/mappings/confirm",
+                    json!({"decisions": decisions, "start_initial_sync": true}),
+                )
+                .await?;
+            let initial = admin
+                .wait_for_run(confirmed["run_id"].as_str().context("run_id")?)
+                .await?;
+            assert_eq!(initial["status"], "completed", "{initial}");
+            let inactive = format!(
+                "SELECT count(*) FROM contacts WHERE tenant_id = '{tenant_id}' AND NOT is_active"
+            );
+            let inactive_before = stack.count(&inactive).await?;
+
+            // The next round of the first tenant answers `{}` instead of its delta page.
+            let broken = stack.simulator.msp().tenants[0].tenant_id.clone();
+            stack.simulator.add_fault(FaultSpec {
+                kind: FaultKind::OkBody {
+                    body: "{}".to_owned(),
+                    content_type: None,
+                },
+                path_prefix: "/graph/v1.0/users/delta".to_owned(),
+                tenant: Some(broken.clone()),
+                count: None,
+            })?;
+            let run = admin.sync_all().await?;
+            stack.simulator.clear_faults();
+            assert_eq!(run["status"], "partial", "{run}");
+            let broken_managed = managed
+                .iter()
+                .find(|tenant| tenant["entra_tenant_id"] == broken.as_str())
+                .context("the broken tenant")?["managed_tenant_id"]
+                .clone();
+            for result in tenant_results(&run) {
+                if result["managed_tenant_id"] == broken_managed {
+                    assert_eq!(result["status"], "failed", "{result}");
+                    assert_eq!(result["error"]["class"], "invalid", "{result}");
+                    assert!(
+                        result["error"]["remediation"]
+                            .as_str()
+                            .is_some_and(|text| !text.is_empty()),
+                        "{result}"
+                    );
+                } else {
+                    assert_eq!(result["status"], "completed", "{result}");
+                }
+            }
+            assert_eq!(stack.count(&inactive).await?, inactive_before);
+            let pending = format!(
+                "SELECT count(*) FROM pending_inactivations WHERE tenant_id = '{tenant_id}'"
+            );
+            assert_eq!(stack.count(&pending).await?, 0, "nothing queued or held");
+            Ok(())
+        })
+        .await
+}

@@ -2,7 +2,8 @@
 //! HTTP): CIPP's "Failed to retrieve tenants" error row fails discovery at once as `config`
 //! with the CIPP role to grant and marks no tenant missing; a `Retry-After` of a day is capped
 //! (here at 3 s), the tenant shows `retrying` with its attempt, error and next attempt time
-//! meanwhile, and the run completes instead of waiting a day.
+//! meanwhile, and the run completes instead of waiting a day; a run whose tenants keep being
+//! throttled ends at its configured maximum duration with `run_time_limit` on each tenant.
 
 use std::time::{Duration, Instant};
 
@@ -155,6 +156,89 @@ async fn a_day_long_retry_after_is_capped_and_the_tenant_shows_retrying() -> Res
                 "{retrying}"
             );
             stack.simulator.clear_faults();
+            Ok(())
+        })
+        .await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_run_that_keeps_being_throttled_ends_at_its_maximum_duration() -> Result<()> {
+    const MAX_RUN_SECONDS: u64 = 20;
+    let stack = Stack::start_with(small(), |_| {
+        vec![
+            (
+                "ENTRA_SYNC__WORKER__MAX_RUN_SECONDS".to_owned(),
+                MAX_RUN_SECONDS.to_string(),
+            ),
+            // One tenant at a time, so the second tenant is still waiting when time runs out.
+            (
+                "ENTRA_SYNC__SYNC__MAX_PARALLEL_TENANTS".to_owned(),
+                "1".to_owned(),
+            ),
+        ]
+    })
+    .await?;
+    stack
+        .run(async {
+            let prepared = prepare(&stack).await?;
+            // Every users request of every tenant is throttled with a short `Retry-After`,
+            // which is obeyed (below the cap), so without a bound the tenants would retry
+            // until their attempts ran out.
+            stack.simulator.add_fault(FaultSpec {
+                kind: FaultKind::Throttle {
+                    retry_after_secs: 4,
+                },
+                path_prefix: "/cipp/api/ListGraphRequest".to_owned(),
+                tenant: None,
+                count: None,
+            })?;
+            let started_at = Instant::now();
+            let started = prepared
+                .admin
+                .post("/api/v1/integrations/entra/sync", json!({"scope": "all"}))
+                .await?;
+            let run_id = started["run_id"].as_str().context("run_id")?.to_owned();
+            let run = prepared
+                .admin
+                .wait_for_run(&run_id, Duration::from_secs(120), |_| {})
+                .await?;
+            let took = started_at.elapsed();
+            stack.simulator.clear_faults();
+
+            assert_eq!(run["status"], "failed", "{run}");
+            // The bound held: the run ended at its limit (plus bookkeeping), not after its
+            // tenants' ten attempts.
+            assert!(
+                took < Duration::from_secs(MAX_RUN_SECONDS + 30),
+                "the run took {took:?}"
+            );
+            let tenants = run["tenants"].as_array().context("tenants")?;
+            assert_eq!(tenants.len(), 2, "{run}");
+            for tenant in tenants {
+                assert_eq!(tenant["status"], "failed", "{tenant}");
+                assert_eq!(tenant["error"]["class"], "transient", "{tenant}");
+                assert_eq!(tenant["error"]["code"], "run_time_limit", "{tenant}");
+                let message = tenant["error"]["message"].as_str().unwrap_or_default();
+                assert!(
+                    message.contains(&format!("maximum duration of {MAX_RUN_SECONDS} s")),
+                    "{tenant}"
+                );
+                assert!(
+                    tenant["error"]["remediation"]
+                        .as_str()
+                        .unwrap_or_default()
+                        .contains("MAX_RUN_SECONDS"),
+                    "{tenant}"
+                );
+            }
+            // The tenant that ran says why it ran out of time.
+            assert!(
+                tenants.iter().any(|tenant| tenant["error"]["message"]
+                    .as_str()
+                    .unwrap_or_default()
+                    .contains("http_429")),
+                "{run}"
+            );
             Ok(())
         })
         .await

@@ -58,6 +58,11 @@ pub struct SyncTarget {
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct PrepareSyncOutput {
     pub targets: Vec<SyncTarget>,
+    /// The longest the run may take, from the worker's configuration
+    /// (`ENTRA_SYNC__WORKER__MAX_RUN_SECONDS`). Absent in runs started before it existed,
+    /// which keep only the per-tenant bound.
+    #[serde(default)]
+    pub max_run_seconds: Option<u64>,
 }
 
 /// Input of the `sync_tenant` activity.
@@ -94,6 +99,10 @@ pub struct TenantFailureInput {
     /// `cancelled` or `failed`.
     pub status: TenantEnd,
     pub message: String,
+    /// Set when the tenant failed because the run's time ran out (its sync timed out, or it
+    /// never started before the run's deadline): the limit that was reached, in seconds.
+    #[serde(default)]
+    pub time_limit_seconds: Option<u64>,
 }
 
 /// Input of `finish_run`. `outcome` is what the workflow knows (cancelled, or failed before any

@@ -8,13 +8,13 @@
 //! which lane takes which target depends only on activity completions recorded in history.
 
 use std::cell::Cell;
-use std::time::Duration;
+use std::time::{Duration, SystemTime};
 
 use temporalio_common::RetryPolicy;
 use temporalio_macros::{workflow, workflow_methods};
 use temporalio_sdk::{
-    workflows::join_all, ActivityCancellationType, ActivityExecutionError, ActivityOptions,
-    WorkflowCancellationToken, WorkflowContext, WorkflowResult,
+    workflows::join_all, ActivityCancellationType, ActivityCloseTimeouts, ActivityExecutionError,
+    ActivityOptions, RetryState, WorkflowCancellationToken, WorkflowContext, WorkflowResult,
 };
 
 use crate::contract::{
@@ -27,11 +27,20 @@ use crate::contract::{
 pub const NON_RETRYABLE_ERROR_TYPES: [&str; 4] =
     ["reauth_required", "tenant_access", "config", "invalid"];
 
+/// The longest a bookkeeping activity may take, all attempts and waits included: its retry
+/// policy spends about ten minutes before this, so a store outage longer than that fails the
+/// activity instead of holding the run open.
+pub const BOOKKEEPING_MAX_DURATION: Duration = Duration::from_secs(15 * 60);
+
 /// Options for short bookkeeping activities (database only).
 pub(crate) fn bookkeeping_options(
     cancellation: Option<WorkflowCancellationToken>,
 ) -> ActivityOptions {
-    let mut options = ActivityOptions::with_start_to_close_timeout(Duration::from_secs(60))
+    let mut options =
+        ActivityOptions::with_close_timeouts(ActivityCloseTimeouts::ScheduleAndStartToClose {
+            schedule_to_close: BOOKKEEPING_MAX_DURATION,
+            start_to_close: Duration::from_secs(60),
+        })
         .retry_policy(
             RetryPolicy::builder()
                 .initial_interval(Duration::from_secs(1))
@@ -60,10 +69,11 @@ pub const TENANT_MAX_ATTEMPTS: u32 = 10;
 
 /// Options for one tenant's sync: long, heartbeating (the heartbeat carries the page cursor so a
 /// retry resumes where the last attempt stopped), retried with backoff unless the error class
-/// says retrying is pointless. Cancellation waits for the activity to acknowledge, so nothing
-/// writes to a run after it was finalized as cancelled.
-fn tenant_sync_options() -> ActivityOptions {
-    ActivityOptions::with_schedule_to_close_timeout(TENANT_SYNC_MAX_DURATION)
+/// says retrying is pointless, and bounded by `max_duration` for all attempts together.
+/// Cancellation waits for the activity to acknowledge, so nothing writes to a run after it was
+/// finalized as cancelled.
+fn tenant_sync_options(max_duration: Duration) -> ActivityOptions {
+    ActivityOptions::with_schedule_to_close_timeout(max_duration)
         .heartbeat_timeout(TENANT_HEARTBEAT_TIMEOUT)
         .cancellation_type(ActivityCancellationType::WaitCancellationCompleted)
         .retry_policy(
@@ -99,8 +109,14 @@ impl SyncWorkflow {
                 bookkeeping_options(None),
             )
             .await;
-        let targets = match prepared {
-            Ok(prepared) => prepared.targets,
+        let (targets, limit) = match prepared {
+            Ok(prepared) => {
+                let limit = prepared.max_run_seconds.and_then(|seconds| {
+                    let deadline = ctx.workflow_time()? + Duration::from_secs(seconds);
+                    Some(TimeLimit { seconds, deadline })
+                });
+                (prepared.targets, limit)
+            }
             Err(error) => {
                 let forced = if ctx.cancellation_token().is_cancelled() {
                     RunEnd::Cancelled
@@ -113,8 +129,28 @@ impl SyncWorkflow {
 
         let window = (input.max_parallel_tenants.max(1) as usize).min(targets.len());
         let next_target = Cell::new(0usize);
-        let lanes = (0..window).map(|_| lane(ctx, &input, &targets, &next_target));
-        join_all(lanes).await;
+        let run = RunContext {
+            input: &input,
+            targets: &targets,
+            next_target: &next_target,
+            limit,
+        };
+        join_all((0..window).map(|_| lane(ctx, &run))).await;
+
+        // Tenants the run had no time left to start fail with the limit as their cause.
+        if let Some(limit) = limit.filter(|_| !ctx.cancellation_token().is_cancelled()) {
+            for target in targets.iter().skip(next_target.get()) {
+                record_failure(
+                    ctx,
+                    &input,
+                    target.managed_tenant_id.clone(),
+                    TenantEnd::Failed,
+                    "it had not started".to_owned(),
+                    Some(limit.seconds),
+                )
+                .await;
+            }
+        }
 
         let forced = ctx
             .cancellation_token()
@@ -124,29 +160,62 @@ impl SyncWorkflow {
     }
 }
 
+/// The run's time limit (`PrepareSyncOutput::max_run_seconds`) as a workflow-time deadline.
+#[derive(Clone, Copy)]
+struct TimeLimit {
+    seconds: u64,
+    deadline: SystemTime,
+}
+
+/// What the lanes of one run share.
+struct RunContext<'a> {
+    input: &'a SyncRunInput,
+    targets: &'a [SyncTarget],
+    next_target: &'a Cell<usize>,
+    limit: Option<TimeLimit>,
+}
+
+impl RunContext<'_> {
+    /// How long the next tenant's sync may take: the per-tenant bound, shortened to what is
+    /// left of the run's time (workflow time, so replay computes the same); `None` once the
+    /// run's time is up.
+    fn tenant_budget(&self, ctx: &WorkflowContext<SyncWorkflow>) -> Option<Duration> {
+        let Some(limit) = self.limit else {
+            return Some(TENANT_SYNC_MAX_DURATION);
+        };
+        let now = ctx.workflow_time()?;
+        let left = limit.deadline.duration_since(now).ok()?;
+        (left >= Duration::from_secs(1)).then(|| left.min(TENANT_SYNC_MAX_DURATION))
+    }
+}
+
 /// One lane of the window: syncs targets one after another, each time taking the next one
-/// nobody has taken, until none are left or the run is cancelled.
-async fn lane(
-    ctx: &WorkflowContext<SyncWorkflow>,
-    input: &SyncRunInput,
-    targets: &[SyncTarget],
-    next_target: &Cell<usize>,
-) {
+/// nobody has taken, until none are left, the run is cancelled or its time is up.
+async fn lane(ctx: &WorkflowContext<SyncWorkflow>, run: &RunContext<'_>) {
     loop {
         if ctx.cancellation_token().is_cancelled() {
             return;
         }
-        let index = next_target.get();
-        let Some(target) = targets.get(index) else {
+        let Some(budget) = run.tenant_budget(ctx) else {
             return;
         };
-        next_target.set(index + 1);
-        sync_one(ctx, input, target.clone()).await;
+        let index = run.next_target.get();
+        let Some(target) = run.targets.get(index) else {
+            return;
+        };
+        run.next_target.set(index + 1);
+        sync_one(ctx, run, target.clone(), budget).await;
     }
 }
 
 /// Syncs one tenant; on final failure records why in the tenant result. Never fails the run.
-async fn sync_one(ctx: &WorkflowContext<SyncWorkflow>, input: &SyncRunInput, target: SyncTarget) {
+async fn sync_one(
+    ctx: &WorkflowContext<SyncWorkflow>,
+    run: &RunContext<'_>,
+    target: SyncTarget,
+    budget: Duration,
+) {
+    let input = run.input;
     let managed_tenant_id = target.managed_tenant_id.clone();
     let outcome = ctx
         .execute_activity(
@@ -156,17 +225,42 @@ async fn sync_one(ctx: &WorkflowContext<SyncWorkflow>, input: &SyncRunInput, tar
                 run_id: input.run_id.clone(),
                 target,
             },
-            tenant_sync_options(),
+            tenant_sync_options(budget),
         )
         .await;
-    let (status, message) = match outcome {
+    let (status, message, time_limit) = match outcome {
         Ok(_) => return,
-        Err(ActivityExecutionError::Cancelled(_)) => {
-            (TenantEnd::Cancelled, "the run was cancelled".to_owned())
+        Err(ActivityExecutionError::Cancelled(_)) => (
+            TenantEnd::Cancelled,
+            "the run was cancelled".to_owned(),
+            None,
+        ),
+        // Temporal gave up because the schedule-to-close bound was reached (or the next retry
+        // would pass it): the tenant ran out of time, whatever its last attempt's error was.
+        Err(ActivityExecutionError::Failed(failure))
+            if failure.retry_state() == RetryState::Timeout =>
+        {
+            let seconds = run
+                .limit
+                .map_or(TENANT_SYNC_MAX_DURATION.as_secs(), |limit| limit.seconds);
+            let error = ActivityExecutionError::Failed(failure);
+            (TenantEnd::Failed, describe(&error), Some(seconds))
         }
-        Err(error) => (TenantEnd::Failed, describe(&error)),
+        Err(error) => (TenantEnd::Failed, describe(&error), None),
     };
-    // Detached from the workflow's cancellation so a cancelled run still records the tenant.
+    record_failure(ctx, input, managed_tenant_id, status, message, time_limit).await;
+}
+
+/// Records a tenant's final failure. Detached from the workflow's cancellation so a cancelled
+/// run still records the tenant.
+async fn record_failure(
+    ctx: &WorkflowContext<SyncWorkflow>,
+    input: &SyncRunInput,
+    managed_tenant_id: String,
+    status: TenantEnd,
+    message: String,
+    time_limit_seconds: Option<u64>,
+) {
     let _ = ctx
         .execute_activity(
             SyncActivities::record_tenant_failure,
@@ -176,6 +270,7 @@ async fn sync_one(ctx: &WorkflowContext<SyncWorkflow>, input: &SyncRunInput, tar
                 managed_tenant_id,
                 status,
                 message,
+                time_limit_seconds,
             },
             bookkeeping_options(Some(WorkflowCancellationToken::new())),
         )

@@ -167,9 +167,20 @@ pub struct WorkerSettings {
     /// default 600); a longer one is capped and counted.
     #[serde(default)]
     pub retry_after_cap_seconds: Option<u64>,
+    /// The longest a sync run may stay `running` (`ENTRA_SYNC__WORKER__MAX_RUN_SECONDS`,
+    /// default 21600 = 6 h): tenants still syncing or retrying then fail with the limit as
+    /// their cause and the run ends `partial` or `failed`.
+    #[serde(default)]
+    pub max_run_seconds: Option<u64>,
 }
 
 impl WorkerSettings {
+    pub fn max_run(&self) -> std::time::Duration {
+        self.max_run_seconds
+            .map(|seconds| std::time::Duration::from_secs(seconds.max(1)))
+            .unwrap_or(entra_sync_activities::DEFAULT_MAX_RUN)
+    }
+
     pub fn retry_after_cap(&self) -> std::time::Duration {
         self.retry_after_cap_seconds
             .map(|seconds| std::time::Duration::from_secs(seconds.max(1)))
@@ -355,6 +366,10 @@ mod tests {
             settings.worker.retry_after_cap(),
             std::time::Duration::from_secs(600)
         );
+        assert_eq!(
+            settings.worker.max_run(),
+            std::time::Duration::from_secs(6 * 60 * 60)
+        );
     }
 
     #[test]
@@ -364,10 +379,15 @@ mod tests {
             &env(&[
                 ("ENTRA_SYNC_OAUTH_STATE_TTL_SECONDS", "120"),
                 ("ENTRA_SYNC__WORKER__RETRY_AFTER_CAP_SECONDS", "5"),
+                ("ENTRA_SYNC__WORKER__MAX_RUN_SECONDS", "90"),
                 ("ENTRA_SYNC__DATABASE__MAX_CONNECTIONS", "7"),
             ]),
         )
         .expect("settings load");
+        assert_eq!(
+            settings.worker.max_run(),
+            std::time::Duration::from_secs(90)
+        );
         assert_eq!(settings.api.oauth_state_ttl_seconds, 120);
         assert_eq!(
             settings.worker.retry_after_cap(),

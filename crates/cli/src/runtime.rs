@@ -255,7 +255,8 @@ pub async fn run_worker_metered(
         DirectoryFactory::new(directory_settings(settings)?),
     )
     .with_max_parallel_tenants(settings.sync.max_parallel_tenants)
-    .with_batch_users(settings.sync.batch_users);
+    .with_batch_users(settings.sync.batch_users)
+    .with_max_run(settings.worker.max_run());
     let activity_slots = tuning.max_concurrent_activities.unwrap_or(100).max(1);
     let tuner = TunerHolder::builder()
         .workflow_task_slot_supplier(FixedSizeSlotSupplier::new(100))

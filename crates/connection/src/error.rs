@@ -122,6 +122,28 @@ impl ErrorRecord {
         self
     }
 
+    /// The record of a tenant that ran out of time: the run's (or the tenant's) maximum
+    /// duration was reached while it was syncing, retrying or still waiting to start. Keeps
+    /// the last attempt's failure in the message, since that is usually why time ran out.
+    pub fn time_limit(seconds: u64, last: Option<&ErrorRecord>, message: &str) -> Self {
+        let cause = match last {
+            Some(last) => format!(
+                "; the last attempt failed with {}: {}",
+                last.code, last.message
+            ),
+            None if message.is_empty() => String::new(),
+            None => format!("; {message}"),
+        };
+        ErrorRecord::new(
+            ErrorClass::Transient,
+            "run_time_limit",
+            format!("the run reached its maximum duration of {seconds} s before this tenant finished{cause}"),
+        )
+        .with_remediation(
+            "The next run continues with this tenant. If it keeps running out of time, check the provider's throttling or outage for this tenant, or raise ENTRA_SYNC__WORKER__MAX_RUN_SECONDS.",
+        )
+    }
+
     /// The record of a classified provider failure.
     pub fn from_directory(error: &DirectoryError) -> Self {
         match error {
@@ -347,6 +369,21 @@ mod tests {
                 error.is_retryable() || error.class() == "delta_expired"
             );
         }
+    }
+
+    #[test]
+    fn a_time_limit_keeps_the_last_attempts_failure() {
+        let last = ErrorRecord::new(ErrorClass::Transient, "http_429", "throttled");
+        let record = ErrorRecord::time_limit(60, Some(&last), "activity timed out");
+        assert_complete(&record);
+        assert_eq!(record.code, "run_time_limit");
+        assert!(record.message.contains("60 s"), "{record:?}");
+        assert!(record.message.contains("http_429: throttled"), "{record:?}");
+        let bare = ErrorRecord::time_limit(60, None, "never started");
+        assert!(bare.message.ends_with("; never started"), "{bare:?}");
+        assert!(bare
+            .remediation
+            .contains("ENTRA_SYNC__WORKER__MAX_RUN_SECONDS"));
     }
 
     #[test]

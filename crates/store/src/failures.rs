@@ -19,6 +19,25 @@ pub struct TenantRetryState {
 }
 
 impl Store {
+    /// The error record a tenant result carries (the last attempt's while it runs), if any.
+    pub async fn tenant_result_error(
+        &self,
+        tenant_id: Uuid,
+        run_id: Uuid,
+        managed_tenant_id: Uuid,
+    ) -> Result<Option<serde_json::Value>> {
+        let error: Option<Option<serde_json::Value>> = sqlx::query_scalar(
+            "SELECT error FROM run_tenant_results
+             WHERE tenant_id = $1 AND run_id = $2 AND managed_tenant_id = $3",
+        )
+        .bind(tenant_id)
+        .bind(run_id)
+        .bind(managed_tenant_id)
+        .fetch_optional(&self.pool)
+        .await?;
+        Ok(error.flatten())
+    }
+
     /// Records the failure of a running run (kept when the run is finished with it).
     pub async fn record_run_error(
         &self,
