@@ -6,6 +6,7 @@
 pub(crate) mod admin;
 pub(crate) mod entra;
 pub(crate) mod overview;
+pub(crate) mod preflight;
 pub(crate) mod psa;
 pub(crate) mod runs;
 

@@ -103,6 +103,40 @@ pub(crate) async fn start_run(
     }
 }
 
+/// The scope a sync body names, checked as starting it would check it: one client's scope
+/// needs the client-sync flag and an existing client.
+pub(crate) async fn sync_scope(
+    state: &AppState,
+    tenant_id: Uuid,
+    body: &SyncBody,
+) -> Result<RunScope, ApiError> {
+    let Some(client_id) = crate::routes::runs::requested_scope(body)? else {
+        return Ok(RunScope::All);
+    };
+    if !state
+        .store
+        .flag_enabled(CLIENT_SYNC_ACTION_FLAG, tenant_id)
+        .await?
+    {
+        return Err(ApiError::new(
+            StatusCode::NOT_FOUND,
+            "feature_disabled",
+            "single-client sync is not enabled for this tenant",
+        ));
+    }
+    state
+        .store
+        .get_client(tenant_id, client_id)
+        .await
+        .map_err(|error| match ApiError::from(error) {
+            error if error.status == StatusCode::NOT_FOUND => {
+                ApiError::unprocessable("unknown_client", "the client does not exist")
+            }
+            other => other,
+        })?;
+    Ok(RunScope::Client(client_id))
+}
+
 /// Starts a manual sync ("Sync All Tenants Now" or one client's "Sync now").
 pub(crate) async fn start_sync(
     state: &AppState,
@@ -110,31 +144,7 @@ pub(crate) async fn start_sync(
     body: SyncBody,
 ) -> Result<StartedRunView, ApiError> {
     let tenant_id = caller.user.tenant_id;
-    let scope = match crate::routes::runs::requested_scope(&body)? {
-        None => RunScope::All,
-        Some(client_id) => {
-            if !state
-                .store
-                .flag_enabled(CLIENT_SYNC_ACTION_FLAG, tenant_id)
-                .await?
-            {
-                return Err(ApiError::new(
-                    StatusCode::NOT_FOUND,
-                    "feature_disabled",
-                    "single-client sync is not enabled for this tenant",
-                ));
-            }
-            state.store.get_client(tenant_id, client_id).await.map_err(
-                |error| match ApiError::from(error) {
-                    error if error.status == StatusCode::NOT_FOUND => {
-                        ApiError::unprocessable("unknown_client", "the client does not exist")
-                    }
-                    other => other,
-                },
-            )?;
-            RunScope::Client(client_id)
-        }
-    };
+    let scope = sync_scope(state, tenant_id, &body).await?;
     let outcome = start_run(
         state,
         tenant_id,

@@ -423,28 +423,19 @@ async fn resolve_held_inactivations(
     .map(Json)
 }
 
-/// Pages read per managed tenant by a preflight (up to about 20,000 users at Graph's 999 per
-/// page): enough to show what a sync would do, absent users included, for most tenants, while
-/// the request timeout below bounds the whole answer.
-const PREFLIGHT_MAX_PAGES: usize = 20;
-/// Managed tenants a preflight looks at.
-const PREFLIGHT_MAX_TENANTS: usize = 25;
-/// The whole preflight answers within this (tenants not reached are counted as not checked).
-const PREFLIGHT_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(60);
-
 /// What the absent-user rule and the mass-inactivation guard would do (SPEC §5.5).
 #[derive(Debug, Serialize, ToSchema)]
 pub(crate) struct InactivationPreviewView {
     /// Contacts a sync would inactivate: disabled users on the pages read, plus, when the
     /// enumeration was complete, linked users the directory no longer returns.
-    would_inactivate: u64,
+    pub(crate) would_inactivate: u64,
     /// Of those, linked users absent from the directory (null when the preflight did not read
     /// every user, so absence cannot be told).
-    absent_users: Option<u64>,
+    pub(crate) absent_users: Option<u64>,
     /// The managed tenant's linked contacts (the guard's denominator).
-    linked_contacts: u64,
+    pub(crate) linked_contacts: u64,
     /// True when the guard would hold these inactivations for an admin's confirmation.
-    guard_would_hold: bool,
+    pub(crate) guard_would_hold: bool,
 }
 
 #[derive(Debug, Serialize, ToSchema)]
@@ -481,193 +472,7 @@ async fn preflight(
     State(state): State<AppState>,
     ApiJson(body): ApiJson<SyncBody>,
 ) -> Result<Json<PreflightView>, ApiError> {
-    use entra_sync_connection::{load_group_members, ConnectionKind, DirectoryError, PageLoop};
-    use entra_sync_store::reconcile::PageScope;
-    let tenant_id = caller.user.tenant_id;
-    let scope = match requested_scope(&body)? {
-        None => RunScope::All,
-        Some(client_id) => {
-            // The same rule as starting a single-client sync.
-            if !state
-                .store
-                .flag_enabled(entra_sync_store::flags::CLIENT_SYNC_ACTION_FLAG, tenant_id)
-                .await?
-            {
-                return Err(ApiError::new(
-                    StatusCode::NOT_FOUND,
-                    "feature_disabled",
-                    "single-client sync is not enabled for this tenant",
-                ));
-            }
-            state.store.get_client(tenant_id, client_id).await.map_err(
-                |error| match ApiError::from(error) {
-                    error if error.status == StatusCode::NOT_FOUND => {
-                        ApiError::unprocessable("unknown_client", "the client does not exist")
-                    }
-                    other => other,
-                },
-            )?;
-            RunScope::Client(client_id)
-        }
-    };
-    let summary = state.store.connection_summary(tenant_id).await?;
-    if !summary.has_credentials {
-        return Err(ApiError::conflict(
-            "not_connected",
-            "connect to Microsoft or CIPP first",
-        ));
-    }
-    let connected = state
-        .connections
-        .for_tenant(&state.store, tenant_id)
+    crate::app::preflight::preflight(&state, &Caller::from(caller), &body)
         .await
-        .map_err(|error| {
-            let provider = if summary.kind.as_deref() == Some("direct") {
-                "Microsoft"
-            } else {
-                "CIPP"
-            };
-            ApiError::provider(provider, &error)
-        })?;
-    let prefer_delta = connected.kind == ConnectionKind::Direct;
-    let targets = state.store.sync_targets(tenant_id, scope).await?;
-    let mut tenants_not_checked = targets.len().saturating_sub(PREFLIGHT_MAX_TENANTS);
-    // A run id that names no run: the dry run's statements need one, and it is rolled back.
-    let preflight_run_id = Uuid::now_v7();
-    let deadline = tokio::time::Instant::now() + PREFLIGHT_TIMEOUT;
-    let mut totals = TallyCounts::default();
-    let mut tenants = Vec::new();
-    let error_of = |failure: &DirectoryError| {
-        let record = entra_sync_connection::ErrorRecord::from_directory(failure);
-        RunErrorView {
-            class: Some(record.class.as_str().to_owned()),
-            code: Some(record.code),
-            message: Some(record.message),
-            remediation: Some(record.remediation),
-        }
-    };
-    let chosen: Vec<_> = targets.into_iter().take(PREFLIGHT_MAX_TENANTS).collect();
-    let chosen_count = chosen.len();
-    for (index, target) in chosen.into_iter().enumerate() {
-        if tokio::time::Instant::now() >= deadline {
-            tenants_not_checked += chosen_count - index;
-            break;
-        }
-        let settings = state
-            .store
-            .load_sync_settings(tenant_id, target.managed_tenant_id)
-            .await?;
-        let mut counts = TallyCounts::default();
-        let mut error = None;
-        let mut seen_object_ids: Vec<String> = Vec::new();
-        // A full enumeration (no delta link), so absent users can be shown.
-        let mut pages = PageLoop::new(target.entra_tenant_id.clone(), prefer_delta, None, None);
-        let source = connected.source.as_ref();
-        let groups = settings.filters.named_groups();
-        let read = async {
-            let members = load_group_members(source, &target.entra_tenant_id, &groups).await?;
-            let mut read_pages = Vec::new();
-            for _ in 0..PREFLIGHT_MAX_PAGES {
-                let mut fetched = pages.next_page(source).await?;
-                members.annotate(&mut fetched.page.entries);
-                let last = fetched.page.is_last();
-                read_pages.push(fetched.page);
-                if last {
-                    break;
-                }
-            }
-            Ok::<_, DirectoryError>(read_pages)
-        };
-        let read = match tokio::time::timeout_at(deadline, read).await {
-            Ok(read) => read,
-            Err(_) => Err(DirectoryError::Transient {
-                code: "preflight_timeout".to_owned(),
-                message: "the directory did not answer within the preflight's time".to_owned(),
-                retry_after: None,
-            }),
-        };
-        match read {
-            Ok(read_pages) => {
-                for page in read_pages {
-                    for entry in &page.entries {
-                        if let entra_sync_domain::model::DirectoryEntry::Present(user) = entry {
-                            seen_object_ids.push(user.object_id.clone());
-                        }
-                    }
-                    let outcome = state
-                        .store
-                        .reconcile_page(
-                            &PageScope {
-                                tenant_id,
-                                run_id: preflight_run_id,
-                                managed_tenant_id: target.managed_tenant_id,
-                                mapped_client_id: target.client_id,
-                                next_cursor: None,
-                            },
-                            &page.entries,
-                            &settings,
-                            true,
-                        )
-                        .await?;
-                    counts.add(&TallyCounts::from(&outcome.tally));
-                }
-            }
-            Err(failure) => error = Some(error_of(&failure)),
-        }
-        let complete = error.is_none() && pages.is_complete_enumeration();
-        let inactivations = if error.is_none() {
-            let absent = if complete {
-                Some(
-                    state
-                        .store
-                        .preview_absent_inactivations(
-                            tenant_id,
-                            target.managed_tenant_id,
-                            &seen_object_ids,
-                        )
-                        .await?,
-                )
-            } else {
-                None
-            };
-            let linked = match absent {
-                Some(preview) => preview.linked,
-                None => {
-                    state
-                        .store
-                        .preview_absent_inactivations(tenant_id, target.managed_tenant_id, &[])
-                        .await?
-                        .linked
-                }
-            };
-            let absent_users = absent.map(|preview| preview.would_inactivate);
-            let would_inactivate = counts.inactivated + absent_users.unwrap_or_default();
-            Some(InactivationPreviewView {
-                would_inactivate,
-                absent_users,
-                linked_contacts: linked,
-                guard_would_hold: entra_sync_domain::plan::inactivation_guard_trips(
-                    usize::try_from(would_inactivate).unwrap_or(usize::MAX),
-                    usize::try_from(linked).unwrap_or(usize::MAX),
-                ),
-            })
-        } else {
-            None
-        };
-        totals.add(&counts);
-        tenants.push(PreflightTenantView {
-            managed_tenant_id: target.managed_tenant_id,
-            entra_tenant_id: target.entra_tenant_id,
-            client_id: target.client_id,
-            complete,
-            counts: CountsView::from(&counts),
-            inactivations,
-            error,
-        });
-    }
-    Ok(Json(PreflightView {
-        tenants,
-        totals: CountsView::from(&totals),
-        tenants_not_checked,
-    }))
+        .map(Json)
 }
