@@ -163,10 +163,19 @@ async fn console_cipp_wizard_sync_review_settings_and_permissions() -> Result<()
             browser
                 .wait_for_text("Nothing is connected yet", Duration::from_secs(10))
                 .await?;
+            // Nothing to sync yet: no sync button, but what to do instead.
+            assert!(!browser.has_button("Sync All Tenants Now").await?);
+            browser
+                .wait_for_text(
+                    "Connect Microsoft or CIPP in Setup",
+                    Duration::from_secs(10),
+                )
+                .await?;
             browser.check_page("02-overview-empty", false).await?;
 
             // Connect: Test connection (nothing saved), then Save.
             browser.goto(&format!("{api}/console/setup")).await?;
+            assert_sentences(&browser, "setup, nothing connected").await?;
             browser.check_page("03-setup", false).await?;
             browser.fill_labelled("CIPP base URL", &cipp_url).await?;
             browser.fill_labelled("API token", "wrong-token").await?;
