@@ -10,9 +10,9 @@ use std::time::Duration;
 
 use anyhow::{bail, Context, Result};
 use entra_sync::demo::{seed_psa_tenant, ApiClient};
-use entra_sync_simulator::SimulatorConfig;
+use entra_sync_simulator::{ConsentFault, FaultKind, FaultSpec, SimulatorConfig};
 use fantoccini::Locator;
-use serde_json::json;
+use serde_json::{json, Value};
 
 use crate::browser::{Browser, Driver};
 use crate::harness::Stack;
@@ -163,10 +163,19 @@ async fn console_cipp_wizard_sync_review_settings_and_permissions() -> Result<()
             browser
                 .wait_for_text("Nothing is connected yet", Duration::from_secs(10))
                 .await?;
+            // Nothing to sync yet: no sync button, but what to do instead.
+            assert!(!browser.has_button("Sync All Tenants Now").await?);
+            browser
+                .wait_for_text(
+                    "Connect Microsoft or CIPP in Setup",
+                    Duration::from_secs(10),
+                )
+                .await?;
             browser.check_page("02-overview-empty", false).await?;
 
             // Connect: Test connection (nothing saved), then Save.
             browser.goto(&format!("{api}/console/setup")).await?;
+            assert_sentences(&browser, "setup, nothing connected").await?;
             browser.check_page("03-setup", false).await?;
             browser.fill_labelled("CIPP base URL", &cipp_url).await?;
             browser.fill_labelled("API token", "wrong-token").await?;
@@ -667,6 +676,705 @@ async fn console_direct_connection_belongs_to_the_browser_that_started_it() -> R
             );
             first.check_page("23-run-direct-initial", false).await?;
             first.close().await?;
+            Ok(())
+        })
+        .await
+}
+
+/// The run id of the run page the browser shows (`/console/runs/{run_id}`).
+async fn run_id_in_url(browser: &Browser) -> Result<String> {
+    let url = browser.client.current_url().await?;
+    let segments: Vec<String> = url
+        .path_segments()
+        .map(|segments| segments.map(str::to_owned).collect())
+        .unwrap_or_default();
+    match segments.as_slice() {
+        [console, runs, run_id] if console == "console" && runs == "runs" => Ok(run_id.clone()),
+        _ => bail!("not a run page: {url}"),
+    }
+}
+
+/// Waits until the browser's URL contains `needle` (a navigation a click started has landed).
+async fn wait_for_url(browser: &Browser, needle: &str) -> Result<()> {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        let url = browser.client.current_url().await?;
+        if url.as_str().contains(needle) {
+            return Ok(());
+        }
+        if tokio::time::Instant::now() > deadline {
+            bail!("the browser did not reach a URL with {needle:?}; it shows {url}");
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// Waits until a review item's status, read through the API, is `status`; returns the item.
+async fn wait_for_review_status(admin: &ApiClient, item_id: &str, status: &str) -> Result<Value> {
+    crate::workflow_support::eventually(
+        &format!("review item {item_id} {status}"),
+        Duration::from_secs(10),
+        || async move {
+            let items = admin
+                .get(&format!(
+                    "/api/v1/integrations/entra/reconciliation-queue?status={status}&limit=100"
+                ))
+                .await?;
+            Ok(items["items"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .find(|item| item["item_id"] == item_id && item["status"] == status)
+                .cloned())
+        },
+    )
+    .await
+}
+
+/// Clicks the button labelled exactly `label` inside the review item `item_id`.
+async fn press_in_item(browser: &Browser, item_id: &str, label: &str) -> Result<()> {
+    let xpath = format!(
+        "//article[@aria-labelledby='item-{item_id}']//button[normalize-space(.)='{label}']"
+    );
+    browser
+        .client
+        .find(Locator::XPath(&xpath))
+        .await
+        .with_context(|| format!("no button {label:?} in review item {item_id}"))?
+        .click()
+        .await?;
+    Ok(())
+}
+
+/// The ids of the review items the page lists, in order.
+async fn listed_review_items(browser: &Browser) -> Result<Vec<String>> {
+    let mut ids = Vec::new();
+    for article in browser
+        .client
+        .find_all(Locator::Css("article.item"))
+        .await?
+    {
+        let labelled_by = article.attr("aria-labelledby").await?.unwrap_or_default();
+        ids.push(
+            labelled_by
+                .strip_prefix("item-")
+                .unwrap_or(&labelled_by)
+                .to_owned(),
+        );
+    }
+    Ok(ids)
+}
+
+/// Chooses `value` in the select `css`, then submits the review filters.
+async fn filter_review(browser: &Browser, css: &str, value: &str) -> Result<()> {
+    browser
+        .client
+        .find(Locator::Css(css))
+        .await?
+        .select_by_value(value)
+        .await?;
+    let before = browser.client.current_url().await?;
+    browser.press("Filter").await?;
+    let name = if css == "#filter-reason" {
+        "reason"
+    } else {
+        "client_id"
+    };
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        let url = browser.client.current_url().await?;
+        let chosen = url
+            .query_pairs()
+            .any(|(key, chosen)| key == name && chosen == value);
+        if url != before && chosen {
+            break;
+        }
+        if tokio::time::Instant::now() > deadline {
+            bail!("filtering by {name}={value:?} did not load; the browser shows {url}");
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    browser.wait_for("h1", Duration::from_secs(10)).await?;
+    Ok(())
+}
+
+/// The page does not scroll sideways in the current window.
+async fn assert_no_sideways_scroll(browser: &Browser, page: &str) -> Result<()> {
+    let overflow = browser
+        .client
+        .execute(
+            "return document.documentElement.scrollWidth > window.innerWidth + 1;",
+            vec![],
+        )
+        .await?;
+    assert_eq!(
+        overflow,
+        serde_json::Value::Bool(false),
+        "{page} scrolls sideways in a narrow window"
+    );
+    Ok(())
+}
+
+/// Every paragraph of running text on the page (not a form row, not a lone link) ends like a
+/// sentence and has no stray space before punctuation.
+const UNPUNCTUATED: &str = r#"
+const bad = [];
+for (const p of document.querySelectorAll('main p')) {
+  if (p.querySelector('input, select, textarea, button')) continue;
+  const text = p.innerText.replace(/\s+/g, ' ').trim();
+  if (text === '') continue;
+  const links = p.querySelectorAll('a');
+  if (links.length === 1 && links[0].innerText.trim() === text) continue;
+  if (!/[.!?:…”]$/.test(text) || / [.,;:]/.test(text) || /\.\.(?!\.)/.test(text)) bad.push(text);
+}
+return bad;
+"#;
+
+async fn assert_sentences(browser: &Browser, page: &str) -> Result<()> {
+    let bad = browser.client.execute(UNPUNCTUATED, vec![]).await?;
+    assert_eq!(
+        bad,
+        serde_json::Value::Array(Vec::new()),
+        "{page}: paragraphs that are not punctuated as sentences"
+    );
+    Ok(())
+}
+
+/// An enabled member user with a mail address, which the default filters sync.
+fn syncable(user: &entra_sync_simulator::SimUser) -> bool {
+    user.account_enabled
+        && !user.deleted
+        && !user.user_type.eq_ignore_ascii_case("guest")
+        && !user.user_principal_name.contains("#EXT#")
+        && user.mail.is_some()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn console_review_actions_client_sync_held_inactivations_and_cancel() -> Result<()> {
+    let config = SimulatorConfig {
+        tenants: 3,
+        users: 150,
+        ..SimulatorConfig::default()
+    };
+    let stack = Stack::start(config).await?;
+    let api = stack.api_url.clone();
+
+    stack
+        .run(async {
+            // A connected, discovered and mapped PSA tenant (CIPP), one client per tenant.
+            let prepared = crate::workflow_support::prepare(&stack).await?;
+            let admin_api = &prepared.admin;
+            let msp = stack.simulator.msp();
+            let [first, second, third] = &msp.tenants[..] else {
+                bail!("three simulated tenants expected");
+            };
+            let clients = admin_api.get("/api/v1/clients?limit=500").await?;
+            let client_of = |name: &str| -> Result<String> {
+                clients["items"]
+                    .as_array()
+                    .into_iter()
+                    .flatten()
+                    .find(|client| client["name"] == name)
+                    .and_then(|client| client["client_id"].as_str())
+                    .map(str::to_owned)
+                    .with_context(|| format!("the client of {name}"))
+            };
+            let first_client = client_of(&first.display_name)?;
+            let second_client = client_of(&second.display_name)?;
+            let third_managed = prepared.managed[&third.tenant_id].clone();
+
+            // Review items of two reasons in two clients: two contacts of the first client
+            // share one of its users' address (`multiple_candidates`), and the only contact
+            // with one of the second tenant's addresses belongs to the first client
+            // (`candidate_in_other_client`). `prepare` already gave users 7 and 11 contacts.
+            let fresh = |tenant: &entra_sync_simulator::CustomerTenant, skip: usize| {
+                tenant
+                    .users
+                    .iter()
+                    .enumerate()
+                    .filter(|(index, user)| index % 150 != 7 && index % 150 != 11 && syncable(user))
+                    .map(|(_, user)| user.clone())
+                    .nth(skip)
+            };
+            let doubled = fresh(first, 0).context("a syncable user in the first tenant")?;
+            let elsewhere = fresh(second, 0).context("a syncable user in the second tenant")?;
+            for (name, user) in [
+                (doubled.display_name.clone(), &doubled),
+                (format!("{} (duplicate)", doubled.display_name), &doubled),
+                (elsewhere.display_name.clone(), &elsewhere),
+            ] {
+                admin_api
+                    .post(
+                        "/api/v1/contacts",
+                        json!({"client_id": first_client, "full_name": name, "email": user.mail}),
+                    )
+                    .await?;
+            }
+            let (initial, _) = crate::workflow_support::start_sync(admin_api).await?;
+            let initial = crate::workflow_support::wait_finished(admin_api, &initial, RUN_TIMEOUT)
+                .await?;
+            assert_eq!(initial["status"], "completed", "{initial}");
+            let open = admin_api
+                .get("/api/v1/integrations/entra/reconciliation-queue?status=open&limit=100")
+                .await?;
+            let open_items = open["items"].as_array().cloned().unwrap_or_default();
+            let item_of = |user: &entra_sync_simulator::SimUser| {
+                open_items
+                    .iter()
+                    .find(|item| item["object_id"] == user.id.as_str())
+                    .cloned()
+            };
+            let doubled_item = item_of(&doubled).context("the doubled user's review item")?;
+            let elsewhere_item = item_of(&elsewhere).context("the other client's review item")?;
+            assert_eq!(doubled_item["reason"], "multiple_candidates");
+            assert_eq!(elsewhere_item["reason"], "candidate_in_other_client");
+            let doubled_item_id = doubled_item["item_id"].as_str().context("item_id")?.to_owned();
+            let elsewhere_item_id = elsewhere_item["item_id"].as_str().context("item_id")?.to_owned();
+
+            let mut driver = Driver::start().await?;
+            let browser = driver.browser().await?;
+            browser.sign_in(&api, &prepared.admin_key).await?;
+            browser
+                .wait_for_text("Sync All Tenants Now", Duration::from_secs(10))
+                .await?;
+
+            // The wizard numbers its steps with a CSS counter, not in the heading text, and
+            // its sentences are punctuated alike.
+            browser.goto(&format!("{api}/console/setup")).await?;
+            browser.wait_for("#connect-heading", Duration::from_secs(10)).await?;
+            let headings = browser
+                .client
+                .execute(
+                    "return [...document.querySelectorAll('.wizard section.step > h2')].map(h => \
+                     [h.textContent.trim(), getComputedStyle(h, '::before').content]);",
+                    vec![],
+                )
+                .await?;
+            assert_eq!(
+                headings,
+                json!([
+                    ["Connect", "counter(step) \". \""],
+                    ["Discover", "counter(step) \". \""],
+                    ["Map", "counter(step) \". \""],
+                    ["Initial sync", "counter(step) \". \""]
+                ]),
+                "wizard step headings"
+            );
+            assert_sentences(&browser, "setup").await?;
+            browser.check_page("30-setup-connected", false).await?;
+
+            // The review queue, filtered by reason and by client.
+            browser.goto(&format!("{api}/console/review")).await?;
+            browser.wait_for("article.item", Duration::from_secs(10)).await?;
+            let all_open = listed_review_items(&browser).await?;
+            assert!(
+                all_open.contains(&doubled_item_id) && all_open.contains(&elsewhere_item_id),
+                "{all_open:?}"
+            );
+            assert_sentences(&browser, "review").await?;
+            browser.check_page("31-review-open", false).await?;
+            filter_review(&browser, "#filter-reason", "candidate_in_other_client").await?;
+            let by_reason = listed_review_items(&browser).await?;
+            assert!(by_reason.contains(&elsewhere_item_id), "{by_reason:?}");
+            assert!(!by_reason.contains(&doubled_item_id), "{by_reason:?}");
+            for reason in browser
+                .client
+                .find_all(Locator::Css("article.item dd.reason"))
+                .await?
+            {
+                assert_eq!(
+                    reason.attr("data-reason").await?.as_deref(),
+                    Some("candidate_in_other_client")
+                );
+            }
+            browser.check_page("32-review-by-reason", false).await?;
+            filter_review(&browser, "#filter-reason", "").await?;
+            filter_review(&browser, "#filter-client", &second_client).await?;
+            let by_client = listed_review_items(&browser).await?;
+            assert!(by_client.contains(&elsewhere_item_id), "{by_client:?}");
+            assert!(!by_client.contains(&doubled_item_id), "{by_client:?}");
+            for client in browser
+                .client
+                .find_all(Locator::Css("article.item dd.client"))
+                .await?
+            {
+                assert_eq!(client.text().await?, second.display_name);
+            }
+            browser.check_page("33-review-by-client", false).await?;
+
+            // Resolve one with create_new; dismiss the other with a note, then re-open it.
+            browser.goto(&format!("{api}/console/review")).await?;
+            browser.wait_for("article.item", Duration::from_secs(10)).await?;
+            press_in_item(&browser, &doubled_item_id, "Create a new contact").await?;
+            let created = wait_for_review_status(admin_api, &doubled_item_id, "resolved").await?;
+            assert_eq!(created["resolution"]["action"], "create_new", "{created}");
+            wait_for_url(&browser, "resolved=1").await?;
+            browser
+                .wait_for_text("Saved. The next sync applies it.", Duration::from_secs(10))
+                .await?;
+            assert!(!listed_review_items(&browser).await?.contains(&doubled_item_id));
+            let note = "Shared mailbox, not a person";
+            browser
+                .fill(&format!("[id='note-{elsewhere_item_id}']"), note)
+                .await?;
+            press_in_item(&browser, &elsewhere_item_id, "Dismiss").await?;
+            let dismissed = wait_for_review_status(admin_api, &elsewhere_item_id, "dismissed").await?;
+            assert!(dismissed.to_string().contains(note), "the note is kept: {dismissed}");
+            browser
+                .goto(&format!("{api}/console/review?status=dismissed"))
+                .await?;
+            browser
+                .wait_for_text(&format!("Note: “{note}”."), Duration::from_secs(10))
+                .await?;
+            assert_sentences(&browser, "dismissed review items").await?;
+            browser.check_page("34-review-dismissed", false).await?;
+            press_in_item(&browser, &elsewhere_item_id, "Re-open").await?;
+            wait_for_review_status(admin_api, &elsewhere_item_id, "open").await?;
+            wait_for_url(&browser, "status=open").await?;
+            browser.wait_for("article.item", Duration::from_secs(10)).await?;
+            assert!(listed_review_items(&browser).await?.contains(&elsewhere_item_id));
+            browser.check_page("34b-review-reopened", false).await?;
+
+            // One client's "Sync now" starts a run of that client, which finishes; the run
+            // names who asked for it.
+            browser.goto(&format!("{api}/console/clients")).await?;
+            browser.wait_for_text("Sync now", Duration::from_secs(10)).await?;
+            browser.check_page("35-clients", false).await?;
+            browser
+                .click(&format!(
+                    "button[aria-label='Sync now: {}']",
+                    first.display_name
+                ))
+                .await?;
+            browser.wait_for("[data-run-status]", Duration::from_secs(20)).await?;
+            let client_run = run_id_in_url(&browser).await?;
+            let status = wait_for_run_end(&browser).await?;
+            assert_eq!(status, "completed", "client sync");
+            let text = browser.text().await?;
+            assert!(
+                text.contains(&format!("client {}", first.display_name)),
+                "the run's scope names the client: {text}"
+            );
+            assert!(
+                text.contains("Requested by\nadmin@workflow-msp.example")
+                    || text.contains("Requested by admin@workflow-msp.example"),
+                "the run names its requester by email: {text}"
+            );
+            assert!(!text.contains("user:"), "a raw user id on the run page: {text}");
+            let run = admin_api
+                .get(&format!("/api/v1/integrations/entra/sync/runs/{client_run}"))
+                .await?;
+            assert_eq!(run["scope"], "client", "{run}");
+            assert_eq!(run["client_id"], first_client.as_str(), "{run}");
+            browser.check_page("36-run-client", false).await?;
+            // Long ids and emails wrap inside table cells; a narrow window does not scroll
+            // sideways.
+            let wrap = browser
+                .client
+                .execute(
+                    "return getComputedStyle(document.querySelector('td')).overflowWrap;",
+                    vec![],
+                )
+                .await?;
+            assert_eq!(wrap, json!("break-word"));
+            browser.client.set_window_size(420, 900).await?;
+            assert_no_sideways_scroll(&browser, "the run page").await?;
+            browser.check_page("36b-run-client-narrow", false).await?;
+            browser.client.set_window_size(1280, 1000).await?;
+
+            // One tenant without consent fails; the overview groups it by cause with what to do.
+            stack
+                .simulator
+                .set_consent_fault(&second.tenant_id, Some(ConsentFault::Aadsts65001))
+                .map_err(|error| anyhow::anyhow!("{error:?}"))?;
+            browser.goto(&format!("{api}/console")).await?;
+            browser.press("Sync All Tenants Now").await?;
+            browser.wait_for("[data-run-status]", Duration::from_secs(20)).await?;
+            let status = wait_for_run_end(&browser).await?;
+            assert_eq!(status, "partial", "a sync with one tenant lacking consent");
+            browser.check_page("37-run-partial", false).await?;
+            stack
+                .simulator
+                .set_consent_fault(&second.tenant_id, None)
+                .map_err(|error| anyhow::anyhow!("{error:?}"))?;
+            browser.goto(&format!("{api}/console")).await?;
+            let failing = browser
+                .wait_for(".problem h3", Duration::from_secs(10))
+                .await?;
+            let failing_text = failing
+                .find(Locator::XPath(".."))
+                .await?
+                .text()
+                .await?;
+            assert!(
+                failing_text.contains(&format!("Tenants: {}", second.display_name)),
+                "{failing_text}"
+            );
+            assert!(
+                !failing_text.contains(&first.display_name)
+                    && !failing_text.contains(&third.display_name),
+                "only the failing tenant is listed: {failing_text}"
+            );
+            assert!(
+                failing_text.contains("What to do:") && failing_text.to_lowercase().contains("consent"),
+                "remediation text: {failing_text}"
+            );
+            browser.check_page("38-overview-failing-tenant", false).await?;
+
+            // The mass-inactivation guard: more than 10 and more than 20% of the third
+            // tenant's linked contacts disappear upstream; the run holds them. Discard once,
+            // then (the next run holds them again) apply.
+            let contacts = admin_api
+                .get("/api/v1/contacts?include_inactive=true&limit=500")
+                .await?;
+            let linked: Vec<Value> = contacts["items"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .filter(|contact| contact["link"]["managed_tenant_id"] == third_managed.as_str())
+                .cloned()
+                .collect();
+            let active: Vec<&Value> = linked
+                .iter()
+                .filter(|contact| contact["is_active"] == true)
+                .collect();
+            let removed = (linked.len() / 5 + 1).max(11);
+            assert!(
+                active.len() >= removed,
+                "{} active linked contacts in the third tenant, {removed} needed",
+                active.len()
+            );
+            let removed_contacts: Vec<(String, String)> = active[..removed]
+                .iter()
+                .map(|contact| {
+                    (
+                        contact["contact_id"].as_str().unwrap_or_default().to_owned(),
+                        contact["link"]["object_id"].as_str().unwrap_or_default().to_owned(),
+                    )
+                })
+                .collect();
+            for (_, object_id) in &removed_contacts {
+                stack
+                    .simulator
+                    .hard_delete_user(&third.tenant_id, object_id)
+                    .map_err(|error| anyhow::anyhow!("{error:?}"))?;
+            }
+            let still_active = |contacts: &Value| -> usize {
+                removed_contacts
+                    .iter()
+                    .filter(|(contact_id, _)| {
+                        contacts["items"].as_array().into_iter().flatten().any(|contact| {
+                            contact["contact_id"] == contact_id.as_str()
+                                && contact["is_active"] == true
+                        })
+                    })
+                    .count()
+            };
+            for (action, label, screenshot) in [
+                ("discarded", "Discard inactivations", "39-run-held-discarded"),
+                ("applied", "Apply inactivations", "40-run-held-applied"),
+            ] {
+                browser.goto(&format!("{api}/console")).await?;
+                browser.press("Sync All Tenants Now").await?;
+                browser.wait_for("[data-run-status]", Duration::from_secs(20)).await?;
+                let held_run = run_id_in_url(&browser).await?;
+                wait_for_run_end(&browser).await?;
+                browser
+                    .wait_for_text(
+                        "More contacts would be made inactive than the safety limit allows",
+                        Duration::from_secs(10),
+                    )
+                    .await?;
+                browser.press(label).await?;
+                let held_path = format!(
+                    "/api/v1/integrations/entra/sync/runs/{held_run}/tenants/{third_managed}/held-inactivations"
+                );
+                let held_path = &held_path;
+                crate::workflow_support::eventually(
+                    &format!("held inactivations {action}"),
+                    Duration::from_secs(10),
+                    || async move {
+                        let held = admin_api.get(held_path).await?;
+                        let states: Vec<&str> = held["items"]
+                            .as_array()
+                            .into_iter()
+                            .flatten()
+                            .filter_map(|item| item["state"].as_str())
+                            .collect();
+                        Ok((states.len() == removed
+                            && states.iter().all(|state| *state == action))
+                        .then_some(()))
+                    },
+                )
+                .await?;
+                // Back on the run page, the answered hold offers no button any more.
+                browser
+                    .wait_for("[data-run-status]", Duration::from_secs(10))
+                    .await?;
+                let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+                while browser.has_button(label).await? {
+                    if tokio::time::Instant::now() > deadline {
+                        bail!("{label} still offered after it was pressed");
+                    }
+                    tokio::time::sleep(Duration::from_millis(200)).await;
+                }
+                browser.check_page(screenshot, false).await?;
+                let contacts = admin_api
+                    .get("/api/v1/contacts?include_inactive=true&limit=500")
+                    .await?;
+                let expected_active = if action == "discarded" { removed } else { 0 };
+                assert_eq!(still_active(&contacts), expected_active, "after {action}");
+            }
+
+            // A contact the sync made inactive: its history shows "—" for what was empty.
+            let (inactivated, _) = &removed_contacts[0];
+            browser
+                .goto(&format!("{api}/console/contacts/{inactivated}"))
+                .await?;
+            browser
+                .wait_for_text("What the sync changed", Duration::from_secs(10))
+                .await?;
+            let cells = browser
+                .client
+                .execute(
+                    "return [...document.querySelectorAll('table.diff td')].map(td => td.innerText.trim());",
+                    vec![],
+                )
+                .await?;
+            let cells: Vec<String> = serde_json::from_value(cells)?;
+            assert!(!cells.is_empty(), "the history shows field changes");
+            assert!(
+                cells.iter().all(|cell| !cell.is_empty()),
+                "an empty history cell: {cells:?}"
+            );
+            assert!(
+                cells.iter().any(|cell| cell == "—"),
+                "no dash for an empty value: {cells:?}"
+            );
+            browser.client.set_window_size(420, 900).await?;
+            assert_no_sideways_scroll(&browser, "the contact history").await?;
+            browser.client.set_window_size(1280, 1000).await?;
+            browser.check_page("41-contact-history", false).await?;
+
+            // A slow directory (every CIPP listing answers 8 s late): cancel the running run.
+            stack.simulator.add_fault(FaultSpec {
+                kind: FaultKind::Delay { ms: 8_000 },
+                path_prefix: "/cipp/api/List".into(),
+                tenant: None,
+                count: None,
+            })
+            .map_err(|error| anyhow::anyhow!("{error:?}"))?;
+            browser.goto(&format!("{api}/console")).await?;
+            browser.press("Sync All Tenants Now").await?;
+            browser.wait_for("[data-run-status]", Duration::from_secs(20)).await?;
+            let cancelled_run = run_id_in_url(&browser).await?;
+            browser.press("Cancel run").await?;
+            let status = wait_for_run_end(&browser).await?;
+            assert_eq!(status, "cancelled");
+            stack.simulator.clear_faults();
+            let run = admin_api
+                .get(&format!("/api/v1/integrations/entra/sync/runs/{cancelled_run}"))
+                .await?;
+            assert_eq!(run["status"], "cancelled", "{run}");
+            browser.check_page("42-run-cancelled", false).await?;
+
+            // More runs than a page of the history holds: "Older runs" shows the rest.
+            for _ in 0..15 {
+                let started = admin_api
+                    .post("/api/v1/integrations/entra/discovery", json!({}))
+                    .await?;
+                let run_id = started["run_id"].as_str().context("discovery run_id")?;
+                let ended = admin_api.wait_for_run(run_id, RUN_TIMEOUT, |_| {}).await?;
+                assert_eq!(ended["status"], "completed", "{ended}");
+            }
+            let all_runs = stack.count("SELECT count(*) FROM runs").await?;
+            assert!(all_runs > 20, "{all_runs} runs");
+            let listed_runs = |browser: &Browser| {
+                let client = browser.client.clone();
+                async move {
+                    let mut ids = Vec::new();
+                    for link in client
+                        .find_all(Locator::Css("table tbody td a[href^='/console/runs/']"))
+                        .await?
+                    {
+                        ids.push(link.attr("href").await?.unwrap_or_default());
+                    }
+                    anyhow::Ok(ids)
+                }
+            };
+            browser.goto(&format!("{api}/console/runs")).await?;
+            browser.wait_for("table tbody tr", Duration::from_secs(10)).await?;
+            let first_page = listed_runs(&browser).await?;
+            assert_eq!(first_page.len(), 20, "a full first page");
+            assert!(
+                first_page.iter().any(|href| href.ends_with(&cancelled_run)),
+                "the newest runs come first"
+            );
+            browser.check_page("43-runs-first-page", false).await?;
+            browser
+                .client
+                .find(Locator::LinkText("Older runs"))
+                .await?
+                .click()
+                .await?;
+            wait_for_url(&browser, "cursor=").await?;
+            browser.wait_for("table tbody tr", Duration::from_secs(10)).await?;
+            let second_page = listed_runs(&browser).await?;
+            assert_eq!(
+                usize::try_from(all_runs)? - 20,
+                second_page.len(),
+                "the second page holds the rest: {second_page:?}"
+            );
+            assert!(
+                second_page.iter().all(|href| !first_page.contains(href)),
+                "pages overlap"
+            );
+            browser.check_page("44-runs-older", false).await?;
+
+            // Microsoft (here CIPP) refuses the saved credentials: the connection needs a
+            // reconnect, and no sync button is offered, only what to do.
+            stack.simulator.add_fault(FaultSpec {
+                kind: FaultKind::Unauthorized,
+                path_prefix: "/cipp/api/List".into(),
+                tenant: None,
+                count: None,
+            })
+            .map_err(|error| anyhow::anyhow!("{error:?}"))?;
+            browser.goto(&format!("{api}/console")).await?;
+            browser.press("Sync All Tenants Now").await?;
+            browser.wait_for("[data-run-status]", Duration::from_secs(20)).await?;
+            let status = wait_for_run_end(&browser).await?;
+            assert_eq!(status, "failed", "a sync whose credentials are refused");
+            stack.simulator.clear_faults();
+            let integration = admin_api.get("/api/v1/integrations/entra").await?;
+            assert_eq!(
+                integration["connection"]["status"], "needs_reconnect",
+                "{integration}"
+            );
+            for (page, screenshot) in [("", "45-overview-needs-reconnect"), ("/clients", "46-clients-needs-reconnect")] {
+                browser.goto(&format!("{api}/console{page}")).await?;
+                browser
+                    .wait_for_text("Reconnect in Setup", Duration::from_secs(10))
+                    .await?;
+                assert!(!browser.has_button("Sync All Tenants Now").await?);
+                assert!(!browser.has_button("Sync now").await?);
+                browser.check_page(screenshot, false).await?;
+            }
+
+            // Disconnected: still no sync button, and the page says to connect first.
+            admin_api
+                .post("/api/v1/integrations/entra/disconnect", json!({}))
+                .await?;
+            for (page, screenshot) in [("", "47-overview-disconnected"), ("/clients", "48-clients-disconnected")] {
+                browser.goto(&format!("{api}/console{page}")).await?;
+                browser
+                    .wait_for_text("Connect Microsoft or CIPP in Setup", Duration::from_secs(10))
+                    .await?;
+                assert!(!browser.has_button("Sync All Tenants Now").await?);
+                assert!(!browser.has_button("Sync now").await?);
+                browser.check_page(screenshot, false).await?;
+            }
+            browser.close().await?;
             Ok(())
         })
         .await

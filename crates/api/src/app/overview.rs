@@ -158,6 +158,37 @@ pub(crate) async fn names(
     Ok((tenants, clients))
 }
 
+/// Who a run's `requested_by` names, in words a person recognizes: the requesting user's
+/// email for `user:<id>`, "the schedule" for a scheduled run (or a run without a requester),
+/// and the stored text itself for anything else (a user deleted since, an operator tool).
+pub(crate) async fn actor_name(
+    state: &AppState,
+    caller: &Caller,
+    requested_by: Option<&str>,
+) -> Result<String, ApiError> {
+    let Some(requested_by) = requested_by else {
+        return Ok("the schedule".to_owned());
+    };
+    if requested_by == "schedule" {
+        return Ok("the schedule".to_owned());
+    }
+    let Some(user_id) = requested_by
+        .strip_prefix("user:")
+        .and_then(|id| Uuid::parse_str(id).ok())
+    else {
+        return Ok(requested_by.to_owned());
+    };
+    match state
+        .store
+        .get_psa_user(caller.user.tenant_id, user_id)
+        .await
+    {
+        Ok(user) => Ok(user.email),
+        Err(entra_sync_store::error::StoreError::NotFound) => Ok(requested_by.to_owned()),
+        Err(error) => Err(error.into()),
+    }
+}
+
 #[derive(Debug, Serialize)]
 pub(crate) struct MappedTenantView {
     pub(crate) managed_tenant_id: Uuid,

@@ -19,10 +19,16 @@ pub(crate) async fn page(console: Console, State(state): State<AppState>) -> Pag
     let layout = console.layout(&state, "clients").await?;
     let caller = console.caller::<EntraRead>(&state).await?;
     let clients = crate::app::overview::mapped_clients(&state, &caller).await?;
+    // "Sync now" is not offered while no sync can run (nothing connected, or a reconnect is
+    // needed); the page says what to do instead.
+    let connection_status = crate::app::entra::integration_status(&state, &caller)
+        .await?
+        .connection
+        .status;
     Ok(render(
         StatusCode::OK,
         "clients.html",
-        context! { clients, ..layout },
+        context! { clients, connection_status, ..layout },
     ))
 }
 

@@ -193,6 +193,7 @@ fn environment() -> Result<&'static Environment<'static>, String> {
             }
             environment.add_filter("when", when);
             environment.add_filter("duration", duration);
+            environment.add_filter("sentence", sentence);
             Ok(environment)
         })
         .as_ref()
@@ -209,6 +210,38 @@ fn when(value: Value) -> String {
             .to_string(),
         Err(_) => text,
     }
+}
+
+/// A message as a sentence: a capital first letter and a full stop unless it already ends
+/// with one or with a link (error messages are written lowercase without a period, STYLE.md; a page shows
+/// them between sentences of its own).
+fn sentence(value: Value) -> String {
+    let text = value.as_str().map(str::to_owned).unwrap_or_else(|| {
+        if value.is_none() || value.is_undefined() {
+            String::new()
+        } else {
+            value.to_string()
+        }
+    });
+    let text = text.trim();
+    if text.is_empty() {
+        return String::new();
+    }
+    let mut characters = text.chars();
+    let mut sentence: String = characters
+        .next()
+        .map(|first| first.to_uppercase().chain(characters).collect())
+        .unwrap_or_default();
+    // A text that ends with a link (an admin-consent URL) gets no full stop: it would read as
+    // part of the address when copied.
+    let ends_with_link = sentence
+        .rsplit(char::is_whitespace)
+        .next()
+        .is_some_and(|word| word.starts_with("https://") || word.starts_with("http://"));
+    if !ends_with_link && !sentence.ends_with(['.', '!', '?', '…']) {
+        sentence.push('.');
+    }
+    sentence
 }
 
 /// Seconds as "15 minutes", "1 day".
@@ -381,6 +414,26 @@ mod tests {
     fn every_template_parses() {
         let environment = environment().map(|_| ());
         assert_eq!(environment, Ok(()));
+    }
+
+    #[test]
+    fn messages_read_as_sentences() {
+        let check = |input: &str, expected: &str| {
+            assert_eq!(sentence(Value::from(input)), expected, "{input:?}");
+        };
+        check(
+            "the workflow could not be started",
+            "The workflow could not be started.",
+        );
+        check("Reconnect in Setup.", "Reconnect in Setup.");
+        check("  why not?  ", "Why not?");
+        check("", "");
+        check("élan lost…", "Élan lost…");
+        check(
+            "grant consent at https://login.example/t/adminconsent?client_id=a",
+            "Grant consent at https://login.example/t/adminconsent?client_id=a",
+        );
+        assert_eq!(sentence(Value::from(())), "");
     }
 
     #[test]

@@ -45,15 +45,27 @@ pub(crate) async fn list(
     ))
 }
 
-async fn run_context(
+/// A run's page (`run.html`) or its live fragment (`run_live.html`, which the page includes):
+/// both are rendered from the same context here, so the fragment htmx swaps in always shows
+/// what the page showed.
+async fn render_run(
     console: &Console,
     state: &AppState,
     run_id: Uuid,
-) -> Result<minijinja::Value, PageError> {
+    template: &str,
+) -> PageResult {
+    console.require_entra(state).await?;
+    let layout = console.layout(state, "runs").await?;
     let caller = console.caller::<EntraRead>(state).await?;
     let run = crate::app::runs::get_run(state, &caller, run_id).await?;
+    let requested_by =
+        crate::app::overview::actor_name(state, &caller, run.requested_by.as_deref()).await?;
     let (tenant_names, client_names) = crate::app::overview::names(state, &caller).await?;
-    Ok(context! { run, tenant_names, client_names })
+    Ok(render(
+        StatusCode::OK,
+        template,
+        context! { run, requested_by, tenant_names, client_names, ..layout },
+    ))
 }
 
 pub(crate) async fn page(
@@ -61,14 +73,7 @@ pub(crate) async fn page(
     State(state): State<AppState>,
     Path(run_id): Path<Uuid>,
 ) -> PageResult {
-    console.require_entra(&state).await?;
-    let layout = console.layout(&state, "runs").await?;
-    let run = run_context(&console, &state, run_id).await?;
-    Ok(render(
-        StatusCode::OK,
-        "run.html",
-        minijinja::value::merge_maps([run, layout]),
-    ))
+    render_run(&console, &state, run_id, "run.html").await
 }
 
 /// The part of a run's page that changes while it runs; htmx fetches it every second until the
@@ -78,14 +83,7 @@ pub(crate) async fn live(
     State(state): State<AppState>,
     Path(run_id): Path<Uuid>,
 ) -> PageResult {
-    console.require_entra(&state).await?;
-    let layout = console.layout(&state, "runs").await?;
-    let run = run_context(&console, &state, run_id).await?;
-    Ok(render(
-        StatusCode::OK,
-        "run_live.html",
-        minijinja::value::merge_maps([run, layout]),
-    ))
+    render_run(&console, &state, run_id, "run_live.html").await
 }
 
 pub(crate) async fn cancel(

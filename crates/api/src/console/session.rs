@@ -243,3 +243,76 @@ pub(crate) async fn sign_out(
     }
     Ok(response.into_response())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn headers(forwarded_proto: Option<&str>) -> HeaderMap {
+        let mut headers = HeaderMap::new();
+        if let Some(proto) = forwarded_proto {
+            headers.insert(
+                "x-forwarded-proto",
+                HeaderValue::from_str(proto).expect("header value"),
+            );
+        }
+        headers
+    }
+
+    fn attributes(cookie: &HeaderValue) -> Vec<String> {
+        cookie
+            .to_str()
+            .expect("ASCII cookie")
+            .split(';')
+            .map(|attribute| attribute.trim().to_owned())
+            .collect()
+    }
+
+    #[test]
+    fn session_cookie_is_secure_only_over_https_and_always_http_only_and_lax() {
+        for (proto, secure) in [
+            (Some("https"), true),
+            (Some("HTTPS"), true),
+            (Some("http"), false),
+            (None, false),
+        ] {
+            let cookie = set_cookie(&headers(proto), "session-id", 60).expect("a cookie");
+            let attributes = attributes(&cookie);
+            assert_eq!(
+                attributes[0],
+                format!("{COOKIE}=session-id"),
+                "{attributes:?}"
+            );
+            assert!(
+                attributes.iter().any(|a| a == "HttpOnly"),
+                "{proto:?}: {attributes:?}"
+            );
+            assert!(
+                attributes.iter().any(|a| a == "SameSite=Lax"),
+                "{proto:?}: {attributes:?}"
+            );
+            assert!(
+                attributes.iter().any(|a| a == "Path=/"),
+                "{proto:?}: {attributes:?}"
+            );
+            assert_eq!(
+                attributes.iter().any(|a| a == "Secure"),
+                secure,
+                "{proto:?}: {attributes:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn sign_out_cookie_expires_at_once_with_the_same_attributes() {
+        let cookie = set_cookie(&headers(Some("https")), "", 0).expect("a cookie");
+        let attributes = attributes(&cookie);
+        assert_eq!(attributes[0], format!("{COOKIE}="));
+        for expected in ["Max-Age=0", "HttpOnly", "SameSite=Lax", "Secure"] {
+            assert!(
+                attributes.iter().any(|a| a == expected),
+                "{expected}: {attributes:?}"
+            );
+        }
+    }
+}
