@@ -291,6 +291,10 @@ pub fn review_items_list_sql(
         let placeholder = list.param(ListParam::Uuid(managed_tenant_id));
         conditions.push(format!("managed_tenant_id = {placeholder}::uuid"));
     }
+    if let Some(reason) = &filter.reason {
+        let placeholder = list.param(ListParam::Text(reason.clone()));
+        conditions.push(format!("reason = {placeholder}::text"));
+    }
     push_time_keyset(&mut list, &mut conditions, "created_at", "item_id", after);
     list.sql = format!(
         "SELECT {} FROM review_items WHERE {} \

@@ -61,6 +61,8 @@ pub struct ReviewFilter {
     pub status: Option<ReviewStatus>,
     pub client_id: Option<Uuid>,
     pub managed_tenant_id: Option<Uuid>,
+    /// `multiple_candidates`, `candidate_in_other_client` or `candidate_linked_to_other_user`.
+    pub reason: Option<String>,
 }
 
 /// How a person resolves an item.

@@ -422,6 +422,11 @@ async fn every_list_page_is_read_from_an_index_in_order(pool: PgPool) {
             managed_tenant_id: Some(data.managed_tenant_id),
             ..ReviewFilter::default()
         },
+        ReviewFilter {
+            status: Some(ReviewStatus::Open),
+            reason: Some("multiple_candidates".to_owned()),
+            ..ReviewFilter::default()
+        },
     ];
     for filter in &review_filters {
         let what = format!("review items {filter:?}");

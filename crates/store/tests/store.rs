@@ -830,6 +830,23 @@ async fn one_open_review_item_per_user_and_resolutions_are_honoured(pool: PgPool
         .expect("page two");
     assert_eq!(rest.items.len(), 1);
     assert!(rest.next_cursor.is_none());
+    // The reason filter is part of the query, so a page holds only matching items.
+    for (reason, expected) in [("multiple_candidates", 3), ("candidate_in_other_client", 0)] {
+        let filtered = fixture
+            .store
+            .list_review_items(
+                fixture.tenant_id,
+                &ReviewFilter {
+                    reason: Some(reason.to_owned()),
+                    ..ReviewFilter::default()
+                },
+                &PageRequest::first(10),
+            )
+            .await
+            .expect("filtered by reason");
+        assert_eq!(filtered.items.len(), expected, "{reason}");
+        assert!(filtered.items.iter().all(|item| item.reason == reason));
+    }
     let item_of = |object_id: &str| {
         items
             .items

@@ -141,6 +141,7 @@ pub(crate) async fn list_review_items(
         }),
         client_id: query.client_id,
         managed_tenant_id: query.managed_tenant_id,
+        reason: query.reason.map(|reason| reason.as_str().to_owned()),
     };
     let items = state
         .store

@@ -11,15 +11,9 @@ use uuid::Uuid;
 
 use super::{field, render, see_other, text, Console, PageError, PageResult};
 use crate::auth::{ContactRead, EntraRead, EntraUpdate};
-use crate::routes::admin::{ResolveBody, ReviewQuery, ReviewStatusFilter};
+use crate::routes::admin::{ResolveBody, ReviewQuery, ReviewReasonFilter, ReviewStatusFilter};
 use crate::routes::psa::ContactQuery;
 use crate::AppState;
-
-const REASONS: &[&str] = &[
-    "multiple_candidates",
-    "candidate_in_other_client",
-    "candidate_linked_to_other_user",
-];
 
 pub(crate) async fn list(
     console: Console,
@@ -39,16 +33,18 @@ pub(crate) async fn list(
     let client_id = query
         .get("client_id")
         .and_then(|id| id.parse::<Uuid>().ok());
-    let reason = query
-        .get("reason")
-        .filter(|reason| REASONS.contains(&reason.as_str()))
-        .cloned();
+    let reason = query.get("reason").and_then(|name| {
+        ReviewReasonFilter::ALL
+            .into_iter()
+            .find(|reason| reason.as_str() == name)
+    });
     let items = crate::app::admin::list_review_items(
         &state,
         &caller,
         ReviewQuery {
             status,
             client_id,
+            reason,
             managed_tenant_id: None,
             limit: Some(100),
             cursor: query
@@ -59,12 +55,7 @@ pub(crate) async fn list(
     )
     .await?;
     let next_cursor = items.next_cursor.clone();
-    // The reason filter narrows the page the store returned.
-    let items: Vec<_> = items
-        .items
-        .into_iter()
-        .filter(|item| reason.as_ref().is_none_or(|reason| &item.reason == reason))
-        .collect();
+    let items = items.items;
     let (tenant_names, client_names) = crate::app::overview::names(&state, &caller).await?;
     let clients: Vec<_> = client_names
         .iter()
@@ -74,11 +65,11 @@ pub(crate) async fn list(
         StatusCode::OK,
         "review.html",
         context! { items, next_cursor, tenant_names, client_names, clients,
-        reasons => REASONS,
+        reasons => ReviewReasonFilter::ALL.map(ReviewReasonFilter::as_str),
         filter => context! {
             status => status_name,
             client_id => client_id.map(|id| id.to_string()),
-            reason,
+            reason => reason.map(ReviewReasonFilter::as_str),
         },
         resolved => query.get("resolved").cloned(), ..layout },
     ))

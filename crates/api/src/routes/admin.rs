@@ -210,6 +210,31 @@ pub(crate) enum ReviewStatusFilter {
     Dismissed,
 }
 
+/// Why an item was queued (SPEC §5.3).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub(crate) enum ReviewReasonFilter {
+    MultipleCandidates,
+    CandidateInOtherClient,
+    CandidateLinkedToOtherUser,
+}
+
+impl ReviewReasonFilter {
+    pub(crate) const ALL: [ReviewReasonFilter; 3] = [
+        ReviewReasonFilter::MultipleCandidates,
+        ReviewReasonFilter::CandidateInOtherClient,
+        ReviewReasonFilter::CandidateLinkedToOtherUser,
+    ];
+
+    pub(crate) fn as_str(self) -> &'static str {
+        match self {
+            ReviewReasonFilter::MultipleCandidates => "multiple_candidates",
+            ReviewReasonFilter::CandidateInOtherClient => "candidate_in_other_client",
+            ReviewReasonFilter::CandidateLinkedToOtherUser => "candidate_linked_to_other_user",
+        }
+    }
+}
+
 #[derive(Debug, Default, Deserialize, IntoParams)]
 #[into_params(parameter_in = Query)]
 #[serde(deny_unknown_fields)]
@@ -217,6 +242,10 @@ pub(crate) struct ReviewQuery {
     #[param(inline)]
     pub(crate) status: Option<ReviewStatusFilter>,
     pub(crate) client_id: Option<Uuid>,
+    /// Only items queued for this reason.
+    #[param(inline)]
+    #[serde(default)]
+    pub(crate) reason: Option<ReviewReasonFilter>,
     pub(crate) managed_tenant_id: Option<Uuid>,
     pub(crate) limit: Option<u32>,
     pub(crate) cursor: Option<String>,
