@@ -99,9 +99,9 @@ impl ActivityInboundInterceptor for TraceContextInterceptor {
             otel.kind = "consumer",
             activity_type = %activity_type,
             attempt,
-            tenant_id = tenant_id.unwrap_or_default(),
-            run_id = run_id.unwrap_or_default(),
-            managed_tenant_id = managed_tenant_id.unwrap_or_default(),
+            tenant_id,
+            run_id,
+            managed_tenant_id,
         );
         if let Some(parent) = remote_parent(&input) {
             // Only fails when no OpenTelemetry layer is installed: nothing to parent then.

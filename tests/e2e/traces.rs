@@ -404,6 +404,16 @@ async fn one_sync_is_one_trace_from_the_api_request_to_each_provider_request() -
         .await
         .map_err(|error| anyhow::anyhow!("the traced history does not replay: {error}"))?;
 
+    if std::env::var_os("ENTRA_SYNC_PRINT_SPANS").is_some() {
+        eprintln!("{}", describe());
+    }
+    eprintln!(
+        "traces: {} spans received, {} in the run's trace ({} activities, {} user-page requests)",
+        spans.len(),
+        in_trace.len(),
+        activities.len(),
+        user_pages.len()
+    );
     let _ = std::fs::remove_dir_all(&logs);
     Ok(())
 }

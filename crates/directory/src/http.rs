@@ -361,7 +361,7 @@ fn request_span(request: &reqwest::Request, tenant: Option<&str>, attempt: usize
         http.request.method = %request.method(),
         server.address = host,
         url.path = path,
-        entra_tenant_id = tenant.unwrap_or_default(),
+        entra_tenant_id = tenant,
         attempt,
         http.response.status_code = tracing::field::Empty,
     )
