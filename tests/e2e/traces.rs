@@ -4,7 +4,8 @@
 //! activity's span (parented through the Temporal header the workflow copies onto its
 //! activities) and each CIPP request's span under its tenant's `sync_tenant` activity. The
 //! spans carry the PSA tenant, run and managed tenant ids, and no attribute holds a token or an
-//! email address. Both processes export what they still hold when SIGTERM stops them, and the
+//! email address. Nothing is exported before SIGTERM (the batch delay is ten minutes): both
+//! processes export what they hold in the flush of their graceful shutdown, and the
 //! worker's JSON log lines carry the trace's id. The workflow's history, which now holds the
 //! trace header, replays against the workflows with the worker's interceptor.
 
@@ -131,8 +132,9 @@ fn spawn(
         .envs(stack.environment.iter().cloned())
         .envs(extra.iter().map(|(name, value)| (*name, value.clone())))
         .env("OTEL_EXPORTER_OTLP_ENDPOINT", endpoint)
-        // A short batch delay keeps the test quick; SIGTERM flushes the rest anyway.
-        .env("OTEL_BSP_SCHEDULE_DELAY", "200")
+        // No periodic export during the test: every span must reach the receiver through the
+        // flush at the end of a graceful shutdown.
+        .env("OTEL_BSP_SCHEDULE_DELAY", "600000")
         .env("ENTRA_SYNC_LOG_FORMAT", "json")
         .env("RUST_LOG", "info")
         .stdin(std::process::Stdio::null())
@@ -221,6 +223,13 @@ async fn one_sync_is_one_trace_from_the_api_request_to_each_provider_request() -
     let workflow_id = entra_sync_workflows::workflow_id_for_run("sync", &psa_tenant, &run_id);
 
     // Stopped gracefully: each process exports the spans it still holds before exiting.
+    assert!(
+        received
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+            .is_empty(),
+        "spans were exported before the shutdown flush"
+    );
     terminate(serve, "serve").await?;
     terminate(worker, "worker").await?;
     let spans: Vec<ReceivedSpan> = received

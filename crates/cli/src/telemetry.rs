@@ -85,7 +85,7 @@ impl Telemetry {
     }
 
     /// Exports every span still queued and stops the exporter (bounded: a collector that does
-    /// not answer delays the exit by at most a few seconds). Call once, before the process
+    /// not answer delays the exit by at most about ten seconds). Call once, before the process
     /// exits (a graceful shutdown on SIGTERM ends here).
     pub fn shutdown(&self) {
         if let Some(provider) = &self.provider {
