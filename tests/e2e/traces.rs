@@ -39,6 +39,8 @@ struct ReceivedSpan {
     span_id: String,
     parent_span_id: String,
     attributes: BTreeMap<String, String>,
+    /// The span's events (its log lines): name and attributes.
+    events: Vec<(String, BTreeMap<String, String>)>,
 }
 
 impl ReceivedSpan {
@@ -89,6 +91,22 @@ async fn receive(State(received): State<Received>, body: Bytes) -> axum::http::S
                         .attributes
                         .iter()
                         .map(|attribute| (attribute.key.clone(), text(attribute.value.as_ref())))
+                        .collect(),
+                    events: span
+                        .events
+                        .iter()
+                        .map(|event| {
+                            (
+                                event.name.clone(),
+                                event
+                                    .attributes
+                                    .iter()
+                                    .map(|attribute| {
+                                        (attribute.key.clone(), text(attribute.value.as_ref()))
+                                    })
+                                    .collect(),
+                            )
+                        })
                         .collect(),
                 });
             }
@@ -347,14 +365,19 @@ async fn one_sync_is_one_trace_from_the_api_request_to_each_provider_request() -
         );
     }
 
-    // No attribute of any exported span holds a token, a key or an email address.
+    // No attribute of any exported span or span event (log line) holds a token, a key or an
+    // email address.
     let secrets = [
         stack.simulator.config().cipp_api_token.clone(),
         stack.master_key.clone(),
         prepared.admin_key.clone(),
     ];
     for span in &spans {
-        for (key, value) in &span.attributes {
+        let event_attributes = span
+            .events
+            .iter()
+            .flat_map(|(name, attributes)| attributes.iter().chain([(name, name)]));
+        for (key, value) in span.attributes.iter().chain(event_attributes) {
             assert!(!value.contains('@'), "an address in {key} of {span:?}");
             assert!(
                 !value.to_ascii_lowercase().contains("bearer"),
@@ -417,8 +440,9 @@ async fn one_sync_is_one_trace_from_the_api_request_to_each_provider_request() -
         eprintln!("{}", describe());
     }
     eprintln!(
-        "traces: {} spans received, {} in the run's trace ({} activities, {} user-page requests)",
+        "traces: {} spans received ({} events), {} in the run's trace ({} activities, {} user-page requests)",
         spans.len(),
+        spans.iter().map(|span| span.events.len()).sum::<usize>(),
         in_trace.len(),
         activities.len(),
         user_pages.len()
