@@ -7,7 +7,9 @@
 //! email address. Nothing is exported before SIGTERM (the batch delay is ten minutes): both
 //! processes export what they hold in the flush of their graceful shutdown, and the
 //! worker's JSON log lines carry the trace's id. The workflow's history, which now holds the
-//! trace header, replays against the workflows with the worker's interceptor.
+//! trace header, replays against the workflows with the worker's interceptor. A discovery
+//! started through the API is a trace of its own, with `discover_tenants` and CIPP's tenant
+//! list under its workflow start.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::{Arc, Mutex};
@@ -240,6 +242,20 @@ async fn one_sync_is_one_trace_from_the_api_request_to_each_provider_request() -
     assert_eq!(run["status"], "completed", "{run}");
     let workflow_id = entra_sync_workflows::workflow_id_for_run("sync", &psa_tenant, &run_id);
 
+    // A discovery through the traced API too.
+    let discovery = admin
+        .post(
+            "/api/v1/integrations/entra/discovery",
+            serde_json::json!({}),
+        )
+        .await?;
+    let discovery_id = discovery["run_id"]
+        .as_str()
+        .context("discovery run_id")?
+        .to_owned();
+    let discovered = wait_finished(&admin, &discovery_id, Duration::from_secs(120)).await?;
+    assert_eq!(discovered["status"], "completed", "{discovered}");
+
     // Stopped gracefully: each process exports the spans it still holds before exiting.
     assert!(
         received
@@ -364,6 +380,47 @@ async fn one_sync_is_one_trace_from_the_api_request_to_each_provider_request() -
             "{page:?} does not lead back to the API request"
         );
     }
+
+    // The discovery: request, start, `discover_tenants` (with CIPP's tenant list under it) and
+    // `finish_run`, one trace of its own.
+    let discovery_request = spans
+        .iter()
+        .find(|span| {
+            span.name == "POST /api/v1/integrations/entra/discovery"
+                && span.attribute("run_id") == discovery_id
+        })
+        .with_context(|| format!("no discovery request span:\n{}", describe()))?;
+    assert_ne!(discovery_request.trace_id, trace_id);
+    let discovery_trace: Vec<ReceivedSpan> = spans
+        .iter()
+        .filter(|span| span.trace_id == discovery_request.trace_id)
+        .cloned()
+        .collect();
+    let discovery_start = discovery_trace
+        .iter()
+        .find(|span| span.name == "start workflow entra_discovery_run")
+        .context("no discovery workflow-start span")?;
+    assert_eq!(discovery_start.parent_span_id, discovery_request.span_id);
+    let discover = discovery_trace
+        .iter()
+        .find(|span| span.name == "activity discover_tenants")
+        .context("no discover_tenants span")?;
+    assert_eq!(discover.parent_span_id, discovery_start.span_id);
+    assert_eq!(discover.attribute("run_id"), discovery_id);
+    assert_eq!(discover.attribute("tenant_id"), psa_tenant);
+    assert!(discovery_trace.iter().any(|span| {
+        span.name == "activity finish_run" && span.parent_span_id == discovery_start.span_id
+    }));
+    let listing = discovery_trace
+        .iter()
+        .find(|span| span.attribute("url.path").ends_with("/ListTenants"))
+        .with_context(|| format!("no ListTenants request span:\n{}", describe()))?;
+    assert!(
+        ancestors(listing, &discovery_trace)
+            .iter()
+            .any(|span| span.span_id == discover.span_id),
+        "{listing:?} is not under discover_tenants"
+    );
 
     // No attribute of any exported span or span event (log line) holds a token, a key or an
     // email address.
