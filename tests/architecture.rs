@@ -209,3 +209,30 @@ fn the_api_and_the_activities_reach_providers_only_through_the_connection_layer(
         );
     }
 }
+
+#[test]
+fn only_the_binary_exports_traces_and_only_process_boundaries_propagate_them() {
+    let crates = workspace_dependencies();
+    // The OpenTelemetry SDK and the OTLP exporter are wired once, in the binary; the libraries
+    // emit `tracing` spans.
+    for (name, dependencies) in &crates {
+        for exporter in ["opentelemetry_sdk", "opentelemetry-otlp"] {
+            assert!(
+                !dependencies.contains(exporter) || name == "entra-sync",
+                "{name} depends on {exporter}; only the binary sets up the exporter"
+            );
+        }
+    }
+    // The trace context is read and written where a trace crosses a process: the API (a
+    // caller's `traceparent`, the workflow start's header) and the activities (their parent).
+    // The workflows only copy the header's bytes, with no OpenTelemetry crate.
+    let propagating = ["entra-sync-api", "entra-sync-activities", "entra-sync"];
+    for (name, dependencies) in &crates {
+        for api in ["opentelemetry", "tracing-opentelemetry"] {
+            assert!(
+                !dependencies.contains(api) || propagating.contains(&name.as_str()),
+                "{name} depends on {api}; only the API, the activities and the binary propagate trace context"
+            );
+        }
+    }
+}

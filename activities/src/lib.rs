@@ -11,5 +11,7 @@
 
 mod errors;
 mod sync;
+mod trace;
 
 pub use sync::{SyncActivities, DEFAULT_BATCH_USERS, DEFAULT_MAX_RUN};
+pub use trace::TraceContextInterceptor;

@@ -18,5 +18,6 @@ mod run_lifecycle;
 mod schedules;
 mod serve_process;
 mod shutdown;
+mod traces;
 mod two_workers;
 mod workflow_support;

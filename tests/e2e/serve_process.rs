@@ -2,7 +2,8 @@
 //! one port and `/metrics`, `/healthz`, `/readyz` on the operations port only. The container
 //! HEALTHCHECK (`entra-sync healthcheck`) passes once it is up and fails when nothing answers;
 //! the database gauges are there without any tenant label; SIGTERM drains and exits cleanly;
-//! every log line is one JSON object.
+//! every log line is one JSON object, and none carries a trace id (traces are off without
+//! `OTEL_EXPORTER_OTLP_ENDPOINT`).
 
 use std::time::Duration;
 
@@ -128,6 +129,11 @@ async fn serve_process_keeps_metrics_off_the_api_and_stops_on_sigterm() -> Resul
     assert!(
         !text.contains(&stack.master_key),
         "the master key was logged"
+    );
+    // Traces are off without OTEL_EXPORTER_OTLP_ENDPOINT: no line carries a trace id.
+    assert!(
+        lines.iter().all(|line| line.get("trace_id").is_none()),
+        "{text}"
     );
     let _ = std::fs::remove_file(&log);
     Ok(())

@@ -9,6 +9,7 @@ pub mod contract;
 mod discovery;
 mod scheduled;
 mod sync;
+pub mod trace;
 
 pub use discovery::DiscoveryWorkflow;
 pub use scheduled::ScheduledSyncWorkflow;

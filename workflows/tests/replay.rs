@@ -8,6 +8,7 @@
 use std::path::PathBuf;
 
 use entra_sync_workflows::contract::{FinishRunInput, RunEnd, SyncActivities, SyncRunInput};
+use entra_sync_workflows::trace::trace_header_interceptor;
 use entra_sync_workflows::{DiscoveryWorkflow, ScheduledSyncWorkflow, SyncWorkflow};
 use temporalio_client::WorkflowHistory;
 use temporalio_macros::{workflow, workflow_methods};
@@ -55,6 +56,9 @@ async fn recorded_histories_replay_against_the_current_workflows() {
             .expect("register discovery")
             .register_workflow::<ScheduledSyncWorkflow>()
             .expect("register scheduled sync")
+            // As the worker runs them: the trace-header interceptor issues no command of its
+            // own, so histories recorded without it replay with it.
+            .workflow_interceptor(trace_header_interceptor())
             .build(),
     )
     .expect("replayer");

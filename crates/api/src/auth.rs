@@ -135,6 +135,8 @@ pub async fn authorize<P: Permission>(
             P::NAME
         )));
     }
+    // The request span's PSA tenant (its id only: never the user's name or address).
+    tracing::Span::current().record("tenant_id", tracing::field::display(user.tenant_id));
     Ok(Authorized {
         user,
         _permission: PhantomData,

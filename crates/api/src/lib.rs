@@ -13,6 +13,7 @@ mod limits;
 pub mod openapi;
 pub(crate) mod routes;
 pub mod starter;
+mod trace;
 
 use std::sync::Arc;
 
@@ -190,29 +191,49 @@ pub fn router(state: AppState) -> Router {
         .with_state(state)
 }
 
-/// One structured line per request: method, the route template (never the raw URI, whose
-/// query can carry an OAuth code or state), status and latency.
+/// One span and one structured line per request: method, the route template (never the raw
+/// URI, whose query can carry an OAuth code or state, or a search for an address), status and
+/// latency. The span (`request`) is what OpenTelemetry exports as the request's server span;
+/// the handlers record the PSA tenant (`auth::authorize`) and a started run's id on it. A
+/// caller's W3C `traceparent` header makes it the span's parent.
 async fn log_request(
     request: axum::extract::Request,
     next: axum::middleware::Next,
 ) -> axum::response::Response {
+    use tracing::Instrument;
     let method = request.method().clone();
     let route = request
         .extensions()
         .get::<axum::extract::MatchedPath>()
         .map(|path| path.as_str().to_owned())
         .unwrap_or_else(|| "unmatched".to_owned());
+    let span = tracing::info_span!(
+        "request",
+        otel.name = format!("{method} {route}"),
+        otel.kind = "server",
+        otel.status_code = tracing::field::Empty,
+        http.request.method = %method,
+        http.route = %route,
+        http.response.status_code = tracing::field::Empty,
+        tenant_id = tracing::field::Empty,
+        run_id = tracing::field::Empty,
+    );
+    trace::continue_remote_trace(&span, request.headers());
     let started = std::time::Instant::now();
-    let response = next.run(request).await;
+    let response = next.run(request).instrument(span.clone()).await;
     let status = response.status().as_u16();
     let elapsed_ms = started.elapsed().as_millis() as u64;
+    span.record("http.response.status_code", status);
+    let _entered = span.enter();
     if response.status().is_server_error() {
+        span.record("otel.status_code", "ERROR");
         tracing::warn!(%method, %route, status, elapsed_ms, "request failed");
     } else if route == "/healthz" || route == "/readyz" {
         tracing::debug!(%method, %route, status, elapsed_ms, "request");
     } else {
         tracing::info!(%method, %route, status, elapsed_ms, "request");
     }
+    drop(_entered);
     response
 }
 

@@ -3,11 +3,15 @@
 
 use async_trait::async_trait;
 use entra_sync_workflows::contract::{DiscoveryRunInput, SyncRunInput};
+use entra_sync_workflows::trace::{carrier_payload, TRACE_HEADER};
 use entra_sync_workflows::{workflow_id_for_run, DiscoveryWorkflow, SyncWorkflow};
 use temporalio_client::{
     Client, UntypedWorkflow, WorkflowCancelOptions, WorkflowIdConflictPolicy,
     WorkflowIdReusePolicy, WorkflowStartOptions,
 };
+use temporalio_common::protos::temporal::api::common::v1::Header;
+use tracing::Instrument;
+use tracing_opentelemetry::OpenTelemetrySpanExt;
 
 /// What the API needs from Temporal.
 #[async_trait]
@@ -60,14 +64,77 @@ impl TemporalStarter {
             .id_conflict_policy(WorkflowIdConflictPolicy::Fail)
             .build()
     }
+
+    /// [`Self::options`] with the trace context of `span` in the start's Temporal header, so
+    /// the worker's activities continue this trace (see `entra_sync_workflows::trace`).
+    fn traced_options(&self, workflow_id: String, span: &tracing::Span) -> WorkflowStartOptions {
+        let mut options = self.options(workflow_id);
+        options.header = trace_header(span);
+        options
+    }
+}
+
+/// The span of one workflow start: a child of the API request's span, the parent of every
+/// activity of the run. Ids only (PSA tenant, run, workflow).
+fn start_span(
+    workflow_type: &str,
+    tenant_id: &str,
+    run_id: &str,
+    workflow_id: &str,
+) -> tracing::Span {
+    tracing::info_span!(
+        "workflow.start",
+        otel.name = format!("start workflow {workflow_type}"),
+        otel.kind = "producer",
+        workflow_type,
+        workflow_id,
+        tenant_id,
+        run_id,
+    )
+}
+
+/// The Temporal header carrying `span`'s W3C trace context; None when there is no trace
+/// (OpenTelemetry off: the propagator is a no-op and the span has no valid context).
+pub fn trace_header(span: &tracing::Span) -> Option<Header> {
+    use opentelemetry::trace::TraceContextExt;
+    let context = span.context();
+    if !context.span().span_context().is_valid() {
+        return None;
+    }
+    let mut carrier = std::collections::BTreeMap::new();
+    opentelemetry::global::get_text_map_propagator(|propagator| {
+        propagator.inject_context(&context, &mut CarrierInjector(&mut carrier))
+    });
+    if carrier.is_empty() {
+        return None;
+    }
+    let mut fields = std::collections::HashMap::new();
+    fields.insert(TRACE_HEADER.to_owned(), carrier_payload(&carrier));
+    Some(Header { fields })
+}
+
+struct CarrierInjector<'a>(&'a mut std::collections::BTreeMap<String, String>);
+
+impl opentelemetry::propagation::Injector for CarrierInjector<'_> {
+    fn set(&mut self, key: &str, value: String) {
+        self.0.insert(key.to_owned(), value);
+    }
 }
 
 #[async_trait]
 impl WorkflowStarter for TemporalStarter {
     async fn start_sync(&self, input: SyncRunInput) -> anyhow::Result<String> {
         let workflow_id = workflow_id_for_run("sync", &input.tenant_id, &input.run_id);
+        let span = start_span(
+            "entra_sync_run",
+            &input.tenant_id,
+            &input.run_id,
+            &workflow_id,
+        );
+        let options = self.traced_options(workflow_id.clone(), &span);
         self.client
-            .start_workflow(SyncWorkflow::run, input, self.options(workflow_id.clone()))
+            .start_workflow(SyncWorkflow::run, input, options)
+            .instrument(span)
             .await
             .map_err(|error| anyhow::anyhow!("starting the sync workflow failed: {error}"))?;
         Ok(workflow_id)
@@ -75,12 +142,16 @@ impl WorkflowStarter for TemporalStarter {
 
     async fn start_discovery(&self, input: DiscoveryRunInput) -> anyhow::Result<String> {
         let workflow_id = workflow_id_for_run("discovery", &input.tenant_id, &input.run_id);
+        let span = start_span(
+            "entra_discovery_run",
+            &input.tenant_id,
+            &input.run_id,
+            &workflow_id,
+        );
+        let options = self.traced_options(workflow_id.clone(), &span);
         self.client
-            .start_workflow(
-                DiscoveryWorkflow::run,
-                input,
-                self.options(workflow_id.clone()),
-            )
+            .start_workflow(DiscoveryWorkflow::run, input, options)
+            .instrument(span)
             .await
             .map_err(|error| anyhow::anyhow!("starting the discovery workflow failed: {error}"))?;
         Ok(workflow_id)

@@ -86,10 +86,33 @@ async fn main() {
             std::process::exit(2);
         }
     };
-    entra_sync::telemetry::init_logging(format);
-    if let Err(error) = run(cli).await {
+    // Traces (OTEL_EXPORTER_OTLP_ENDPOINT) from the long-running roles only.
+    let service = match &cli.command {
+        Command::Serve => Some("entra-sync-api"),
+        Command::Worker => Some("entra-sync-worker"),
+        _ => None,
+    };
+    let telemetry = match service {
+        Some(service) => match telemetry::init_telemetry(format, service) {
+            Ok(telemetry) => telemetry,
+            Err(error) => {
+                eprintln!("Error: {error:#}");
+                std::process::exit(2);
+            }
+        },
+        None => {
+            telemetry::init_logging(format);
+            telemetry::Telemetry::default()
+        }
+    };
+    let outcome = run(cli).await;
+    if let Err(error) = &outcome {
         // Through the log subscriber, so a JSON log stays one object per line to the end.
         tracing::error!(error = %format!("{error:#}"), "entra-sync stopped with an error");
+    }
+    // After a graceful shutdown (SIGTERM) too: the spans still queued are exported first.
+    telemetry.shutdown();
+    if outcome.is_err() {
         std::process::exit(1);
     }
 }

@@ -11,7 +11,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::{Context, Result};
-use entra_sync_activities::SyncActivities;
+use entra_sync_activities::{SyncActivities, TraceContextInterceptor};
 use entra_sync_api::WorkflowStarter;
 use entra_sync_api::{ApiConfig, AppState, MicrosoftConfig, TemporalStarter};
 use entra_sync_connection::{DirectoryFactory, DirectorySettings, HttpSettings};
@@ -22,6 +22,7 @@ use entra_sync_secrets::{
 use entra_sync_store::runs::{derive_run_status, RunStatus};
 use entra_sync_store::workflow_queries::RunningRun;
 use entra_sync_store::Store;
+use entra_sync_workflows::trace::trace_header_interceptor;
 use entra_sync_workflows::{
     workflow_id_for_run, DiscoveryWorkflow, ScheduledSyncWorkflow, SyncWorkflow,
 };
@@ -272,6 +273,10 @@ pub async fn run_worker_metered(
         .context("registering the discovery workflow")?
         .register_workflow::<ScheduledSyncWorkflow>()
         .context("registering the scheduled sync workflow")?
+        // Traces: the workflows copy their start's trace header onto their activities and
+        // child workflows; each activity's span continues it (`entra_sync_workflows::trace`).
+        .workflow_interceptor(trace_header_interceptor())
+        .activity_inbound_interceptor(TraceContextInterceptor)
         .maybe_client_identity_override(tuning.identity.clone())
         .tuner(tuner)
         .graceful_shutdown_period(grace)

@@ -293,7 +293,7 @@ impl CippClient {
     /// One page of a tenant's users: `ListGraphRequest` with manual pagination (never
     /// `$count`, §5a), or `ListUsers` in one answer when `ListGraphRequest` is unavailable.
     /// `cursor` is the previous page's `next_cursor` (CIPP's `Metadata.nextLink`).
-    #[instrument(skip_all, fields(tenant_id = %tenant, continued = cursor.is_some()))]
+    #[instrument(skip_all, fields(entra_tenant_id = %tenant, continued = cursor.is_some()))]
     pub async fn users_page(
         &self,
         tenant: &str,
@@ -328,7 +328,7 @@ impl CippClient {
     /// on Graph's `groups/{id}/transitiveMembers/microsoft.graph.user` (MICROSOFT.md §5a;
     /// https://learn.microsoft.com/en-us/graph/api/group-list-transitivemembers), paged by
     /// `Metadata.nextLink` like the users listing. There is no `ListUsers`-style fallback.
-    #[instrument(skip_all, fields(tenant_id = %tenant))]
+    #[instrument(skip_all, fields(entra_tenant_id = %tenant))]
     pub async fn group_member_ids(
         &self,
         tenant: &str,

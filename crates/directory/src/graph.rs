@@ -288,7 +288,7 @@ impl GraphClient {
 
     /// A customer's default, initial and verified domains (§2 `GET /v1.0/domains`, with a
     /// customer-tenant token).
-    #[instrument(skip_all, fields(tenant_id = %tenant))]
+    #[instrument(skip_all, fields(entra_tenant_id = %tenant))]
     pub async fn customer_domains(
         &self,
         tenant: &str,
@@ -318,7 +318,7 @@ impl GraphClient {
     /// `Err(DirectoryError::DeltaExpired)`: start again with `None`. So is a stored link that
     /// no longer points at the configured Graph base (the base URL was changed): it is never
     /// called, and a fresh round replaces it.
-    #[instrument(skip_all, fields(tenant_id = %tenant, continued = cursor.is_some()))]
+    #[instrument(skip_all, fields(entra_tenant_id = %tenant, continued = cursor.is_some()))]
     pub async fn users_delta_page(
         &self,
         tenant: &str,
@@ -337,7 +337,7 @@ impl GraphClient {
     }
 
     /// One page of `GET /users?$select=…&$top=999` (§3); `cursor` is the previous nextLink.
-    #[instrument(skip_all, fields(tenant_id = %tenant, continued = cursor.is_some()))]
+    #[instrument(skip_all, fields(entra_tenant_id = %tenant, continued = cursor.is_some()))]
     pub async fn users_page(
         &self,
         tenant: &str,
@@ -355,7 +355,7 @@ impl GraphClient {
     /// `GET /v1.0/groups/{id}/transitiveMembers/microsoft.graph.user?$select=id&$top=999`, the
     /// OData cast keeping only users; pages of at most 999 follow `@odata.nextLink`
     /// (MICROSOFT.md §3's paging rules).
-    #[instrument(skip_all, fields(tenant_id = %tenant))]
+    #[instrument(skip_all, fields(entra_tenant_id = %tenant))]
     pub async fn group_member_ids(
         &self,
         tenant: &str,

@@ -10,6 +10,7 @@ use std::time::Duration;
 use backon::{BackoffBuilder, ExponentialBuilder};
 use reqwest::header::HeaderMap;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
+use tracing::Instrument;
 
 use crate::error::{DirectoryError, ProviderFailure};
 
@@ -284,7 +285,28 @@ impl HttpCore {
                 if self.settings.background {
                     request = request.header("x-ms-throttle-priority", "Low");
                 }
-                let response = request.send().await;
+                let response = match request.build() {
+                    Ok(request) => {
+                        let span = request_span(&request, tenant, attempt);
+                        let response = self.client.execute(request).instrument(span.clone()).await;
+                        match &response {
+                            Ok(response) => {
+                                span.record(
+                                    "http.response.status_code",
+                                    response.status().as_u16(),
+                                );
+                                if !response.status().is_success() {
+                                    span.record("otel.status_code", "ERROR");
+                                }
+                            }
+                            Err(_) => {
+                                span.record("otel.status_code", "ERROR");
+                            }
+                        }
+                        response
+                    }
+                    Err(error) => Err(error),
+                };
                 record_request(&response);
                 match response {
                     Ok(response) if response.status().is_success() => return Ok(response),
@@ -320,6 +342,29 @@ impl HttpCore {
             tokio::time::sleep(wait).await;
         }
     }
+}
+
+/// The span of one provider request (one attempt): method, host and path — never the query
+/// (paging and delta links carry opaque tokens, CIPP's tenant filter a domain) nor a header (the
+/// bearer token) — plus the Entra tenant asked about and the attempt number. A path that
+/// names a user by address is left out whole.
+fn request_span(request: &reqwest::Request, tenant: Option<&str>, attempt: usize) -> tracing::Span {
+    let url = request.url();
+    let host = url.host_str().unwrap_or_default();
+    let path = url.path();
+    let path = if path.contains('@') { "" } else { path };
+    tracing::info_span!(
+        "provider.request",
+        otel.name = format!("{} {host}", request.method()),
+        otel.kind = "client",
+        otel.status_code = tracing::field::Empty,
+        http.request.method = %request.method(),
+        server.address = host,
+        url.path = path,
+        entra_tenant_id = tenant,
+        attempt,
+        http.response.status_code = tracing::field::Empty,
+    )
 }
 
 /// Counts every provider request by status (SPEC §9: Microsoft requests by status, throttled

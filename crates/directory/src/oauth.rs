@@ -270,7 +270,7 @@ impl OAuthClient {
     }
 
     /// The refresh-token grant in `tenant`. The answer carries the new refresh token.
-    #[instrument(skip_all, fields(tenant_id = %tenant, scope = %scope))]
+    #[instrument(skip_all, fields(entra_tenant_id = %tenant, scope = %scope))]
     pub async fn refresh(
         &self,
         tenant: &str,
@@ -290,7 +290,7 @@ impl OAuthClient {
     }
 
     /// The client-credentials grant in `tenant` for `{resource}/.default`.
-    #[instrument(skip_all, fields(tenant_id = %tenant, resource = %resource))]
+    #[instrument(skip_all, fields(entra_tenant_id = %tenant, resource = %resource))]
     pub async fn client_credentials(
         &self,
         tenant: &str,
@@ -546,7 +546,7 @@ impl CustomerTokenCache {
     }
 
     /// An access token for `tenant` and `scope`, from the cache or one refresh-token grant.
-    #[instrument(skip_all, fields(tenant_id = %tenant))]
+    #[instrument(skip_all, fields(entra_tenant_id = %tenant))]
     pub async fn access_token(
         &self,
         tenant: &str,

@@ -40,6 +40,9 @@ pub(crate) async fn start_run(
             requested_by: Some(requested_by.to_owned()),
         })
         .await?;
+    let span = tracing::Span::current();
+    span.record("tenant_id", tracing::field::display(tenant_id));
+    span.record("run_id", tracing::field::display(outcome.run_id));
     if outcome.deduplicated {
         return Ok(outcome);
     }
