@@ -44,7 +44,7 @@ use uuid::Uuid;
 use crate::errors::{from_directory, from_store, invalid};
 
 /// The state of the activities: the store and how to reach directories. Cheap to share.
-pub struct SyncActivities {
+pub struct Activities {
     store: Store,
     directories: DirectoryFactory,
     /// The bound a scheduled sync passes to its sync run (manual runs get theirs from the API).
@@ -58,9 +58,9 @@ pub struct SyncActivities {
 /// The default longest run: six hours, whatever the providers' `Retry-After` asks.
 pub const DEFAULT_MAX_RUN: Duration = Duration::from_secs(6 * 60 * 60);
 
-impl SyncActivities {
+impl Activities {
     pub fn new(store: Store, directories: DirectoryFactory) -> Self {
-        SyncActivities {
+        Activities {
             store,
             directories,
             max_parallel_tenants: 4,
@@ -128,7 +128,7 @@ fn error_json(error: &DirectoryError) -> serde_json::Value {
 }
 
 #[activities]
-impl SyncActivities {
+impl Activities {
     #[activity(definition = entra_sync_workflows::contract::PrepareSync)]
     pub async fn prepare_sync(
         self: Arc<Self>,
@@ -413,7 +413,7 @@ impl SyncActivities {
     }
 }
 
-impl SyncActivities {
+impl Activities {
     #[instrument(skip_all, fields(tenant_id = %input.tenant_id, run_id = %input.run_id, managed_tenant_id = %input.target.managed_tenant_id))]
     async fn sync_tenant_inner(
         &self,
@@ -659,7 +659,7 @@ fn next_retry_delay(attempt: u32, error: &DirectoryError) -> Duration {
     Duration::from_secs(doubled.min(120))
 }
 
-impl SyncActivities {
+impl Activities {
     /// A transient failure Temporal will retry: the tenant result shows `retrying` with this
     /// attempt, its error record and when the next attempt starts (SPEC §5.7). The last
     /// attempt records nothing here; `record_tenant_failure` ends the tenant with this record.
@@ -707,7 +707,7 @@ struct Batch {
     pages: u64,
 }
 
-impl SyncActivities {
+impl Activities {
     /// Waits until this run holds the managed tenant's sync lease (SPEC §5.7): a run that finds
     /// another run syncing the tenant waits for it to end rather than skip the tenant, so a
     /// manual "this client" run during a scheduled "all" run still syncs it, after it.

@@ -11,7 +11,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::{Context, Result};
-use entra_sync_activities::{SyncActivities, TraceContextInterceptor};
+use entra_sync_activities::{Activities, TraceContextInterceptor};
 use entra_sync_api::WorkflowStarter;
 use entra_sync_api::{ApiConfig, AppState, MicrosoftConfig, TemporalStarter};
 use entra_sync_connection::{DirectoryFactory, DirectorySettings, HttpSettings};
@@ -251,7 +251,7 @@ pub async fn run_worker_metered(
     if let Err(error) = reconcile_schedules(&store, &starter).await {
         warn!(error = %format!("{error:#}"), "reconciling recurring schedules failed");
     }
-    let activities = SyncActivities::new(
+    let activities = Activities::new(
         store.clone(),
         DirectoryFactory::new(directory_settings(settings)?),
     )
