@@ -289,6 +289,9 @@ pub struct MappingIndex {
     token_counts: HashMap<Token, u32>,
     /// Clients by the tokens of their name's prefix.
     postings: HashMap<Token, Vec<usize>>,
+    /// Each client's name tokens in value order, for the overlap check that spares a name
+    /// candidate the exact (allocating) similarity when it cannot reach the threshold.
+    tokens_by_value: Vec<Vec<Token>>,
 }
 
 impl MappingIndex {
@@ -329,12 +332,15 @@ impl MappingIndex {
             client_tokens.push(tokens);
         }
         let mut postings: HashMap<Token, Vec<usize>> = HashMap::new();
+        let mut tokens_by_value = Vec::with_capacity(client_tokens.len());
         for (position, mut tokens) in client_tokens.into_iter().enumerate() {
             sort_tokens(&mut tokens, &token_counts);
             let prefix = prefix_length(tokens.len());
-            for token in tokens.into_iter().take(prefix) {
-                postings.entry(token).or_default().push(position);
+            for token in tokens.iter().take(prefix) {
+                postings.entry(*token).or_default().push(position);
             }
+            tokens.sort_unstable();
+            tokens_by_value.push(tokens);
         }
         MappingIndex {
             clients: clients.to_vec(),
@@ -344,12 +350,14 @@ impl MappingIndex {
             exact_names,
             token_counts,
             postings,
+            tokens_by_value,
         }
     }
 
     /// The same preview as [`preview_state`] against the indexed clients.
     pub fn preview(&self, tenant_display_name: &str, tenant_domains: &[String]) -> MappingPreview {
         let tenant = TenantKey::new(tenant_display_name, tenant_domains);
+        // Clients sharing a domain, or with the same name: scored exactly, whatever else.
         let mut positions: Vec<usize> = Vec::new();
         for domain in &tenant.domains {
             for index in [&self.primary_domains, &self.secondary_domains] {
@@ -362,17 +370,39 @@ impl MappingIndex {
             if let Some(found) = self.exact_names.get(&without_whitespace(&tenant.name)) {
                 positions.extend(found);
             }
-            let mut tokens = name_tokens(&tenant.name);
-            sort_tokens(&mut tokens, &self.token_counts);
-            let prefix = prefix_length(tokens.len());
-            for token in tokens.iter().take(prefix) {
-                if let Some(found) = self.postings.get(token) {
-                    positions.extend(found);
-                }
-            }
         }
         positions.sort_unstable();
         positions.dedup();
+        // Clients that can only be candidates by name: those whose name shares a prefix token
+        // (module docs), of a length that can reach the threshold, and whose bigram overlap
+        // does; only those are scored exactly.
+        if !tenant.name.is_empty() {
+            let mut tokens = name_tokens(&tenant.name);
+            sort_tokens(&mut tokens, &self.token_counts);
+            let prefix = prefix_length(tokens.len());
+            let lengths = comparable_lengths(tokens.len());
+            let mut by_name: Vec<usize> = Vec::new();
+            for token in tokens.iter().take(prefix) {
+                if let Some(found) = self.postings.get(token) {
+                    by_name.extend(found.iter().copied().filter(|&position| {
+                        self.tokens_by_value
+                            .get(position)
+                            .is_some_and(|client| lengths.contains(&client.len()))
+                    }));
+                }
+            }
+            by_name.sort_unstable();
+            by_name.dedup();
+            tokens.sort_unstable();
+            by_name.retain(|position| {
+                positions.binary_search(position).is_err()
+                    && self
+                        .tokens_by_value
+                        .get(*position)
+                        .is_some_and(|client| may_reach_threshold(&tokens, client))
+            });
+            positions.extend(by_name);
+        }
         let candidates = positions
             .into_iter()
             .filter_map(|position| {
@@ -409,6 +439,37 @@ fn name_tokens(name: &str) -> Vec<Token> {
 /// value, so every name sorts its tokens the same way.
 fn sort_tokens(tokens: &mut [Token], counts: &HashMap<Token, u32>) {
     tokens.sort_by_key(|token| (counts.get(token).copied().unwrap_or(0), *token));
+}
+
+/// The token counts `m` a name of `n` tokens can be similar to: the similarity is at most
+/// `2·min(n, m)/(n + m)`, so `m` lies within `[t·n/(2-t), n·(2-t)/t]` (with a rounding
+/// tolerance that only widens the range).
+fn comparable_lengths(n: usize) -> std::ops::RangeInclusive<usize> {
+    let t = NAME_MATCH_THRESHOLD;
+    let low = (t * n as f64 / (2.0 - t) - 1e-9).ceil().max(0.0) as usize;
+    let high = (n as f64 * (2.0 - t) / t + 1e-9).floor() as usize;
+    low..=high
+}
+
+/// Whether two names whose tokens are `a` and `b` (each in value order) can score the
+/// threshold: the similarity is exactly `2·|a ∩ b| / (|a| + |b|)`, computed here by a merge
+/// instead of the maps the exact score builds; a tolerance keeps every borderline pair for
+/// the exact score.
+fn may_reach_threshold(a: &[Token], b: &[Token]) -> bool {
+    let (mut i, mut j, mut shared) = (0, 0, 0usize);
+    while let (Some(x), Some(y)) = (a.get(i), b.get(j)) {
+        match x.cmp(y) {
+            Ordering::Less => i += 1,
+            Ordering::Greater => j += 1,
+            Ordering::Equal => {
+                shared += 1;
+                i += 1;
+                j += 1;
+            }
+        }
+    }
+    let total = a.len() + b.len();
+    total > 0 && 2.0 * shared as f64 / total as f64 >= NAME_MATCH_THRESHOLD - 1e-9
 }
 
 /// How many of a name's `n` sorted tokens must be indexed or probed: `n - o + 1` for the
