@@ -123,8 +123,11 @@ pub async fn run_command(
     let output = command
         .stdout(std::process::Stdio::piped())
         .stderr(std::process::Stdio::piped())
-        .output()
+        .output();
+    // A command that should stop (a refused configuration, `rekey`) and does not is a failure.
+    let output = tokio::time::timeout(Duration::from_secs(60), output)
         .await
+        .with_context(|| format!("entra-sync {subcommand} did not exit within 60 s"))?
         .with_context(|| format!("running entra-sync {subcommand}"))?;
     Ok((
         output.status.success(),
