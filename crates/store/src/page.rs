@@ -200,7 +200,7 @@ mod tests {
         for bad in [
             format!("{id}.0"),
             format!("{id}.AB"),
-            format!("{id}"),
+            id.to_owned(),
             format!("+{id}.00"),
         ] {
             assert!(decode_text_cursor(&bad).is_err(), "{bad}");
