@@ -102,7 +102,7 @@ impl Stack {
 
         let simulator = Simulator::start(simulator).await?;
         let master_key = random_name("master");
-        let environment: Vec<(String, String)> = [
+        let defaults: Vec<(String, String)> = [
             ("DATABASE_URL", database_url.clone()),
             ("TEMPORAL_ADDRESS", temporal_address),
             ("TEMPORAL_TASK_QUEUE", random_name("queue")),
@@ -118,8 +118,15 @@ impl Stack {
         ]
         .into_iter()
         .map(|(name, value)| (name.to_owned(), value))
-        .chain(extra_environment(&simulator, &api_url))
         .collect();
+        // A variable the test names replaces the default of the same name (for example
+        // `ENTRA_SYNC_ALLOW_PRIVATE_ENDPOINTS=false` for the outbound policy's own test).
+        let extra = extra_environment(&simulator, &api_url);
+        let mut environment: Vec<(String, String)> = defaults
+            .into_iter()
+            .filter(|(name, _)| !extra.iter().any(|(other, _)| other == name))
+            .collect();
+        environment.extend(extra);
         let settings = Settings::load(None, &environment)?;
         let store = runtime::connect_store(&settings).await?;
         store.migrate().await?;

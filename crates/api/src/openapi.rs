@@ -46,8 +46,34 @@ pub(crate) fn cached_document() -> &'static serde_json::Value {
 /// The most items a list returns, and what it returns without `limit`.
 use entra_sync_store::page::{DEFAULT_LIMIT, MAX_LIMIT};
 
-/// Longest `cursor` accepted (`PageQuery::page_request` enforces it).
-pub const MAX_CURSOR_CHARS: u64 = 512;
+/// Longest `cursor` accepted (`PageQuery::page_request` enforces it): room for a text cursor
+/// (33 characters and two per byte) of a 2,000-byte name.
+pub const MAX_CURSOR_CHARS: u64 = 4096;
+
+/// Each list's cursor format (`entra_sync_store::page`): every string matching its pattern is
+/// a position the list accepts, so the pattern is exactly what the server takes.
+const CURSOR_PATTERNS: [(&str, &str); 8] = [
+    ("list_runs", entra_sync_store::page::TIME_CURSOR_PATTERN),
+    ("list_audit", entra_sync_store::page::TIME_CURSOR_PATTERN),
+    (
+        "list_review_items",
+        entra_sync_store::page::TIME_CURSOR_PATTERN,
+    ),
+    ("list_clients", entra_sync_store::page::TEXT_CURSOR_PATTERN),
+    ("list_contacts", entra_sync_store::page::TEXT_CURSOR_PATTERN),
+    (
+        "list_managed_tenants",
+        entra_sync_store::page::OFFSET_CURSOR_PATTERN,
+    ),
+    (
+        "list_mappings",
+        entra_sync_store::page::OFFSET_CURSOR_PATTERN,
+    ),
+    (
+        "mapping_preview",
+        entra_sync_store::page::OFFSET_CURSOR_PATTERN,
+    ),
+];
 
 /// Completes the document generated from the route declarations with what the router's shared
 /// layers do to every route, so a generic client can trust it: the statuses of body, path and
@@ -258,6 +284,11 @@ fn complete_value(document: &mut serde_json::Value) {
                     Some(_) => false,
                 };
                 let has_body = operation.get("requestBody").is_some();
+                let cursor_pattern = operation
+                    .get("operationId")
+                    .and_then(Value::as_str)
+                    .and_then(|id| CURSOR_PATTERNS.iter().find(|(list, _)| *list == id))
+                    .map(|(_, pattern)| *pattern);
                 let mut has_path = false;
                 let mut has_query = false;
                 let mut has_cursor = false;
@@ -282,6 +313,9 @@ fn complete_value(document: &mut serde_json::Value) {
                                 has_cursor = true;
                                 parameter["schema"] =
                                     json!({"type": "string", "maxLength": MAX_CURSOR_CHARS});
+                                if let Some(pattern) = cursor_pattern {
+                                    parameter["schema"]["pattern"] = json!(pattern);
+                                }
                             }
                             // `GET /contacts?email=` goes through `check_text` (320 characters).
                             Some("email") if parameter["in"] == "query" => {
@@ -314,7 +348,11 @@ fn complete_value(document: &mut serde_json::Value) {
                     );
                 }
                 if has_cursor {
-                    add_response(operation, "422", "the cursor is not one this list returned");
+                    add_response(
+                        operation,
+                        "422",
+                        "the cursor does not have this list's cursor format",
+                    );
                 }
                 if secured {
                     add_response(operation, "401", "no API key, or an unknown one");
@@ -390,6 +428,20 @@ fn complete_value(document: &mut serde_json::Value) {
         .pointer_mut("/components/schemas")
         .and_then(Value::as_object_mut)
     {
+        // A resolution's `note`: at most 2,000 characters, none a control character
+        // (`check_text`).
+        if let Some(variants) = schemas
+            .get_mut("ResolveBody")
+            .and_then(|schema| schema.get_mut("oneOf"))
+            .and_then(Value::as_array_mut)
+        {
+            for variant in variants {
+                if let Some(note) = variant.pointer_mut("/properties/note") {
+                    note["maxLength"] = json!(2000);
+                    note["pattern"] = json!(NO_CONTROL);
+                }
+            }
+        }
         for name in CLOSED_TAGGED_BODIES {
             if let Some(variants) = schemas
                 .get_mut(name)
@@ -509,6 +561,11 @@ mod tests {
                             parameter["schema"]["maxLength"],
                             super::MAX_CURSOR_CHARS,
                             "{method} {path}"
+                        );
+                        // Every list states its cursor format.
+                        assert!(
+                            parameter["schema"]["pattern"].is_string(),
+                            "{method} {path} has no cursor pattern"
                         );
                     }
                 }

@@ -167,7 +167,6 @@ pub(crate) fn check_text(field: &str, value: &str, max: usize) -> Result<(), Api
 /// Pages a list the store returns whole. The cursor is the offset of the next item, opaque to
 /// callers like every other cursor.
 pub(crate) fn paginate<T>(items: Vec<T>, query: &PageQuery) -> Result<ListResponse<T>, ApiError> {
-    use base64::Engine;
     let invalid = || {
         ApiError::unprocessable(
             "invalid_cursor",
@@ -182,20 +181,13 @@ pub(crate) fn paginate<T>(items: Vec<T>, query: &PageQuery) -> Result<ListRespon
     let offset = match request.cursor.as_deref() {
         None => 0,
         Some(cursor) => {
-            let bytes = base64::engine::general_purpose::URL_SAFE_NO_PAD
-                .decode(cursor)
-                .map_err(|_| invalid())?;
-            let text = String::from_utf8(bytes).map_err(|_| invalid())?;
-            text.strip_prefix("offset:")
-                .and_then(|offset| offset.parse::<usize>().ok())
-                .ok_or_else(invalid)?
+            entra_sync_store::page::decode_offset_cursor(cursor).map_err(|_| invalid())?
         }
     };
     let total = items.len();
     let page: Vec<T> = items.into_iter().skip(offset).take(limit).collect();
     let next = offset.saturating_add(page.len());
-    let next_cursor = (next < total)
-        .then(|| base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(format!("offset:{next}")));
+    let next_cursor = (next < total).then(|| entra_sync_store::page::encode_offset_cursor(next));
     Ok(ListResponse {
         items: page,
         next_cursor,
