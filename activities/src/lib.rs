@@ -12,4 +12,4 @@
 mod errors;
 mod sync;
 
-pub use sync::{SyncActivities, DEFAULT_BATCH_USERS, DEFAULT_MAX_RUN};
+pub use sync::{SyncActivities, DEFAULT_BATCH_TENANTS, DEFAULT_BATCH_USERS, DEFAULT_MAX_RUN};
