@@ -831,6 +831,13 @@ impl SyncActivities {
             if !last && batch.entries.len() < self.batch_users {
                 continue;
             }
+            if last && batch.entries.is_empty() {
+                // Nothing changed since the last batch (a delta round with no changes, most
+                // often): no page transaction. A retry before the tenant ends reads the same
+                // empty round again, which changes nothing either.
+                progress.pages += batch.pages;
+                return Ok(page.delta_link);
+            }
             self.reconcile_batch(
                 reading,
                 settings,
