@@ -13,5 +13,5 @@ mod errors;
 mod sync;
 mod trace;
 
-pub use sync::{Activities, DEFAULT_BATCH_USERS, DEFAULT_MAX_RUN};
+pub use sync::{Activities, DEFAULT_BATCH_TENANTS, DEFAULT_BATCH_USERS, DEFAULT_MAX_RUN};
 pub use trace::TraceContextInterceptor;

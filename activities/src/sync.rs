@@ -32,7 +32,7 @@ use entra_sync_workflows::contract::{
     DiscoverInput, DiscoverOutput, FinishRunInput, FinishRunOutput, OpenScheduledRunInput,
     OpenScheduledRunOutput, PrepareSyncInput, PrepareSyncOutput, RunEnd, RunKindName,
     ScheduleSettingsInput, ScheduleSettingsOutput, SyncTarget, SyncTenantInput, SyncTenantOutput,
-    TenantEnd, TenantFailureInput,
+    TenantEnd, TenantFailureInput, TenantsEndedInput,
 };
 use entra_sync_workflows::workflow_id_for_run;
 use serde::{Deserialize, Serialize};
@@ -53,6 +53,8 @@ pub struct Activities {
     batch_users: usize,
     /// The longest a sync run may take (`prepare_sync` hands it to the workflow).
     max_run: Duration,
+    /// Targets per page of `prepare_sync`; a run of more runs each page as a child workflow.
+    batch_tenants: usize,
 }
 
 /// The default longest run: six hours, whatever the providers' `Retry-After` asks.
@@ -66,7 +68,15 @@ impl Activities {
             max_parallel_tenants: 4,
             batch_users: DEFAULT_BATCH_USERS,
             max_run: DEFAULT_MAX_RUN,
+            batch_tenants: DEFAULT_BATCH_TENANTS,
         }
+    }
+
+    /// Sets how many managed tenants one page of a run's targets holds (at least 1): a run of
+    /// more tenants syncs each page in a child workflow of its own.
+    pub fn with_batch_tenants(mut self, batch_tenants: usize) -> Self {
+        self.batch_tenants = batch_tenants.max(1);
+        self
     }
 
     /// Sets the longest a sync run may take (at least a minute): tenants still syncing or
@@ -103,6 +113,12 @@ const ENUMERATION_COMPLETE: &str = "entra-sync:enumeration-complete";
 /// batch is written, so the fixed cost of a transaction (lock, reads, counts) is paid about
 /// once per thousand users.
 pub const DEFAULT_BATCH_USERS: usize = 1000;
+
+/// Managed tenants per page of a run's targets unless configured (`sync.batch_tenants`). A
+/// run's tenants beyond one page run as child workflows of this many each: about five history
+/// events per tenant, so a child's history stays near 1,300 events, far from Temporal's 51,200,
+/// and a page of targets near 40 KB, far from its 2 MB payload limit.
+pub const DEFAULT_BATCH_TENANTS: usize = 250;
 
 /// How often a run waiting for another run's sync lease on a managed tenant looks again.
 const LEASE_POLL: Duration = Duration::from_secs(1);
@@ -142,12 +158,22 @@ impl Activities {
             .get_run(tenant_id, run_id)
             .await
             .map_err(from_store)?;
-        let targets = self
+        let after = input
+            .after
+            .as_deref()
+            .map(|after| parse_uuid(after, "after"))
+            .transpose()?;
+        // One more than a page says whether another page follows.
+        let page = i64::try_from(self.batch_tenants).unwrap_or(i64::MAX - 1);
+        let mut targets = self
             .store
-            .sync_targets(tenant_id, run.scope)
+            .sync_targets_page(tenant_id, run.scope, after, Some(page + 1))
             .await
             .map_err(from_store)?;
+        let more = targets.len() > self.batch_tenants;
+        targets.truncate(self.batch_tenants);
         Ok(PrepareSyncOutput {
+            more,
             targets: targets
                 .into_iter()
                 .map(|target| SyncTarget {
@@ -183,50 +209,26 @@ impl Activities {
         _ctx: ActivityContext,
         input: TenantFailureInput,
     ) -> Result<(), ActivityError> {
-        let tenant_id = parse_uuid(&input.tenant_id, "tenant_id")?;
-        let run_id = parse_uuid(&input.run_id, "run_id")?;
-        let managed_tenant_id = parse_uuid(&input.managed_tenant_id, "managed_tenant_id")?;
-        let status = match input.status {
-            TenantEnd::Cancelled => TenantResultStatus::Cancelled,
-            _ => TenantResultStatus::Failed,
-        };
-        // The last classified failure an attempt recorded on the tenant result is kept; a
-        // failure no attempt could record (a lost worker, a store outage) gets a record of its
-        // own. A cancelled tenant did not fail and has no error.
-        let error = if status == TenantResultStatus::Cancelled {
-            None
-        } else if let Some(seconds) = input.time_limit_seconds {
-            let last = self
-                .store
-                .tenant_result_error(tenant_id, run_id, managed_tenant_id)
-                .await
-                .ok()
-                .flatten()
-                .and_then(|error| ErrorRecord::from_json(&error));
-            Some(ErrorRecord::time_limit(seconds, last.as_ref(), &input.message).to_json())
-        } else {
-            let recorded = self
-                .store
-                .tenant_result_error(tenant_id, run_id, managed_tenant_id)
-                .await
-                .ok()
-                .flatten()
-                .and_then(|error| ErrorRecord::from_json(&error));
-            Some(
-                recorded
-                    .unwrap_or_else(|| {
-                        ErrorRecord::new(ErrorClass::Transient, "retries_exhausted", input.message)
-                            .with_remediation(
-                                "the tenant kept failing after every retry; check the worker logs for this run and run the sync again",
-                            )
-                    })
-                    .to_json(),
-            )
-        };
-        self.store
-            .finish_tenant_result(tenant_id, run_id, managed_tenant_id, status, error.as_ref())
-            .await
-            .map_err(from_store)?;
+        self.end_tenant(input).await
+    }
+
+    #[activity(definition = entra_sync_workflows::contract::RecordTenantsEnded)]
+    pub async fn record_tenants_ended(
+        self: Arc<Self>,
+        _ctx: ActivityContext,
+        input: TenantsEndedInput,
+    ) -> Result<(), ActivityError> {
+        for managed_tenant_id in input.managed_tenant_ids {
+            let one = TenantFailureInput {
+                tenant_id: input.tenant_id.clone(),
+                run_id: input.run_id.clone(),
+                managed_tenant_id,
+                status: input.status,
+                message: input.message.clone(),
+                time_limit_seconds: input.time_limit_seconds,
+            };
+            self.end_tenant(one).await?;
+        }
         Ok(())
     }
 
@@ -410,6 +412,58 @@ impl Activities {
             found: u32::try_from(outcome.discovered).unwrap_or(u32::MAX),
             missing: u32::try_from(outcome.marked_missing).unwrap_or(u32::MAX),
         })
+    }
+}
+
+impl Activities {
+    /// Ends one tenant's result after its `sync_tenant` failed for good, was cancelled, or
+    /// never ran (`record_tenant_failure`, `record_tenants_ended`).
+    async fn end_tenant(&self, input: TenantFailureInput) -> Result<(), ActivityError> {
+        let tenant_id = parse_uuid(&input.tenant_id, "tenant_id")?;
+        let run_id = parse_uuid(&input.run_id, "run_id")?;
+        let managed_tenant_id = parse_uuid(&input.managed_tenant_id, "managed_tenant_id")?;
+        let status = match input.status {
+            TenantEnd::Cancelled => TenantResultStatus::Cancelled,
+            _ => TenantResultStatus::Failed,
+        };
+        // The last classified failure an attempt recorded on the tenant result is kept; a
+        // failure no attempt could record (a lost worker, a store outage) gets a record of its
+        // own. A cancelled tenant did not fail and has no error.
+        let error = if status == TenantResultStatus::Cancelled {
+            None
+        } else if let Some(seconds) = input.time_limit_seconds {
+            let last = self
+                .store
+                .tenant_result_error(tenant_id, run_id, managed_tenant_id)
+                .await
+                .ok()
+                .flatten()
+                .and_then(|error| ErrorRecord::from_json(&error));
+            Some(ErrorRecord::time_limit(seconds, last.as_ref(), &input.message).to_json())
+        } else {
+            let recorded = self
+                .store
+                .tenant_result_error(tenant_id, run_id, managed_tenant_id)
+                .await
+                .ok()
+                .flatten()
+                .and_then(|error| ErrorRecord::from_json(&error));
+            Some(
+                recorded
+                    .unwrap_or_else(|| {
+                        ErrorRecord::new(ErrorClass::Transient, "retries_exhausted", input.message)
+                            .with_remediation(
+                                "the tenant kept failing after every retry; check the worker logs for this run and run the sync again",
+                            )
+                    })
+                    .to_json(),
+            )
+        };
+        self.store
+            .finish_tenant_result(tenant_id, run_id, managed_tenant_id, status, error.as_ref())
+            .await
+            .map_err(from_store)?;
+        Ok(())
     }
 }
 
@@ -776,6 +830,13 @@ impl Activities {
             let last = page.is_last();
             if !last && batch.entries.len() < self.batch_users {
                 continue;
+            }
+            if last && batch.entries.is_empty() {
+                // Nothing changed since the last batch (a delta round with no changes, most
+                // often): no page transaction. A retry before the tenant ends reads the same
+                // empty round again, which changes nothing either.
+                progress.pages += batch.pages;
+                return Ok(page.delta_link);
             }
             self.reconcile_batch(
                 reading,

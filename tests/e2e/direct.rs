@@ -424,6 +424,29 @@ async fn direct_connection_authorize_discover_sync_and_delta() -> Result<()> {
                 simulator.request_log().iter().any(|request| request.path.ends_with("/users/delta") && request.query.as_deref().is_some_and(|query| query.contains("deltatoken") || query.contains("token"))),
                 "the second sync read from the stored delta link"
             );
+            // A tenant whose delta round brought no change costs no page transaction (its
+            // result never got a cursor), only its new delta link; the changed tenant's did.
+            let second_run = Uuid::parse_str(second["run_id"].as_str().unwrap_or_default())?;
+            let cursors: Vec<(String, Option<String>, bool)> = sqlx::query_as(
+                "SELECT mt.entra_tenant_id, r.cursor, d.issued_at > r.started_at
+                 FROM run_tenant_results r
+                 JOIN managed_tenants mt ON mt.tenant_id = r.tenant_id AND mt.managed_tenant_id = r.managed_tenant_id
+                 JOIN delta_state d ON d.tenant_id = r.tenant_id AND d.managed_tenant_id = r.managed_tenant_id
+                 WHERE r.tenant_id = $1 AND r.run_id = $2",
+            )
+            .bind(tenant_id)
+            .bind(second_run)
+            .fetch_all(&stack.pool)
+            .await?;
+            assert_eq!(cursors.len(), msp.tenants.len());
+            for (entra_tenant_id, cursor, link_saved) in &cursors {
+                assert!(link_saved, "{entra_tenant_id}: the new delta link is saved");
+                if *entra_tenant_id == first.tenant_id {
+                    assert!(cursor.is_some(), "the changed tenant's batch committed");
+                } else {
+                    assert_eq!(cursor, &None, "{entra_tenant_id}: an empty delta round wrote no batch");
+                }
+            }
             assert_eq!(contact_state(&stack, tenant_id, &added.id).await?, Some((true, None)), "new upstream user created");
             assert_eq!(contact_state(&stack, tenant_id, &disabled).await?, Some((false, Some("disabled_upstream".to_owned()))));
             assert_eq!(contact_state(&stack, tenant_id, &deleted).await?, Some((false, Some("deleted_upstream".to_owned()))));

@@ -163,9 +163,21 @@ async fn a_day_long_retry_after_is_capped_and_the_tenant_shows_retrying() -> Res
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_run_that_keeps_being_throttled_ends_at_its_maximum_duration() -> Result<()> {
+    ends_at_its_maximum_duration(None).await
+}
+
+/// The same with one tenant per batch: each tenant in a child workflow of its own, the
+/// deadline handed from the run to its children, and the batch that never started recorded
+/// by the run.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_run_in_batches_that_keeps_being_throttled_ends_at_its_maximum_duration() -> Result<()> {
+    ends_at_its_maximum_duration(Some(1)).await
+}
+
+async fn ends_at_its_maximum_duration(batch_tenants: Option<usize>) -> Result<()> {
     const MAX_RUN_SECONDS: u64 = 20;
     let stack = Stack::start_with(small(), |_| {
-        vec![
+        let mut environment = vec![
             (
                 "ENTRA_SYNC__WORKER__MAX_RUN_SECONDS".to_owned(),
                 MAX_RUN_SECONDS.to_string(),
@@ -175,7 +187,14 @@ async fn a_run_that_keeps_being_throttled_ends_at_its_maximum_duration() -> Resu
                 "ENTRA_SYNC__SYNC__MAX_PARALLEL_TENANTS".to_owned(),
                 "1".to_owned(),
             ),
-        ]
+        ];
+        if let Some(batch_tenants) = batch_tenants {
+            environment.push((
+                "ENTRA_SYNC__SYNC__BATCH_TENANTS".to_owned(),
+                batch_tenants.to_string(),
+            ));
+        }
+        environment
     })
     .await?;
     stack

@@ -2,6 +2,7 @@
 //! the simulator over real HTTP, the API and a worker in this process. Each test gets its own
 //! database, task queue and ports.
 
+mod batches;
 mod browser;
 mod chaos;
 mod cli;

@@ -44,6 +44,10 @@ pub enum RunEnd {
 pub struct PrepareSyncInput {
     pub tenant_id: String,
     pub run_id: String,
+    /// Asks for the page of targets after this managed tenant id (the targets' order); absent
+    /// for the first page, so a first call looks exactly as before pages existed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub after: Option<String>,
 }
 
 /// One managed tenant a sync run covers.
@@ -63,6 +67,12 @@ pub struct PrepareSyncOutput {
     /// which keep only the per-tenant bound.
     #[serde(default)]
     pub max_run_seconds: Option<u64>,
+    /// True when more targets follow this page (ask again with `after` set to the last
+    /// target's id). A run whose first page is all its targets runs its tenants in its own
+    /// history; a run of more targets runs each page as a [`crate::SyncBatchWorkflow`] child,
+    /// so no history grows with the number of tenants. Absent (false) in older histories.
+    #[serde(default)]
+    pub more: bool,
 }
 
 /// Input of the `sync_tenant` activity.
@@ -103,6 +113,54 @@ pub struct TenantFailureInput {
     /// never started before the run's deadline): the limit that was reached, in seconds.
     #[serde(default)]
     pub time_limit_seconds: Option<u64>,
+}
+
+/// Input of `record_tenants_ended`: several tenants of one run that ended without (or before)
+/// their `sync_tenant` — not started when the run was cancelled or ran out of time, or in a
+/// batch whose child workflow failed. Each is recorded exactly as `record_tenant_failure`
+/// would; a tenant whose result already ended keeps it.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TenantsEndedInput {
+    pub tenant_id: String,
+    pub run_id: String,
+    pub managed_tenant_ids: Vec<String>,
+    /// `cancelled` or `failed`.
+    pub status: TenantEnd,
+    pub message: String,
+    #[serde(default)]
+    pub time_limit_seconds: Option<u64>,
+}
+
+/// Input of [`crate::SyncBatchWorkflow`]: one page of a run's targets, synced in `lanes`
+/// concurrent lanes under the run's deadline.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SyncBatchInput {
+    pub version: u32,
+    pub tenant_id: String,
+    pub run_id: String,
+    pub targets: Vec<SyncTarget>,
+    /// At most this many of the batch's tenants sync at once.
+    pub lanes: u32,
+    /// The run's time limit, when it has one.
+    #[serde(default)]
+    pub time_limit: Option<BatchTimeLimit>,
+}
+
+/// The run's maximum duration as the parent computed it: the limit in seconds and the
+/// workflow-time deadline (milliseconds since the Unix epoch).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct BatchTimeLimit {
+    pub seconds: u64,
+    pub deadline_unix_ms: u64,
+}
+
+/// Output of [`crate::SyncBatchWorkflow`].
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SyncBatchOutput {
+    /// Targets whose `sync_tenant` was started.
+    pub started: u32,
+    /// Targets recorded as not started (cancelled, or out of time).
+    pub not_started: u32,
 }
 
 /// Input of `finish_run`. `outcome` is what the workflow knows (cancelled, or failed before any
@@ -208,10 +266,11 @@ pub struct OpenScheduledRunOutput {
 
 /// The activity names, as registered by the worker; a test in the activities crate checks that
 /// every definition here is implemented under the same name.
-pub const ACTIVITY_NAMES: [&str; 7] = [
+pub const ACTIVITY_NAMES: [&str; 8] = [
     "prepare_sync",
     "sync_tenant",
     "record_tenant_failure",
+    "record_tenants_ended",
     "finish_run",
     "discover_tenants",
     "load_schedule_settings",
@@ -235,6 +294,11 @@ impl SyncActivities {
 
     #[activity(name = "record_tenant_failure")]
     pub fn record_tenant_failure(input: TenantFailureInput) -> Result<(), ActivityError> {
+        unimplemented!()
+    }
+
+    #[activity(name = "record_tenants_ended")]
+    pub fn record_tenants_ended(input: TenantsEndedInput) -> Result<(), ActivityError> {
         unimplemented!()
     }
 
@@ -266,5 +330,5 @@ impl SyncActivities {
 /// The activity marker types, named for implementers' `#[activity(definition = …)]`.
 pub use sync_activities::{
     DiscoverTenants, FinishRun, LoadScheduleSettings, OpenScheduledRun, PrepareSync,
-    RecordTenantFailure, SyncTenant,
+    RecordTenantFailure, RecordTenantsEnded, SyncTenant,
 };

@@ -5,12 +5,14 @@
 //! Workflows here do no I/O and use no clock, randomness, `tokio::spawn`/`sleep` or `HashMap`
 //! iteration; everything with a side effect happens in an activity named in [`contract`].
 
+mod batch;
 pub mod contract;
 mod discovery;
 mod scheduled;
 mod sync;
 pub mod trace;
 
+pub use batch::{batch_workflow_id, SyncBatchWorkflow};
 pub use discovery::DiscoveryWorkflow;
 pub use scheduled::ScheduledSyncWorkflow;
 pub use sync::{SyncWorkflow, NON_RETRYABLE_ERROR_TYPES, TENANT_HEARTBEAT_TIMEOUT};

@@ -18,8 +18,8 @@ use temporalio_sdk::{
 };
 
 use crate::contract::{
-    FinishRunInput, FinishRunOutput, PrepareSyncInput, RunEnd, SyncActivities, SyncRunInput,
-    SyncTarget, SyncTenantInput, TenantEnd, TenantFailureInput,
+    FinishRunInput, FinishRunOutput, PrepareSyncInput, PrepareSyncOutput, RunEnd, SyncActivities,
+    SyncRunInput, SyncTarget, SyncTenantInput, TenantEnd, TenantFailureInput,
 };
 
 /// Error type names (set by the activities from the error classification) that retrying cannot
@@ -105,16 +105,19 @@ impl SyncWorkflow {
                 PrepareSyncInput {
                     tenant_id: input.tenant_id.clone(),
                     run_id: input.run_id.clone(),
+                    after: None,
                 },
                 bookkeeping_options(None),
             )
             .await;
         let (targets, limit) = match prepared {
+            // More targets than one page: each page runs as a child workflow (batch.rs).
+            Ok(prepared) if prepared.more => {
+                let limit = TimeLimit::from_prepared(ctx, &prepared);
+                return crate::batch::run_in_batches(ctx, &input, prepared.targets, limit).await;
+            }
             Ok(prepared) => {
-                let limit = prepared.max_run_seconds.and_then(|seconds| {
-                    let deadline = ctx.workflow_time()? + Duration::from_secs(seconds);
-                    Some(TimeLimit { seconds, deadline })
-                });
+                let limit = TimeLimit::from_prepared(ctx, &prepared);
                 (prepared.targets, limit)
             }
             Err(error) => {
@@ -162,36 +165,50 @@ impl SyncWorkflow {
 
 /// The run's time limit (`PrepareSyncOutput::max_run_seconds`) as a workflow-time deadline.
 #[derive(Clone, Copy)]
-struct TimeLimit {
-    seconds: u64,
-    deadline: SystemTime,
+pub(crate) struct TimeLimit {
+    pub(crate) seconds: u64,
+    pub(crate) deadline: SystemTime,
 }
 
-/// What the lanes of one run share.
-struct RunContext<'a> {
-    input: &'a SyncRunInput,
-    targets: &'a [SyncTarget],
-    next_target: &'a Cell<usize>,
-    limit: Option<TimeLimit>,
+impl TimeLimit {
+    fn from_prepared<W>(ctx: &WorkflowContext<W>, prepared: &PrepareSyncOutput) -> Option<Self> {
+        prepared.max_run_seconds.and_then(|seconds| {
+            let deadline = ctx.workflow_time()? + Duration::from_secs(seconds);
+            Some(TimeLimit { seconds, deadline })
+        })
+    }
+
+    /// What is left of the run's time at workflow time `now`; `None` once it is (almost) up.
+    pub(crate) fn left<W>(&self, ctx: &WorkflowContext<W>) -> Option<Duration> {
+        let now = ctx.workflow_time()?;
+        let left = self.deadline.duration_since(now).ok()?;
+        (left >= Duration::from_secs(1)).then_some(left)
+    }
+}
+
+/// What the lanes of one run (or of one batch of a run) share.
+pub(crate) struct RunContext<'a> {
+    pub(crate) input: &'a SyncRunInput,
+    pub(crate) targets: &'a [SyncTarget],
+    pub(crate) next_target: &'a Cell<usize>,
+    pub(crate) limit: Option<TimeLimit>,
 }
 
 impl RunContext<'_> {
     /// How long the next tenant's sync may take: the per-tenant bound, shortened to what is
     /// left of the run's time (workflow time, so replay computes the same); `None` once the
     /// run's time is up.
-    fn tenant_budget(&self, ctx: &WorkflowContext<SyncWorkflow>) -> Option<Duration> {
+    fn tenant_budget<W>(&self, ctx: &WorkflowContext<W>) -> Option<Duration> {
         let Some(limit) = self.limit else {
             return Some(TENANT_SYNC_MAX_DURATION);
         };
-        let now = ctx.workflow_time()?;
-        let left = limit.deadline.duration_since(now).ok()?;
-        (left >= Duration::from_secs(1)).then(|| left.min(TENANT_SYNC_MAX_DURATION))
+        Some(limit.left(ctx)?.min(TENANT_SYNC_MAX_DURATION))
     }
 }
 
 /// One lane of the window: syncs targets one after another, each time taking the next one
 /// nobody has taken, until none are left, the run is cancelled or its time is up.
-async fn lane(ctx: &WorkflowContext<SyncWorkflow>, run: &RunContext<'_>) {
+pub(crate) async fn lane<W>(ctx: &WorkflowContext<W>, run: &RunContext<'_>) {
     loop {
         if ctx.cancellation_token().is_cancelled() {
             return;
@@ -209,8 +226,8 @@ async fn lane(ctx: &WorkflowContext<SyncWorkflow>, run: &RunContext<'_>) {
 }
 
 /// Syncs one tenant; on final failure records why in the tenant result. Never fails the run.
-async fn sync_one(
-    ctx: &WorkflowContext<SyncWorkflow>,
+async fn sync_one<W>(
+    ctx: &WorkflowContext<W>,
     run: &RunContext<'_>,
     target: SyncTarget,
     budget: Duration,
@@ -253,8 +270,8 @@ async fn sync_one(
 
 /// Records a tenant's final failure. Detached from the workflow's cancellation so a cancelled
 /// run still records the tenant.
-async fn record_failure(
-    ctx: &WorkflowContext<SyncWorkflow>,
+async fn record_failure<W>(
+    ctx: &WorkflowContext<W>,
     input: &SyncRunInput,
     managed_tenant_id: String,
     status: TenantEnd,
@@ -277,8 +294,8 @@ async fn record_failure(
         .await;
 }
 
-async fn finish(
-    ctx: &WorkflowContext<SyncWorkflow>,
+pub(crate) async fn finish<W>(
+    ctx: &WorkflowContext<W>,
     input: &SyncRunInput,
     forced: Option<RunEnd>,
     message: Option<String>,

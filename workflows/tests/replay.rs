@@ -1,6 +1,6 @@
 //! Determinism guard: every workflow history recorded under `tests/histories/` (real runs on a
 //! Temporal dev server: completed, partial, cancelled, scheduled with discovery, and their
-//! child runs) must replay against the current workflow code without a nondeterminism error.
+//! child runs; a run in batches of child workflows, completed and cancelled, with a child) must replay against the current workflow code without a nondeterminism error.
 //! A change to a workflow that would break running workflows fails here; after an intended
 //! change, guard it with `ctx.patched(…)` or re-record the histories (see
 //! `tests/e2e/workflow_support.rs`, `ENTRA_SYNC_RECORD_HISTORIES`).
@@ -9,7 +9,9 @@ use std::path::PathBuf;
 
 use entra_sync_workflows::contract::{FinishRunInput, RunEnd, SyncActivities, SyncRunInput};
 use entra_sync_workflows::trace::trace_header_interceptor;
-use entra_sync_workflows::{DiscoveryWorkflow, ScheduledSyncWorkflow, SyncWorkflow};
+use entra_sync_workflows::{
+    DiscoveryWorkflow, ScheduledSyncWorkflow, SyncBatchWorkflow, SyncWorkflow,
+};
 use temporalio_client::WorkflowHistory;
 use temporalio_macros::{workflow, workflow_methods};
 use temporalio_sdk::workflow_replayer::{
@@ -44,7 +46,7 @@ fn histories() -> Vec<(String, Vec<u8>)> {
 async fn recorded_histories_replay_against_the_current_workflows() {
     let histories = histories();
     assert!(
-        histories.len() >= 6,
+        histories.len() >= 10,
         "expected the recorded histories, found {}",
         histories.len()
     );
@@ -52,6 +54,8 @@ async fn recorded_histories_replay_against_the_current_workflows() {
         WorkflowReplayerOptions::new()
             .register_workflow::<SyncWorkflow>()
             .expect("register sync")
+            .register_workflow::<SyncBatchWorkflow>()
+            .expect("register sync batch")
             .register_workflow::<DiscoveryWorkflow>()
             .expect("register discovery")
             .register_workflow::<ScheduledSyncWorkflow>()

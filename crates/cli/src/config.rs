@@ -146,10 +146,19 @@ pub struct SyncSettings {
     /// Users reconciled per transaction (provider pages are accumulated up to this).
     #[serde(default = "default_batch_users")]
     pub batch_users: usize,
+    /// Managed tenants per page of a run's targets (`ENTRA_SYNC__SYNC__BATCH_TENANTS`): a run
+    /// of more tenants syncs each page in a child workflow, so no workflow history grows with
+    /// the number of tenants.
+    #[serde(default = "default_batch_tenants")]
+    pub batch_tenants: usize,
 }
 
 fn default_batch_users() -> usize {
     entra_sync_activities::DEFAULT_BATCH_USERS
+}
+
+fn default_batch_tenants() -> usize {
+    entra_sync_activities::DEFAULT_BATCH_TENANTS
 }
 
 #[derive(Debug, Deserialize, Default)]

@@ -24,7 +24,7 @@ use entra_sync_store::workflow_queries::RunningRun;
 use entra_sync_store::Store;
 use entra_sync_workflows::trace::trace_header_interceptor;
 use entra_sync_workflows::{
-    workflow_id_for_run, DiscoveryWorkflow, ScheduledSyncWorkflow, SyncWorkflow,
+    workflow_id_for_run, DiscoveryWorkflow, ScheduledSyncWorkflow, SyncBatchWorkflow, SyncWorkflow,
 };
 use secrecy::SecretString;
 use temporalio_client::errors::WorkflowInteractionError;
@@ -257,6 +257,7 @@ pub async fn run_worker_metered(
     )
     .with_max_parallel_tenants(settings.sync.max_parallel_tenants)
     .with_batch_users(settings.sync.batch_users)
+    .with_batch_tenants(settings.sync.batch_tenants)
     .with_max_run(settings.worker.max_run());
     let activity_slots = tuning.max_concurrent_activities.unwrap_or(100).max(1);
     let tuner = TunerHolder::builder()
@@ -269,6 +270,8 @@ pub async fn run_worker_metered(
         .register_activities(activities)
         .register_workflow::<SyncWorkflow>()
         .context("registering the sync workflow")?
+        .register_workflow::<SyncBatchWorkflow>()
+        .context("registering the sync batch workflow")?
         .register_workflow::<DiscoveryWorkflow>()
         .context("registering the discovery workflow")?
         .register_workflow::<ScheduledSyncWorkflow>()

@@ -804,6 +804,18 @@ impl Store {
     /// The managed tenants a sync of `scope` covers: mapped to a client (directly or by
     /// creating one) and not missing, in a stable order.
     pub async fn sync_targets(&self, tenant_id: Uuid, scope: RunScope) -> Result<Vec<SyncTarget>> {
+        self.sync_targets_page(tenant_id, scope, None, None).await
+    }
+
+    /// A page of [`Store::sync_targets`]: the targets after `after` (by managed tenant id, the
+    /// targets' order), at most `limit` of them.
+    pub async fn sync_targets_page(
+        &self,
+        tenant_id: Uuid,
+        scope: RunScope,
+        after: Option<Uuid>,
+        limit: Option<i64>,
+    ) -> Result<Vec<SyncTarget>> {
         let client_id = match scope {
             RunScope::All => None,
             RunScope::Client(client_id) => Some(client_id),
@@ -816,10 +828,14 @@ impl Store {
              WHERE m.tenant_id = $1 AND m.decision IN ('mapped', 'create_client')
                AND m.client_id IS NOT NULL AND mt.status = 'active'
                AND ($2::uuid IS NULL OR m.client_id = $2)
-             ORDER BY mt.managed_tenant_id",
+               AND ($3::uuid IS NULL OR mt.managed_tenant_id > $3)
+             ORDER BY mt.managed_tenant_id
+             LIMIT $4",
         )
         .bind(tenant_id)
         .bind(client_id)
+        .bind(after)
+        .bind(limit)
         .fetch_all(&self.pool)
         .await?;
         Ok(rows
