@@ -401,6 +401,10 @@ async fn lock_new_addresses(
         .collect();
     addresses.sort();
     addresses.dedup();
+    if addresses.is_empty() {
+        // Nothing is created, so no address can race another managed tenant's.
+        return Ok(false);
+    }
     let known: Vec<Uuid> = context.contacts.keys().copied().collect();
     statements.count();
     sqlx::query(
@@ -431,7 +435,8 @@ async fn lock_new_addresses(
     Ok(appeared)
 }
 
-/// Step 2: applies the plan's writes, one statement per kind, each with its audit rows.
+/// Step 2: applies the plan's writes, one statement per kind, each with its audit rows; a kind
+/// the page has none of costs no statement (a delta page with a few changes runs few).
 async fn apply_plan(
     connection: &mut PgConnection,
     scope: &PageScope,
@@ -439,171 +444,187 @@ async fn apply_plan(
     page_tally: &mut Tally,
     statements: &mut Statements,
 ) -> Result<()> {
-    statements.count();
-    sqlx::query(
-        "INSERT INTO contacts (tenant_id, contact_id, client_id, full_name, email, phone, mobile,
-                                   job_title, email_normalized)
-             SELECT $1, * FROM UNNEST($2::uuid[], $3::uuid[], $4::text[], $5::text[], $6::text[],
-                                      $7::text[], $8::text[], $9::text[])",
-    )
-    .bind(scope.tenant_id)
-    .bind(&writes.creates.contact_ids)
-    .bind(&writes.creates.client_ids)
-    .bind(&writes.creates.full_names)
-    .bind(&writes.creates.emails)
-    .bind(&writes.creates.phones)
-    .bind(&writes.creates.mobiles)
-    .bind(&writes.creates.job_titles)
-    .bind(&writes.creates.email_keys)
-    .execute(&mut *connection)
-    .await?;
+    if !writes.creates.contact_ids.is_empty() {
+        statements.count();
+        sqlx::query(
+            "INSERT INTO contacts (tenant_id, contact_id, client_id, full_name, email, phone, mobile,
+                                       job_title, email_normalized)
+                 SELECT $1, * FROM UNNEST($2::uuid[], $3::uuid[], $4::text[], $5::text[], $6::text[],
+                                          $7::text[], $8::text[], $9::text[])",
+        )
+        .bind(scope.tenant_id)
+        .bind(&writes.creates.contact_ids)
+        .bind(&writes.creates.client_ids)
+        .bind(&writes.creates.full_names)
+        .bind(&writes.creates.emails)
+        .bind(&writes.creates.phones)
+        .bind(&writes.creates.mobiles)
+        .bind(&writes.creates.job_titles)
+        .bind(&writes.creates.email_keys)
+        .execute(&mut *connection)
+        .await?;
+    }
 
     // ON CONFLICT DO NOTHING: a link that exists (replay) or a contact another directory
     // user claimed first is left as it is, and gets no audit row.
-    statements.count();
-    sqlx::query(
-        "WITH input AS (
-                 SELECT * FROM UNNEST($4::text[], $5::uuid[], $6::text[], $7::text[])
-                          AS i(object_id, contact_id, action, after)
-             ), inserted AS (
-                 INSERT INTO links (tenant_id, managed_tenant_id, object_id, contact_id,
-                                    created_by_run_id)
-                 SELECT $1, $2, object_id, contact_id, $3 FROM input
-                 ON CONFLICT DO NOTHING
-                 RETURNING object_id, contact_id
-             )
-             INSERT INTO contact_changes (tenant_id, run_id, managed_tenant_id, object_id,
-                                          contact_id, action, before, after)
-             SELECT $1, $3, $2, i.object_id, i.contact_id, i.action, NULL, i.after::jsonb
-             FROM inserted JOIN input i USING (object_id, contact_id)",
-    )
-    .bind(scope.tenant_id)
-    .bind(scope.managed_tenant_id)
-    .bind(scope.run_id)
-    .bind(&writes.link_object_ids)
-    .bind(&writes.link_contact_ids)
-    .bind(&writes.link_actions)
-    .bind(&writes.link_after)
-    .execute(&mut *connection)
-    .await?;
+    if !writes.link_object_ids.is_empty() {
+        statements.count();
+        sqlx::query(
+            "WITH input AS (
+                     SELECT * FROM UNNEST($4::text[], $5::uuid[], $6::text[], $7::text[])
+                              AS i(object_id, contact_id, action, after)
+                 ), inserted AS (
+                     INSERT INTO links (tenant_id, managed_tenant_id, object_id, contact_id,
+                                        created_by_run_id)
+                     SELECT $1, $2, object_id, contact_id, $3 FROM input
+                     ON CONFLICT DO NOTHING
+                     RETURNING object_id, contact_id
+                 )
+                 INSERT INTO contact_changes (tenant_id, run_id, managed_tenant_id, object_id,
+                                              contact_id, action, before, after)
+                 SELECT $1, $3, $2, i.object_id, i.contact_id, i.action, NULL, i.after::jsonb
+                 FROM inserted JOIN input i USING (object_id, contact_id)",
+        )
+        .bind(scope.tenant_id)
+        .bind(scope.managed_tenant_id)
+        .bind(scope.run_id)
+        .bind(&writes.link_object_ids)
+        .bind(&writes.link_contact_ids)
+        .bind(&writes.link_actions)
+        .bind(&writes.link_after)
+        .execute(&mut *connection)
+        .await?;
+    }
 
     // The update applies only if the contact still has the fields the plan started from
     // and is not locked: a PSA edit made meanwhile wins over the sync.
-    statements.count();
-    let updated = sqlx::query(
-        "WITH input AS (
-                 SELECT contact_id, object_id, before::jsonb AS before, after::jsonb AS after,
-                        email_key
-                 FROM UNNEST($4::uuid[], $5::text[], $6::text[], $7::text[], $8::text[])
-                      AS i(contact_id, object_id, before, after, email_key)
-             ), updated AS (
-                 UPDATE contacts c SET
-                     full_name = i.after->>'full_name',
-                     email = i.after->>'email',
-                     email_normalized = i.email_key,
-                     phone = i.after->>'phone',
-                     mobile = i.after->>'mobile',
-                     job_title = i.after->>'job_title',
-                     updated_at = now()
-                 FROM input i
-                 WHERE c.tenant_id = $1 AND c.contact_id = i.contact_id AND NOT c.sync_locked
-                   AND c.full_name IS NOT DISTINCT FROM i.before->>'full_name'
-                   AND c.email IS NOT DISTINCT FROM i.before->>'email'
-                   AND c.phone IS NOT DISTINCT FROM i.before->>'phone'
-                   AND c.mobile IS NOT DISTINCT FROM i.before->>'mobile'
-                   AND c.job_title IS NOT DISTINCT FROM i.before->>'job_title'
-                 RETURNING c.contact_id, i.object_id, i.before, i.after
-             )
-             INSERT INTO contact_changes (tenant_id, run_id, managed_tenant_id, object_id,
-                                          contact_id, action, before, after)
-             SELECT $1, $3, $2, object_id, contact_id, 'update', before, after FROM updated",
-    )
-    .bind(scope.tenant_id)
-    .bind(scope.managed_tenant_id)
-    .bind(scope.run_id)
-    .bind(&writes.update_contact_ids)
-    .bind(&writes.update_object_ids)
-    .bind(&writes.update_before)
-    .bind(&writes.update_after)
-    .bind(&writes.update_email_keys)
-    .execute(&mut *connection)
-    .await?
-    .rows_affected();
+    let updated = if writes.update_contact_ids.is_empty() {
+        0
+    } else {
+        statements.count();
+        sqlx::query(
+            "WITH input AS (
+                     SELECT contact_id, object_id, before::jsonb AS before, after::jsonb AS after,
+                            email_key
+                     FROM UNNEST($4::uuid[], $5::text[], $6::text[], $7::text[], $8::text[])
+                          AS i(contact_id, object_id, before, after, email_key)
+                 ), updated AS (
+                     UPDATE contacts c SET
+                         full_name = i.after->>'full_name',
+                         email = i.after->>'email',
+                         email_normalized = i.email_key,
+                         phone = i.after->>'phone',
+                         mobile = i.after->>'mobile',
+                         job_title = i.after->>'job_title',
+                         updated_at = now()
+                     FROM input i
+                     WHERE c.tenant_id = $1 AND c.contact_id = i.contact_id AND NOT c.sync_locked
+                       AND c.full_name IS NOT DISTINCT FROM i.before->>'full_name'
+                       AND c.email IS NOT DISTINCT FROM i.before->>'email'
+                       AND c.phone IS NOT DISTINCT FROM i.before->>'phone'
+                       AND c.mobile IS NOT DISTINCT FROM i.before->>'mobile'
+                       AND c.job_title IS NOT DISTINCT FROM i.before->>'job_title'
+                     RETURNING c.contact_id, i.object_id, i.before, i.after
+                 )
+                 INSERT INTO contact_changes (tenant_id, run_id, managed_tenant_id, object_id,
+                                              contact_id, action, before, after)
+                 SELECT $1, $3, $2, object_id, contact_id, 'update', before, after FROM updated",
+        )
+        .bind(scope.tenant_id)
+        .bind(scope.managed_tenant_id)
+        .bind(scope.run_id)
+        .bind(&writes.update_contact_ids)
+        .bind(&writes.update_object_ids)
+        .bind(&writes.update_before)
+        .bind(&writes.update_after)
+        .bind(&writes.update_email_keys)
+        .execute(&mut *connection)
+        .await?
+        .rows_affected()
+    };
     page_tally.updated = updated;
 
     // At most one open item per directory user: an existing open item stays as it is.
-    statements.count();
-    sqlx::query(
-        "INSERT INTO review_items (tenant_id, item_id, reason, managed_tenant_id, client_id,
-                                       object_id, display_name, email, candidates,
-                                       created_by_run_id)
-             SELECT $1, gen_random_uuid(), reason, $2, $3, object_id, display_name, email,
-                    candidates::jsonb, $4
-             FROM UNNEST($5::text[], $6::text[], $7::text[], $8::text[], $9::text[])
-                  AS i(object_id, reason, display_name, email, candidates)
-             ON CONFLICT (tenant_id, managed_tenant_id, object_id) WHERE status = 'open'
-             DO NOTHING",
-    )
-    .bind(scope.tenant_id)
-    .bind(scope.managed_tenant_id)
-    .bind(scope.mapped_client_id)
-    .bind(scope.run_id)
-    .bind(&writes.queue_object_ids)
-    .bind(&writes.queue_reasons)
-    .bind(&writes.queue_display_names)
-    .bind(&writes.queue_emails)
-    .bind(&writes.queue_candidates)
-    .execute(&mut *connection)
-    .await?;
+    if !writes.queue_object_ids.is_empty() {
+        statements.count();
+        sqlx::query(
+            "INSERT INTO review_items (tenant_id, item_id, reason, managed_tenant_id, client_id,
+                                           object_id, display_name, email, candidates,
+                                           created_by_run_id)
+                 SELECT $1, gen_random_uuid(), reason, $2, $3, object_id, display_name, email,
+                        candidates::jsonb, $4
+                 FROM UNNEST($5::text[], $6::text[], $7::text[], $8::text[], $9::text[])
+                      AS i(object_id, reason, display_name, email, candidates)
+                 ON CONFLICT (tenant_id, managed_tenant_id, object_id) WHERE status = 'open'
+                 DO NOTHING",
+        )
+        .bind(scope.tenant_id)
+        .bind(scope.managed_tenant_id)
+        .bind(scope.mapped_client_id)
+        .bind(scope.run_id)
+        .bind(&writes.queue_object_ids)
+        .bind(&writes.queue_reasons)
+        .bind(&writes.queue_display_names)
+        .bind(&writes.queue_emails)
+        .bind(&writes.queue_candidates)
+        .execute(&mut *connection)
+        .await?;
+    }
 
-    statements.count();
-    sqlx::query(
-        "INSERT INTO pending_inactivations (tenant_id, run_id, managed_tenant_id, contact_id,
-                                                object_id, reason)
-             SELECT $1, $2, $3, contact_id, object_id, reason
-             FROM UNNEST($4::uuid[], $5::text[], $6::text[]) AS i(contact_id, object_id, reason)
-             ON CONFLICT DO NOTHING",
-    )
-    .bind(scope.tenant_id)
-    .bind(scope.run_id)
-    .bind(scope.managed_tenant_id)
-    .bind(&writes.inactivate_contact_ids)
-    .bind(&writes.inactivate_object_ids)
-    .bind(&writes.inactivate_reasons)
-    .execute(&mut *connection)
-    .await?;
+    if !writes.inactivate_contact_ids.is_empty() {
+        statements.count();
+        sqlx::query(
+            "INSERT INTO pending_inactivations (tenant_id, run_id, managed_tenant_id, contact_id,
+                                                    object_id, reason)
+                 SELECT $1, $2, $3, contact_id, object_id, reason
+                 FROM UNNEST($4::uuid[], $5::text[], $6::text[]) AS i(contact_id, object_id, reason)
+                 ON CONFLICT DO NOTHING",
+        )
+        .bind(scope.tenant_id)
+        .bind(scope.run_id)
+        .bind(scope.managed_tenant_id)
+        .bind(&writes.inactivate_contact_ids)
+        .bind(&writes.inactivate_object_ids)
+        .bind(&writes.inactivate_reasons)
+        .execute(&mut *connection)
+        .await?;
+    }
 
     // Only contacts the sync itself made inactive come back; a manual inactivation or a
     // lock is respected whatever the plan says.
-    statements.count();
-    let reactivated = sqlx::query(
-        "WITH input AS (
-                 SELECT i.contact_id, i.object_id, c.inactive_reason AS old_reason
-                 FROM UNNEST($4::uuid[], $5::text[]) AS i(contact_id, object_id)
-                 JOIN contacts c ON c.tenant_id = $1 AND c.contact_id = i.contact_id
-             ), updated AS (
-                 UPDATE contacts c SET is_active = true, inactive_reason = NULL, updated_at = now()
-                 FROM input i
-                 WHERE c.tenant_id = $1 AND c.contact_id = i.contact_id AND NOT c.is_active
-                   AND NOT c.sync_locked
-                   AND c.inactive_reason IN ('disabled_upstream', 'deleted_upstream')
-                 RETURNING c.contact_id, i.object_id, i.old_reason
-             )
-             INSERT INTO contact_changes (tenant_id, run_id, managed_tenant_id, object_id,
-                                          contact_id, action, before, after)
-             SELECT $1, $3, $2, object_id, contact_id, 'reactivate',
-                    jsonb_build_object('is_active', false, 'inactive_reason', old_reason),
-                    jsonb_build_object('is_active', true)
-             FROM updated",
-    )
-    .bind(scope.tenant_id)
-    .bind(scope.managed_tenant_id)
-    .bind(scope.run_id)
-    .bind(&writes.reactivate_contact_ids)
-    .bind(&writes.reactivate_object_ids)
-    .execute(&mut *connection)
-    .await?
-    .rows_affected();
+    let reactivated = if writes.reactivate_contact_ids.is_empty() {
+        0
+    } else {
+        statements.count();
+        sqlx::query(
+            "WITH input AS (
+                     SELECT i.contact_id, i.object_id, c.inactive_reason AS old_reason
+                     FROM UNNEST($4::uuid[], $5::text[]) AS i(contact_id, object_id)
+                     JOIN contacts c ON c.tenant_id = $1 AND c.contact_id = i.contact_id
+                 ), updated AS (
+                     UPDATE contacts c SET is_active = true, inactive_reason = NULL, updated_at = now()
+                     FROM input i
+                     WHERE c.tenant_id = $1 AND c.contact_id = i.contact_id AND NOT c.is_active
+                       AND NOT c.sync_locked
+                       AND c.inactive_reason IN ('disabled_upstream', 'deleted_upstream')
+                     RETURNING c.contact_id, i.object_id, i.old_reason
+                 )
+                 INSERT INTO contact_changes (tenant_id, run_id, managed_tenant_id, object_id,
+                                              contact_id, action, before, after)
+                 SELECT $1, $3, $2, object_id, contact_id, 'reactivate',
+                        jsonb_build_object('is_active', false, 'inactive_reason', old_reason),
+                        jsonb_build_object('is_active', true)
+                 FROM updated",
+        )
+        .bind(scope.tenant_id)
+        .bind(scope.managed_tenant_id)
+        .bind(scope.run_id)
+        .bind(&writes.reactivate_contact_ids)
+        .bind(&writes.reactivate_object_ids)
+        .execute(&mut *connection)
+        .await?
+        .rows_affected()
+    };
     page_tally.reactivated = reactivated;
 
     Ok(())
@@ -619,19 +640,23 @@ async fn record_seen(
     page_tally: &mut Tally,
     statements: &mut Statements,
 ) -> Result<()> {
-    statements.count();
-    let newly_seen = sqlx::query(
-        "INSERT INTO run_seen (tenant_id, run_id, managed_tenant_id, object_id)
-         SELECT $1, $2, $3, object_id FROM UNNEST($4::text[]) AS k(object_id)
-         ON CONFLICT DO NOTHING",
-    )
-    .bind(scope.tenant_id)
-    .bind(scope.run_id)
-    .bind(scope.managed_tenant_id)
-    .bind(&writes.seen_object_ids)
-    .execute(&mut *connection)
-    .await?
-    .rows_affected();
+    let newly_seen = if writes.seen_object_ids.is_empty() {
+        0
+    } else {
+        statements.count();
+        sqlx::query(
+            "INSERT INTO run_seen (tenant_id, run_id, managed_tenant_id, object_id)
+             SELECT $1, $2, $3, object_id FROM UNNEST($4::text[]) AS k(object_id)
+             ON CONFLICT DO NOTHING",
+        )
+        .bind(scope.tenant_id)
+        .bind(scope.run_id)
+        .bind(scope.managed_tenant_id)
+        .bind(&writes.seen_object_ids)
+        .execute(&mut *connection)
+        .await?
+        .rows_affected()
+    };
     let ineligible = page_tally.seen.saturating_sub(page_tally.eligible);
     page_tally.seen = newly_seen + writes.seen_without_id;
     page_tally.eligible = page_tally.seen.saturating_sub(ineligible);

@@ -517,6 +517,17 @@ async fn statements_do_not_grow_with_page_size(pool: PgPool) {
         "the page ran statements: {small_executed}"
     );
     assert_eq!(small_executed, big_executed);
+    // A page with nothing to write (the same users again, as an unchanged delta round sends
+    // them) runs no statement for the kinds of write it has none of.
+    let before_unchanged = executed_statements(&pool).await;
+    let unchanged = fixture.reconcile(run_id, &users(10, "small")).await;
+    let unchanged_executed = executed_statements(&pool).await - before_unchanged;
+    println!("statements executed: unchanged 10-user page {unchanged_executed}");
+    assert_eq!(unchanged.tally.created + unchanged.tally.linked, 0);
+    assert!(
+        unchanged_executed + 4 <= small_executed,
+        "an unchanged page ran {unchanged_executed} statements, a creating one {small_executed}"
+    );
     assert_eq!(big.tally.seen, 999);
     assert_eq!(big.tally.linked, 300);
     assert_eq!(big.tally.created, 699);
