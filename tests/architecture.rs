@@ -90,6 +90,10 @@ const ALLOWED_WORKSPACE_DEPENDENCIES: &[(&str, &[&str])] = &[
             "entra-sync-store",
             "entra-sync-simulator",
             "entra-sync",
+            // The worker's default batch size and the batch children's workflow ids, with
+            // which the scale part reads and projects a run's histories.
+            "entra-sync-activities",
+            "entra-sync-workflows",
         ],
     ),
     (
