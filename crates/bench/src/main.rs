@@ -64,6 +64,7 @@ struct Fixture {
 /// What reconciling every page of one run took.
 struct RunFigures {
     elapsed: Duration,
+    /// The most statements one page ran (a kind of write a page has none of costs none).
     statements_per_page: u32,
     tally: Tally,
     profile: Option<BTreeMap<&'static str, f64>>,
@@ -81,6 +82,7 @@ async fn main() -> Result<()> {
     let mut statements_per_page = None;
     for _ in 0..ROUNDS {
         let (figures, statements) = round(&server_url).await?;
+        // Deterministic data: every round runs the same statements.
         ensure!(
             statements_per_page.is_none_or(|expected| expected == statements),
             "statements per page differ between rounds"
@@ -116,10 +118,9 @@ async fn main() -> Result<()> {
     );
     println!("rerun_seconds={rerun_seconds:.3}");
     println!("rerun_users_per_second={:.0}", USERS as f64 / rerun_seconds);
-    println!(
-        "statements_per_page={}",
-        statements_per_page.context("no rounds")?
-    );
+    let (first_statements, rerun_statements) = statements_per_page.context("no rounds")?;
+    println!("first_run_statements_per_page={first_statements}");
+    println!("rerun_statements_per_page={rerun_statements}");
     println!("copy_floor_seconds={floor_seconds:.3}");
     println!("first_run_floor_ratio={first_ratio:.2}");
     println!("rerun_floor_ratio={rerun_ratio:.2}");
@@ -160,8 +161,8 @@ async fn main() -> Result<()> {
 }
 
 /// One round on a fresh database: seed, first run, re-run, floor. Returns the figures by name
-/// and the statements per page.
-async fn round(server_url: &str) -> Result<(Vec<(String, f64)>, u32)> {
+/// and the most statements a page ran in the first run and in the re-run.
+async fn round(server_url: &str) -> Result<(Vec<(String, f64)>, (u32, u32))> {
     let (database, database_url) = create_database(server_url).await?;
     let store = Store::connect_with(&database_url, 4)
         .await
@@ -199,12 +200,6 @@ async fn round(server_url: &str) -> Result<(Vec<(String, f64)>, u32)> {
         USERS / 10,
         rerun.tally
     );
-    ensure!(
-        first.statements_per_page == rerun.statements_per_page,
-        "statements per page differ between runs: {} and {}",
-        first.statements_per_page,
-        rerun.statements_per_page
-    );
 
     let floor = copy_floor(&store, &first_users).await?;
     let writes_floor = first_run_writes_floor(&store, &first_users).await?;
@@ -237,7 +232,10 @@ async fn round(server_url: &str) -> Result<(Vec<(String, f64)>, u32)> {
             figures.push((format!("{name}_client_cpu_seconds"), cpu));
         }
     }
-    Ok((figures, first.statements_per_page))
+    Ok((
+        figures,
+        (first.statements_per_page, rerun.statements_per_page),
+    ))
 }
 
 /// What autovacuum does between runs in an established database: statistics and visibility
@@ -431,7 +429,7 @@ async fn reconcile_run(
     profiler.reset().await;
     let cpu_before = process_cpu_seconds();
     let mut tally = Tally::default();
-    let mut statements_per_page = None;
+    let mut statements_per_page = 0;
     let started = Instant::now();
     for (index, page) in pages.iter().enumerate() {
         let scope = PageScope {
@@ -442,14 +440,7 @@ async fn reconcile_run(
             next_cursor: (index + 1 < pages.len()).then(|| format!("page-{}", index + 1)),
         };
         let outcome = store.reconcile_page(&scope, page, settings, false).await?;
-        match statements_per_page {
-            None => statements_per_page = Some(outcome.statements),
-            Some(expected) => ensure!(
-                outcome.statements == expected,
-                "page {index} ran {} statements, page 0 ran {expected}",
-                outcome.statements
-            ),
-        }
+        statements_per_page = statements_per_page.max(outcome.statements);
         tally.add(&outcome.tally);
     }
     let elapsed = started.elapsed();
@@ -472,7 +463,7 @@ async fn reconcile_run(
         .await?;
     Ok(RunFigures {
         elapsed,
-        statements_per_page: statements_per_page.context("no pages")?,
+        statements_per_page,
         tally,
         profile,
         client_cpu_seconds,

@@ -14,6 +14,10 @@
 //!   median `SCALE_SIZE_MEDIAN`, 61): a CIPP initial sync, a direct initial sync, then 1% of the
 //!   users changed in the simulator and a direct delta sync, as a share of the initial (goal
 //!   5%).
+//! - `pages`: one managed tenant of `SCALE_PAGES_USERS` (50,000) users, a direct initial sync
+//!   read through `users/delta` in 999-user pages, then the same directory into a second PSA
+//!   tenant in 100-user pages (Graph's delta page size "can vary", MICROSOFT.md §3); goal: the
+//!   small pages within 1.3× the time of the large ones.
 //! - `large`: `SCALE_LARGE_TENANTS` / `SCALE_LARGE_USERS` (1,000 / 200,000): a CIPP initial
 //!   sync in users/s against the store-only rate of the same `make bench`
 //!   (`STORE_USERS_PER_SECOND`, from `reconcile-bench`; goal ≥ 50%).
@@ -109,7 +113,7 @@ async fn main() -> Result<()> {
             .unwrap_or_else(|_| std::env::temp_dir().display().to_string())
             .into(),
         parts: std::env::var("SCALE_PARTS")
-            .unwrap_or_else(|_| "mapping,lists,sync,large".to_owned())
+            .unwrap_or_else(|_| "mapping,lists,sync,pages,large".to_owned())
             .split(',')
             .map(|part| part.trim().to_owned())
             .filter(|part| !part.is_empty())
@@ -125,8 +129,11 @@ async fn main() -> Result<()> {
             "mapping" => mapping_part(&config).await?,
             "lists" => lists_part(&config).await?,
             "sync" => sync_part(&config).await?,
+            "pages" => pages_part(&config).await?,
             "large" => large_part(&config).await?,
-            other => bail!("unknown SCALE_PARTS entry {other:?}; use mapping, lists, sync, large"),
+            other => {
+                bail!("unknown SCALE_PARTS entry {other:?}; use mapping, lists, sync, pages, large")
+            }
         }
         figure(
             &format!("scale_{part}_part_seconds"),
@@ -1110,6 +1117,35 @@ async fn sync_part(config: &Config) -> Result<()> {
         "<=5",
         share <= 5.0,
     );
+    stack.stop().await
+}
+
+/// Sets the simulator's `users/delta` page size (its admin settings).
+async fn set_delta_page_size(stack: &Stack, size: usize) -> Result<()> {
+    let url = format!("{}/_admin/settings", stack.simulator()?);
+    let http = reqwest::Client::new();
+    let mut settings: Value = http.get(&url).send().await?.json().await?;
+    settings["delta_page_size"] = json!(size);
+    let answer = http.post(&url).json(&settings).send().await?;
+    if !answer.status().is_success() {
+        bail!("the simulator refused its settings: {}", answer.status());
+    }
+    Ok(())
+}
+
+async fn pages_part(config: &Config) -> Result<()> {
+    let users = env_number("SCALE_PAGES_USERS", 50_000)?;
+    let stack = Stack::start(config, "pages", Some((1, users, users)), true).await?;
+    figure("pages_users", users);
+    set_delta_page_size(&stack, 999).await?;
+    let large = prepare_tenant(&stack, "Pages 999", true).await?;
+    let large_seconds = timed_sync(&stack, config, &large, "pages_999", users).await?;
+    set_delta_page_size(&stack, 100).await?;
+    let small = prepare_tenant(&stack, "Pages 100", true).await?;
+    let small_seconds = timed_sync(&stack, config, &small, "pages_100", users).await?;
+    let ratio = small_seconds / large_seconds;
+    figure("pages_100_to_999_ratio", format!("{ratio:.2}"));
+    goal("pages_100_to_999_ratio", "<=1.3", ratio <= 1.3);
     stack.stop().await
 }
 
