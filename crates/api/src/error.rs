@@ -42,6 +42,12 @@ pub struct ApiError {
 }
 
 impl ApiError {
+    /// True when a person can act on the message in a form: their input was refused (4xx) or
+    /// the provider refused or failed the check (502); anything else is the server's.
+    pub fn is_for_the_form(&self) -> bool {
+        self.status.is_client_error() || self.status == StatusCode::BAD_GATEWAY
+    }
+
     pub fn new(status: StatusCode, code: impl Into<String>, message: impl Into<String>) -> Self {
         ApiError {
             status,

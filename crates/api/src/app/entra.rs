@@ -59,6 +59,19 @@ pub(crate) async fn integration_status(
     })
 }
 
+/// CIPP connections are behind their feature flag: 404 when it is off.
+async fn require_cipp_flag(state: &AppState, tenant_id: uuid::Uuid) -> Result<(), ApiError> {
+    if state.store.flag_enabled(CIPP_FLAG, tenant_id).await? {
+        Ok(())
+    } else {
+        Err(ApiError::new(
+            StatusCode::NOT_FOUND,
+            "feature_disabled",
+            "CIPP connections are not enabled for this tenant",
+        ))
+    }
+}
+
 /// Connects CIPP: the credentials are validated by listing tenants before anything is saved.
 pub(crate) async fn connect_cipp(
     state: &AppState,
@@ -66,13 +79,7 @@ pub(crate) async fn connect_cipp(
     body: CippConnectBody,
 ) -> Result<ConnectedView, ApiError> {
     let tenant_id = caller.user.tenant_id;
-    if !state.store.flag_enabled(CIPP_FLAG, tenant_id).await? {
-        return Err(ApiError::new(
-            StatusCode::NOT_FOUND,
-            "feature_disabled",
-            "CIPP connections are not enabled for this tenant",
-        ));
-    }
+    require_cipp_flag(state, tenant_id).await?;
     let base_url = parse_cipp_base_url(&body.base_url)?;
     let credentials = cipp_credentials(body)?;
     let tenants_visible = cipp_check(state, base_url.clone(), &credentials)
@@ -393,13 +400,7 @@ pub(crate) async fn test_cipp(
     body: CippConnectBody,
 ) -> Result<usize, ApiError> {
     let tenant_id = caller.user.tenant_id;
-    if !state.store.flag_enabled(CIPP_FLAG, tenant_id).await? {
-        return Err(ApiError::new(
-            StatusCode::NOT_FOUND,
-            "feature_disabled",
-            "CIPP connections are not enabled for this tenant",
-        ));
-    }
+    require_cipp_flag(state, tenant_id).await?;
     let base_url = parse_cipp_base_url(&body.base_url)?;
     let credentials = cipp_credentials(body)?;
     cipp_check(state, base_url, &credentials)

@@ -100,9 +100,7 @@ pub(crate) async fn cipp(
                 &headers,
                 "/console/setup?connected=cipp#discover",
             )),
-            Err(error)
-                if error.status.is_client_error() || error.status == StatusCode::BAD_GATEWAY =>
-            {
+            Err(error) if error.is_for_the_form() => {
                 let extra = context! { cipp_error => error.message, base_url };
                 let context =
                     setup_context(&console, &state, &caller, &HashMap::new(), extra).await?;
@@ -119,14 +117,13 @@ pub(crate) async fn cipp(
         match crate::app::entra::test_cipp(&state, &caller, cipp_body(&form)).await {
             Ok(count) => (
                 Some(format!(
-                "Connection works: CIPP lists {count} customer tenant(s). Press Save to keep it."
-            )),
+                    "Connection works: CIPP lists {count} customer {}. Press Save to keep it.",
+                    if count == 1 { "tenant" } else { "tenants" }
+                )),
                 None,
                 StatusCode::OK,
             ),
-            Err(error)
-                if error.status.is_client_error() || error.status == StatusCode::BAD_GATEWAY =>
-            {
+            Err(error) if error.is_for_the_form() => {
                 (None, Some(error.message), StatusCode::UNPROCESSABLE_ENTITY)
             }
             Err(error) => return Err(error.into()),
