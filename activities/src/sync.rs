@@ -431,7 +431,7 @@ impl Activities {
         // own. A cancelled tenant did not fail and has no error.
         let error = if status == TenantResultStatus::Cancelled {
             None
-        } else if let Some(seconds) = input.time_limit_seconds {
+        } else {
             let last = self
                 .store
                 .tenant_result_error(tenant_id, run_id, managed_tenant_id)
@@ -439,25 +439,16 @@ impl Activities {
                 .ok()
                 .flatten()
                 .and_then(|error| ErrorRecord::from_json(&error));
-            Some(ErrorRecord::time_limit(seconds, last.as_ref(), &input.message).to_json())
-        } else {
-            let recorded = self
-                .store
-                .tenant_result_error(tenant_id, run_id, managed_tenant_id)
-                .await
-                .ok()
-                .flatten()
-                .and_then(|error| ErrorRecord::from_json(&error));
-            Some(
-                recorded
-                    .unwrap_or_else(|| {
-                        ErrorRecord::new(ErrorClass::Transient, "retries_exhausted", input.message)
-                            .with_remediation(
-                                "the tenant kept failing after every retry; check the worker logs for this run and run the sync again",
-                            )
-                    })
-                    .to_json(),
-            )
+            let record = match input.time_limit_seconds {
+                Some(seconds) => ErrorRecord::time_limit(seconds, last.as_ref(), &input.message),
+                None => last.unwrap_or_else(|| {
+                    ErrorRecord::new(ErrorClass::Transient, "retries_exhausted", input.message)
+                        .with_remediation(
+                            "the tenant kept failing after every retry; check the worker logs for this run and run the sync again",
+                        )
+                }),
+            };
+            Some(record.to_json())
         };
         self.store
             .finish_tenant_result(tenant_id, run_id, managed_tenant_id, status, error.as_ref())
