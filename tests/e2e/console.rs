@@ -1219,6 +1219,12 @@ async fn console_review_actions_client_sync_held_inactivations_and_cancel() -> R
                     tokio::time::sleep(Duration::from_millis(200)).await;
                 }
                 browser.check_page(screenshot, false).await?;
+                // The tenant table shows what each tenant inactivated, not only the totals.
+                let page = browser.text().await?;
+                assert!(
+                    page.contains("Inactivated") && page.contains("Errors"),
+                    "the run's tenant table has no Inactivated or Errors column"
+                );
                 let contacts = admin_api
                     .get("/api/v1/contacts?include_inactive=true&limit=500")
                     .await?;
