@@ -24,10 +24,7 @@ use serde_json::{json, Value};
 use uuid::Uuid;
 
 use crate::harness::Stack;
-
-/// The callback URL the API is configured with. The browser leg is driven by this test, so the
-/// host only has to pass the configuration checks (loopback may use http).
-const CALLBACK_URL: &str = "http://localhost:9/auth/oauth2/microsoft/callback";
+use crate::processes::{direct_environment, CALLBACK_URL};
 
 fn simulator_config() -> SimulatorConfig {
     SimulatorConfig {
@@ -35,28 +32,6 @@ fn simulator_config() -> SimulatorConfig {
         users: 90,
         ..SimulatorConfig::default()
     }
-}
-
-fn direct_environment(simulator: &entra_sync_simulator::Simulator) -> Vec<(String, String)> {
-    let config = simulator.config();
-    vec![
-        (
-            "MICROSOFT_CLIENT_ID".to_owned(),
-            config.app_client_id.clone(),
-        ),
-        (
-            "MICROSOFT_CLIENT_SECRET".to_owned(),
-            config.app_client_secret.clone(),
-        ),
-        (
-            "MICROSOFT_TENANT_ID".to_owned(),
-            config.partner_tenant_id.clone(),
-        ),
-        (
-            "MICROSOFT_OAUTH_CALLBACK_URL".to_owned(),
-            CALLBACK_URL.to_owned(),
-        ),
-    ]
 }
 
 /// A JSON client for the API with one key.

@@ -27,17 +27,15 @@ use crate::contract::{
     BatchTimeLimit, PrepareSyncInput, RunEnd, SyncActivities, SyncBatchInput, SyncBatchOutput,
     SyncRunInput, SyncTarget, TenantEnd, TenantsEndedInput, CONTRACT_VERSION,
 };
-use crate::sync::{bookkeeping_options, describe, finish, lane, RunContext, TimeLimit};
+use crate::sync::{
+    bookkeeping_options, describe, finish, lane, RunContext, TimeLimit, CANCELLED, NOT_STARTED,
+};
 use crate::SyncWorkflow;
 
 /// The workflow id of a run's `index`-th batch (from 0): derived from the run's workflow id.
 pub fn batch_workflow_id(run_workflow_id: &str, index: usize) -> String {
     format!("{run_workflow_id}-batch-{index}")
 }
-
-/// The message a tenant that never started gets when the run's time ran out (as in `sync.rs`).
-const NOT_STARTED: &str = "it had not started";
-const CANCELLED: &str = "the run was cancelled";
 
 /// Runs a run's targets in batches: `first` is the first page `prepare_sync` returned (with
 /// `more` set). Reads the remaining pages, runs each as a child, then finalizes the run.

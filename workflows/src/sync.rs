@@ -148,7 +148,7 @@ impl SyncWorkflow {
                     &input,
                     target.managed_tenant_id.clone(),
                     TenantEnd::Failed,
-                    "it had not started".to_owned(),
+                    NOT_STARTED.to_owned(),
                     Some(limit.seconds),
                 )
                 .await;
@@ -162,6 +162,12 @@ impl SyncWorkflow {
         finish(ctx, &input, forced, None).await
     }
 }
+
+/// The message of a tenant ended by the run's cancellation.
+pub(crate) const CANCELLED: &str = "the run was cancelled";
+
+/// The message a tenant that never started gets when the run's time ran out.
+pub(crate) const NOT_STARTED: &str = "it had not started";
 
 /// The run's time limit (`PrepareSyncOutput::max_run_seconds`) as a workflow-time deadline.
 #[derive(Clone, Copy)]
@@ -247,11 +253,9 @@ async fn sync_one<W>(
         .await;
     let (status, message, time_limit) = match outcome {
         Ok(_) => return,
-        Err(ActivityExecutionError::Cancelled(_)) => (
-            TenantEnd::Cancelled,
-            "the run was cancelled".to_owned(),
-            None,
-        ),
+        Err(ActivityExecutionError::Cancelled(_)) => {
+            (TenantEnd::Cancelled, CANCELLED.to_owned(), None)
+        }
         // Temporal gave up because the schedule-to-close bound was reached (or the next retry
         // would pass it): the tenant ran out of time, whatever its last attempt's error was.
         Err(ActivityExecutionError::Failed(failure))
