@@ -419,6 +419,10 @@ async fn console_cipp_wizard_sync_review_settings_and_permissions() -> Result<()
                 .await?;
             assert!(!reader.has_button("Sync All Tenants Now").await?);
             assert_only_sign_out(&reader, "overview").await?;
+            // The schedule saved above shows on the overview with its next firing.
+            reader
+                .wait_for_text("every 1 hour; next around", Duration::from_secs(10))
+                .await?;
             reader.check_page("19-overview-read-only", false).await?;
             for page in ["setup", "review", "runs", "clients"] {
                 reader.goto(&format!("{api}/console/{page}")).await?;
