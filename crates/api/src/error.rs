@@ -143,6 +143,15 @@ impl IntoResponse for ApiError {
     }
 }
 
+/// Store codes for an id in a request body that names no row of the caller's tenant. They
+/// answer 404, like an unknown id in a path: the request is well-formed, the thing it names is
+/// not there.
+pub(crate) const REFERENCES_TO_MISSING_ROWS: [&str; 3] = [
+    "unknown_client",
+    "unknown_managed_tenant",
+    "unknown_contact",
+];
+
 /// Human text for the stable codes the store uses in `Conflict` and `Invalid`.
 fn describe_store_code(code: &str) -> String {
     match code {
@@ -216,7 +225,11 @@ impl From<StoreError> for ApiError {
                 } else {
                     describe_store_code(&code)
                 };
-                ApiError::unprocessable(&public, message)
+                if REFERENCES_TO_MISSING_ROWS.contains(&public.as_str()) {
+                    ApiError::new(StatusCode::NOT_FOUND, &public, message)
+                } else {
+                    ApiError::unprocessable(&public, message)
+                }
             }
             other => ApiError::internal(&other),
         }

@@ -261,6 +261,42 @@ const TEXT_LIMITS: [(&str, &str, u64, u64, &str); 6] = [
     ("CippConnectBody", "base_url", 1, 2048, NO_CONTROL_NOT_BLANK),
 ];
 
+/// Optional free-text contact fields (`check_optional`: 128 characters, no control character).
+const CONTACT_FIELDS: [(&str, &str); 6] = [
+    ("CreateContactBody", "phone"),
+    ("CreateContactBody", "mobile"),
+    ("CreateContactBody", "job_title"),
+    ("UpdateContactBody", "phone"),
+    ("UpdateContactBody", "mobile"),
+    ("UpdateContactBody", "job_title"),
+];
+
+/// E-mail addresses the handlers check with `normalize_email` (at most 254 characters). The
+/// server also takes Unicode (IDN) addresses, which the `email` format leaves to `idn-email`;
+/// every address of the `email` format is accepted.
+const EMAIL_FIELDS: [(&str, &str); 3] = [
+    ("CreateContactBody", "email"),
+    ("UpdateContactBody", "email"),
+    ("CreateUserBody", "email"),
+];
+
+/// Lists of domain names (`check_domains`: at most 200, each a DNS name of two labels or more;
+/// Unicode labels are accepted too, as for e-mail addresses).
+const DOMAIN_LISTS: [(&str, &str); 2] = [
+    ("CreateClientBody", "domains"),
+    ("CreateClientBody", "secondary_domains"),
+];
+
+/// Operations whose body names rows by id (a client, a managed tenant, a contact): an id that
+/// names nothing in the caller's tenant answers 404 (`REFERENCES_TO_MISSING_ROWS`).
+const BODY_REFERENCES: [&str; 5] = [
+    "create_contact",
+    "start_sync",
+    "preflight",
+    "confirm_mappings",
+    "resolve_review_item",
+];
+
 /// Tagged request bodies declared with `deny_unknown_fields`.
 const CLOSED_TAGGED_BODIES: [&str; 2] = ["ResolveBody", "DecisionBody"];
 
@@ -337,6 +373,17 @@ fn complete_value(document: &mut serde_json::Value) {
                         "the body does not have the expected shape",
                     );
                 }
+                if operation
+                    .get("operationId")
+                    .and_then(Value::as_str)
+                    .is_some_and(|id| BODY_REFERENCES.contains(&id))
+                {
+                    add_response(
+                        operation,
+                        "404",
+                        "an id in the body names nothing in this tenant",
+                    );
+                }
                 if has_path {
                     add_response(operation, "400", "a path parameter does not parse");
                 }
@@ -408,20 +455,162 @@ fn complete_value(document: &mut serde_json::Value) {
                 }
             }
         }
-        // `field_policy` keys are field names of at most 64 characters (`check_text`).
+        let nullable = |slot: &Value| {
+            slot["type"]
+                .as_array()
+                .is_some_and(|types| types.contains(&json!("null")))
+        };
+        let string_type = |nullable: bool| {
+            if nullable {
+                json!(["string", "null"])
+            } else {
+                json!("string")
+            }
+        };
+        for (schema, property) in CONTACT_FIELDS {
+            if let Some(slot) = schemas
+                .get_mut(schema)
+                .and_then(|schema| schema.pointer_mut(&format!("/properties/{property}")))
+            {
+                slot["type"] = string_type(nullable(slot));
+                slot["maxLength"] = json!(128);
+                slot["pattern"] = json!(NO_CONTROL);
+            }
+        }
+        for (schema, property) in EMAIL_FIELDS {
+            if let Some(slot) = schemas
+                .get_mut(schema)
+                .and_then(|schema| schema.pointer_mut(&format!("/properties/{property}")))
+            {
+                let description = slot.get("description").cloned();
+                *slot = json!({"type": string_type(nullable(slot)), "format": "email",
+                               "maxLength": entra_sync_domain::email::MAX_EMAIL_LEN});
+                if let Some(description) = description {
+                    slot["description"] = description;
+                }
+            }
+        }
+        for (schema, property) in DOMAIN_LISTS {
+            if let Some(slot) = schemas
+                .get_mut(schema)
+                .and_then(|schema| schema.pointer_mut(&format!("/properties/{property}")))
+            {
+                slot["maxItems"] = json!(crate::routes::psa::MAX_DOMAINS);
+                slot["items"] = json!({"type": "string", "format": "hostname", "maxLength": 253});
+            }
+        }
+        // A PSA user's permissions are the known ones.
+        if let Some(slot) = schemas
+            .get_mut("CreateUserBody")
+            .and_then(|schema| schema.pointer_mut("/properties/permissions/items"))
+        {
+            slot["enum"] = json!(crate::routes::platform::KNOWN_PERMISSIONS);
+        }
+        // `field_policy` keys are the contact fields (`TenantSettings::validate`).
         if let Some(slot) = schemas
             .get_mut("SettingsBody")
             .and_then(|schema| schema.pointer_mut("/properties/field_policy"))
         {
-            slot["propertyNames"] = json!({"maxLength": 64, "pattern": NO_CONTROL});
+            let fields: Vec<&str> = entra_sync_domain::model::ContactField::ALL
+                .iter()
+                .map(|field| field.as_str())
+                .collect();
+            slot["propertyNames"] = json!({"enum": fields});
         }
-        // A confirmation carries 1 to 1000 decisions.
+        // The schedule's interval range (`TenantSettings::validate`).
+        if let Some(slot) = schemas
+            .get_mut("ScheduleDocument")
+            .and_then(|schema| schema.pointer_mut("/properties/interval_seconds"))
+        {
+            slot["minimum"] = json!(entra_sync_store::settings::MIN_SCHEDULE_INTERVAL_SECONDS);
+            slot["maximum"] = json!(entra_sync_store::settings::MAX_SCHEDULE_INTERVAL_SECONDS);
+        }
+        // A filter document (settings and per-tenant overrides; `validate_filters`): domains
+        // (a leading `@` or `*.`, any case and a trailing dot are accepted too), regular
+        // expressions, group object ids, each as long as `check_text` allows.
+        if let Some(properties) = schemas
+            .get_mut("FiltersDocument")
+            .and_then(|schema| schema.get_mut("properties"))
+        {
+            use entra_sync_domain::filter::{MAX_EXCLUSION_PATTERNS, MAX_FILTER_GROUPS};
+            let lists = [
+                (
+                    "domain_allow",
+                    json!({"format": "hostname", "maxLength": 253}),
+                    None,
+                ),
+                (
+                    "domain_deny",
+                    json!({"format": "hostname", "maxLength": 253}),
+                    None,
+                ),
+                (
+                    "exclusion_patterns",
+                    // Rust `regex` syntax, which JSON Schema's `regex` format (ECMA 262)
+                    // does not describe: a pattern that does not compile is refused (422).
+                    json!({"maxLength": 1024, "pattern": NO_CONTROL,
+                           "description": "A regular expression (Rust `regex` syntax, \
+                                           case-insensitive); one that does not compile is \
+                                           refused with 422."}),
+                    Some(MAX_EXCLUSION_PATTERNS),
+                ),
+                (
+                    "include_groups",
+                    json!({"format": "uuid"}),
+                    Some(MAX_FILTER_GROUPS),
+                ),
+                (
+                    "exclude_groups",
+                    json!({"format": "uuid"}),
+                    Some(MAX_FILTER_GROUPS),
+                ),
+            ];
+            for (name, format, max_items) in lists {
+                if let Some(slot) = properties.get_mut(name) {
+                    let mut items = json!({"type": "string"});
+                    for (key, value) in format.as_object().into_iter().flatten() {
+                        items[key] = value.clone();
+                    }
+                    slot["items"] = items;
+                    if let Some(max_items) = max_items {
+                        slot["maxItems"] = json!(max_items);
+                    }
+                }
+            }
+        }
+        // A confirmation carries 1 to 1000 decisions, each managed tenant at most once: two
+        // decisions for one tenant are refused (422 `duplicate_managed_tenant`), once every id
+        // they name is known to exist.
         if let Some(slot) = schemas
             .get_mut("ConfirmBody")
             .and_then(|schema| schema.pointer_mut("/properties/decisions"))
         {
             slot["minItems"] = json!(1);
             slot["maxItems"] = json!(1000);
+            slot["uniqueItems"] = json!(true);
+            slot["description"] = json!(
+                "Each managed tenant at most once; a second decision for the same tenant is \
+                 refused with 422 `duplicate_managed_tenant` once every id named exists."
+            );
+        }
+        // `scope` decides whether `client_id` belongs (`requested_scope`).
+        if let Some(slot) = schemas.get_mut("SyncBody") {
+            *slot = json!({
+                "description": "`{\"scope\":\"all\"}` or `{\"scope\":\"client\",\"client_id\":…}`.",
+                "oneOf": [
+                    {"type": "object", "additionalProperties": false, "required": ["scope"],
+                     "properties": {
+                        "scope": {"type": "string", "enum": ["all"],
+                                  "description": "Every mapped managed tenant."},
+                        "client_id": {"type": "null"}}},
+                    {"type": "object", "additionalProperties": false,
+                     "required": ["scope", "client_id"],
+                     "properties": {
+                        "scope": {"type": "string", "enum": ["client"],
+                                  "description": "The managed tenants mapped to one client."},
+                        "client_id": {"type": "string", "format": "uuid"}}}
+                ]
+            });
         }
     }
     if let Some(schemas) = document
@@ -593,5 +782,52 @@ mod tests {
             queue["responses"]["200"]["links"]["ResolveItem"]["parameters"]["item_id"],
             "$response.body#/items/0/item_id"
         );
+    }
+
+    #[test]
+    fn body_rules_are_documented() {
+        let document = document();
+        let schemas = &document["components"]["schemas"];
+        for (schema, property) in super::EMAIL_FIELDS {
+            let slot = &schemas[schema]["properties"][property];
+            assert_eq!(slot["format"], "email", "{schema}.{property}");
+            assert_eq!(slot["maxLength"], 254, "{schema}.{property}");
+        }
+        assert_eq!(
+            schemas["CreateClientBody"]["properties"]["domains"]["items"]["format"],
+            "hostname"
+        );
+        let filters = &schemas["FiltersDocument"]["properties"];
+        assert_eq!(filters["include_groups"]["items"]["format"], "uuid");
+        assert_eq!(filters["include_groups"]["maxItems"], 50);
+        assert_eq!(
+            schemas["ScheduleDocument"]["properties"]["interval_seconds"]["minimum"],
+            900
+        );
+        assert_eq!(
+            schemas["CreateUserBody"]["properties"]["permissions"]["items"]["enum"]
+                .as_array()
+                .map(Vec::len),
+            Some(crate::routes::platform::KNOWN_PERMISSIONS.len())
+        );
+        assert_eq!(
+            schemas["SyncBody"]["oneOf"].as_array().map(Vec::len),
+            Some(2)
+        );
+        assert_eq!(
+            schemas["ConfirmBody"]["properties"]["decisions"]["uniqueItems"],
+            true
+        );
+        for (path, method) in [
+            ("/api/v1/contacts", "post"),
+            ("/api/v1/integrations/entra/sync", "post"),
+            ("/api/v1/integrations/entra/sync/preflight", "post"),
+            ("/api/v1/integrations/entra/mappings/confirm", "post"),
+        ] {
+            assert!(
+                document["paths"][path][method]["responses"]["404"].is_object(),
+                "{method} {path} does not document 404"
+            );
+        }
     }
 }

@@ -87,7 +87,7 @@ fn endpoints(world: &World) -> Vec<Endpoint> {
             Psa { read: true }, StatusCode::OK, StatusCode::OK),
         endpoint(Method::POST, "/api/v1/contacts", "/api/v1/contacts".into(),
             Some(json!({"client_id": world.client_a, "full_name": "Grace Hopper", "email": "grace@contoso.com"})),
-            Psa { read: false }, StatusCode::CREATED, StatusCode::UNPROCESSABLE_ENTITY),
+            Psa { read: false }, StatusCode::CREATED, StatusCode::NOT_FOUND),
         endpoint(Method::PATCH, "/api/v1/contacts/{contact_id}", format!("/api/v1/contacts/{}", world.contact_a),
             Some(json!({"job_title": "Engineer", "sync_locked": true})),
             Psa { read: false }, StatusCode::OK, StatusCode::NOT_FOUND),
@@ -110,7 +110,7 @@ fn endpoints(world: &World) -> Vec<Endpoint> {
         endpoint(Method::POST, "/api/v1/integrations/entra/mappings/confirm", format!("{entra}/mappings/confirm"),
             Some(json!({"decisions": [{"managed_tenant_id": managed, "action": "map", "client_id": world.client_a}],
                         "start_initial_sync": true})),
-            EntraUpdate, StatusCode::OK, StatusCode::UNPROCESSABLE_ENTITY),
+            EntraUpdate, StatusCode::OK, StatusCode::NOT_FOUND),
         endpoint(Method::GET, "/api/v1/integrations/entra/mappings", format!("{entra}/mappings"), None,
             EntraRead, StatusCode::OK, StatusCode::OK),
         endpoint(Method::POST, "/api/v1/integrations/entra/sync", format!("{entra}/sync"),
@@ -877,12 +877,27 @@ async fn preview_is_read_only_and_confirm_starts_the_initial_sync(pool: PgPool) 
                 {"managed_tenant_id": world.managed_tenant_a, "action": "map", "client_id": Uuid::new_v4()}]}),
         )
         .await;
+    // The client it names does not exist: 404, like an unknown id in a path.
+    assert_eq!(refused.status, StatusCode::NOT_FOUND, "{}", refused.body);
+    assert_eq!(refused.code(), "unknown_client");
+    assert_eq!(before, snapshot(app.store.pool().clone()).await);
+    // Two decisions for one (existing) managed tenant contradict each other.
+    let twice = app
+        .post(
+            "/api/v1/integrations/entra/mappings/confirm",
+            &world.updater,
+            json!({"decisions": [
+                {"managed_tenant_id": world.managed_tenant_a, "action": "skip"},
+                {"managed_tenant_id": world.managed_tenant_a, "action": "map", "client_id": world.client_a}]}),
+        )
+        .await;
     assert_eq!(
-        refused.status,
+        twice.status,
         StatusCode::UNPROCESSABLE_ENTITY,
         "{}",
-        refused.body
+        twice.body
     );
+    assert_eq!(twice.code(), "duplicate_managed_tenant");
     assert_eq!(before, snapshot(app.store.pool().clone()).await);
     let preview = app
         .get("/api/v1/integrations/entra/mappings/preview", &world.reader)
@@ -1383,7 +1398,7 @@ async fn sync_and_confirm_bodies_are_strict(pool: PgPool) {
         (json!({}), StatusCode::UNPROCESSABLE_ENTITY),
         (
             json!({"scope": "client", "client_id": Uuid::new_v4()}),
-            StatusCode::UNPROCESSABLE_ENTITY,
+            StatusCode::NOT_FOUND,
         ),
     ] {
         let response = app.post(sync, &world.updater, body.clone()).await;
@@ -1404,16 +1419,26 @@ async fn sync_and_confirm_bodies_are_strict(pool: PgPool) {
             json!({"scope": "client", "client_id": foreign_client.body["client_id"]}),
         )
         .await;
-    assert_eq!(response.status, StatusCode::UNPROCESSABLE_ENTITY);
+    assert_eq!(response.status, StatusCode::NOT_FOUND);
     assert_eq!(response.code(), "unknown_client");
     assert!(app.starter.syncs.lock().expect("lock").is_empty());
 
     let confirm = "/api/v1/integrations/entra/mappings/confirm";
+    // Another PSA tenant's client is unknown here too.
+    let response = app
+        .post(
+            confirm,
+            &world.updater,
+            json!({"decisions": [{"managed_tenant_id": world.managed_tenant_a, "action": "map",
+                                  "client_id": foreign_client.body["client_id"]}]}),
+        )
+        .await;
+    assert_eq!(response.status, StatusCode::NOT_FOUND, "{}", response.body);
+    assert_eq!(response.code(), "unknown_client");
     for body in [
         json!({"decisions": []}),
         json!({"decisions": [{"managed_tenant_id": world.managed_tenant_a, "action": "map"}]}),
         json!({"decisions": [{"managed_tenant_id": world.managed_tenant_a, "action": "skip", "client_id": world.client_a}]}),
-        json!({"decisions": [{"managed_tenant_id": world.managed_tenant_a, "action": "map", "client_id": foreign_client.body["client_id"]}]}),
         json!({"decisions": [{"managed_tenant_id": world.managed_tenant_a, "action": "skip"},
                              {"managed_tenant_id": world.managed_tenant_a, "action": "create_client"}]}),
     ] {

@@ -155,13 +155,14 @@ impl Store {
         decisions: &[MappingDecisionInput],
         decided_by: &str,
     ) -> Result<Vec<MappingRecord>> {
-        let mut seen = BTreeSet::new();
-        for decision in decisions {
-            if !seen.insert(decision.managed_tenant_id) {
-                return Err(StoreError::Invalid("duplicate_managed_tenant".to_owned()));
-            }
-        }
-        let managed_tenant_ids: Vec<Uuid> = seen.into_iter().collect();
+        // What the batch names must exist before its consistency is judged: an unknown id is
+        // reported as such (404 at the API) even when it is also named twice.
+        let managed_tenant_ids: Vec<Uuid> = decisions
+            .iter()
+            .map(|decision| decision.managed_tenant_id)
+            .collect::<BTreeSet<Uuid>>()
+            .into_iter()
+            .collect();
         let mut transaction = self.pool.begin().await?;
         let tenants: Vec<ManagedTenantRow> = sqlx::query_as(&format!(
             "SELECT {MANAGED_TENANT_COLUMNS} FROM managed_tenants
@@ -198,6 +199,9 @@ impl Store {
         let distinct_requested: BTreeSet<Uuid> = requested_clients.iter().copied().collect();
         if known_clients != distinct_requested.len() as i64 {
             return Err(StoreError::Invalid("unknown_client".to_owned()));
+        }
+        if managed_tenant_ids.len() != decisions.len() {
+            return Err(StoreError::Invalid("duplicate_managed_tenant".to_owned()));
         }
 
         let mut records = Vec::with_capacity(decisions.len());

@@ -132,9 +132,11 @@ pub(crate) async fn sync_scope(
         .get_client(tenant_id, client_id)
         .await
         .map_err(|error| match ApiError::from(error) {
-            error if error.status == StatusCode::NOT_FOUND => {
-                ApiError::unprocessable("unknown_client", "the client does not exist")
-            }
+            error if error.status == StatusCode::NOT_FOUND => ApiError::new(
+                StatusCode::NOT_FOUND,
+                "unknown_client",
+                "the client does not exist",
+            ),
             other => other,
         })?;
     Ok(RunScope::Client(client_id))

@@ -100,7 +100,31 @@ pub(crate) struct ScheduleDocument {
     /// Recurring sync on or off (off by default).
     pub(crate) enabled: Option<bool>,
     /// 900 (15 minutes) to 2592000 (30 days); default 86400.
+    #[serde(default, deserialize_with = "whole_seconds")]
     pub(crate) interval_seconds: Option<u64>,
+}
+
+/// A JSON number that is a whole count of seconds: `86400` and `86400.0` alike, as JSON Schema's
+/// `integer` reads them; a fraction or a negative number is refused.
+fn whole_seconds<'de, D>(deserializer: D) -> Result<Option<u64>, D::Error>
+where
+    D: serde::Deserializer<'de>,
+{
+    use serde::de::Error;
+    let Some(number) = Option::<serde_json::Number>::deserialize(deserializer)? else {
+        return Ok(None);
+    };
+    if let Some(whole) = number.as_u64() {
+        return Ok(Some(whole));
+    }
+    match number.as_f64() {
+        Some(value) if value >= 0.0 && value.fract() == 0.0 && value < u64::MAX as f64 => {
+            Ok(Some(value as u64))
+        }
+        _ => Err(D::Error::custom(format!(
+            "interval_seconds must be a whole, non-negative number of seconds, not {number}"
+        ))),
+    }
 }
 
 /// The settings document. On PUT, omitted keys take their defaults.
@@ -483,4 +507,30 @@ async fn put_filter_override(
     crate::app::admin::put_filter_override(&state, &Caller::from(caller), managed_tenant_id, body)
         .await
         .map(Json)
+}
+
+#[cfg(test)]
+mod schedule_tests {
+    use super::ScheduleDocument;
+
+    fn interval(body: &str) -> Result<Option<u64>, String> {
+        serde_json::from_str::<ScheduleDocument>(body)
+            .map(|document| document.interval_seconds)
+            .map_err(|error| error.to_string())
+    }
+
+    #[test]
+    fn an_interval_is_any_whole_number_of_seconds() {
+        assert_eq!(interval(r#"{"interval_seconds": 86400}"#), Ok(Some(86400)));
+        assert_eq!(
+            interval(r#"{"interval_seconds": 47828.0}"#),
+            Ok(Some(47828))
+        );
+        assert_eq!(interval(r#"{"interval_seconds": null}"#), Ok(None));
+        assert_eq!(interval(r#"{}"#), Ok(None));
+        for refused in ["1.5", "-1", "-900.0", "1e300", "\"900\""] {
+            let body = format!(r#"{{"interval_seconds": {refused}}}"#);
+            assert!(interval(&body).is_err(), "{refused} was accepted");
+        }
+    }
 }

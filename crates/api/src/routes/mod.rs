@@ -7,7 +7,7 @@ mod health;
 pub(crate) mod oauth;
 
 pub(crate) use oauth::callback_with_trailing_slash;
-mod platform;
+pub(crate) mod platform;
 pub(crate) mod psa;
 pub(crate) mod runs;
 

@@ -58,6 +58,8 @@ async fn create_tenant(
     State(state): State<AppState>,
     ApiJson(body): ApiJson<CreateTenantBody>,
 ) -> Result<(StatusCode, Json<TenantView>), ApiError> {
+    // Checked as sent (the document's limits count what is sent), then stored trimmed.
+    check_text("name", &body.name, 200)?;
     let name = body.name.trim();
     if name.is_empty() {
         return Err(ApiError::unprocessable(
@@ -65,7 +67,6 @@ async fn create_tenant(
             "name must not be empty",
         ));
     }
-    check_text("name", name, 200)?;
     let tenant = state.store.create_psa_tenant(name).await?;
     audit(
         &state,
@@ -125,8 +126,8 @@ async fn create_user(
     ApiPath(tenant_id): ApiPath<Uuid>,
     ApiJson(body): ApiJson<CreateUserBody>,
 ) -> Result<(StatusCode, Json<CreatedUserView>), ApiError> {
+    check_text("email", &body.email, 254)?;
     let email = body.email.trim();
-    check_text("email", email, 254)?;
     if entra_sync_domain::email::normalize_email(email).is_none() {
         return Err(ApiError::unprocessable(
             "invalid_email",

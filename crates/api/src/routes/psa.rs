@@ -22,7 +22,7 @@ use crate::AppState;
 
 const MAX_NAME_CHARS: usize = 256;
 const MAX_FIELD_CHARS: usize = 128;
-const MAX_DOMAINS: usize = 200;
+pub(crate) const MAX_DOMAINS: usize = 200;
 
 pub(super) fn routes() -> OpenApiRouter<AppState> {
     OpenApiRouter::new()
@@ -105,6 +105,8 @@ async fn create_client(
     State(state): State<AppState>,
     ApiJson(body): ApiJson<CreateClientBody>,
 ) -> Result<(StatusCode, Json<ClientView>), ApiError> {
+    // Checked as sent (the document's limits count what is sent), then stored trimmed.
+    check_text("name", &body.name, MAX_NAME_CHARS)?;
     let name = body.name.trim();
     if name.is_empty() {
         return Err(ApiError::unprocessable(
@@ -112,7 +114,6 @@ async fn create_client(
             "name must not be empty",
         ));
     }
-    check_text("name", name, MAX_NAME_CHARS)?;
     check_domains("domains", &body.domains)?;
     check_domains("secondary_domains", &body.secondary_domains)?;
     let client = state
@@ -222,9 +223,14 @@ pub(crate) struct CreateContactBody {
     pub(crate) job_title: Option<String>,
 }
 
+/// A contact's address: one the matcher can use. An empty string is refused rather than
+/// stored; `null` (or leaving the field out) means no address.
 fn check_email(email: &str) -> Result<(), ApiError> {
     if email.trim().is_empty() {
-        return Ok(());
+        return Err(ApiError::unprocessable(
+            "invalid_email",
+            "email must be an address; send null for none",
+        ));
     }
     if entra_sync_domain::email::normalize_email(email).is_none() {
         return Err(ApiError::unprocessable(
