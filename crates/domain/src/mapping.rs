@@ -275,6 +275,14 @@ type Token = (char, char, u32);
 /// share one among the first `n - o + 1` of each (the smallest shared bigram is that early
 /// in both lists), so indexing only those prefixes loses no candidate; every candidate is
 /// then scored exactly as [`preview_state`] scores it.
+///
+/// Probing is PPJoin's. Each bigram is numbered by its place in the global order (its rank),
+/// so a name is a sorted list of integers. Postings carry the client's bigram count and the
+/// bigram's place in the client's order and are sorted by bigram count, so only comparable
+/// lengths are read; a running overlap per client drops a client once the bigrams left on
+/// either side cannot lift the overlap to what the two lengths need (the positional filter).
+/// A surviving client's overlap is then counted by a merge that stops as soon as the
+/// threshold is out of reach.
 #[derive(Clone, Debug)]
 pub struct MappingIndex {
     clients: Vec<ClientForMapping>,
@@ -285,13 +293,50 @@ pub struct MappingIndex {
     /// Clients by whitespace-free normalized name: names too short for a bigram are equal or
     /// not similar at all.
     exact_names: HashMap<String, Vec<usize>>,
-    /// How many clients' names contain each token; the global order is (count, token).
-    token_counts: HashMap<Token, u32>,
-    /// Clients by the tokens of their name's prefix.
-    postings: HashMap<Token, Vec<usize>>,
-    /// Each client's name tokens in value order, for the overlap check that spares a name
-    /// candidate the exact (allocating) similarity when it cannot reach the threshold.
-    tokens_by_value: Vec<Vec<Token>>,
+    /// Each client bigram's rank in the global order: (clients whose name has it, bigram).
+    ranks: HashMap<Token, u32>,
+    /// By rank: the clients with that bigram in their name's prefix, in bigram-count order.
+    postings: Vec<Vec<Posting>>,
+    /// Each client's bigram ranks, ascending (the global order).
+    ranks_by_client: Vec<Vec<u32>>,
+}
+
+/// A client in the posting list of one of its prefix bigrams.
+#[derive(Clone, Copy, Debug)]
+struct Posting {
+    client: usize,
+    /// The bigram's place in the client's global order.
+    place: usize,
+    /// The client's bigram count.
+    tokens: usize,
+}
+
+/// A running overlap's mark for a client the positional filter dropped.
+const DROPPED: i32 = -1;
+
+thread_local! {
+    /// Running overlaps by client position, all zero between probes (a probe resets what it
+    /// touched), so a probe costs what it reads rather than the number of clients.
+    static OVERLAPS: std::cell::RefCell<Vec<Running>> =
+        const { std::cell::RefCell::new(Vec::new()) };
+}
+
+/// A client's running overlap during a probe: the shared bigrams counted so far (or
+/// [`DROPPED`]) and, after the last of them, where each side's remaining bigrams start.
+#[derive(Clone, Copy, Debug, Default)]
+struct Running {
+    shared: i32,
+    known_next: usize,
+    client_next: usize,
+}
+
+/// A client the probe keeps: its overlap so far and where the uncounted bigrams start.
+#[derive(Clone, Copy, Debug)]
+struct Survivor {
+    client: usize,
+    shared: usize,
+    known_next: usize,
+    client_next: usize,
 }
 
 impl MappingIndex {
@@ -331,16 +376,37 @@ impl MappingIndex {
             }
             client_tokens.push(tokens);
         }
-        let mut postings: HashMap<Token, Vec<usize>> = HashMap::new();
-        let mut tokens_by_value = Vec::with_capacity(client_tokens.len());
-        for (position, mut tokens) in client_tokens.into_iter().enumerate() {
-            sort_tokens(&mut tokens, &token_counts);
-            let prefix = prefix_length(tokens.len());
-            for token in tokens.iter().take(prefix) {
-                postings.entry(*token).or_default().push(position);
+        let mut ordered: Vec<(u32, Token)> = token_counts
+            .into_iter()
+            .map(|(token, count)| (count, token))
+            .collect();
+        ordered.sort_unstable();
+        let ranks: HashMap<Token, u32> = ordered
+            .iter()
+            .enumerate()
+            .map(|(rank, (_, token))| (*token, rank as u32))
+            .collect();
+        let mut postings: Vec<Vec<Posting>> = vec![Vec::new(); ranks.len()];
+        let mut ranks_by_client = Vec::with_capacity(client_tokens.len());
+        for (position, tokens) in client_tokens.iter().enumerate() {
+            let mut order: Vec<u32> = tokens
+                .iter()
+                .filter_map(|token| ranks.get(token).copied())
+                .collect();
+            order.sort_unstable();
+            for (place, rank) in order.iter().take(prefix_length(order.len())).enumerate() {
+                if let Some(list) = postings.get_mut(*rank as usize) {
+                    list.push(Posting {
+                        client: position,
+                        place,
+                        tokens: order.len(),
+                    });
+                }
             }
-            tokens.sort_unstable();
-            tokens_by_value.push(tokens);
+            ranks_by_client.push(order);
+        }
+        for list in &mut postings {
+            list.sort_by_key(|posting| (posting.tokens, posting.client));
         }
         MappingIndex {
             clients: clients.to_vec(),
@@ -348,9 +414,9 @@ impl MappingIndex {
             primary_domains,
             secondary_domains,
             exact_names,
-            token_counts,
+            ranks,
             postings,
-            tokens_by_value,
+            ranks_by_client,
         }
     }
 
@@ -373,34 +439,28 @@ impl MappingIndex {
         }
         positions.sort_unstable();
         positions.dedup();
-        // Clients that can only be candidates by name: those whose name shares a prefix token
-        // (module docs), of a length that can reach the threshold, and whose bigram overlap
-        // does; only those are scored exactly.
+        // Clients that can only be candidates by name: those the probe keeps (type docs) and
+        // whose overlap reaches the threshold; only those are scored exactly.
         if !tenant.name.is_empty() {
-            let mut tokens = name_tokens(&tenant.name);
-            sort_tokens(&mut tokens, &self.token_counts);
-            let prefix = prefix_length(tokens.len());
-            let lengths = comparable_lengths(tokens.len());
-            let mut by_name: Vec<usize> = Vec::new();
-            for token in tokens.iter().take(prefix) {
-                if let Some(found) = self.postings.get(token) {
-                    by_name.extend(found.iter().copied().filter(|&position| {
-                        self.tokens_by_value
-                            .get(position)
-                            .is_some_and(|client| lengths.contains(&client.len()))
-                    }));
-                }
-            }
-            by_name.sort_unstable();
-            by_name.dedup();
-            tokens.sort_unstable();
-            by_name.retain(|position| {
-                positions.binary_search(position).is_err()
-                    && self
-                        .tokens_by_value
-                        .get(*position)
-                        .is_some_and(|client| may_reach_threshold(&tokens, client))
-            });
+            let tokens = name_tokens(&tenant.name);
+            let mut known: Vec<u32> = tokens
+                .iter()
+                .filter_map(|token| self.ranks.get(token).copied())
+                .collect();
+            known.sort_unstable();
+            let n = tokens.len();
+            let by_name: Vec<usize> = self
+                .name_candidates(&known, n)
+                .into_iter()
+                .filter(|survivor| {
+                    positions.binary_search(&survivor.client).is_err()
+                        && self
+                            .ranks_by_client
+                            .get(survivor.client)
+                            .is_some_and(|client| may_reach_threshold(&known, n, client, survivor))
+                })
+                .map(|survivor| survivor.client)
+                .collect();
             positions.extend(by_name);
         }
         let candidates = positions
@@ -412,6 +472,78 @@ impl MappingIndex {
             })
             .collect();
         finish_preview(candidates)
+    }
+
+    /// Clients whose name may reach the threshold against a name of `n` bigrams whose ranks
+    /// among the clients' are `known` (ascending; the other `n - known.len()` bigrams no
+    /// client has, and they come first in the global order): the prefix probe with the length
+    /// and positional filters (type docs). Each client at most once, in no particular order,
+    /// with the overlap counted so far: every shared bigram up to the last one found, since
+    /// all of those lie in both probed prefixes.
+    fn name_candidates(&self, known: &[u32], n: usize) -> Vec<Survivor> {
+        let lengths = comparable_lengths(n);
+        let unknown = n - known.len();
+        // `least_overlap(n, m)` for every comparable `m`, computed once per probe.
+        let needs: Vec<usize> = (0..=*lengths.end()).map(|m| least_overlap(n, m)).collect();
+        OVERLAPS.with(|overlaps| {
+            let mut overlaps = overlaps.borrow_mut();
+            if overlaps.len() < self.clients.len() {
+                overlaps.resize(self.clients.len(), Running::default());
+            }
+            let mut touched: Vec<usize> = Vec::new();
+            let probed = prefix_length(n).saturating_sub(unknown);
+            for (offset, rank) in known.iter().take(probed).enumerate() {
+                let place = unknown + offset;
+                let Some(list) = self.postings.get(*rank as usize) else {
+                    continue;
+                };
+                // A client of `m` bigrams shares at least `least_overlap(n, m)` of them, so its
+                // first shared one is no later than place `n - least_overlap(n, m)` here: from
+                // this place on, only clients short enough for that are left to find.
+                let longest = longest_sharing_from(n, place).min(*lengths.end());
+                let start = list.partition_point(|posting| posting.tokens < *lengths.start());
+                let end = list.partition_point(|posting| posting.tokens <= longest);
+                for posting in list.get(start..end).unwrap_or_default() {
+                    let Some(running) = overlaps.get_mut(posting.client) else {
+                        continue;
+                    };
+                    if running.shared < 0 {
+                        continue;
+                    }
+                    if running.shared == 0 {
+                        touched.push(posting.client);
+                    }
+                    // Every shared bigram before `place` here (and so before `posting.place`
+                    // there) has been counted: this one and those after both are all that
+                    // can follow.
+                    let left = (n - place - 1).min(posting.tokens - posting.place - 1);
+                    let reachable = running.shared as usize + 1 + left;
+                    let need = needs.get(posting.tokens).copied().unwrap_or(usize::MAX);
+                    if reachable >= need {
+                        running.shared += 1;
+                        running.known_next = offset + 1;
+                        running.client_next = posting.place + 1;
+                    } else {
+                        running.shared = DROPPED;
+                    }
+                }
+            }
+            let mut survivors = Vec::with_capacity(touched.len());
+            for client in touched {
+                if let Some(running) = overlaps.get_mut(client) {
+                    if running.shared > 0 {
+                        survivors.push(Survivor {
+                            client,
+                            shared: running.shared as usize,
+                            known_next: running.known_next,
+                            client_next: running.client_next,
+                        });
+                    }
+                    *running = Running::default();
+                }
+            }
+            survivors
+        })
     }
 }
 
@@ -435,12 +567,6 @@ fn name_tokens(name: &str) -> Vec<Token> {
         .collect()
 }
 
-/// The global order: rarest among the clients first (unknown tokens count zero), then by
-/// value, so every name sorts its tokens the same way.
-fn sort_tokens(tokens: &mut [Token], counts: &HashMap<Token, u32>) {
-    tokens.sort_by_key(|token| (counts.get(token).copied().unwrap_or(0), *token));
-}
-
 /// The token counts `m` a name of `n` tokens can be similar to: the similarity is at most
 /// `2·min(n, m)/(n + m)`, so `m` lies within `[t·n/(2-t), n·(2-t)/t]` (with a rounding
 /// tolerance that only widens the range).
@@ -451,13 +577,38 @@ fn comparable_lengths(n: usize) -> std::ops::RangeInclusive<usize> {
     low..=high
 }
 
-/// Whether two names whose tokens are `a` and `b` (each in value order) can score the
-/// threshold: the similarity is exactly `2·|a ∩ b| / (|a| + |b|)`, computed here by a merge
-/// instead of the maps the exact score builds; a tolerance keeps every borderline pair for
-/// the exact score.
-fn may_reach_threshold(a: &[Token], b: &[Token]) -> bool {
-    let (mut i, mut j, mut shared) = (0, 0, 0usize);
-    while let (Some(x), Some(y)) = (a.get(i), b.get(j)) {
+/// The least overlap two names of `n` and `m` bigrams share if they score the threshold:
+/// `2·o/(n + m) >= t`, lowered by a tolerance so a borderline pair is kept.
+fn least_overlap(n: usize, m: usize) -> usize {
+    let t = NAME_MATCH_THRESHOLD;
+    (t * (n + m) as f64 / 2.0 - 1e-9).ceil().max(1.0) as usize
+}
+
+/// The most bigrams a client can have and still have its first bigram shared with a name of
+/// `n` bigrams at `place` or later: `least_overlap(n, m) <= n - place`, i.e.
+/// `m <= 2·(n - place)/t - n`, raised by a tolerance so a borderline length is kept.
+fn longest_sharing_from(n: usize, place: usize) -> usize {
+    let t = NAME_MATCH_THRESHOLD;
+    let bound = 2.0 * ((n - place) as f64 + 1e-9) / t - n as f64 + 1e-6;
+    if bound < 0.0 {
+        0
+    } else {
+        bound.floor() as usize
+    }
+}
+
+/// Whether a name of `n` bigrams, `known` of them (ascending ranks) shared with some client,
+/// can score the threshold against a client whose ranks are `client`: the similarity is
+/// exactly `2·|shared| / (n + m)`. The probe counted every shared bigram up to its last find
+/// (`from`), so only the bigrams after it on both sides are merged, and the merge gives up
+/// once those left cannot reach [`least_overlap`].
+fn may_reach_threshold(known: &[u32], n: usize, client: &[u32], from: &Survivor) -> bool {
+    let need = least_overlap(n, client.len());
+    let (mut i, mut j, mut shared) = (from.known_next, from.client_next, from.shared);
+    while let (Some(x), Some(y)) = (known.get(i), client.get(j)) {
+        if shared + (known.len() - i).min(client.len() - j) < need {
+            return false;
+        }
         match x.cmp(y) {
             Ordering::Less => i += 1,
             Ordering::Greater => j += 1,
@@ -468,8 +619,7 @@ fn may_reach_threshold(a: &[Token], b: &[Token]) -> bool {
             }
         }
     }
-    let total = a.len() + b.len();
-    total > 0 && 2.0 * shared as f64 / total as f64 >= NAME_MATCH_THRESHOLD - 1e-9
+    shared >= need
 }
 
 /// How many of a name's `n` sorted tokens must be indexed or probed: `n - o + 1` for the
