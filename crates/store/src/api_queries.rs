@@ -148,18 +148,28 @@ pub enum ListParam {
     Time(DateTime<Utc>),
 }
 
-/// One list statement: its text and parameters.
+/// One list statement: its text, parameters, and the planner settings it runs under.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct ListSql {
     pub sql: String,
     pub params: Vec<ListParam>,
+    /// Applied with `SET LOCAL` around the statement (`Store::fetch_list`).
+    pub settings: Vec<&'static str>,
 }
+
+/// Keeps the planner from sorting a list's rows: with no sort allowed, the only cheap plan
+/// for a keyset page is the index scan in the list's order that stops at `LIMIT`. Right after
+/// a large write the statistics may say a tenant has a handful of contacts, and the planner
+/// would otherwise pick a bitmap scan of every row of the tenant and a top-N sort, a cost that
+/// grows with the tenant (54 ms instead of 5 ms at 200,000 contacts, measured).
+pub const NO_SORT: &str = "enable_sort = off";
 
 impl ListSql {
     fn new(tenant_id: Uuid) -> ListSql {
         ListSql {
             sql: String::new(),
             params: vec![ListParam::Uuid(tenant_id)],
+            settings: Vec::new(),
         }
     }
 
@@ -226,6 +236,11 @@ pub fn contacts_list_sql(
         conditions.push(format!(
             "(c.full_name, c.contact_id) > ({name}::text, {id}::uuid)"
         ));
+    }
+    // An e-mail lookup finds a handful of rows through its own index and sorts those; every
+    // other shape is read in name order from `contacts_by_name` or `contacts_by_client_name`.
+    if filter.email.is_none() {
+        list.settings.push(NO_SORT);
     }
     // The page of contacts is chosen first and only its rows are joined to their links, one
     // index lookup each (LATERAL): right after a large sync the links' statistics may still be
