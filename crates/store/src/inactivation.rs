@@ -242,12 +242,10 @@ impl Store {
             .await?;
         }
 
-        let (pending, linked): (i64, i64) = sqlx::query_as(
-            "SELECT
-                 (SELECT count(*) FROM pending_inactivations
-                  WHERE tenant_id = $1 AND run_id = $2 AND managed_tenant_id = $3
-                    AND state = 'pending'),
-                 (SELECT count(*) FROM links WHERE tenant_id = $1 AND managed_tenant_id = $3)",
+        let pending: i64 = sqlx::query_scalar(
+            "SELECT count(*) FROM pending_inactivations
+             WHERE tenant_id = $1 AND run_id = $2 AND managed_tenant_id = $3
+               AND state = 'pending'",
         )
         .bind(tenant_id)
         .bind(run_id)
@@ -257,6 +255,15 @@ impl Store {
 
         let mut outcome = InactivationOutcome::default();
         if pending > 0 {
+            // Only a tenant with inactivations pending needs its link count (the guard's
+            // denominator); counting every tenant's links would cost each run a pass over them.
+            let linked: i64 = sqlx::query_scalar(
+                "SELECT count(*) FROM links WHERE tenant_id = $1 AND managed_tenant_id = $2",
+            )
+            .bind(tenant_id)
+            .bind(managed_tenant_id)
+            .fetch_one(&mut *transaction)
+            .await?;
             let trips = inactivation_guard_trips(
                 usize::try_from(pending).unwrap_or(usize::MAX),
                 usize::try_from(linked).unwrap_or(usize::MAX),
