@@ -482,12 +482,17 @@ fn complete_value(document: &mut serde_json::Value) {
                 .get_mut(schema)
                 .and_then(|schema| schema.pointer_mut(&format!("/properties/{property}")))
             {
-                let description = slot.get("description").cloned();
+                let described = slot
+                    .get("description")
+                    .and_then(Value::as_str)
+                    .map(|text| format!("{text} "))
+                    .unwrap_or_default();
                 *slot = json!({"type": string_type(nullable(slot)), "format": "email",
-                               "maxLength": entra_sync_domain::email::MAX_EMAIL_LEN});
-                if let Some(description) = description {
-                    slot["description"] = description;
-                }
+                               "maxLength": entra_sync_domain::email::MAX_EMAIL_LEN,
+                               "description": format!(
+                                   "{described}An e-mail address; one with Unicode (IDN) \
+                                    labels is accepted too. Anything else is refused with 422 \
+                                    `invalid_email`.")});
             }
         }
         for (schema, property) in DOMAIN_LISTS {
@@ -496,7 +501,10 @@ fn complete_value(document: &mut serde_json::Value) {
                 .and_then(|schema| schema.pointer_mut(&format!("/properties/{property}")))
             {
                 slot["maxItems"] = json!(crate::routes::psa::MAX_DOMAINS);
-                slot["items"] = json!({"type": "string", "format": "hostname", "maxLength": 253});
+                slot["items"] = json!({"type": "string", "format": "hostname", "maxLength": 253,
+                                       "description": "A domain name of two labels or more; \
+                                                       Unicode labels, any case and a trailing \
+                                                       dot are accepted too."});
             }
         }
         // A PSA user's permissions are the known ones.
@@ -533,17 +541,15 @@ fn complete_value(document: &mut serde_json::Value) {
             .and_then(|schema| schema.get_mut("properties"))
         {
             use entra_sync_domain::filter::{MAX_EXCLUSION_PATTERNS, MAX_FILTER_GROUPS};
+            let filter_domain = json!({
+                "format": "hostname", "maxLength": 253,
+                "description": "A domain name; `@contoso.com` and `*.contoso.com` mean \
+                                `contoso.com`, and any case, a trailing dot and Unicode labels \
+                                are accepted too."
+            });
             let lists = [
-                (
-                    "domain_allow",
-                    json!({"format": "hostname", "maxLength": 253}),
-                    None,
-                ),
-                (
-                    "domain_deny",
-                    json!({"format": "hostname", "maxLength": 253}),
-                    None,
-                ),
+                ("domain_allow", filter_domain.clone(), None),
+                ("domain_deny", filter_domain, None),
                 (
                     "exclusion_patterns",
                     // Rust `regex` syntax, which JSON Schema's `regex` format (ECMA 262)
