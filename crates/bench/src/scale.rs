@@ -262,6 +262,8 @@ impl Stack {
             ("MICROSOFT_TENANT_ID", PARTNER_TENANT_ID.to_owned()),
             ("MICROSOFT_OAUTH_CALLBACK_URL", CALLBACK_URL.to_owned()),
             ("RUST_LOG", "warn".to_owned()),
+            // The simulator listens on loopback, which the outbound policy refuses otherwise.
+            ("ENTRA_SYNC_ALLOW_PRIVATE_ENDPOINTS", "true".to_owned()),
         ];
         let spawn = |command: &str, stdout: Stdio, stderr: Stdio| {
             Command::new(&config.entra_sync_bin)

@@ -359,6 +359,11 @@ async fn load_page_context(
     .bind(tenant_id)
     .bind(&keys.emails)
     .bind(&linked_contact_ids)
+    // Planned at each execution, not cached on the connection: a plan cached while the
+    // tenant's contacts were few (the first pages of its first sync, before autovacuum has
+    // analyzed) reads every contact of the PSA tenant once they are many; measured 4.2 ms a
+    // page in a delta right after a 40,000-user initial sync, against 0.2 ms planned afresh.
+    .persistent(false)
     .fetch_all(&mut *connection)
     .await?;
 
