@@ -65,7 +65,7 @@ impl Activities {
         Activities {
             store,
             directories,
-            max_parallel_tenants: 4,
+            max_parallel_tenants: 16,
             batch_users: DEFAULT_BATCH_USERS,
             max_run: DEFAULT_MAX_RUN,
             batch_tenants: DEFAULT_BATCH_TENANTS,

@@ -17,6 +17,9 @@ use crate::workflow_support::{
     prepare, snapshot, start_sync, temporal, tuning, wait_finished, with_workers, Snapshot,
 };
 
+/// The run's window of tenants in flight, smaller than its 6 tenants.
+const LANES: usize = 4;
+
 fn data() -> SimulatorConfig {
     SimulatorConfig {
         tenants: 6,
@@ -81,9 +84,9 @@ async fn sync_with(
                 _ => {}
             }
         }
-        // `max_parallel_tenants` is 4 (config/default.toml) and there are 6 tenants: the
-        // window fills up and never overflows.
-        assert_eq!(peak, 4, "tenants in flight at once");
+        // `max_parallel_tenants` is LANES and there are 6 tenants: the window fills up and
+        // never overflows.
+        assert_eq!(peak, LANES, "tenants in flight at once");
         let snapshot = snapshot(&stack.pool, prepared.tenant_id, &run_id).await?;
         Ok((snapshot, by_worker))
     })
@@ -92,8 +95,14 @@ async fn sync_with(
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn two_workers_share_a_run_and_produce_what_one_worker_produces() -> Result<()> {
-    let shared = Stack::start(data()).await?;
-    let alone = Stack::start(data()).await?;
+    let lanes = |_: &_| {
+        vec![(
+            "ENTRA_SYNC__SYNC__MAX_PARALLEL_TENANTS".to_owned(),
+            LANES.to_string(),
+        )]
+    };
+    let shared = Stack::start_with(data(), lanes).await?;
+    let alone = Stack::start_with(data(), lanes).await?;
     let (shared_snapshot, by_worker) = sync_with(
         &shared,
         vec![tuning("worker-a", Some(2)), tuning("worker-b", Some(2))],

@@ -104,7 +104,7 @@ impl ApiConfig {
     pub fn new(master_key: SecretString) -> ApiConfig {
         ApiConfig {
             master_key,
-            max_parallel_tenants: 4,
+            max_parallel_tenants: 16,
             microsoft: MicrosoftConfig::default(),
             provider_timeout: std::time::Duration::from_secs(20),
             oauth_state_ttl: std::time::Duration::from_secs(600),
