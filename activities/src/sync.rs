@@ -852,9 +852,11 @@ impl Activities {
         pages: &mut PageLoop,
         progress: &Progress,
     ) -> Result<FetchedPage, ActivityError> {
+        let reading_started = std::time::Instant::now();
         let fetched = with_heartbeats(reading.ctx, progress, true, pages.next_page(reading.source))
             .await
             .ok_or_else(ActivityError::cancelled)?;
+        record_step(STEP_PROVIDER_READ, reading_started.elapsed());
         let scope = &reading.scope;
         match fetched {
             Ok(page) => Ok(page),
@@ -904,6 +906,7 @@ impl Activities {
                 .clone()
                 .unwrap_or_else(|| ENUMERATION_COMPLETE.to_owned()),
         );
+        let reconciling = std::time::Instant::now();
         let outcome = with_heartbeats(
             reading.ctx,
             progress,
@@ -913,13 +916,34 @@ impl Activities {
         )
         .await
         .ok_or_else(ActivityError::cancelled)?;
-        outcome.map_err(from_store)?;
+        let outcome = outcome.map_err(from_store)?;
+        record_step(STEP_PLAN, outcome.plan_time);
+        record_step(
+            STEP_DATABASE,
+            reconciling.elapsed().saturating_sub(outcome.plan_time),
+        );
         metrics::counter!("entra_sync_users_processed_total").increment(batch.entries.len() as u64);
         progress.pages += batch.pages;
         progress.next_cursor = next_cursor;
         reading.ctx.record_heartbeat(progress.clone()).await.ok();
         Ok(())
     }
+}
+
+/// `entra_sync_sync_step_seconds{step}`: where a tenant's sync spends its time. Together with
+/// `entra_sync_tenant_sync_seconds` (the whole activity) and the SDK's schedule-to-start
+/// latencies they say where a run's time goes; the rest of an activity is its bookkeeping
+/// (settings, lease, inactivations, the tenant's result).
+const STEP_SECONDS: &str = "entra_sync_sync_step_seconds";
+/// Waiting for the provider's pages (Graph or CIPP), retries and `Retry-After` included.
+const STEP_PROVIDER_READ: &str = "provider_read";
+/// Planning a batch (pure computation).
+const STEP_PLAN: &str = "plan";
+/// A batch's page transaction less its planning: reads, writes and commit.
+const STEP_DATABASE: &str = "database";
+
+fn record_step(step: &'static str, spent: Duration) {
+    metrics::histogram!(STEP_SECONDS, "step" => step).record(spent.as_secs_f64());
 }
 
 /// Runs `work` while heartbeating `progress` every few seconds. With `cancellable`, returns

@@ -689,12 +689,20 @@ impl Profiler {
 /// the profiler's own queries.
 fn statement_label(query: &str) -> Option<&'static str> {
     let query = query.split_whitespace().collect::<Vec<_>>().join(" ");
-    let labels: [(&str, &'static str); 16] = [
+    let labels: [(&str, &'static str); 21] = [
         ("pg_stat_statements", ""),
         ("pg_advisory_xact_lock", "01_lock"),
         ("SELECT object_id, contact_id FROM links", "02_read_links"),
         ("SELECT l.object_id, l.contact_id", "02_read_links"),
+        ("SELECT k.object_id, l.contact_id", "02_read_links"),
         ("FROM contacts c LEFT JOIN links", "03_read_contacts"),
+        ("AS wanted CROSS JOIN LATERAL", "03_read_contacts"),
+        ("INSERT INTO address_claims", "03b_claim_addresses"),
+        ("DELETE FROM address_claims", "13b_release_addresses"),
+        (
+            "SELECT EXISTS ( SELECT 1 FROM UNNEST",
+            "03c_check_new_addresses",
+        ),
         ("FROM review_items WHERE", "04_read_reviews"),
         ("INSERT INTO contacts", "05_insert_contacts"),
         ("INSERT INTO links", "06_insert_links"),

@@ -155,6 +155,8 @@ struct Stack {
     master_key: String,
     simulator_url: Option<String>,
     worker_pid: Option<u32>,
+    /// The worker's `/metrics` (its operations listener).
+    worker_metrics_url: Option<String>,
     children: Vec<Child>,
 }
 
@@ -265,12 +267,13 @@ impl Stack {
             // The simulator listens on loopback, which the outbound policy refuses otherwise.
             ("ENTRA_SYNC_ALLOW_PRIVATE_ENDPOINTS", "true".to_owned()),
         ];
-        let spawn = |command: &str, stdout: Stdio, stderr: Stdio| {
+        let spawn = |command: &str, stdout: Stdio, stderr: Stdio, extra: &[(&str, String)]| {
             Command::new(&config.entra_sync_bin)
                 .arg(command)
                 .envs(
                     environment
                         .iter()
+                        .chain(extra)
                         .map(|(key, value)| (*key, value.as_str())),
                 )
                 .stdout(stdout)
@@ -280,15 +283,25 @@ impl Stack {
                 .with_context(|| format!("start `entra-sync {command}`"))
         };
         let (stdout, stderr) = log("api")?;
-        children.push(spawn("serve", stdout, stderr)?);
+        children.push(spawn("serve", stdout, stderr, &[])?);
         let api_url = format!("http://127.0.0.1:{api_port}");
         wait_http(&format!("{api_url}/healthz"), "the API").await?;
         let mut worker_pid = None;
+        let mut worker_metrics_url = None;
         if worker {
             let (stdout, stderr) = log("worker")?;
-            let child = spawn("worker", stdout, stderr)?;
+            let metrics_listen = format!("127.0.0.1:{}", free_port()?);
+            let child = spawn(
+                "worker",
+                stdout,
+                stderr,
+                &[("ENTRA_SYNC__METRICS__LISTEN", metrics_listen.clone())],
+            )?;
             worker_pid = child.id();
             children.push(child);
+            let url = format!("http://{metrics_listen}/metrics");
+            wait_http(&url, "the worker's metrics").await?;
+            worker_metrics_url = Some(url);
         }
         Ok(Stack {
             server_url: config.server_url.clone(),
@@ -298,6 +311,7 @@ impl Stack {
             master_key,
             simulator_url,
             worker_pid,
+            worker_metrics_url,
             children,
         })
     }
@@ -693,7 +707,76 @@ struct Meters {
     worker: Option<f64>,
     temporal: Option<f64>,
     database_url: String,
+    worker_metrics_url: Option<String>,
+    worker_metrics: Option<String>,
 }
+
+/// The worker's `/metrics` text, if it answers.
+async fn scrape(url: Option<&str>) -> Option<String> {
+    let response = reqwest::get(url?).await.ok()?;
+    response.text().await.ok()
+}
+
+/// The sum over every series of metric `name` in a Prometheus text exposition whose labels
+/// include `label` (all series when None).
+fn metric_sum(text: &str, name: &str, label: Option<&str>) -> f64 {
+    text.lines()
+        .filter(|line| !line.starts_with('#'))
+        .filter_map(|line| {
+            let (series, value) = line.rsplit_once(' ')?;
+            let (series_name, labels) = match series.split_once('{') {
+                Some((series_name, labels)) => (series_name, labels),
+                None => (series, ""),
+            };
+            if series_name != name || label.is_some_and(|label| !labels.contains(label)) {
+                return None;
+            }
+            value.parse::<f64>().ok()
+        })
+        .sum()
+}
+
+/// Where a sync's time went, from the worker's own metrics (seconds summed over the tenants
+/// synced concurrently, so they may add up to more than the run's wall time): each step of
+/// the tenants' activities, what the activities spent besides them, and how long activities
+/// and workflow tasks waited in Temporal's queues before a worker started them.
+const TIME_FIGURES: &[(&str, &str, Option<&str>)] = &[
+    (
+        "provider_read",
+        "entra_sync_sync_step_seconds_sum",
+        Some("step=\"provider_read\""),
+    ),
+    (
+        "plan",
+        "entra_sync_sync_step_seconds_sum",
+        Some("step=\"plan\""),
+    ),
+    (
+        "database",
+        "entra_sync_sync_step_seconds_sum",
+        Some("step=\"database\""),
+    ),
+    (
+        "tenant_activities",
+        "entra_sync_tenant_sync_seconds_sum",
+        None,
+    ),
+    (
+        "activity_schedule_to_start",
+        "temporal_activity_schedule_to_start_latency_seconds_sum",
+        None,
+    ),
+    (
+        "workflow_task_schedule_to_start",
+        "temporal_workflow_task_schedule_to_start_latency_seconds_sum",
+        None,
+    ),
+    (
+        "workflow_task_execution",
+        "temporal_workflow_task_execution_latency_seconds_sum",
+        None,
+    ),
+];
 
 impl Meters {
     async fn start(stack: &Stack, config: &Config) -> Meters {
@@ -714,7 +797,41 @@ impl Meters {
             worker: stack.worker_pid.and_then(process_cpu_seconds),
             temporal: config.temporal_pid.and_then(process_cpu_seconds),
             database_url: stack.database_url.clone(),
+            worker_metrics_url: stack.worker_metrics_url.clone(),
+            worker_metrics: scrape(stack.worker_metrics_url.as_deref()).await,
         }
+    }
+
+    /// Prints `{label}_time_{part}_seconds` for each of [`TIME_FIGURES`], and
+    /// `{label}_time_bookkeeping_seconds`: the tenant activities' time outside the steps.
+    async fn report_time(&self, label: &str) {
+        let (Some(before), Some(after)) = (
+            self.worker_metrics.as_deref(),
+            scrape(self.worker_metrics_url.as_deref()).await,
+        ) else {
+            return;
+        };
+        let spent = |name: &str, filter: Option<&str>| {
+            metric_sum(&after, name, filter) - metric_sum(before, name, filter)
+        };
+        let mut steps = 0.0;
+        let mut activities = 0.0;
+        for (part, name, filter) in TIME_FIGURES {
+            let seconds = spent(name, *filter);
+            match *part {
+                "provider_read" | "plan" | "database" => steps += seconds,
+                "tenant_activities" => activities = seconds,
+                _ => {}
+            }
+            figure(
+                &format!("{label}_time_{part}_seconds"),
+                format!("{seconds:.2}"),
+            );
+        }
+        figure(
+            &format!("{label}_time_bookkeeping_seconds"),
+            format!("{:.2}", (activities - steps).max(0.0)),
+        );
     }
 
     /// Prints `{label}_postgres_exec_seconds`, `{label}_worker_cpu_seconds` and
@@ -756,6 +873,7 @@ impl Meters {
                 format!("{seconds:.1}"),
             );
         }
+        self.report_time(label).await;
     }
 }
 

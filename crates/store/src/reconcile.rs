@@ -48,6 +48,9 @@ pub struct PageOutcome {
     pub statements: u32,
     /// The plan, for preflight reports.
     pub plan: Plan,
+    /// Time spent planning (`plan_page`, pure computation) inside the page's transaction;
+    /// the rest of the call is database time.
+    pub plan_time: std::time::Duration,
 }
 
 #[derive(FromRow)]
@@ -256,16 +259,22 @@ impl Store {
         lock_managed_tenant(&mut transaction, scope.tenant_id, scope.managed_tenant_id).await?;
         let mut context =
             load_page_context(&mut transaction, scope, &entries, &mut statements).await?;
+        let planning = std::time::Instant::now();
         let mut plan = plan_page(&context, &entries, settings);
+        let mut plan_time = planning.elapsed();
         if let Some(barrier) = &self.create_barrier {
             barrier.wait().await;
         }
-        if lock_new_addresses(&mut transaction, scope, &context, &plan, &mut statements).await? {
+        let (appeared, claimed) =
+            claim_new_addresses(&mut transaction, scope, &context, &plan, &mut statements).await?;
+        if appeared {
             // Another managed tenant of this PSA tenant created one of these addresses after
             // this page read its contacts: plan again on what is there now, exactly as a run
             // after that one would (link, or queue `candidate_in_other_client`).
             context = load_page_context(&mut transaction, scope, &entries, &mut statements).await?;
+            let planning = std::time::Instant::now();
             plan = plan_page(&context, &entries, settings);
+            plan_time += planning.elapsed();
         }
         let writes = PageWrites::from_plan(&plan, &context, &entries);
         let mut page_tally = tally(&plan, entries.len());
@@ -287,6 +296,7 @@ impl Store {
         )
         .await?;
         advance_tenant_result(&mut transaction, scope, &page_tally, &mut statements).await?;
+        release_addresses(&mut transaction, scope, &claimed, &mut statements).await?;
 
         if dry_run {
             transaction.rollback().await?;
@@ -298,6 +308,7 @@ impl Store {
             plan_len: plan.actions.len(),
             statements: statements.0,
             plan,
+            plan_time,
         })
     }
 }
@@ -313,8 +324,40 @@ impl Statements {
     }
 }
 
-/// The largest page whose contact read is planned afresh (`load_page_context`).
-const FRESH_PLAN_MAX_ENTRIES: usize = 100;
+/// The page's links by object id (`load_page_context`; why LATERAL, see there).
+const PAGE_LINKS: &str = "SELECT k.object_id, l.contact_id
+     FROM UNNEST($3::text[]) AS k(object_id)
+     CROSS JOIN LATERAL (SELECT contact_id FROM links
+                         WHERE tenant_id = $1 AND managed_tenant_id = $2
+                           AND object_id = k.object_id
+                         OFFSET 0) AS l";
+
+/// The contacts a page may touch: by address, and the linked ones by id, with their links.
+const PAGE_CONTACTS: &str =
+    "SELECT c.contact_id, c.client_id, c.full_name, c.email, c.phone, c.mobile,
+            c.job_title, c.is_active, c.inactive_reason, c.sync_locked,
+            l.managed_tenant_id AS link_managed_tenant_id, l.object_id AS link_object_id
+     FROM (SELECT e.contact_id
+           FROM UNNEST($2::text[]) AS k(email)
+           CROSS JOIN LATERAL (SELECT contact_id FROM contacts
+                               WHERE tenant_id = $1 AND email_normalized = k.email
+                               OFFSET 0) AS e
+           UNION
+           SELECT contact_id FROM UNNEST($3::uuid[]) AS i(contact_id)) AS wanted
+     CROSS JOIN LATERAL (SELECT * FROM contacts
+                         WHERE tenant_id = $1 AND contact_id = wanted.contact_id
+                         OFFSET 0) AS c
+     LEFT JOIN LATERAL (SELECT managed_tenant_id, object_id FROM links
+                        WHERE tenant_id = $1 AND contact_id = c.contact_id
+                        OFFSET 0) AS l ON true";
+
+/// Whether a contact with one of the claimed addresses exists that the page did not read.
+const NEW_ADDRESS_APPEARED: &str = "SELECT EXISTS (
+         SELECT 1 FROM UNNEST($2::text[]) AS a(address)
+         CROSS JOIN LATERAL (SELECT contact_id FROM contacts
+                             WHERE tenant_id = $1 AND email_normalized = a.address
+                             OFFSET 0) AS c
+         WHERE NOT (c.contact_id = ANY($3)))";
 
 /// Step 1: reads what the planner needs about the page's users in three bulk statements.
 async fn load_page_context(
@@ -326,52 +369,36 @@ async fn load_page_context(
     let tenant_id = scope.tenant_id;
     let managed_tenant_id = scope.managed_tenant_id;
     let keys = page_keys(entries);
-    // The links are looked up by joining the page's object ids rather than by `= ANY($n)`.
-    // While the statistics still describe a managed tenant with few links (its first sync,
-    // until autovacuum analyzes), the cached plan for `= ANY` scans all of the tenant's links
-    // and tests each against the whole array, which made a 50,000-user first sync quadratic
-    // (crates/bench: 15 to 24 s instead of about 2.5 s). For the join the planner hashes the
-    // tenant's links once per page instead; with fresh statistics both probe the primary key
-    // once per object id.
+    // Every read of the page probes an index once per key, whatever the statistics say: the
+    // keys are rows (`UNNEST`) and each lookup is a LATERAL subquery with `OFFSET 0`, which the
+    // planner cannot flatten into a join, so it cannot choose to hash every link or contact of
+    // the tenant instead. While the statistics still describe a tenant with few rows (its
+    // first sync, until autovacuum analyzes) it did choose that: `= ANY` over a cached plan
+    // made a 50,000-user first sync quadratic (15 to 24 s instead of about 2.5 s), and a hash
+    // join of the page's keys with all of the PSA tenant's contacts cost 27 ms a page of a
+    // thousand users against 3 ms probing. Planned at each execution (not cached on the
+    // connection), so the planner sees the tables' current sizes; in this form planning does
+    // not grow with the number of keys (0.5 ms).
     statements.count();
-    let links: Vec<(String, Uuid)> = sqlx::query_as(
-        "SELECT l.object_id, l.contact_id
-         FROM UNNEST($3::text[]) AS k(object_id)
-         JOIN links l ON l.tenant_id = $1 AND l.managed_tenant_id = $2
-                     AND l.object_id = k.object_id",
-    )
-    .bind(tenant_id)
-    .bind(managed_tenant_id)
-    .bind(&keys.object_ids)
-    .fetch_all(&mut *connection)
-    .await?;
+    let links: Vec<(String, Uuid)> = sqlx::query_as(PAGE_LINKS)
+        .bind(tenant_id)
+        .bind(managed_tenant_id)
+        .bind(&keys.object_ids)
+        .persistent(false)
+        .fetch_all(&mut *connection)
+        .await?;
     let linked_contact_ids: Vec<Uuid> = links.iter().map(|(_, contact_id)| *contact_id).collect();
 
     // `keys.emails` are `email_key` forms, the same the application stores in
     // `email_normalized`, so SQL and the planner compare one normalization.
     statements.count();
-    let contacts: Vec<PageContactRow> = sqlx::query_as(
-        "SELECT c.contact_id, c.client_id, c.full_name, c.email, c.phone, c.mobile,
-                c.job_title, c.is_active, c.inactive_reason, c.sync_locked,
-                l.managed_tenant_id AS link_managed_tenant_id, l.object_id AS link_object_id
-         FROM contacts c
-         LEFT JOIN links l ON l.tenant_id = c.tenant_id AND l.contact_id = c.contact_id
-         WHERE c.tenant_id = $1
-           AND (c.email_normalized = ANY($2) OR c.contact_id = ANY($3))",
-    )
-    .bind(tenant_id)
-    .bind(&keys.emails)
-    .bind(&linked_contact_ids)
-    // A small page (a delta's few changes) is planned at each execution, not with the plan
-    // cached on the connection: a plan cached while the tenant's contacts were few (the first
-    // pages of its first sync, before autovacuum has analyzed) reads every contact of the PSA
-    // tenant once they are many; measured 4.2 ms a page in a delta right after a 40,000-user
-    // initial sync, against 0.2 ms planned afresh. A large page keeps the cached plan:
-    // estimating a thousand addresses at every planning costs more than it saves (the
-    // store-only re-run of 50,000 users took 1.47 s planned afresh against 1.00 s).
-    .persistent(entries.len() > FRESH_PLAN_MAX_ENTRIES)
-    .fetch_all(&mut *connection)
-    .await?;
+    let contacts: Vec<PageContactRow> = sqlx::query_as(PAGE_CONTACTS)
+        .bind(tenant_id)
+        .bind(&keys.emails)
+        .bind(&linked_contact_ids)
+        .persistent(false)
+        .fetch_all(&mut *connection)
+        .await?;
 
     statements.count();
     let review_states: Vec<(String, String, Option<String>)> = sqlx::query_as(
@@ -390,18 +417,24 @@ async fn load_page_context(
 }
 
 /// Step 1b: serializes contact creation per address across the PSA tenant's managed tenants.
-/// Takes a transaction-scoped advisory lock per address the plan creates (hashed into 256
-/// buckets per PSA tenant, so a page takes at most 256 locks, in sorted order so two pages
-/// never deadlock), then asks whether a contact with one of those addresses appeared since the
-/// page read its contacts. True means the caller must plan again. The managed-tenant lock
-/// cannot do this: two managed tenants hold different ones.
-async fn lock_new_addresses(
+/// Claims each address the plan creates with a row in `address_claims` (unique per PSA tenant
+/// and address, inserted in sorted order so two pages never deadlock): a page claiming an
+/// address another page's open transaction claimed waits for that transaction to end. Then
+/// asks whether a contact with one of those addresses appeared since the page read its
+/// contacts; true means the caller must plan again. Returns the claimed addresses, which
+/// [`release_addresses`] removes before the commit. The managed-tenant lock cannot do this:
+/// two managed tenants hold different ones. A claim locks its one address and takes no slot
+/// in Postgres' shared lock table, so pages creating different addresses never wait for each
+/// other (advisory locks hashed into 256 buckets per PSA tenant made a page of a thousand new
+/// addresses take nearly all of them: creating pages of different managed tenants ran one
+/// at a time, 205 s of lock waits in a 36 s sync of 1,000 tenants).
+async fn claim_new_addresses(
     connection: &mut PgConnection,
     scope: &PageScope,
     context: &PageContext,
     plan: &Plan,
     statements: &mut Statements,
-) -> Result<bool> {
+) -> Result<(bool, Vec<String>)> {
     let mut addresses: Vec<String> = plan
         .actions
         .iter()
@@ -414,36 +447,50 @@ async fn lock_new_addresses(
     addresses.dedup();
     if addresses.is_empty() {
         // Nothing is created, so no address can race another managed tenant's.
-        return Ok(false);
+        return Ok((false, addresses));
     }
     let known: Vec<Uuid> = context.contacts.keys().copied().collect();
     statements.count();
     sqlx::query(
-        "SELECT pg_advisory_xact_lock(hashtextextended(
-                    'entra-sync:address:' || $1::text || ':' || bucket::text, 0))
-         FROM (SELECT DISTINCT (hashtextextended(address, 0) & 255) AS bucket
-               FROM UNNEST($2::text[]) AS a(address)
-               ORDER BY 1) AS buckets",
+        "INSERT INTO address_claims (tenant_id, address)
+         SELECT $1, address FROM UNNEST($2::text[]) AS a(address) ORDER BY address
+         ON CONFLICT DO NOTHING",
     )
     .bind(scope.tenant_id)
     .bind(&addresses)
     .execute(&mut *connection)
     .await?;
-    // A statement of its own: under READ COMMITTED it takes a snapshot after the locks were
-    // granted, so it sees a contact the lock holder committed.
+    // A statement of its own: under READ COMMITTED it takes a snapshot after the claims were
+    // granted, so it sees a contact the previous claimant committed.
     statements.count();
-    let appeared: bool = sqlx::query_scalar(
-        "SELECT EXISTS (
-             SELECT 1 FROM contacts c
-             WHERE c.tenant_id = $1 AND c.email_normalized = ANY($2)
-               AND NOT (c.contact_id = ANY($3)))",
-    )
-    .bind(scope.tenant_id)
-    .bind(&addresses)
-    .bind(&known)
-    .fetch_one(&mut *connection)
-    .await?;
-    Ok(appeared)
+    let appeared: bool = sqlx::query_scalar(NEW_ADDRESS_APPEARED)
+        .bind(scope.tenant_id)
+        .bind(&addresses)
+        .bind(&known)
+        .persistent(false)
+        .fetch_one(&mut *connection)
+        .await?;
+    Ok((appeared, addresses))
+}
+
+/// Step 4b: removes the page's address claims. They exist only to make concurrent creators
+/// wait; a claimant waiting on one finds it gone when this transaction ends.
+async fn release_addresses(
+    connection: &mut PgConnection,
+    scope: &PageScope,
+    addresses: &[String],
+    statements: &mut Statements,
+) -> Result<()> {
+    if addresses.is_empty() {
+        return Ok(());
+    }
+    statements.count();
+    sqlx::query("DELETE FROM address_claims WHERE tenant_id = $1 AND address = ANY($2)")
+        .bind(scope.tenant_id)
+        .bind(addresses)
+        .execute(&mut *connection)
+        .await?;
+    Ok(())
 }
 
 /// Step 2: applies the plan's writes, one statement per kind, each with its audit rows; a kind
@@ -743,5 +790,152 @@ fn build_context(
         contacts: context_contacts,
         link_by_contact_id,
         review_state_by_object_id,
+    }
+}
+
+#[cfg(test)]
+mod plan_tests {
+    use super::{NEW_ADDRESS_APPEARED, PAGE_CONTACTS, PAGE_LINKS};
+    use serde_json::Value;
+    use sqlx::PgPool;
+    use uuid::Uuid;
+
+    /// Every node of an `EXPLAIN (FORMAT JSON)` plan, depth first.
+    fn nodes(plan: &Value) -> Vec<&Value> {
+        fn walk<'a>(node: &'a Value, out: &mut Vec<&'a Value>) {
+            out.push(node);
+            for child in node["Plans"].as_array().into_iter().flatten() {
+                walk(child, out);
+            }
+        }
+        let mut out = Vec::new();
+        walk(&plan[0]["Plan"], &mut out);
+        out
+    }
+
+    /// A PSA tenant whose statistics describe 100 contacts and links while it has 20,100 (a
+    /// first sync before autovacuum analyzes): each of the page's reads, with a thousand keys,
+    /// still probes an index per key and never scans or hashes the tenant's contacts or links.
+    #[sqlx::test(migrations = "../../migrations")]
+    async fn page_reads_probe_indexes_whatever_the_statistics(pool: PgPool) {
+        let tenant_id = Uuid::new_v4();
+        let client_id = Uuid::new_v4();
+        let managed_tenant_id = Uuid::new_v4();
+        let add = |count: i32| {
+            [
+                "INSERT INTO contacts (tenant_id, client_id, full_name, email, email_normalized)
+                 SELECT $1, $2, 'Person ' || i, 'p' || i || '@example.com', 'p' || i || '@example.com'
+                 FROM generate_series((SELECT count(*) FROM contacts)::int + 1,
+                                      (SELECT count(*) FROM contacts)::int + $4) AS i",
+                "INSERT INTO links (tenant_id, managed_tenant_id, object_id, contact_id)
+                 SELECT c.tenant_id, $3, c.contact_id::text, c.contact_id FROM contacts c
+                 WHERE NOT EXISTS (SELECT 1 FROM links l WHERE l.contact_id = c.contact_id)",
+            ]
+            .map(|sql| (sql, count))
+        };
+        for sql in [
+            "INSERT INTO psa_tenants (tenant_id, name) VALUES ($1, 'MSP')",
+            "INSERT INTO clients (tenant_id, client_id, name) VALUES ($1, $2, 'Contoso')",
+            "INSERT INTO managed_tenants (tenant_id, managed_tenant_id, entra_tenant_id, display_name)
+             VALUES ($1, $3, 'entra', 'Customer')",
+        ] {
+            sqlx::query(sql)
+                .bind(tenant_id)
+                .bind(client_id)
+                .bind(managed_tenant_id)
+                .execute(&pool)
+                .await
+                .expect("seed");
+        }
+        let seed = |(sql, count): (&'static str, i32)| {
+            let pool = pool.clone();
+            async move {
+                sqlx::query(sql)
+                    .bind(tenant_id)
+                    .bind(client_id)
+                    .bind(managed_tenant_id)
+                    .bind(count)
+                    .execute(&pool)
+                    .await
+                    .expect("seed");
+            }
+        };
+        for step in add(100) {
+            seed(step).await;
+        }
+        sqlx::query("ANALYZE contacts, links")
+            .execute(&pool)
+            .await
+            .expect("analyze");
+        for step in add(20_000) {
+            seed(step).await;
+        }
+
+        let (emails, contact_ids): (Vec<String>, Vec<Uuid>) = sqlx::query_as::<_, (String, Uuid)>(
+            "SELECT email_normalized, contact_id FROM contacts ORDER BY email LIMIT 1000 OFFSET 5000",
+        )
+        .fetch_all(&pool)
+        .await
+        .expect("keys")
+        .into_iter()
+        .unzip();
+        let object_ids: Vec<String> = contact_ids.iter().map(Uuid::to_string).collect();
+
+        let explain = |sql: &str| format!("EXPLAIN (FORMAT JSON) {sql}");
+        let plans: Vec<(&str, Value)> = vec![
+            (
+                "links",
+                sqlx::query_scalar(&explain(PAGE_LINKS))
+                    .bind(tenant_id)
+                    .bind(managed_tenant_id)
+                    .bind(&object_ids)
+                    .fetch_one(&pool)
+                    .await
+                    .expect("explain links"),
+            ),
+            (
+                "contacts",
+                sqlx::query_scalar(&explain(PAGE_CONTACTS))
+                    .bind(tenant_id)
+                    .bind(&emails)
+                    .bind(&contact_ids)
+                    .fetch_one(&pool)
+                    .await
+                    .expect("explain contacts"),
+            ),
+            (
+                "new addresses",
+                sqlx::query_scalar(&explain(NEW_ADDRESS_APPEARED))
+                    .bind(tenant_id)
+                    .bind(&emails)
+                    .bind(&contact_ids)
+                    .fetch_one(&pool)
+                    .await
+                    .expect("explain new addresses"),
+            ),
+        ];
+        for (what, plan) in &plans {
+            let nodes = nodes(plan);
+            let mut probed = 0;
+            for node in &nodes {
+                let kind = node["Node Type"].as_str().unwrap_or_default();
+                let relation = node["Relation Name"].as_str().unwrap_or_default();
+                let scans_a_table = matches!(kind, "Seq Scan" | "Bitmap Heap Scan")
+                    && matches!(relation, "contacts" | "links");
+                let joins_in_bulk = matches!(kind, "Hash Join" | "Merge Join");
+                assert!(
+                    !scans_a_table && !joins_in_bulk,
+                    "{what}: {kind} {relation} in {plan}"
+                );
+                if kind == "Index Scan" || kind == "Index Only Scan" {
+                    assert!(
+                        matches!(relation, "contacts" | "links"),
+                        "{what}: an index scan of {relation}"
+                    );
+                    probed += 1;
+                }
+            }
+            assert!(probed > 0, "{what}: no index probe in {plan}");
+        }
     }
 }
