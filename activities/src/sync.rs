@@ -32,7 +32,7 @@ use entra_sync_workflows::contract::{
     DiscoverInput, DiscoverOutput, FinishRunInput, FinishRunOutput, OpenScheduledRunInput,
     OpenScheduledRunOutput, PrepareSyncInput, PrepareSyncOutput, RunEnd, RunKindName,
     ScheduleSettingsInput, ScheduleSettingsOutput, SyncTarget, SyncTenantInput, SyncTenantOutput,
-    TenantEnd, TenantFailureInput, TenantsEndedInput,
+    SyncTenantsInput, SyncTenantsOutput, TenantEnd, TenantFailureInput, TenantsEndedInput,
 };
 use entra_sync_workflows::workflow_id_for_run;
 use serde::{Deserialize, Serialize};
@@ -180,6 +180,9 @@ impl Activities {
                     managed_tenant_id: target.managed_tenant_id.to_string(),
                     entra_tenant_id: target.entra_tenant_id,
                     client_id: target.client_id.to_string(),
+                    small: target
+                        .delta_link_issued_at
+                        .is_some_and(|issued_at| delta_link_is_fresh(issued_at)),
                 })
                 .collect(),
             max_run_seconds: Some(self.max_run.as_secs()),
@@ -195,12 +198,52 @@ impl Activities {
         let started = std::time::Instant::now();
         let attempt = ctx.info().attempt;
         let outcome = ATTEMPT
-            .scope(attempt, self.sync_tenant_inner(ctx, input))
+            .scope(attempt, self.sync_tenant_inner(&ctx, input))
             .await;
         let result = if outcome.is_ok() { "ok" } else { "error" };
         metrics::histogram!("entra_sync_tenant_sync_seconds", "result" => result)
             .record(started.elapsed().as_secs_f64());
         outcome
+    }
+
+    /// Syncs several small tenants one after another, each exactly as `sync_tenant` does (a
+    /// tenant already ended by an earlier attempt is skipped by the same check), so a run in
+    /// which little changed pays one activity round trip for many tenants. A tenant that
+    /// fails in a way a retry can fix is handed back for the workflow to sync on its own,
+    /// under the tenant retry policy; one that fails for good has its failure recorded, and
+    /// the others go on.
+    #[activity(definition = entra_sync_workflows::contract::SyncTenants)]
+    pub async fn sync_tenants(
+        self: Arc<Self>,
+        ctx: ActivityContext,
+        input: SyncTenantsInput,
+    ) -> Result<SyncTenantsOutput, ActivityError> {
+        let attempt = ctx.info().attempt;
+        let mut retry = Vec::new();
+        for target in input.targets {
+            if ctx.is_cancelled() {
+                return Err(ActivityError::cancelled());
+            }
+            let started = std::time::Instant::now();
+            let one = SyncTenantInput {
+                tenant_id: input.tenant_id.clone(),
+                run_id: input.run_id.clone(),
+                target: target.clone(),
+            };
+            let outcome = ATTEMPT
+                .scope(attempt, self.sync_tenant_inner(&ctx, one))
+                .await;
+            let result = if outcome.is_ok() { "ok" } else { "error" };
+            metrics::histogram!("entra_sync_tenant_sync_seconds", "result" => result)
+                .record(started.elapsed().as_secs_f64());
+            match outcome {
+                Ok(_) => {}
+                Err(ActivityError::Application(failure)) if failure.is_non_retryable() => {}
+                Err(ActivityError::Application(_)) => retry.push(target),
+                Err(other) => return Err(other),
+            }
+        }
+        Ok(SyncTenantsOutput { retry })
     }
 
     #[activity(definition = entra_sync_workflows::contract::RecordTenantFailure)]
@@ -462,7 +505,7 @@ impl Activities {
     #[instrument(skip_all, fields(tenant_id = %input.tenant_id, run_id = %input.run_id, managed_tenant_id = %input.target.managed_tenant_id))]
     async fn sync_tenant_inner(
         &self,
-        ctx: ActivityContext,
+        ctx: &ActivityContext,
         input: SyncTenantInput,
     ) -> Result<SyncTenantOutput, ActivityError> {
         let tenant_id = parse_uuid(&input.tenant_id, "tenant_id")?;
@@ -499,9 +542,7 @@ impl Activities {
             None
         };
         let fresh_link = stored_link
-            .filter(|(_, issued_at)| {
-                Utc::now() - *issued_at < chrono::Duration::days(DELTA_LINK_MAX_AGE_DAYS)
-            })
+            .filter(|(_, issued_at)| delta_link_is_fresh(*issued_at))
             .map(|(link, _)| link);
         let wanted_mode = if fresh_link.is_some() {
             SyncMode::Delta
@@ -928,6 +969,12 @@ impl Activities {
         reading.ctx.record_heartbeat(progress.clone()).await.ok();
         Ok(())
     }
+}
+
+/// Whether a delta link issued at `issued_at` is still used: younger than
+/// `DELTA_LINK_MAX_AGE_DAYS` (tokens last seven days, MICROSOFT.md §3).
+fn delta_link_is_fresh(issued_at: chrono::DateTime<Utc>) -> bool {
+    Utc::now() - issued_at < chrono::Duration::days(DELTA_LINK_MAX_AGE_DAYS)
 }
 
 /// `entra_sync_sync_step_seconds{step}`: where a tenant's sync spends its time. Together with

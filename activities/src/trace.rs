@@ -17,7 +17,7 @@ use tracing_opentelemetry::OpenTelemetrySpanExt;
 
 use entra_sync_workflows::contract::{
     DiscoverInput, FinishRunInput, OpenScheduledRunInput, PrepareSyncInput, ScheduleSettingsInput,
-    SyncTenantInput, TenantFailureInput,
+    SyncTenantInput, SyncTenantsInput, TenantFailureInput,
 };
 use entra_sync_workflows::trace::trace_carrier;
 
@@ -40,6 +40,10 @@ fn input_ids(input: &ExecuteActivityInput) -> (Option<&str>, Option<&str>, Optio
             Some(&input.run_id),
             Some(&input.managed_tenant_id),
         );
+    }
+    // Several tenants: each has its own span under this one (`sync_tenant_inner`).
+    if let Some(input) = input.args_ref::<SyncTenantsInput>() {
+        return (Some(&input.tenant_id), Some(&input.run_id), None);
     }
     if let Some(input) = input.args_ref::<PrepareSyncInput>() {
         return (Some(&input.tenant_id), Some(&input.run_id), None);

@@ -247,6 +247,17 @@ async fn direct_connection_authorize_discover_sync_and_delta() -> Result<()> {
             "ENTRA_SYNC__SECRETS__DIRECTORY".to_owned(),
             secrets_directory.display().to_string(),
         ));
+        // One lane for three tenants: once each has a delta link, the three are small and
+        // sync in one `sync_tenants` activity, so every delta run below goes through it.
+        environment.push((
+            "ENTRA_SYNC__SYNC__MAX_PARALLEL_TENANTS".to_owned(),
+            "1".to_owned(),
+        ));
+        // A Retry-After longer than this fails the attempt, for Temporal to retry (below).
+        environment.push((
+            "ENTRA_SYNC__WORKER__RETRY_AFTER_CAP_SECONDS".to_owned(),
+            "3".to_owned(),
+        ));
         environment
     })
     .await?;
@@ -391,6 +402,8 @@ async fn direct_connection_authorize_discover_sync_and_delta() -> Result<()> {
             .await?;
 
             let second = admin.sync_all().await?;
+            let activities = scheduled_activities(&stack, tenant_id, &second).await?;
+            assert_eq!(activities, ["prepare_sync", "sync_tenants", "finish_run"], "{second}");
             assert_eq!(second["status"], "completed", "{second}");
             for result in tenant_results(&second) {
                 assert_eq!((result["status"].as_str(), result["mode"].as_str()), (Some("completed"), Some("delta")), "{result}");
@@ -472,6 +485,30 @@ async fn direct_connection_authorize_discover_sync_and_delta() -> Result<()> {
             simulator.set_consent_fault(&second_tenant.tenant_id, None).map_err(|error| anyhow::anyhow!("{error:?}"))?;
             let recovered = admin.sync_all().await?;
             assert_eq!(recovered["status"], "completed", "{recovered}");
+            // The failing tenant ended in its group (a failure retrying cannot fix) and the
+            // others went on in the same activity.
+            let activities = scheduled_activities(&stack, tenant_id, &partial).await?;
+            assert_eq!(activities, ["prepare_sync", "sync_tenants", "finish_run"], "{partial}");
+
+            // A tenant of the group that fails in a way a retry fixes (a day-long Retry-After,
+            // over the 3 s cap) is handed back and synced on its own with the tenant retry
+            // policy; the run completes.
+            simulator
+                .add_fault(FaultSpec {
+                    kind: FaultKind::Throttle { retry_after_secs: 86_400 },
+                    path_prefix: "/graph/v1.0/users/delta".into(),
+                    tenant: Some(msp.tenants[0].tenant_id.clone()),
+                    count: Some(1),
+                })
+                .map_err(|error| anyhow::anyhow!("{error:?}"))?;
+            let handed_back = admin.sync_all().await?;
+            assert_eq!(handed_back["status"], "completed", "{handed_back}");
+            let activities = scheduled_activities(&stack, tenant_id, &handed_back).await?;
+            assert_eq!(
+                activities,
+                ["prepare_sync", "sync_tenants", "sync_tenant", "finish_run"],
+                "{handed_back}"
+            );
 
             // An expired delta link (and a user hard-deleted meanwhile): a full enumeration,
             // after which the absent user's contact is inactive.
@@ -626,6 +663,31 @@ async fn stored_direct_connection(stack: &Stack) -> Result<(Uuid, Arc<OAuthClien
         )
         .await?;
     Ok((tenant.tenant_id, oauth))
+}
+
+/// The activity types a run's workflow scheduled, in order (each once, however often it was
+/// retried).
+async fn scheduled_activities(stack: &Stack, tenant_id: Uuid, run: &Value) -> Result<Vec<String>> {
+    use temporalio_common::protos::temporal::api::history::v1::history_event::Attributes;
+    let run_id = run["run_id"].as_str().context("run_id")?;
+    let workflow_id =
+        entra_sync_workflows::workflow_id_for_run("sync", &tenant_id.to_string(), run_id);
+    let events = crate::workflow_support::temporal(stack)
+        .await?
+        .get_workflow_handle::<temporalio_client::UntypedWorkflow>(&workflow_id)
+        .fetch_history(Default::default())
+        .into_events()
+        .await?;
+    Ok(events
+        .iter()
+        .filter_map(|event| match &event.attributes {
+            Some(Attributes::ActivityTaskScheduledEventAttributes(scheduled)) => scheduled
+                .activity_type
+                .as_ref()
+                .map(|kind| kind.name.clone()),
+            _ => None,
+        })
+        .collect())
 }
 
 fn oauth_client(stack: &Stack) -> Result<OAuthClient> {

@@ -14,7 +14,6 @@
 //! `max_parallel_tenants` tenants sync at once across the run. Children's workflow ids are
 //! `{run's workflow id}-batch-{index}`, so a run's children are found from its id alone.
 
-use std::cell::Cell;
 use std::time::{Duration, UNIX_EPOCH};
 
 use temporalio_macros::{workflow, workflow_methods};
@@ -25,10 +24,11 @@ use temporalio_sdk::{
 
 use crate::contract::{
     BatchTimeLimit, PrepareSyncInput, RunEnd, SyncActivities, SyncBatchInput, SyncBatchOutput,
-    SyncRunInput, SyncTarget, TenantEnd, TenantsEndedInput, CONTRACT_VERSION,
+    SyncRunInput, SyncTarget, TenantEnd, CONTRACT_VERSION,
 };
 use crate::sync::{
-    bookkeeping_options, describe, finish, lane, RunContext, TimeLimit, CANCELLED, NOT_STARTED,
+    bookkeeping_options, describe, finish, lane, record_ended, RunContext, TimeLimit, CANCELLED,
+    NOT_STARTED,
 };
 use crate::SyncWorkflow;
 
@@ -90,16 +90,18 @@ pub(crate) async fn run_in_batches(
 
     for (index, batch) in batches.iter().enumerate() {
         if ctx.cancellation_token().is_cancelled() {
-            record_ended(ctx, input, batch, TenantEnd::Cancelled, CANCELLED, None).await;
+            let ids = batch.iter().map(|target| target.managed_tenant_id.clone());
+            record_ended(ctx, input, ids, TenantEnd::Cancelled, CANCELLED, None).await;
             continue;
         }
         let time_limit = match limit {
             None => None,
             Some(limit) if limit.left(ctx).is_none() => {
+                let ids = batch.iter().map(|target| target.managed_tenant_id.clone());
                 record_ended(
                     ctx,
                     input,
-                    batch,
+                    ids,
                     TenantEnd::Failed,
                     NOT_STARTED,
                     Some(limit.seconds),
@@ -168,40 +170,9 @@ async fn run_batch(
         } else {
             TenantEnd::Failed
         };
-        record_ended(ctx, input, batch, status, &message, None).await;
+        let ids = batch.iter().map(|target| target.managed_tenant_id.clone());
+        record_ended(ctx, input, ids, status, &message, None).await;
     }
-}
-
-/// Records several tenants of the run as ended in one activity. Detached from the workflow's
-/// cancellation so a cancelled run still records them.
-async fn record_ended<W>(
-    ctx: &WorkflowContext<W>,
-    input: &SyncRunInput,
-    targets: &[SyncTarget],
-    status: TenantEnd,
-    message: &str,
-    time_limit_seconds: Option<u64>,
-) {
-    if targets.is_empty() {
-        return;
-    }
-    let _ = ctx
-        .execute_activity(
-            SyncActivities::record_tenants_ended,
-            TenantsEndedInput {
-                tenant_id: input.tenant_id.clone(),
-                run_id: input.run_id.clone(),
-                managed_tenant_ids: targets
-                    .iter()
-                    .map(|target| target.managed_tenant_id.clone())
-                    .collect(),
-                status,
-                message: message.to_owned(),
-                time_limit_seconds,
-            },
-            bookkeeping_options(Some(WorkflowCancellationToken::new())),
-        )
-        .await;
 }
 
 /// One batch of a run's targets, synced in a sliding window of lanes exactly as a run of one
@@ -229,18 +200,15 @@ impl SyncBatchWorkflow {
             seconds: limit.seconds,
             deadline: UNIX_EPOCH + Duration::from_millis(limit.deadline_unix_ms),
         });
-        let window = (input.lanes.max(1) as usize).min(input.targets.len());
-        let next_target = Cell::new(0usize);
-        let run = RunContext {
-            input: &run_input,
-            targets: &input.targets,
-            next_target: &next_target,
-            limit,
-        };
-        join_all((0..window).map(|_| lane(ctx, &run))).await;
+        let run = RunContext::new(&run_input, &input.targets, input.lanes, limit);
+        join_all((0..run.window()).map(|_| lane(ctx, &run))).await;
 
-        let started = next_target.get().min(input.targets.len());
-        let rest = &input.targets[started..];
+        let rest: Vec<String> = run
+            .not_started()
+            .into_iter()
+            .map(|target| target.managed_tenant_id)
+            .collect();
+        let (started, not_started) = (input.targets.len() - rest.len(), rest.len());
         if ctx.cancellation_token().is_cancelled() {
             record_ended(ctx, &run_input, rest, TenantEnd::Cancelled, CANCELLED, None).await;
         } else if let Some(limit) = limit {
@@ -257,7 +225,7 @@ impl SyncBatchWorkflow {
         }
         Ok(SyncBatchOutput {
             started: u32::try_from(started).unwrap_or(u32::MAX),
-            not_started: u32::try_from(rest.len()).unwrap_or(u32::MAX),
+            not_started: u32::try_from(not_started).unwrap_or(u32::MAX),
         })
     }
 }

@@ -56,6 +56,12 @@ pub struct SyncTarget {
     pub managed_tenant_id: String,
     pub entra_tenant_id: String,
     pub client_id: String,
+    /// Expected to read few users: a direct connection's tenant with a fresh delta link, whose
+    /// round lists only what changed. Such tenants sync several to one `sync_tenants`
+    /// activity, so a run in which little changed costs few activity round trips. Absent
+    /// (false) in older histories, whose tenants each had their own activity.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub small: bool,
 }
 
 /// Output of `prepare_sync`: the managed tenants in scope, in a stable order.
@@ -97,6 +103,23 @@ pub enum TenantEnd {
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct SyncTenantOutput {
     pub status: TenantEnd,
+}
+
+/// Input of the `sync_tenants` activity: several small tenants of one run, synced one after
+/// another exactly as `sync_tenant` syncs each.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SyncTenantsInput {
+    pub tenant_id: String,
+    pub run_id: String,
+    pub targets: Vec<SyncTarget>,
+}
+
+/// Output of `sync_tenants`. Every target it does not return has ended (completed, or failed
+/// for good with the failure recorded); a target that failed in a way a retry can fix is
+/// returned, and the workflow syncs it again on its own under the tenant retry policy.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SyncTenantsOutput {
+    pub retry: Vec<SyncTarget>,
 }
 
 /// Input of `record_tenant_failure`, used when `sync_tenant` failed for good (retries spent or
@@ -266,9 +289,10 @@ pub struct OpenScheduledRunOutput {
 
 /// The activity names, as registered by the worker; a test in the activities crate checks that
 /// every definition here is implemented under the same name.
-pub const ACTIVITY_NAMES: [&str; 8] = [
+pub const ACTIVITY_NAMES: [&str; 9] = [
     "prepare_sync",
     "sync_tenant",
+    "sync_tenants",
     "record_tenant_failure",
     "record_tenants_ended",
     "finish_run",
@@ -289,6 +313,11 @@ impl SyncActivities {
 
     #[activity(name = "sync_tenant")]
     pub fn sync_tenant(input: SyncTenantInput) -> Result<SyncTenantOutput, ActivityError> {
+        unimplemented!()
+    }
+
+    #[activity(name = "sync_tenants")]
+    pub fn sync_tenants(input: SyncTenantsInput) -> Result<SyncTenantsOutput, ActivityError> {
         unimplemented!()
     }
 
@@ -330,5 +359,5 @@ impl SyncActivities {
 /// The activity marker types, named for implementers' `#[activity(definition = …)]`.
 pub use sync_activities::{
     DiscoverTenants, FinishRun, LoadScheduleSettings, OpenScheduledRun, PrepareSync,
-    RecordTenantFailure, RecordTenantsEnded, SyncTenant,
+    RecordTenantFailure, RecordTenantsEnded, SyncTenant, SyncTenants,
 };

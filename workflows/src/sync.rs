@@ -19,7 +19,8 @@ use temporalio_sdk::{
 
 use crate::contract::{
     FinishRunInput, FinishRunOutput, PrepareSyncInput, PrepareSyncOutput, RunEnd, SyncActivities,
-    SyncRunInput, SyncTarget, SyncTenantInput, TenantEnd, TenantFailureInput,
+    SyncRunInput, SyncTarget, SyncTenantInput, SyncTenantsInput, TenantEnd, TenantFailureInput,
+    TenantsEndedInput,
 };
 
 /// Error type names (set by the activities from the error classification) that retrying cannot
@@ -130,19 +131,12 @@ impl SyncWorkflow {
             }
         };
 
-        let window = (input.max_parallel_tenants.max(1) as usize).min(targets.len());
-        let next_target = Cell::new(0usize);
-        let run = RunContext {
-            input: &input,
-            targets: &targets,
-            next_target: &next_target,
-            limit,
-        };
-        join_all((0..window).map(|_| lane(ctx, &run))).await;
+        let run = RunContext::new(&input, &targets, input.max_parallel_tenants, limit);
+        join_all((0..run.window()).map(|_| lane(ctx, &run))).await;
 
         // Tenants the run had no time left to start fail with the limit as their cause.
         if let Some(limit) = limit.filter(|_| !ctx.cancellation_token().is_cancelled()) {
-            for target in targets.iter().skip(next_target.get()) {
+            for target in run.not_started() {
                 record_failure(
                     ctx,
                     &input,
@@ -192,12 +186,72 @@ impl TimeLimit {
     }
 }
 
+/// The most small tenants one `sync_tenants` activity syncs.
+pub const MAX_SMALL_TENANTS_PER_ACTIVITY: usize = 25;
+
+/// What the lanes take, in order, as indexes into the targets: each tenant that is not small
+/// on its own (in the targets' order, so a run of such tenants takes them exactly as before
+/// groups existed), then the small ones (`SyncTarget::small`) in groups, sized so that the
+/// lanes share them evenly (at most [`MAX_SMALL_TENANTS_PER_ACTIVITY`] each). A group of one
+/// is an ordinary `sync_tenant`.
+pub(crate) fn plan_work(targets: &[SyncTarget], lanes: usize) -> Vec<Vec<usize>> {
+    let (small, single): (Vec<usize>, Vec<usize>) =
+        (0..targets.len()).partition(|&index| targets[index].small);
+    let mut work: Vec<Vec<usize>> = single.into_iter().map(|index| vec![index]).collect();
+    if !small.is_empty() {
+        let size = small
+            .len()
+            .div_ceil(lanes.max(1))
+            .clamp(1, MAX_SMALL_TENANTS_PER_ACTIVITY);
+        work.extend(small.chunks(size).map(<[usize]>::to_vec));
+    }
+    work
+}
+
 /// What the lanes of one run (or of one batch of a run) share.
 pub(crate) struct RunContext<'a> {
     pub(crate) input: &'a SyncRunInput,
     pub(crate) targets: &'a [SyncTarget],
-    pub(crate) next_target: &'a Cell<usize>,
+    /// [`plan_work`] of the targets.
+    work: Vec<Vec<usize>>,
+    /// The next item of `work` no lane has taken.
+    next_work: Cell<usize>,
+    lanes: usize,
     pub(crate) limit: Option<TimeLimit>,
+}
+
+impl<'a> RunContext<'a> {
+    pub(crate) fn new(
+        input: &'a SyncRunInput,
+        targets: &'a [SyncTarget],
+        lanes: u32,
+        limit: Option<TimeLimit>,
+    ) -> Self {
+        let lanes = lanes.max(1) as usize;
+        RunContext {
+            input,
+            targets,
+            work: plan_work(targets, lanes),
+            next_work: Cell::new(0),
+            lanes,
+            limit,
+        }
+    }
+
+    /// How many lanes to run: no more than there is work.
+    pub(crate) fn window(&self) -> usize {
+        self.lanes.min(self.work.len())
+    }
+
+    /// The targets of the work no lane took (the run was cancelled or its time ran out).
+    pub(crate) fn not_started(&self) -> Vec<SyncTarget> {
+        self.work
+            .iter()
+            .skip(self.next_work.get())
+            .flatten()
+            .map(|&index| self.targets[index].clone())
+            .collect()
+    }
 }
 
 impl RunContext<'_> {
@@ -222,13 +276,101 @@ pub(crate) async fn lane<W>(ctx: &WorkflowContext<W>, run: &RunContext<'_>) {
         let Some(budget) = run.tenant_budget(ctx) else {
             return;
         };
-        let index = run.next_target.get();
-        let Some(target) = run.targets.get(index) else {
+        let index = run.next_work.get();
+        let Some(work) = run.work.get(index) else {
             return;
         };
-        run.next_target.set(index + 1);
-        sync_one(ctx, run, target.clone(), budget).await;
+        run.next_work.set(index + 1);
+        match work.as_slice() {
+            [one] => sync_one(ctx, run, run.targets[*one].clone(), budget).await,
+            several => {
+                let targets = several
+                    .iter()
+                    .map(|&index| run.targets[index].clone())
+                    .collect();
+                sync_several(ctx, run, targets, budget).await;
+            }
+        }
     }
+}
+
+/// Syncs several small tenants in one `sync_tenants` activity (same options as one tenant's).
+/// A tenant it hands back, because it failed in a way a retry can fix, syncs again on its own
+/// with the tenant retry policy; if the activity itself fails for good, every one of its
+/// tenants does (one that already ended returns at once).
+async fn sync_several<W>(
+    ctx: &WorkflowContext<W>,
+    run: &RunContext<'_>,
+    targets: Vec<SyncTarget>,
+    budget: Duration,
+) {
+    let input = run.input;
+    let outcome = ctx
+        .execute_activity(
+            SyncActivities::sync_tenants,
+            SyncTenantsInput {
+                tenant_id: input.tenant_id.clone(),
+                run_id: input.run_id.clone(),
+                targets: targets.clone(),
+            },
+            tenant_sync_options(budget),
+        )
+        .await;
+    let again = match outcome {
+        Ok(output) => output.retry,
+        Err(ActivityExecutionError::Cancelled(_)) => {
+            let ids = targets.into_iter().map(|target| target.managed_tenant_id);
+            record_ended(ctx, input, ids, TenantEnd::Cancelled, CANCELLED, None).await;
+            return;
+        }
+        Err(_) => targets,
+    };
+    for target in again {
+        if ctx.cancellation_token().is_cancelled() {
+            let ids = [target.managed_tenant_id];
+            record_ended(ctx, input, ids, TenantEnd::Cancelled, CANCELLED, None).await;
+            continue;
+        }
+        match run.tenant_budget(ctx) {
+            Some(budget) => sync_one(ctx, run, target, budget).await,
+            None => {
+                let seconds = run.limit.map(|limit| limit.seconds);
+                let ids = [target.managed_tenant_id];
+                record_ended(ctx, input, ids, TenantEnd::Failed, NOT_STARTED, seconds).await;
+            }
+        }
+    }
+}
+
+/// Records tenants of the run as ended in one `record_tenants_ended` activity (a tenant whose
+/// result already ended keeps it). Detached from the workflow's cancellation so a cancelled
+/// run still records them.
+pub(crate) async fn record_ended<W>(
+    ctx: &WorkflowContext<W>,
+    input: &SyncRunInput,
+    managed_tenant_ids: impl IntoIterator<Item = String>,
+    status: TenantEnd,
+    message: &str,
+    time_limit_seconds: Option<u64>,
+) {
+    let managed_tenant_ids: Vec<String> = managed_tenant_ids.into_iter().collect();
+    if managed_tenant_ids.is_empty() {
+        return;
+    }
+    let _ = ctx
+        .execute_activity(
+            SyncActivities::record_tenants_ended,
+            TenantsEndedInput {
+                tenant_id: input.tenant_id.clone(),
+                run_id: input.run_id.clone(),
+                managed_tenant_ids,
+                status,
+                message: message.to_owned(),
+                time_limit_seconds,
+            },
+            bookkeeping_options(Some(WorkflowCancellationToken::new())),
+        )
+        .await;
 }
 
 /// Syncs one tenant; on final failure records why in the tenant result. Never fails the run.
@@ -329,4 +471,61 @@ pub(crate) fn describe(error: &ActivityExecutionError) -> String {
         .unwrap_or_else(|| error.to_string());
     message.truncate(2000);
     message
+}
+
+#[cfg(test)]
+mod tests {
+    use super::{plan_work, MAX_SMALL_TENANTS_PER_ACTIVITY};
+    use crate::contract::SyncTarget;
+
+    fn targets(small: &[bool]) -> Vec<SyncTarget> {
+        small
+            .iter()
+            .enumerate()
+            .map(|(index, &small)| SyncTarget {
+                managed_tenant_id: format!("mt-{index}"),
+                entra_tenant_id: format!("entra-{index}"),
+                client_id: format!("client-{index}"),
+                small,
+            })
+            .collect()
+    }
+
+    #[test]
+    fn tenants_that_are_not_small_each_take_a_lane_in_order() {
+        assert_eq!(
+            plan_work(&targets(&[false; 5]), 2),
+            vec![vec![0], vec![1], vec![2], vec![3], vec![4]]
+        );
+        assert!(plan_work(&[], 4).is_empty());
+    }
+
+    #[test]
+    fn small_tenants_are_shared_evenly_between_the_lanes_after_the_others() {
+        let mixed = targets(&[true, false, true, true, false, true, true]);
+        assert_eq!(
+            plan_work(&mixed, 2),
+            vec![vec![1], vec![4], vec![0, 2, 3], vec![5, 6]]
+        );
+        // As many lanes as small tenants: each syncs on its own.
+        assert_eq!(
+            plan_work(&targets(&[true; 3]), 16),
+            vec![vec![0], vec![1], vec![2]]
+        );
+        // Two hundred small tenants over sixteen lanes: sixteen groups of at most 13.
+        let work = plan_work(&targets(&[true; 200]), 16);
+        assert_eq!(work.len(), 16);
+        assert!(work.iter().all(|group| group.len() <= 13));
+        assert_eq!(work.iter().map(Vec::len).sum::<usize>(), 200);
+        // One lane: groups stop at the cap.
+        let work = plan_work(&targets(&[true; 60]), 1);
+        assert_eq!(
+            work.iter().map(Vec::len).collect::<Vec<_>>(),
+            [
+                MAX_SMALL_TENANTS_PER_ACTIVITY,
+                MAX_SMALL_TENANTS_PER_ACTIVITY,
+                10
+            ]
+        );
+    }
 }

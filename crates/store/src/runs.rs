@@ -234,6 +234,8 @@ pub struct SyncTarget {
     pub managed_tenant_id: Uuid,
     pub entra_tenant_id: String,
     pub client_id: Uuid,
+    /// When the stored delta link (a direct connection's) was issued, if there is one.
+    pub delta_link_issued_at: Option<DateTime<Utc>>,
 }
 
 #[derive(FromRow)]
@@ -820,11 +822,13 @@ impl Store {
             RunScope::All => None,
             RunScope::Client(client_id) => Some(client_id),
         };
-        let rows: Vec<(Uuid, String, Uuid)> = sqlx::query_as(
-            "SELECT mt.managed_tenant_id, mt.entra_tenant_id, m.client_id
+        let rows: Vec<(Uuid, String, Uuid, Option<DateTime<Utc>>)> = sqlx::query_as(
+            "SELECT mt.managed_tenant_id, mt.entra_tenant_id, m.client_id, d.issued_at
              FROM mappings m
              JOIN managed_tenants mt
                ON mt.tenant_id = m.tenant_id AND mt.managed_tenant_id = m.managed_tenant_id
+             LEFT JOIN delta_state d
+               ON d.tenant_id = m.tenant_id AND d.managed_tenant_id = m.managed_tenant_id
              WHERE m.tenant_id = $1 AND m.decision IN ('mapped', 'create_client')
                AND m.client_id IS NOT NULL AND mt.status = 'active'
                AND ($2::uuid IS NULL OR m.client_id = $2)
@@ -841,10 +845,13 @@ impl Store {
         Ok(rows
             .into_iter()
             .map(
-                |(managed_tenant_id, entra_tenant_id, client_id)| SyncTarget {
-                    managed_tenant_id,
-                    entra_tenant_id,
-                    client_id,
+                |(managed_tenant_id, entra_tenant_id, client_id, delta_link_issued_at)| {
+                    SyncTarget {
+                        managed_tenant_id,
+                        entra_tenant_id,
+                        client_id,
+                        delta_link_issued_at,
+                    }
                 },
             )
             .collect())
