@@ -1,5 +1,5 @@
 //! The database gauges of `/metrics` after real runs: runs by kind and status, and the review
-//! backlog, read by `telemetry::refresh_database_gauges` (which the API process runs every 30
+//! backlog (and the sync's step timings), read by `telemetry::refresh_database_gauges` (which the API process runs every 30
 //! seconds) and rendered by the process's Prometheus recorder — with no PSA-tenant label.
 
 use std::time::Duration;
@@ -64,6 +64,16 @@ async fn run_and_review_gauges_follow_the_database() -> Result<()> {
             let oldest = sample(&text, "entra_sync_review_backlog_oldest_seconds")
                 .context("the oldest review item's age")?;
             assert!(oldest >= 0.0, "{text}");
+            // Where the sync's time went, by step (tests in this process share the recorder,
+            // so only presence is certain).
+            for step in ["provider_read", "plan", "database"] {
+                let count = sample(
+                    &text,
+                    &format!("entra_sync_sync_step_seconds_count{{step=\"{step}\"}}"),
+                )
+                .with_context(|| format!("no {step} step in {text}"))?;
+                assert!(count >= 1.0, "{step}: {text}");
+            }
             assert!(
                 !text.contains(&prepared.tenant_id.to_string()),
                 "a PSA tenant id in the metrics"
