@@ -17,8 +17,8 @@ use std::time::Duration;
 
 use chrono::Utc;
 use entra_sync_connection::{
-    load_group_members, DirectoryError, DirectoryFactory, DirectorySource, ErrorClass, ErrorRecord,
-    FetchedPage, GroupMembers, PageLoop,
+    load_group_members, ConnectedSource, DirectoryError, DirectoryFactory, DirectorySource,
+    ErrorClass, ErrorRecord, FetchedPage, GroupMembers, PageLoop,
 };
 use entra_sync_domain::model::DirectoryEntry;
 use entra_sync_store::connection::ConnectionKind;
@@ -198,7 +198,7 @@ impl Activities {
         let started = std::time::Instant::now();
         let attempt = ctx.info().attempt;
         let outcome = ATTEMPT
-            .scope(attempt, self.sync_tenant_inner(&ctx, input))
+            .scope(attempt, self.sync_tenant_inner(&ctx, input, None))
             .await;
         let result = if outcome.is_ok() { "ok" } else { "error" };
         metrics::histogram!("entra_sync_tenant_sync_seconds", "result" => result)
@@ -220,6 +220,14 @@ impl Activities {
     ) -> Result<SyncTenantsOutput, ActivityError> {
         let attempt = ctx.info().attempt;
         let mut retry = Vec::new();
+        // The tenants share their PSA tenant's connection: its source is made once. If that
+        // fails, each tenant makes its own and records the failure as `sync_tenant` would.
+        let tenant_id = parse_uuid(&input.tenant_id, "tenant_id")?;
+        let shared = self
+            .directories
+            .for_tenant(&self.store, tenant_id)
+            .await
+            .ok();
         for target in input.targets {
             if ctx.is_cancelled() {
                 return Err(ActivityError::cancelled());
@@ -231,7 +239,7 @@ impl Activities {
                 target: target.clone(),
             };
             let outcome = ATTEMPT
-                .scope(attempt, self.sync_tenant_inner(&ctx, one))
+                .scope(attempt, self.sync_tenant_inner(&ctx, one, shared.as_ref()))
                 .await;
             let result = if outcome.is_ok() { "ok" } else { "error" };
             metrics::histogram!("entra_sync_tenant_sync_seconds", "result" => result)
@@ -507,6 +515,7 @@ impl Activities {
         &self,
         ctx: &ActivityContext,
         input: SyncTenantInput,
+        shared: Option<&ConnectedSource>,
     ) -> Result<SyncTenantOutput, ActivityError> {
         let tenant_id = parse_uuid(&input.tenant_id, "tenant_id")?;
         let run_id = parse_uuid(&input.run_id, "run_id")?;
@@ -519,13 +528,19 @@ impl Activities {
             .load_sync_settings(tenant_id, managed_tenant_id)
             .await
             .map_err(from_store)?;
-        let connected = match self.directories.for_tenant(&self.store, tenant_id).await {
-            Ok(connected) => connected,
-            Err(error) => {
-                return Err(self
-                    .fail_tenant(tenant_id, run_id, managed_tenant_id, &error)
-                    .await)
-            }
+        let connected = match shared {
+            Some(shared) => ConnectedSource {
+                source: shared.source.clone(),
+                kind: shared.kind,
+            },
+            None => match self.directories.for_tenant(&self.store, tenant_id).await {
+                Ok(connected) => connected,
+                Err(error) => {
+                    return Err(self
+                        .fail_tenant(tenant_id, run_id, managed_tenant_id, &error)
+                        .await)
+                }
+            },
         };
 
         // CIPP gives a full snapshot every run (MICROSOFT.md §5a). Direct connections read
