@@ -43,6 +43,30 @@ pub fn page_keys(entries: &[DirectoryEntry]) -> PageKeys {
     keys
 }
 
+/// The addresses contacts must be looked up by once the page's links are known: those of the
+/// users without a link (`linked` says which object ids have one), deduplicated, in first-seen
+/// order. A linked user's contact is loaded through its link, and the planner never matches a
+/// linked user by address (`plan_linked`), so its addresses matter only where they are also
+/// an unlinked user's — and then they are in this list. A re-run of a fully linked tenant
+/// thus reads its contacts once, by id, instead of once by id and again by address.
+pub fn unlinked_emails(entries: &[DirectoryEntry], linked: impl Fn(&str) -> bool) -> Vec<String> {
+    let mut seen = HashSet::new();
+    let mut emails = Vec::new();
+    for entry in entries {
+        if let DirectoryEntry::Present(user) = entry {
+            if linked(&user.object_id) {
+                continue;
+            }
+            for email in user_emails(user) {
+                if seen.insert(email.clone()) {
+                    emails.push(email);
+                }
+            }
+        }
+    }
+    emails
+}
+
 fn entry_object_id(entry: &DirectoryEntry) -> Option<&str> {
     match entry {
         DirectoryEntry::Present(user) => Some(&user.object_id),

@@ -1,12 +1,14 @@
 //! Invariants of the planner over generated pages: a plan applied to a model of the store
 //! leaves nothing to do on the same page (idempotence), never removes a contact, and never
-//! opens a second review item for a user.
+//! opens a second review item for a user; and what the store loads for a page may leave out
+//! contacts found only by a linked user's addresses without changing the plan.
 
+use entra_sync_domain::email::email_key;
 use entra_sync_domain::model::{
     Action, Contact, ContactField, ContactFields, DirectoryEntry, DirectoryUser, FieldPolicy,
     InactiveReason, Link, PageContext, Plan, ReviewState, SyncSettings,
 };
-use entra_sync_domain::plan::plan_page;
+use entra_sync_domain::plan::{page_keys, plan_page, unlinked_emails};
 use proptest::prelude::*;
 use std::collections::{BTreeMap, BTreeSet};
 use uuid::Uuid;
@@ -446,4 +448,51 @@ proptest! {
         let changes: Vec<&Action> = again.actions.iter().filter(|action| is_change(action)).collect();
         prop_assert!(changes.is_empty(), "second plan still changes {:#?}\nfirst plan {:#?}", changes, plan);
     }
+
+    /// The store looks contacts up by the addresses of the page's unlinked users only
+    /// (`unlinked_emails`); the plan is the one it would get looking them up by every
+    /// address on the page.
+    #[test]
+    fn contacts_by_unlinked_addresses_plan_as_by_every_address(
+        store in store(),
+        entries in proptest::collection::vec(entry(), 0..10),
+        settings in settings(),
+    ) {
+        let every = loaded(&store, &entries, &page_keys(&entries).emails);
+        let unlinked = unlinked_emails(&entries, |object_id| every.links_by_object_id.contains_key(object_id));
+        let fewer = loaded(&store, &entries, &unlinked);
+        prop_assert_eq!(plan_page(&fewer, &entries, &settings), plan_page(&every, &entries, &settings));
+    }
+}
+
+/// What the store loads for a page (`Store::reconcile_page`): the links of the page's object
+/// ids, and the contacts they link to or whose address is one of `emails`.
+fn loaded(store: &Store, entries: &[DirectoryEntry], emails: &[String]) -> PageContext {
+    let mut context = store.context();
+    let object_ids: BTreeSet<&str> = entries
+        .iter()
+        .filter_map(|entry| match entry {
+            DirectoryEntry::Present(user) => Some(user.object_id.as_str()),
+            DirectoryEntry::Removed { object_id, .. } => Some(object_id.as_str()),
+            DirectoryEntry::Invalid { object_id, .. } => object_id.as_deref(),
+        })
+        .collect();
+    context
+        .links_by_object_id
+        .retain(|object_id, _| object_ids.contains(object_id.as_str()));
+    let linked: BTreeSet<Uuid> = context.links_by_object_id.values().copied().collect();
+    context.contacts.retain(|contact_id, contact| {
+        linked.contains(contact_id)
+            || contact
+                .fields
+                .email
+                .as_deref()
+                .and_then(email_key)
+                .is_some_and(|email| emails.contains(&email))
+    });
+    let contacts = context.contacts.clone();
+    context
+        .link_by_contact_id
+        .retain(|contact_id, _| contacts.contains_key(contact_id));
+    context
 }

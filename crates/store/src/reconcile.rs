@@ -4,14 +4,14 @@
 //! contact_changes audit rows in the same statement (a data-modifying CTE), so the audit only
 //! records what was actually applied.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashSet};
 
 use entra_sync_domain::email::email_key;
 use entra_sync_domain::model::{
     Action, DirectoryEntry, InactiveReason, Link, PageContext, Plan, ReviewState, SyncSettings,
     Tally,
 };
-use entra_sync_domain::plan::{page_keys, plan_page, tally};
+use entra_sync_domain::plan::{page_keys, plan_page, tally, unlinked_emails};
 use entra_sync_domain::validate::storable_entries;
 use sqlx::{FromRow, PgConnection};
 use uuid::Uuid;
@@ -388,13 +388,20 @@ async fn load_page_context(
         .fetch_all(&mut *connection)
         .await?;
     let linked_contact_ids: Vec<Uuid> = links.iter().map(|(_, contact_id)| *contact_id).collect();
+    let linked_object_ids: HashSet<&str> = links
+        .iter()
+        .map(|(object_id, _)| object_id.as_str())
+        .collect();
 
-    // `keys.emails` are `email_key` forms, the same the application stores in
-    // `email_normalized`, so SQL and the planner compare one normalization.
+    // Linked users' contacts by id; by address only for the users without a link (why that
+    // is enough: `unlinked_emails`). The addresses are `email_key` forms, the same the
+    // application stores in `email_normalized`, so SQL and the planner compare one
+    // normalization.
+    let emails = unlinked_emails(entries, |object_id| linked_object_ids.contains(object_id));
     statements.count();
     let contacts: Vec<PageContactRow> = sqlx::query_as(PAGE_CONTACTS)
         .bind(tenant_id)
-        .bind(&keys.emails)
+        .bind(&emails)
         .bind(&linked_contact_ids)
         .persistent(false)
         .fetch_all(&mut *connection)
