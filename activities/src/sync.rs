@@ -517,6 +517,7 @@ impl Activities {
         input: SyncTenantInput,
         shared: Option<&ConnectedSource>,
     ) -> Result<SyncTenantOutput, ActivityError> {
+        let preparing = std::time::Instant::now();
         let tenant_id = parse_uuid(&input.tenant_id, "tenant_id")?;
         let run_id = parse_uuid(&input.run_id, "run_id")?;
         let managed_tenant_id = parse_uuid(&input.target.managed_tenant_id, "managed_tenant_id")?;
@@ -632,6 +633,7 @@ impl Activities {
             }
         };
 
+        record_step(STEP_PREPARE, preparing.elapsed());
         let new_delta_link = if enumeration_done {
             None
         } else {
@@ -650,6 +652,7 @@ impl Activities {
             self.read_all_batches(&reading, &mut pages, &settings, &mut progress, &mut mode)
                 .await?
         };
+        let finishing = std::time::Instant::now();
         if let Some(link) = new_delta_link {
             self.store
                 .save_delta_state(tenant_id, managed_tenant_id, &link, Utc::now())
@@ -684,6 +687,7 @@ impl Activities {
             held = inactivations.held,
             "tenant synced"
         );
+        record_step(STEP_FINISH, finishing.elapsed());
         Ok(SyncTenantOutput {
             status: tenant_end(status),
         })
@@ -1003,6 +1007,11 @@ const STEP_PROVIDER_READ: &str = "provider_read";
 const STEP_PLAN: &str = "plan";
 /// A batch's page transaction less its planning: reads, writes and commit.
 const STEP_DATABASE: &str = "database";
+/// Before the first page: settings, the directory source, the delta link, the sync lease,
+/// the tenant result and the named groups' members.
+const STEP_PREPARE: &str = "prepare";
+/// After the last page: the new delta link, the inactivations and the tenant's result.
+const STEP_FINISH: &str = "finish";
 
 fn record_step(step: &'static str, spent: Duration) {
     metrics::histogram!(STEP_SECONDS, "step" => step).record(spent.as_secs_f64());
