@@ -29,10 +29,11 @@ use entra_sync_store::runs::{
 };
 use entra_sync_store::Store;
 use entra_sync_workflows::contract::{
-    DiscoverInput, DiscoverOutput, FinishRunInput, FinishRunOutput, OpenScheduledRunInput,
-    OpenScheduledRunOutput, PrepareSyncInput, PrepareSyncOutput, RunEnd, RunKindName,
-    ScheduleSettingsInput, ScheduleSettingsOutput, SyncTarget, SyncTenantInput, SyncTenantOutput,
-    SyncTenantsInput, SyncTenantsOutput, TenantEnd, TenantFailureInput, TenantsEndedInput,
+    DiscoverInput, DiscoverOutput, FinishRunInput, FinishRunOutput, HandedBack,
+    OpenScheduledRunInput, OpenScheduledRunOutput, PrepareSyncInput, PrepareSyncOutput, RunEnd,
+    RunKindName, ScheduleSettingsInput, ScheduleSettingsOutput, SyncTarget, SyncTenantInput,
+    SyncTenantOutput, SyncTenantsInput, SyncTenantsOutput, TenantEnd, TenantFailureInput,
+    TenantsEndedInput,
 };
 use entra_sync_workflows::workflow_id_for_run;
 use serde::{Deserialize, Serialize};
@@ -180,9 +181,7 @@ impl Activities {
                     managed_tenant_id: target.managed_tenant_id.to_string(),
                     entra_tenant_id: target.entra_tenant_id,
                     client_id: target.client_id.to_string(),
-                    small: target
-                        .delta_link_issued_at
-                        .is_some_and(|issued_at| delta_link_is_fresh(issued_at)),
+                    small: target.delta_link_issued_at.is_some_and(delta_link_is_fresh),
                 })
                 .collect(),
             max_run_seconds: Some(self.max_run.as_secs()),
@@ -247,7 +246,13 @@ impl Activities {
             match outcome {
                 Ok(_) => {}
                 Err(ActivityError::Application(failure)) if failure.is_non_retryable() => {}
-                Err(ActivityError::Application(_)) => retry.push(target),
+                Err(ActivityError::Application(failure)) => {
+                    let wait = failure.next_retry_delay().unwrap_or(HANDED_BACK_WAIT);
+                    retry.push(HandedBack {
+                        target,
+                        after_ms: u64::try_from(wait.as_millis()).unwrap_or(u64::MAX),
+                    });
+                }
                 Err(other) => return Err(other),
             }
         }
@@ -565,7 +570,7 @@ impl Activities {
         } else {
             SyncMode::Full
         };
-        self.wait_for_sync_lease(&ctx, tenant_id, managed_tenant_id, run_id)
+        self.wait_for_sync_lease(ctx, tenant_id, managed_tenant_id, run_id)
             .await?;
         let result = self
             .store
@@ -616,7 +621,7 @@ impl Activities {
         } else {
             let groups = settings.filters.named_groups();
             let loaded = with_heartbeats(
-                &ctx,
+                ctx,
                 &progress,
                 true,
                 load_group_members(connected.source.as_ref(), &entra_tenant_id, &groups),
@@ -638,7 +643,7 @@ impl Activities {
             None
         } else {
             let reading = Reading {
-                ctx: &ctx,
+                ctx,
                 source: connected.source.as_ref(),
                 group_members: &group_members,
                 scope: PageScope {
@@ -989,6 +994,10 @@ impl Activities {
         Ok(())
     }
 }
+
+/// The wait before a handed-back tenant syncs again when the provider named none: the first
+/// interval of the tenant retry policy (`workflows::sync`), which `note_retry` also records.
+const HANDED_BACK_WAIT: Duration = Duration::from_secs(2);
 
 /// Whether a delta link issued at `issued_at` is still used: younger than
 /// `DELTA_LINK_MAX_AGE_DAYS` (tokens last seven days, MICROSOFT.md §3).

@@ -503,6 +503,23 @@ async fn direct_connection_authorize_discover_sync_and_delta() -> Result<()> {
                 .map_err(|error| anyhow::anyhow!("{error:?}"))?;
             let handed_back = admin.sync_all().await?;
             assert_eq!(handed_back["status"], "completed", "{handed_back}");
+            // It was asked again only after the (capped) Retry-After.
+            let log = simulator.request_log();
+            let throttled_at = log
+                .iter()
+                .rposition(|request| request.path.ends_with("/users/delta") && request.status == 429)
+                .context("the throttled delta request")?;
+            let asked_again = log[throttled_at + 1..]
+                .iter()
+                .filter(|request| request.path.ends_with("/users/delta"))
+                .map(|request| request.at)
+                .max()
+                .context("the tenant was asked again")?;
+            assert!(
+                asked_again.duration_since(log[throttled_at].at) >= Duration::from_secs(3),
+                "asked again {:?} after the 429",
+                asked_again.duration_since(log[throttled_at].at)
+            );
             let activities = scheduled_activities(&stack, tenant_id, &handed_back).await?;
             assert_eq!(
                 activities,

@@ -119,7 +119,16 @@ pub struct SyncTenantsInput {
 /// returned, and the workflow syncs it again on its own under the tenant retry policy.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct SyncTenantsOutput {
-    pub retry: Vec<SyncTarget>,
+    pub retry: Vec<HandedBack>,
+}
+
+/// A tenant `sync_tenants` hands back, and how long to wait before syncing it again: the
+/// provider's `Retry-After` (already capped) when it gave one, else the tenant retry policy's
+/// first interval — what Temporal would have waited before retrying it.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct HandedBack {
+    pub target: SyncTarget,
+    pub after_ms: u64,
 }
 
 /// Input of `record_tenant_failure`, used when `sync_tenant` failed for good (retries spent or

@@ -316,16 +316,29 @@ async fn sync_several<W>(
             tenant_sync_options(budget),
         )
         .await;
-    let again = match outcome {
-        Ok(output) => output.retry,
+    let again: Vec<(SyncTarget, Duration)> = match outcome {
+        Ok(output) => output
+            .retry
+            .into_iter()
+            .map(|handed| (handed.target, Duration::from_millis(handed.after_ms)))
+            .collect(),
         Err(ActivityExecutionError::Cancelled(_)) => {
             let ids = targets.into_iter().map(|target| target.managed_tenant_id);
             record_ended(ctx, input, ids, TenantEnd::Cancelled, CANCELLED, None).await;
             return;
         }
-        Err(_) => targets,
+        // Temporal already waited between the group's attempts.
+        Err(_) => targets
+            .into_iter()
+            .map(|target| (target, Duration::ZERO))
+            .collect(),
     };
-    for target in again {
+    for (target, wait) in again {
+        if !wait.is_zero() && !ctx.cancellation_token().is_cancelled() {
+            // The provider's `Retry-After` (or the retry policy's interval) is honoured before
+            // the tenant is asked again; a cancel ends the wait.
+            let _ = ctx.timer(wait).await;
+        }
         if ctx.cancellation_token().is_cancelled() {
             let ids = [target.managed_tenant_id];
             record_ended(ctx, input, ids, TenantEnd::Cancelled, CANCELLED, None).await;
