@@ -234,7 +234,9 @@ pub struct SyncTarget {
     pub managed_tenant_id: Uuid,
     pub entra_tenant_id: String,
     pub client_id: Uuid,
-    /// When the stored delta link (a direct connection's) was issued, if there is one.
+    /// When the stored delta link was issued, if there is one and the connection is direct (a
+    /// CIPP connection reads every user each run, whatever delta state an earlier direct
+    /// connection left behind).
     pub delta_link_issued_at: Option<DateTime<Utc>>,
 }
 
@@ -829,6 +831,8 @@ impl Store {
                ON mt.tenant_id = m.tenant_id AND mt.managed_tenant_id = m.managed_tenant_id
              LEFT JOIN delta_state d
                ON d.tenant_id = m.tenant_id AND d.managed_tenant_id = m.managed_tenant_id
+              AND EXISTS (SELECT 1 FROM connections c
+                          WHERE c.tenant_id = m.tenant_id AND c.kind = 'direct')
              WHERE m.tenant_id = $1 AND m.decision IN ('mapped', 'create_client')
                AND m.client_id IS NOT NULL AND mt.status = 'active'
                AND ($2::uuid IS NULL OR m.client_id = $2)

@@ -644,6 +644,48 @@ async fn discovery_marks_missing_and_revives(pool: PgPool) {
     assert_eq!(targets[0].client_id, fixture.client_id);
 }
 
+/// A target's delta link (which makes it a small tenant for the sync workflow) counts only
+/// under a direct connection: after a switch to CIPP, the links the direct connection left are
+/// not used, and the tenant reads every user.
+#[sqlx::test(migrations = "../../migrations")]
+async fn a_delta_link_counts_for_a_target_only_under_a_direct_connection(pool: PgPool) {
+    let fixture = Fixture::new(pool.clone()).await;
+    let store = &fixture.store;
+    let issued_at = chrono::Utc::now();
+    store
+        .save_delta_state(
+            fixture.tenant_id,
+            fixture.managed_tenant_id,
+            "https://graph.microsoft.com/v1.0/users/delta?$deltatoken=abc",
+            issued_at,
+        )
+        .await
+        .expect("delta state");
+    for (kind, expected) in [("cipp", None), ("direct", Some(issued_at))] {
+        sqlx::query(
+            "INSERT INTO connections (tenant_id, kind, status) VALUES ($1, $2, 'connected')
+             ON CONFLICT (tenant_id) DO UPDATE SET kind = EXCLUDED.kind",
+        )
+        .bind(fixture.tenant_id)
+        .bind(kind)
+        .execute(&pool)
+        .await
+        .expect("connection");
+        let targets = store
+            .sync_targets(fixture.tenant_id, RunScope::All)
+            .await
+            .expect("targets");
+        assert_eq!(targets.len(), 1);
+        assert_eq!(
+            targets[0]
+                .delta_link_issued_at
+                .map(|issued_at| issued_at.timestamp_micros()),
+            expected.map(|issued_at| issued_at.timestamp_micros()),
+            "{kind}"
+        );
+    }
+}
+
 #[sqlx::test(migrations = "../../migrations")]
 async fn confirm_mappings_is_all_or_none(pool: PgPool) {
     let fixture = Fixture::new(pool.clone()).await;
