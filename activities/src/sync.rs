@@ -194,10 +194,23 @@ impl Activities {
         ctx: ActivityContext,
         input: SyncTenantInput,
     ) -> Result<SyncTenantOutput, ActivityError> {
+        self.sync_timed(&ctx, input, None).await
+    }
+
+    /// One tenant's sync under this attempt's number (for `note_retry`), timed in
+    /// `entra_sync_tenant_sync_seconds`.
+    async fn sync_timed(
+        &self,
+        ctx: &ActivityContext,
+        input: SyncTenantInput,
+        shared: Option<&ConnectedSource>,
+    ) -> Result<SyncTenantOutput, ActivityError> {
         let started = std::time::Instant::now();
-        let attempt = ctx.info().attempt;
         let outcome = ATTEMPT
-            .scope(attempt, self.sync_tenant_inner(&ctx, input, None))
+            .scope(
+                ctx.info().attempt,
+                self.sync_tenant_inner(ctx, input, shared),
+            )
             .await;
         let result = if outcome.is_ok() { "ok" } else { "error" };
         metrics::histogram!("entra_sync_tenant_sync_seconds", "result" => result)
@@ -217,7 +230,6 @@ impl Activities {
         ctx: ActivityContext,
         input: SyncTenantsInput,
     ) -> Result<SyncTenantsOutput, ActivityError> {
-        let attempt = ctx.info().attempt;
         let mut retry = Vec::new();
         // The tenants share their PSA tenant's connection: its source is made once. If that
         // fails, each tenant makes its own and records the failure as `sync_tenant` would.
@@ -231,19 +243,12 @@ impl Activities {
             if ctx.is_cancelled() {
                 return Err(ActivityError::cancelled());
             }
-            let started = std::time::Instant::now();
             let one = SyncTenantInput {
                 tenant_id: input.tenant_id.clone(),
                 run_id: input.run_id.clone(),
                 target: target.clone(),
             };
-            let outcome = ATTEMPT
-                .scope(attempt, self.sync_tenant_inner(&ctx, one, shared.as_ref()))
-                .await;
-            let result = if outcome.is_ok() { "ok" } else { "error" };
-            metrics::histogram!("entra_sync_tenant_sync_seconds", "result" => result)
-                .record(started.elapsed().as_secs_f64());
-            match outcome {
+            match self.sync_timed(&ctx, one, shared.as_ref()).await {
                 Ok(_) => {}
                 Err(ActivityError::Application(failure)) if failure.is_non_retryable() => {}
                 Err(ActivityError::Application(failure)) => {

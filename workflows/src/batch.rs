@@ -90,18 +90,16 @@ pub(crate) async fn run_in_batches(
 
     for (index, batch) in batches.iter().enumerate() {
         if ctx.cancellation_token().is_cancelled() {
-            let ids = batch.iter().map(|target| target.managed_tenant_id.clone());
-            record_ended(ctx, input, ids, TenantEnd::Cancelled, CANCELLED, None).await;
+            record_ended(ctx, input, batch, TenantEnd::Cancelled, CANCELLED, None).await;
             continue;
         }
         let time_limit = match limit {
             None => None,
             Some(limit) if limit.left(ctx).is_none() => {
-                let ids = batch.iter().map(|target| target.managed_tenant_id.clone());
                 record_ended(
                     ctx,
                     input,
-                    ids,
+                    batch,
                     TenantEnd::Failed,
                     NOT_STARTED,
                     Some(limit.seconds),
@@ -170,8 +168,7 @@ async fn run_batch(
         } else {
             TenantEnd::Failed
         };
-        let ids = batch.iter().map(|target| target.managed_tenant_id.clone());
-        record_ended(ctx, input, ids, status, &message, None).await;
+        record_ended(ctx, input, batch, status, &message, None).await;
     }
 }
 
@@ -203,20 +200,24 @@ impl SyncBatchWorkflow {
         let run = RunContext::new(&run_input, &input.targets, input.lanes, limit);
         join_all((0..run.window()).map(|_| lane(ctx, &run))).await;
 
-        let rest: Vec<String> = run
-            .not_started()
-            .into_iter()
-            .map(|target| target.managed_tenant_id)
-            .collect();
+        let rest = run.not_started();
         let (started, not_started) = (input.targets.len() - rest.len(), rest.len());
         if ctx.cancellation_token().is_cancelled() {
-            record_ended(ctx, &run_input, rest, TenantEnd::Cancelled, CANCELLED, None).await;
+            record_ended(
+                ctx,
+                &run_input,
+                &rest,
+                TenantEnd::Cancelled,
+                CANCELLED,
+                None,
+            )
+            .await;
         } else if let Some(limit) = limit {
             let seconds = Some(limit.seconds);
             record_ended(
                 ctx,
                 &run_input,
-                rest,
+                &rest,
                 TenantEnd::Failed,
                 NOT_STARTED,
                 seconds,

@@ -323,8 +323,7 @@ async fn sync_several<W>(
             .map(|handed| (handed.target, Duration::from_millis(handed.after_ms)))
             .collect(),
         Err(ActivityExecutionError::Cancelled(_)) => {
-            let ids = targets.into_iter().map(|target| target.managed_tenant_id);
-            record_ended(ctx, input, ids, TenantEnd::Cancelled, CANCELLED, None).await;
+            record_ended(ctx, input, &targets, TenantEnd::Cancelled, CANCELLED, None).await;
             return;
         }
         // Temporal already waited between the group's attempts.
@@ -340,16 +339,16 @@ async fn sync_several<W>(
             let _ = ctx.timer(wait).await;
         }
         if ctx.cancellation_token().is_cancelled() {
-            let ids = [target.managed_tenant_id];
-            record_ended(ctx, input, ids, TenantEnd::Cancelled, CANCELLED, None).await;
+            let one = std::slice::from_ref(&target);
+            record_ended(ctx, input, one, TenantEnd::Cancelled, CANCELLED, None).await;
             continue;
         }
         match run.tenant_budget(ctx) {
             Some(budget) => sync_one(ctx, run, target, budget).await,
             None => {
                 let seconds = run.limit.map(|limit| limit.seconds);
-                let ids = [target.managed_tenant_id];
-                record_ended(ctx, input, ids, TenantEnd::Failed, NOT_STARTED, seconds).await;
+                let one = std::slice::from_ref(&target);
+                record_ended(ctx, input, one, TenantEnd::Failed, NOT_STARTED, seconds).await;
             }
         }
     }
@@ -361,13 +360,12 @@ async fn sync_several<W>(
 pub(crate) async fn record_ended<W>(
     ctx: &WorkflowContext<W>,
     input: &SyncRunInput,
-    managed_tenant_ids: impl IntoIterator<Item = String>,
+    targets: &[SyncTarget],
     status: TenantEnd,
     message: &str,
     time_limit_seconds: Option<u64>,
 ) {
-    let managed_tenant_ids: Vec<String> = managed_tenant_ids.into_iter().collect();
-    if managed_tenant_ids.is_empty() {
+    if targets.is_empty() {
         return;
     }
     let _ = ctx
@@ -376,7 +374,10 @@ pub(crate) async fn record_ended<W>(
             TenantsEndedInput {
                 tenant_id: input.tenant_id.clone(),
                 run_id: input.run_id.clone(),
-                managed_tenant_ids,
+                managed_tenant_ids: targets
+                    .iter()
+                    .map(|target| target.managed_tenant_id.clone())
+                    .collect(),
                 status,
                 message: message.to_owned(),
                 time_limit_seconds,

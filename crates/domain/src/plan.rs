@@ -23,24 +23,21 @@ pub struct PageKeys {
 
 /// The keys of a page, deduplicated, in first-seen order.
 pub fn page_keys(entries: &[DirectoryEntry]) -> PageKeys {
-    let mut keys = PageKeys::default();
-    let mut seen_ids = HashSet::new();
-    let mut seen_emails = HashSet::new();
-    for entry in entries {
-        if let Some(object_id) = entry_object_id(entry) {
-            if seen_ids.insert(object_id.to_string()) {
-                keys.object_ids.push(object_id.to_string());
-            }
-        }
-        if let DirectoryEntry::Present(user) = entry {
-            for email in user_emails(user) {
-                if seen_emails.insert(email.clone()) {
-                    keys.emails.push(email);
-                }
-            }
-        }
+    PageKeys {
+        object_ids: page_object_ids(entries),
+        emails: unlinked_emails(entries, |_| false),
     }
-    keys
+}
+
+/// The object ids of a page, deduplicated, in first-seen order: the links to load.
+pub fn page_object_ids(entries: &[DirectoryEntry]) -> Vec<String> {
+    let mut seen = HashSet::new();
+    entries
+        .iter()
+        .filter_map(entry_object_id)
+        .filter(|object_id| seen.insert(*object_id))
+        .map(str::to_owned)
+        .collect()
 }
 
 /// The addresses contacts must be looked up by once the page's links are known: those of the

@@ -11,7 +11,7 @@ use entra_sync_domain::model::{
     Action, DirectoryEntry, InactiveReason, Link, PageContext, Plan, ReviewState, SyncSettings,
     Tally,
 };
-use entra_sync_domain::plan::{page_keys, plan_page, tally, unlinked_emails};
+use entra_sync_domain::plan::{page_object_ids, plan_page, tally, unlinked_emails};
 use entra_sync_domain::validate::storable_entries;
 use sqlx::{FromRow, PgConnection};
 use uuid::Uuid;
@@ -368,7 +368,7 @@ async fn load_page_context(
 ) -> Result<PageContext> {
     let tenant_id = scope.tenant_id;
     let managed_tenant_id = scope.managed_tenant_id;
-    let keys = page_keys(entries);
+    let object_ids = page_object_ids(entries);
     // Every read of the page probes an index once per key, whatever the statistics say: the
     // keys are rows (`UNNEST`) and each lookup is a LATERAL subquery with `OFFSET 0`, which the
     // planner cannot flatten into a join, so it cannot choose to hash every link or contact of
@@ -383,7 +383,7 @@ async fn load_page_context(
     let links: Vec<(String, Uuid)> = sqlx::query_as(PAGE_LINKS)
         .bind(tenant_id)
         .bind(managed_tenant_id)
-        .bind(&keys.object_ids)
+        .bind(&object_ids)
         .persistent(false)
         .fetch_all(&mut *connection)
         .await?;
@@ -416,7 +416,7 @@ async fn load_page_context(
     )
     .bind(tenant_id)
     .bind(managed_tenant_id)
-    .bind(&keys.object_ids)
+    .bind(&object_ids)
     .fetch_all(&mut *connection)
     .await?;
 
