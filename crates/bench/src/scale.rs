@@ -700,8 +700,24 @@ fn process_cpu_seconds(pid: u32) -> Option<f64> {
     Some((user + system) / 100.0)
 }
 
+/// The whole machine's (busy, idle) CPU seconds so far, from `/proc/stat`; idle includes
+/// waiting for I/O.
+fn machine_cpu_seconds() -> Option<(f64, f64)> {
+    let stat = std::fs::read_to_string("/proc/stat").ok()?;
+    let line = stat.lines().next()?.strip_prefix("cpu ")?;
+    let ticks: Vec<f64> = line
+        .split_whitespace()
+        .take(8)
+        .filter_map(|tick| tick.parse().ok())
+        .collect();
+    let total: f64 = ticks.iter().sum();
+    let idle = ticks.get(3)? + ticks.get(4)?;
+    Some(((total - idle) / 100.0, idle / 100.0))
+}
+
 /// Where the time of a run goes: readings taken before it, reported after it.
 struct Meters {
+    machine: Option<(f64, f64)>,
     worker_pid: Option<u32>,
     temporal_pid: Option<u32>,
     worker: Option<f64>,
@@ -788,6 +804,25 @@ const TIME_FIGURES: &[(&str, &str, Option<&str>)] = &[
     ),
 ];
 
+/// With `SCALE_STATEMENTS=N`, the N statements that took most of Postgres' time, as comment
+/// lines on stderr: calls, total milliseconds and the statement's start.
+async fn print_statements(connection: &mut PgConnection, label: &str, top: i64) {
+    let rows: Vec<(i64, f64, String)> = sqlx::query_as(
+        "SELECT calls, (total_exec_time + total_plan_time)::float8, query FROM pg_stat_statements
+         WHERE dbid = (SELECT oid FROM pg_database WHERE datname = current_database())
+         ORDER BY total_exec_time + total_plan_time DESC LIMIT $1",
+    )
+    .bind(top)
+    .fetch_all(connection)
+    .await
+    .unwrap_or_default();
+    for (calls, milliseconds, query) in rows {
+        let query: String = query.split_whitespace().collect::<Vec<_>>().join(" ");
+        let query: String = query.chars().take(140).collect();
+        eprintln!("# {label} {calls:>7} calls {milliseconds:>9.1} ms  {query}");
+    }
+}
+
 impl Meters {
     async fn start(stack: &Stack, config: &Config) -> Meters {
         // Needs the server to preload pg_stat_statements (deploy/scripts/bench.sh does);
@@ -802,6 +837,7 @@ impl Meters {
             let _ = connection.close().await;
         }
         Meters {
+            machine: machine_cpu_seconds(),
             worker_pid: stack.worker_pid,
             temporal_pid: config.temporal_pid,
             worker: stack.worker_pid.and_then(process_cpu_seconds),
@@ -856,6 +892,12 @@ impl Meters {
             .fetch_one(&mut connection)
             .await
             .ok()?;
+            if let Some(top) = std::env::var("SCALE_STATEMENTS")
+                .ok()
+                .and_then(|top| top.parse::<i64>().ok())
+            {
+                print_statements(&mut connection, label, top).await;
+            }
             let _ = connection.close().await;
             milliseconds.map(|milliseconds| milliseconds / 1000.0)
         }
@@ -881,6 +923,20 @@ impl Meters {
             figure(
                 &format!("{label}_temporal_cpu_seconds"),
                 format!("{seconds:.1}"),
+            );
+        }
+        // Every process together (Postgres, Temporal, the worker, the simulator, the API):
+        // busy against idle says whether the run was paced by CPU or by waiting.
+        if let (Some((busy_before, idle_before)), Some((busy, idle))) =
+            (self.machine, machine_cpu_seconds())
+        {
+            figure(
+                &format!("{label}_machine_busy_cpu_seconds"),
+                format!("{:.2}", busy - busy_before),
+            );
+            figure(
+                &format!("{label}_machine_idle_cpu_seconds"),
+                format!("{:.2}", idle - idle_before),
             );
         }
         self.report_time(label).await;

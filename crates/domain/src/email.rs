@@ -26,8 +26,18 @@ pub fn email_key(raw: &str) -> Option<String> {
     if trimmed.is_empty() {
         return None;
     }
+    // ASCII is its own NFC and lower-cases to ASCII: nearly every address takes this path,
+    // which gives what `unicode_key` would (a property test says so) at a fraction of the cost.
+    if trimmed.is_ascii() {
+        return Some(trimmed.to_ascii_lowercase());
+    }
+    Some(unicode_key(trimmed))
+}
+
+/// NFC, Unicode lower-casing, NFC again.
+fn unicode_key(trimmed: &str) -> String {
     let composed: String = trimmed.nfc().collect();
-    Some(composed.to_lowercase().nfc().collect())
+    composed.to_lowercase().nfc().collect()
 }
 
 /// The comparison form of an address (`email_key`), syntax-checked. `None` when it is not
@@ -184,6 +194,15 @@ mod tests {
         ];
         for (raw, expected) in rows {
             assert_eq!(normalize_email(raw).as_deref(), *expected, "input {raw:?}");
+        }
+    }
+
+    proptest::proptest! {
+        #[test]
+        fn the_ascii_path_keys_as_the_unicode_path(raw in "[ -~]{1,40}") {
+            let trimmed = raw.trim_matches(char::is_whitespace);
+            proptest::prop_assume!(!trimmed.is_empty());
+            proptest::prop_assert_eq!(email_key(&raw), Some(unicode_key(trimmed)));
         }
     }
 
