@@ -2,8 +2,9 @@
 //! for `cipp` connections, the Graph client for `direct` ones. The worker's activities and the
 //! API (preflight) both get their sources here, so there is one way to read a connection.
 //!
-//! Direct clients are cached per PSA tenant, so customer-tenant tokens are reused across
-//! activities of one worker. The app registration is resolved again on every call (the
+//! Clients are cached per PSA tenant, so connections, customer-tenant tokens and minted CIPP
+//! tokens are reused across activities of one worker; a CIPP client is kept while its URL
+//! and credentials stay exactly the same. The app registration is resolved again on every call (the
 //! tenant's secrets, the environment, the application's secrets); a changed credential or a
 //! reconnect builds a new client, so a rotated secret needs no restart.
 
@@ -95,6 +96,13 @@ struct CachedDirect {
     tokens: Arc<StoredRefreshTokens>,
 }
 
+/// A CIPP connection's source, kept while its URL and credentials stay the same.
+struct CachedCipp {
+    base_url: String,
+    credentials: CippCredentialsRecord,
+    source: Arc<dyn DirectorySource>,
+}
+
 /// A directory source and the kind of connection behind it (which decides delta or full).
 pub struct ConnectedSource {
     pub source: Arc<dyn DirectorySource>,
@@ -106,6 +114,7 @@ pub struct DirectoryFactory {
     settings: DirectorySettings,
     stats: Arc<ThrottleStats>,
     direct: Mutex<HashMap<Uuid, Arc<CachedDirect>>>,
+    cipp: Mutex<HashMap<Uuid, Arc<CachedCipp>>>,
 }
 
 impl DirectoryFactory {
@@ -116,6 +125,7 @@ impl DirectoryFactory {
             settings,
             stats: Arc::new(ThrottleStats::default()),
             direct: Mutex::new(HashMap::new()),
+            cipp: Mutex::new(HashMap::new()),
         }
     }
 
@@ -149,39 +159,9 @@ impl DirectoryFactory {
         }
         match connection.credentials {
             Some(ConnectionCredentials::Cipp(credentials)) => {
-                let base_url = connection
-                    .cipp_base_url
-                    .as_deref()
-                    .and_then(|url| Url::parse(url).ok())
-                    .ok_or_else(|| invalid("the CIPP connection has no valid base URL"))?;
-                let auth = match credentials {
-                    CippCredentialsRecord::ApiToken { api_token } => {
-                        CippAuth::ApiToken(SecretString::from(api_token))
-                    }
-                    CippCredentialsRecord::ApiClient {
-                        client_id,
-                        client_secret,
-                        tenant_id,
-                    } => CippAuth::ClientCredentials {
-                        client_id,
-                        client_secret: SecretString::from(client_secret),
-                        tenant_id,
-                    },
-                };
-                let client = CippClient::new(
-                    CippConfig {
-                        base_url,
-                        auth,
-                        login_base_url: self.settings.login_base_url.clone(),
-                    },
-                    self.settings.http.clone(),
-                    self.stats.clone(),
-                )?;
+                let base_url = connection.cipp_base_url.unwrap_or_default();
                 Ok(ConnectedSource {
-                    source: Arc::new(CappedSource::new(
-                        Arc::new(client),
-                        self.settings.retry_after_cap,
-                    )),
+                    source: self.cipp_source(tenant_id, base_url, credentials)?,
                     kind: ConnectionKind::Cipp,
                 })
             }
@@ -208,6 +188,63 @@ impl DirectoryFactory {
 
     /// The cached Graph client of a direct connection, rebuilt when the app credential or
     /// the grant (a reconnect) changed.
+    /// The CIPP source of a PSA tenant: the cached one while the URL and credentials are
+    /// unchanged (its HTTP connections and minted token are reused), else a new one.
+    fn cipp_source(
+        &self,
+        tenant_id: Uuid,
+        base_url: String,
+        credentials: CippCredentialsRecord,
+    ) -> Result<Arc<dyn DirectorySource>, DirectoryError> {
+        if let Ok(cache) = self.cipp.lock() {
+            if let Some(cached) = cache.get(&tenant_id) {
+                if cached.base_url == base_url && cached.credentials == credentials {
+                    return Ok(cached.source.clone());
+                }
+            }
+        }
+        let url = Url::parse(&base_url)
+            .map_err(|_| invalid("the CIPP connection has no valid base URL"))?;
+        let auth = match credentials.clone() {
+            CippCredentialsRecord::ApiToken { api_token } => {
+                CippAuth::ApiToken(SecretString::from(api_token))
+            }
+            CippCredentialsRecord::ApiClient {
+                client_id,
+                client_secret,
+                tenant_id,
+            } => CippAuth::ClientCredentials {
+                client_id,
+                client_secret: SecretString::from(client_secret),
+                tenant_id,
+            },
+        };
+        let client = CippClient::new(
+            CippConfig {
+                base_url: url,
+                auth,
+                login_base_url: self.settings.login_base_url.clone(),
+            },
+            self.settings.http.clone(),
+            self.stats.clone(),
+        )?;
+        let source: Arc<dyn DirectorySource> = Arc::new(CappedSource::new(
+            Arc::new(client),
+            self.settings.retry_after_cap,
+        ));
+        if let Ok(mut cache) = self.cipp.lock() {
+            cache.insert(
+                tenant_id,
+                Arc::new(CachedCipp {
+                    base_url,
+                    credentials,
+                    source: source.clone(),
+                }),
+            );
+        }
+        Ok(source)
+    }
+
     async fn direct_clients(
         &self,
         store: &Store,
