@@ -16,7 +16,6 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use chrono::Utc;
-use futures::stream::{self, StreamExt};
 use entra_sync_connection::{
     load_group_members, ConnectedSource, DirectoryError, DirectoryFactory, DirectorySource,
     ErrorClass, ErrorRecord, FetchedPage, GroupMembers, PageLoop,
@@ -122,13 +121,6 @@ pub const DEFAULT_BATCH_USERS: usize = 1000;
 /// and a page of targets near 40 KB, far from its 2 MB payload limit.
 pub const DEFAULT_BATCH_TENANTS: usize = 250;
 
-/// How many of a `sync_tenants` group's tenants are synced at once. A small tenant's sync is
-/// a dozen sequential statements and a few provider requests, each waiting on a round trip,
-/// so a group paces itself by latency, not work: overlapping a few of them divides its time
-/// without adding much load. A tenant holds a pooled connection only for each statement, so
-/// more concurrent tenants than pooled connections queue briefly rather than fail.
-const GROUP_CONCURRENCY: usize = 4;
-
 /// How often a run waiting for another run's sync lease on a managed tenant looks again.
 const LEASE_POLL: Duration = Duration::from_secs(1);
 
@@ -226,7 +218,7 @@ impl Activities {
         outcome
     }
 
-    /// Syncs several small tenants, `GROUP_CONCURRENCY` at a time, each exactly as `sync_tenant` does (a
+    /// Syncs several small tenants one after another, each exactly as `sync_tenant` does (a
     /// tenant already ended by an earlier attempt is skipped by the same check), so a run in
     /// which little changed pays one activity round trip for many tenants. A tenant that
     /// fails in a way a retry can fix is handed back for the workflow to sync on its own,
@@ -247,26 +239,16 @@ impl Activities {
             .for_tenant(&self.store, tenant_id)
             .await
             .ok();
-        let (this, ctx, shared) = (&*self, &ctx, shared.as_ref());
-        let outcomes: Vec<_> = stream::iter(input.targets)
-            .map(|target| {
-                let one = SyncTenantInput {
-                    tenant_id: input.tenant_id.clone(),
-                    run_id: input.run_id.clone(),
-                    target: target.clone(),
-                };
-                async move {
-                    if ctx.is_cancelled() {
-                        return (target, Err(ActivityError::cancelled()));
-                    }
-                    (target, this.sync_timed(ctx, one, shared).await)
-                }
-            })
-            .buffered(GROUP_CONCURRENCY)
-            .collect()
-            .await;
-        for (target, outcome) in outcomes {
-            match outcome {
+        for target in input.targets {
+            if ctx.is_cancelled() {
+                return Err(ActivityError::cancelled());
+            }
+            let one = SyncTenantInput {
+                tenant_id: input.tenant_id.clone(),
+                run_id: input.run_id.clone(),
+                target: target.clone(),
+            };
+            match self.sync_timed(&ctx, one, shared.as_ref()).await {
                 Ok(_) => {}
                 Err(ActivityError::Application(failure)) if failure.is_non_retryable() => {}
                 Err(ActivityError::Application(failure)) => {
