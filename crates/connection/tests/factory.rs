@@ -40,7 +40,10 @@ async fn a_cipp_source_is_reused_until_its_url_or_credentials_change(pool: PgPoo
         .expect("save");
     let first = factory.for_tenant(&store, tenant_id).await.expect("source");
     let again = factory.for_tenant(&store, tenant_id).await.expect("source");
-    assert!(Arc::ptr_eq(&first.source, &again.source), "unchanged: reused");
+    assert!(
+        Arc::ptr_eq(&first.source, &again.source),
+        "unchanged: reused"
+    );
 
     store
         .save_cipp_connection(tenant_id, "https://cipp.example", &token("second-token"))
