@@ -4,9 +4,9 @@
 //!
 //! Clients are cached per PSA tenant, so connections, customer-tenant tokens and minted CIPP
 //! tokens are reused across activities of one worker; a CIPP client is kept while its URL
-//! and credentials stay exactly the same. The app registration is resolved again on every call (the
-//! tenant's secrets, the environment, the application's secrets); a changed credential or a
-//! reconnect builds a new client, so a rotated secret needs no restart.
+//! and credentials stay exactly the same. The app registration is resolved again on every
+//! call (the tenant's secrets, the environment, the application's secrets); a changed
+//! credential or a reconnect builds a new client, so a rotated secret needs no restart.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -114,7 +114,7 @@ pub struct DirectoryFactory {
     settings: DirectorySettings,
     stats: Arc<ThrottleStats>,
     direct: Mutex<HashMap<Uuid, Arc<CachedDirect>>>,
-    cipp: Mutex<HashMap<Uuid, Arc<CachedCipp>>>,
+    cipp: Mutex<HashMap<Uuid, CachedCipp>>,
 }
 
 impl DirectoryFactory {
@@ -186,8 +186,6 @@ impl DirectoryFactory {
         }
     }
 
-    /// The cached Graph client of a direct connection, rebuilt when the app credential or
-    /// the grant (a reconnect) changed.
     /// The CIPP source of a PSA tenant: the cached one while the URL and credentials are
     /// unchanged (its HTTP connections and minted token are reused), else a new one.
     fn cipp_source(
@@ -235,16 +233,18 @@ impl DirectoryFactory {
         if let Ok(mut cache) = self.cipp.lock() {
             cache.insert(
                 tenant_id,
-                Arc::new(CachedCipp {
+                CachedCipp {
                     base_url,
                     credentials,
                     source: source.clone(),
-                }),
+                },
             );
         }
         Ok(source)
     }
 
+    /// The cached Graph client of a direct connection, rebuilt when the app credential or
+    /// the grant (a reconnect) changed.
     async fn direct_clients(
         &self,
         store: &Store,

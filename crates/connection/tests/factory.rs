@@ -4,11 +4,12 @@
 
 use std::sync::Arc;
 
-use entra_sync_connection::{DirectoryFactory, DirectorySettings};
+use entra_sync_connection::{DirectoryFactory, DirectorySettings, DirectorySource};
 use entra_sync_store::connection::CippCredentialsRecord;
 use entra_sync_store::Store;
 use sqlx::PgPool;
 use url::Url;
+use uuid::Uuid;
 
 const KEY: [u8; 32] = [7u8; 32];
 
@@ -25,6 +26,34 @@ fn token(value: &str) -> CippCredentialsRecord {
     }
 }
 
+/// Saves the tenant's CIPP connection with `url` and `api_token`, then asks the factory for
+/// the tenant's source.
+async fn source_after_saving(
+    store: &Store,
+    factory: &DirectoryFactory,
+    tenant_id: Uuid,
+    url: &str,
+    api_token: &str,
+) -> Arc<dyn DirectorySource> {
+    store
+        .save_cipp_connection(tenant_id, url, &token(api_token))
+        .await
+        .expect("save");
+    source(store, factory, tenant_id).await
+}
+
+async fn source(
+    store: &Store,
+    factory: &DirectoryFactory,
+    tenant_id: Uuid,
+) -> Arc<dyn DirectorySource> {
+    factory
+        .for_tenant(store, tenant_id)
+        .await
+        .expect("source")
+        .source
+}
+
 #[sqlx::test(migrations = "../../migrations")]
 async fn a_cipp_source_is_reused_until_its_url_or_credentials_change(pool: PgPool) {
     let store = Store::from_pool(pool).with_encryption_key(KEY);
@@ -34,36 +63,43 @@ async fn a_cipp_source_is_reused_until_its_url_or_credentials_change(pool: PgPoo
         .expect("tenant")
         .tenant_id;
     let factory = factory();
-    store
-        .save_cipp_connection(tenant_id, "https://cipp.example", &token("first-token"))
-        .await
-        .expect("save");
-    let first = factory.for_tenant(&store, tenant_id).await.expect("source");
-    let again = factory.for_tenant(&store, tenant_id).await.expect("source");
-    assert!(
-        Arc::ptr_eq(&first.source, &again.source),
-        "unchanged: reused"
-    );
+    let (store, factory) = (&store, &factory);
+    let first = source_after_saving(
+        store,
+        factory,
+        tenant_id,
+        "https://cipp.example",
+        "first-token",
+    )
+    .await;
+    let again = source(store, factory, tenant_id).await;
+    assert!(Arc::ptr_eq(&first, &again), "unchanged: reused");
 
-    store
-        .save_cipp_connection(tenant_id, "https://cipp.example", &token("second-token"))
-        .await
-        .expect("save");
-    let rotated = factory.for_tenant(&store, tenant_id).await.expect("source");
+    let rotated = source_after_saving(
+        store,
+        factory,
+        tenant_id,
+        "https://cipp.example",
+        "second-token",
+    )
+    .await;
     assert!(
-        !Arc::ptr_eq(&first.source, &rotated.source),
+        !Arc::ptr_eq(&first, &rotated),
         "a new token builds a new client"
     );
 
-    store
-        .save_cipp_connection(tenant_id, "https://cipp2.example", &token("second-token"))
-        .await
-        .expect("save");
-    let moved = factory.for_tenant(&store, tenant_id).await.expect("source");
+    let moved = source_after_saving(
+        store,
+        factory,
+        tenant_id,
+        "https://cipp2.example",
+        "second-token",
+    )
+    .await;
     assert!(
-        !Arc::ptr_eq(&rotated.source, &moved.source),
+        !Arc::ptr_eq(&rotated, &moved),
         "a new URL builds a new client"
     );
-    let moved_again = factory.for_tenant(&store, tenant_id).await.expect("source");
-    assert!(Arc::ptr_eq(&moved.source, &moved_again.source));
+    let moved_again = source(store, factory, tenant_id).await;
+    assert!(Arc::ptr_eq(&moved, &moved_again));
 }
