@@ -47,10 +47,7 @@ pub fn normalize_email(raw: &str) -> Option<String> {
     if lowered.len() > MAX_EMAIL_LEN {
         return None;
     }
-    if lowered
-        .chars()
-        .any(|c| c.is_whitespace() || c.is_control() || FORBIDDEN.contains(&c))
-    {
+    if !usable_characters(&lowered) {
         return None;
     }
     let (local, domain) = lowered.split_once('@')?;
@@ -70,13 +67,35 @@ pub fn is_domain(domain: &str) -> bool {
     if domain.is_empty() || domain.len() > 253 || !domain.contains('.') {
         return false;
     }
+    // For ASCII, `char::is_alphanumeric` is `is_ascii_alphanumeric`: bytes suffice.
+    let ascii = domain.is_ascii();
     domain.split('.').all(|label| {
         !label.is_empty()
             && label.len() <= 63
             && !label.starts_with('-')
             && !label.ends_with('-')
-            && label.chars().all(|c| c.is_alphanumeric() || c == '-')
+            && if ascii {
+                label
+                    .bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b == b'-')
+            } else {
+                label.chars().all(|c| c.is_alphanumeric() || c == '-')
+            }
     })
+}
+
+/// No white space, no control character and nothing of [`FORBIDDEN`]. For ASCII, white space
+/// and control characters are exactly the bytes up to the space and DEL, so the check is one
+/// pass over bytes.
+fn usable_characters(address: &str) -> bool {
+    if address.is_ascii() {
+        return address
+            .bytes()
+            .all(|b| b > b' ' && b != 0x7f && !FORBIDDEN.contains(&char::from(b)));
+    }
+    !address
+        .chars()
+        .any(|c| c.is_whitespace() || c.is_control() || FORBIDDEN.contains(&c))
 }
 
 /// The domain part of a normalized address.
@@ -95,9 +114,11 @@ pub fn is_guest(user: &DirectoryUser) -> bool {
 }
 
 fn has_external_upn(user: &DirectoryUser) -> bool {
-    user.user_principal_name
-        .as_deref()
-        .is_some_and(|upn| upn.to_ascii_uppercase().contains("#EXT#"))
+    user.user_principal_name.as_deref().is_some_and(|upn| {
+        upn.as_bytes()
+            .windows(5)
+            .any(|window| window.eq_ignore_ascii_case(b"#EXT#"))
+    })
 }
 
 /// The address of a proxyAddresses entry when it is an SMTP one (`SMTP:` primary or `smtp:`
@@ -111,53 +132,48 @@ fn smtp_proxy(entry: &str) -> Option<(bool, &str)> {
     Some((prefix == "SMTP", address))
 }
 
-/// Every usable address of the user, normalized and deduplicated, most authoritative first:
-/// `mail`, the `SMTP:` primary proxy address, the UPN (not for guests), the other `smtp:`
-/// proxy addresses, then `otherMails`.
+/// The user's raw addresses in the order [`user_emails`] ranks them: `mail`, the `SMTP:`
+/// primary proxy address, the UPN (not for guests), the other `smtp:` proxy addresses, then
+/// `otherMails`. Lazy, so [`primary_email`] stops at the first usable one.
+fn ranked_addresses(user: &DirectoryUser) -> impl Iterator<Item = &str> {
+    let proxies = move |want_primary: bool| {
+        user.proxy_addresses
+            .iter()
+            .filter_map(|entry| smtp_proxy(entry))
+            .filter(move |(primary, _)| *primary == want_primary)
+            .map(|(_, address)| address)
+    };
+    let upn = std::iter::once_with(move || {
+        user.user_principal_name
+            .as_deref()
+            .filter(|_| !is_guest(user))
+    })
+    .flatten();
+    user.mail
+        .as_deref()
+        .into_iter()
+        .chain(proxies(true))
+        .chain(upn)
+        .chain(proxies(false))
+        .chain(user.other_mails.iter().map(String::as_str))
+}
+
+/// Every usable address of the user, normalized and deduplicated, most authoritative first
+/// (the order of [`ranked_addresses`]).
 pub fn user_emails(user: &DirectoryUser) -> Vec<String> {
     let mut emails: Vec<String> = Vec::new();
-    let mut push = |raw: &str| {
-        if let Some(normalized) = normalize_email(raw) {
-            if !emails.contains(&normalized) {
-                emails.push(normalized);
-            }
+    for normalized in ranked_addresses(user).filter_map(normalize_email) {
+        if !emails.contains(&normalized) {
+            emails.push(normalized);
         }
-    };
-    if let Some(mail) = &user.mail {
-        push(mail);
-    }
-    for (primary, address) in user
-        .proxy_addresses
-        .iter()
-        .filter_map(|entry| smtp_proxy(entry))
-    {
-        if primary {
-            push(address);
-        }
-    }
-    if !is_guest(user) {
-        if let Some(upn) = &user.user_principal_name {
-            push(upn);
-        }
-    }
-    for (primary, address) in user
-        .proxy_addresses
-        .iter()
-        .filter_map(|entry| smtp_proxy(entry))
-    {
-        if !primary {
-            push(address);
-        }
-    }
-    for other in &user.other_mails {
-        push(other);
     }
     emails
 }
 
-/// The address a created contact gets and the domain filters look at.
+/// The address a created contact gets and the domain filters look at: the first of
+/// [`user_emails`], found without normalizing the rest.
 pub fn primary_email(user: &DirectoryUser) -> Option<String> {
-    user_emails(user).into_iter().next()
+    ranked_addresses(user).find_map(normalize_email)
 }
 
 #[cfg(test)]
@@ -204,6 +220,119 @@ mod tests {
             proptest::prop_assume!(!trimmed.is_empty());
             proptest::prop_assert_eq!(email_key(&raw), Some(unicode_key(trimmed)));
         }
+    }
+
+    /// The character rules as they read before the ASCII fast paths: the reference the fast
+    /// paths must agree with.
+    fn reference_usable(address: &str) -> bool {
+        !address
+            .chars()
+            .any(|c| c.is_whitespace() || c.is_control() || FORBIDDEN.contains(&c))
+    }
+
+    fn reference_is_domain(domain: &str) -> bool {
+        !domain.is_empty()
+            && domain.len() <= 253
+            && domain.contains('.')
+            && domain.split('.').all(|label| {
+                !label.is_empty()
+                    && label.len() <= 63
+                    && !label.starts_with('-')
+                    && !label.ends_with('-')
+                    && label.chars().all(|c| c.is_alphanumeric() || c == '-')
+            })
+    }
+
+    fn user_with(
+        mail: Option<String>,
+        upn: Option<String>,
+        proxies: Vec<String>,
+        other_mails: Vec<String>,
+        guest: bool,
+    ) -> DirectoryUser {
+        DirectoryUser {
+            object_id: "u".into(),
+            display_name: None,
+            given_name: None,
+            surname: None,
+            mail,
+            user_principal_name: upn,
+            other_mails,
+            proxy_addresses: proxies,
+            account_enabled: None,
+            user_type: guest.then(|| "Guest".to_owned()),
+            creation_type: None,
+            job_title: None,
+            mobile_phone: None,
+            business_phones: Vec::new(),
+            assigned_license_count: 0,
+            group_ids: None,
+        }
+    }
+
+    proptest::proptest! {
+        #[test]
+        fn the_ascii_character_checks_agree_with_the_char_checks(
+            // Printable ASCII with at most one byte of any kind: a control byte in every
+            // string would make both checks refuse everything alike.
+            raw in "[ -~]{0,15}[\\x00-\\x7f]?[ -~]{0,15}",
+            domain in "[a-zA-Z0-9_ -]{1,8}(\\.[a-zA-Z0-9_-]{0,8}){1,3}",
+        ) {
+            proptest::prop_assert_eq!(usable_characters(&raw), reference_usable(&raw));
+            proptest::prop_assert_eq!(is_domain(&raw), reference_is_domain(&raw));
+            proptest::prop_assert_eq!(is_domain(&domain), reference_is_domain(&domain));
+        }
+
+        /// `primary_email` stops at the first usable address; it must be exactly the first of
+        /// `user_emails`, whatever mix of unusable, duplicate and guest addresses comes first.
+        #[test]
+        fn the_primary_address_is_the_first_of_the_ranked_addresses(
+            mail in proptest::option::of("(bad|Bob@Contoso\\.com|eve@x\\.io| )"),
+            upn in proptest::option::of("(bob@contoso\\.com|a_b\\.com#EXT#@t\\.onmicrosoft\\.com|no)"),
+            proxies in proptest::collection::vec("(SMTP|smtp|X500):(p@contoso\\.com|bad|Q@fabrikam\\.com)", 0..3),
+            other_mails in proptest::collection::vec("(o@other\\.org|nope)", 0..2),
+            guest in proptest::bool::ANY,
+        ) {
+            let user = user_with(mail, upn, proxies, other_mails, guest);
+            proptest::prop_assert_eq!(primary_email(&user), user_emails(&user).into_iter().next());
+        }
+    }
+
+    #[test]
+    fn the_ranked_addresses_keep_their_order() {
+        let user = user_with(
+            Some("Mail@Contoso.com".into()),
+            Some("upn@contoso.com".into()),
+            vec![
+                "smtp:second@contoso.com".into(),
+                "SMTP:Primary@contoso.com".into(),
+                "x500:/o=ignored".into(),
+            ],
+            vec!["other@example.org".into(), "mail@contoso.com".into()],
+            false,
+        );
+        assert_eq!(
+            user_emails(&user),
+            [
+                "mail@contoso.com",
+                "primary@contoso.com",
+                "upn@contoso.com",
+                "second@contoso.com",
+                "other@example.org",
+            ]
+        );
+        let guest = user_with(
+            None,
+            Some("a_b.com#ext#@t.onmicrosoft.com".into()),
+            Vec::new(),
+            Vec::new(),
+            false,
+        );
+        assert_eq!(
+            primary_email(&guest),
+            None,
+            "an #EXT# UPN is never an address"
+        );
     }
 
     #[test]
