@@ -104,27 +104,33 @@ impl MappingRow {
 impl Store {
     /// Read-only: the managed tenants (with decisions where taken) and all clients.
     pub async fn mapping_preview_inputs(&self, tenant_id: Uuid) -> Result<MappingPreviewInputs> {
-        // One repeatable-read transaction so tenants, mappings and clients agree.
-        let mut transaction = self.pool.begin().await?;
-        sqlx::query("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ, READ ONLY")
-            .execute(&mut *transaction)
+        // Tenants and their decisions in one repeatable-read snapshot; the clients are read
+        // meanwhile on another connection (a client added in between is either in the
+        // preview or not, as if the request had come a moment earlier or later).
+        let snapshot = async {
+            let mut transaction = self.pool.begin().await?;
+            sqlx::query("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ, READ ONLY")
+                .execute(&mut *transaction)
+                .await?;
+            let tenants: Vec<ManagedTenantRow> = sqlx::query_as(&format!(
+                "SELECT {MANAGED_TENANT_COLUMNS} FROM managed_tenants
+                 WHERE tenant_id = $1 ORDER BY lower(display_name), managed_tenant_id"
+            ))
+            .bind(tenant_id)
+            .fetch_all(&mut *transaction)
             .await?;
-        let tenants: Vec<ManagedTenantRow> = sqlx::query_as(&format!(
-            "SELECT {MANAGED_TENANT_COLUMNS} FROM managed_tenants
-             WHERE tenant_id = $1 ORDER BY lower(display_name), managed_tenant_id"
-        ))
-        .bind(tenant_id)
-        .fetch_all(&mut *transaction)
-        .await?;
-        let mappings: Vec<MappingRow> = sqlx::query_as(
-            "SELECT managed_tenant_id, decision, client_id, decided_by, decided_at
-             FROM mappings WHERE tenant_id = $1",
-        )
-        .bind(tenant_id)
-        .fetch_all(&mut *transaction)
-        .await?;
-        transaction.commit().await?;
-        let clients = self.all_clients(tenant_id).await?;
+            let mappings: Vec<MappingRow> = sqlx::query_as(
+                "SELECT managed_tenant_id, decision, client_id, decided_by, decided_at
+                 FROM mappings WHERE tenant_id = $1",
+            )
+            .bind(tenant_id)
+            .fetch_all(&mut *transaction)
+            .await?;
+            transaction.commit().await?;
+            Ok::<_, crate::StoreError>((tenants, mappings))
+        };
+        let ((tenants, mappings), clients) =
+            tokio::try_join!(snapshot, self.all_clients(tenant_id))?;
         let mut mappings = mappings
             .into_iter()
             .map(|row| {

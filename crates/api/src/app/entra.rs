@@ -7,7 +7,9 @@ use entra_sync_store::connection::CippCredentialsRecord;
 use entra_sync_store::flags::{
     AMBIGUOUS_QUEUE_FLAG, CIPP_FLAG, CLIENT_SYNC_ACTION_FLAG, FIELD_SYNC_FLAG,
 };
-use entra_sync_store::mapping::{MappingAction, MappingDecisionInput};
+use entra_sync_store::mapping::{
+    MappingAction, MappingDecisionInput, MappingPreviewInputs, PreviewTenant,
+};
 use entra_sync_store::runs::{RunKind, RunScope, RunTrigger};
 
 use super::Caller;
@@ -201,6 +203,32 @@ pub(crate) async fn mapping_preview(
         .store
         .mapping_preview_inputs(caller.user.tenant_id)
         .await?;
+    // Scoring is pure computation that grows with tenants and clients: it runs off the async
+    // workers, so other requests are not held up behind it.
+    let items = tokio::task::spawn_blocking(move || preview_items(&inputs))
+        .await
+        .map_err(|error| ApiError::internal(&error))?;
+    paginate(items, &query)
+}
+
+/// Below this many managed tenants the preview is scored on one thread: starting threads
+/// would cost more than they save.
+const PARALLEL_PREVIEW_TENANTS: usize = 256;
+
+/// Every managed tenant's preview item, in the inputs' order. The clients are indexed once,
+/// so each tenant is compared with its few possible candidates only; the tenants are shared
+/// between the machine's cores (the index is read-only, each thread has its own scratch).
+fn preview_items(inputs: &MappingPreviewInputs) -> Vec<PreviewItemView> {
+    let threads = if inputs.tenants.len() < PARALLEL_PREVIEW_TENANTS {
+        1
+    } else {
+        std::thread::available_parallelism().map_or(1, std::num::NonZeroUsize::get)
+    };
+    preview_items_on(inputs, threads)
+}
+
+/// [`preview_items`] on `threads` threads.
+fn preview_items_on(inputs: &MappingPreviewInputs, threads: usize) -> Vec<PreviewItemView> {
     let clients: Vec<ClientForMapping> = inputs
         .clients
         .iter()
@@ -211,56 +239,82 @@ pub(crate) async fn mapping_preview(
             secondary_domains: client.secondary_domains.clone(),
         })
         .collect();
-    // Indexed once, so each tenant is compared with its few possible candidates only.
     let index = MappingIndex::new(&clients);
-    let items = inputs
-        .tenants
+    let tenants = &inputs.tenants;
+    if threads <= 1 || tenants.is_empty() {
+        return tenants
+            .iter()
+            .map(|tenant| preview_item(&index, tenant))
+            .collect();
+    }
+    let chunk = tenants.len().div_ceil(threads);
+    std::thread::scope(|scope| {
+        let workers: Vec<_> = tenants
+            .chunks(chunk)
+            .map(|part| {
+                let index = &index;
+                scope.spawn(move || {
+                    part.iter()
+                        .map(|tenant| preview_item(index, tenant))
+                        .collect::<Vec<_>>()
+                })
+            })
+            .collect();
+        workers
+            .into_iter()
+            .flat_map(|worker| {
+                worker
+                    .join()
+                    .unwrap_or_else(|panic| std::panic::resume_unwind(panic))
+            })
+            .collect()
+    })
+}
+
+/// One managed tenant's preview item: its decision when it has one, else what the index
+/// suggests.
+fn preview_item(index: &MappingIndex, tenant: &PreviewTenant) -> PreviewItemView {
+    let managed = &tenant.managed_tenant;
+    let domains: Vec<String> = managed
+        .domains
         .iter()
-        .map(|tenant| {
-            let managed = &tenant.managed_tenant;
-            let domains: Vec<String> = managed
-                .domains
-                .iter()
-                .map(|domain| domain.name.clone())
-                .collect();
-            let (state, client_id, candidates) = match &tenant.mapping {
-                Some(mapping) => (
-                    mapping.decision.as_str().to_owned(),
-                    mapping.client_id,
-                    Vec::new(),
-                ),
-                None => {
-                    let preview = index.preview(&managed.display_name, &domains);
-                    let client_id = match preview.state {
-                        MappingState::AutoMatched { client_id } => Some(client_id),
-                        _ => None,
-                    };
-                    let candidates = preview
-                        .candidates
-                        .iter()
-                        .map(|candidate| CandidateView {
-                            client_id: candidate.client_id,
-                            name: candidate.name.clone(),
-                            score: (candidate.score * 1000.0).round() / 1000.0,
-                            reason: candidate.reason.as_str().to_owned(),
-                        })
-                        .collect();
-                    (preview.state.as_str().to_owned(), client_id, candidates)
-                }
-            };
-            PreviewItemView {
-                managed_tenant_id: managed.managed_tenant_id,
-                entra_tenant_id: managed.entra_tenant_id.clone(),
-                display_name: managed.display_name.clone(),
-                domains,
-                status: managed.status.as_str().to_owned(),
-                state,
-                client_id,
-                candidates,
-            }
-        })
+        .map(|domain| domain.name.clone())
         .collect();
-    paginate(items, &query)
+    let (state, client_id, candidates) = match &tenant.mapping {
+        Some(mapping) => (
+            mapping.decision.as_str().to_owned(),
+            mapping.client_id,
+            Vec::new(),
+        ),
+        None => {
+            let preview = index.preview(&managed.display_name, &domains);
+            let client_id = match preview.state {
+                MappingState::AutoMatched { client_id } => Some(client_id),
+                _ => None,
+            };
+            let candidates = preview
+                .candidates
+                .iter()
+                .map(|candidate| CandidateView {
+                    client_id: candidate.client_id,
+                    name: candidate.name.clone(),
+                    score: (candidate.score * 1000.0).round() / 1000.0,
+                    reason: candidate.reason.as_str().to_owned(),
+                })
+                .collect();
+            (preview.state.as_str().to_owned(), client_id, candidates)
+        }
+    };
+    PreviewItemView {
+        managed_tenant_id: managed.managed_tenant_id,
+        entra_tenant_id: managed.entra_tenant_id.clone(),
+        display_name: managed.display_name.clone(),
+        domains,
+        status: managed.status.as_str().to_owned(),
+        state,
+        client_id,
+        candidates,
+    }
 }
 
 /// Applies a batch of mapping decisions, all or none; optionally starts the initial sync.
@@ -435,4 +489,83 @@ pub(crate) async fn connect_direct_for_session(
         .bind_oauth_state_to_console_session(caller.user.tenant_id, &oauth_state, session_id)
         .await?;
     Ok(view)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use chrono::Utc;
+    use entra_sync_store::discovery::{ManagedTenantRecord, ManagedTenantStatus, TenantDomain};
+    use entra_sync_store::psa::Client;
+    use uuid::Uuid;
+
+    fn inputs(tenants: usize) -> MappingPreviewInputs {
+        let tenant_id = Uuid::from_u128(1);
+        let clients = (0..40u128)
+            .map(|index| Client {
+                tenant_id,
+                client_id: Uuid::from_u128(100 + index),
+                name: format!("Client {index} Holdings"),
+                domains: vec![format!("client{index}.example")],
+                secondary_domains: Vec::new(),
+                created_at: Utc::now(),
+            })
+            .collect();
+        let tenants = (0..tenants)
+            .map(|index| PreviewTenant {
+                managed_tenant: ManagedTenantRecord {
+                    managed_tenant_id: Uuid::from_u128(10_000 + index as u128),
+                    entra_tenant_id: format!("entra-{index}"),
+                    // Some match a client by domain, some by name, some not at all.
+                    display_name: match index % 3 {
+                        0 => format!("Client {} Holdings", index % 40),
+                        1 => format!("Cliient {} Holdings", index % 40),
+                        _ => format!("Unrelated {index}"),
+                    },
+                    domains: vec![TenantDomain {
+                        name: format!("client{}.example", index % 80),
+                        is_default: true,
+                        is_initial: false,
+                    }],
+                    status: ManagedTenantStatus::Active,
+                    first_seen_at: Utc::now(),
+                    last_seen_at: Utc::now(),
+                    last_discovery_run_id: None,
+                },
+                mapping: None,
+            })
+            .collect();
+        MappingPreviewInputs { tenants, clients }
+    }
+
+    /// Shared between threads, the preview is the one a single thread computes, item for
+    /// item and in the tenants' order.
+    #[test]
+    fn a_preview_scored_on_several_threads_is_the_single_threaded_one() {
+        let inputs = inputs(1_001);
+        let single = serde_json::to_value(preview_items_on(&inputs, 1)).expect("items serialize");
+        for threads in [2, 3, 8] {
+            let shared =
+                serde_json::to_value(preview_items_on(&inputs, threads)).expect("items serialize");
+            assert_eq!(shared, single, "{threads} threads");
+        }
+        let ids: Vec<Uuid> = preview_items_on(&inputs, 3)
+            .iter()
+            .map(|item| item.managed_tenant_id)
+            .collect();
+        let expected: Vec<Uuid> = inputs
+            .tenants
+            .iter()
+            .map(|tenant| tenant.managed_tenant.managed_tenant_id)
+            .collect();
+        assert_eq!(ids, expected);
+        let states: std::collections::BTreeSet<String> = preview_items_on(&inputs, 2)
+            .into_iter()
+            .map(|item| item.state)
+            .collect();
+        assert!(
+            states.len() >= 2,
+            "the fixture should give several states: {states:?}"
+        );
+    }
 }
