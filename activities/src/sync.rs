@@ -10,6 +10,7 @@
 //! from a heartbeat that lagged behind the database would replay committed pages and count
 //! them twice.
 
+use std::cell::Cell;
 use std::future::Future;
 use std::str::FromStr;
 use std::sync::Arc;
@@ -209,7 +210,10 @@ impl Activities {
         let outcome = ATTEMPT
             .scope(
                 ctx.info().attempt,
-                self.sync_tenant_inner(ctx, input, shared),
+                NEXT_HEARTBEAT.scope(
+                    Cell::new(tokio::time::Instant::now() + HEARTBEAT_EVERY),
+                    self.sync_tenant_inner(ctx, input, shared),
+                ),
             )
             .await;
         let result = if outcome.is_ok() { "ok" } else { "error" };
@@ -757,6 +761,32 @@ tokio::task_local! {
     /// The attempt of the `sync_tenant` being run (Temporal's, 1 for the first), for recording
     /// a retry without threading it through every call.
     static ATTEMPT: u32;
+
+    /// When the tenant being synced heartbeats next at the latest. Every heartbeat moves it
+    /// [`HEARTBEAT_EVERY`] on, so a tenant whose sync ends sooner sends none (each is a call
+    /// to the Temporal server, and most tenants are small), while one that goes on is
+    /// heartbeated every few seconds however its work is divided between calls.
+    static NEXT_HEARTBEAT: Cell<tokio::time::Instant>;
+}
+
+/// When the next heartbeat is due (an interval from now outside a tenant's sync).
+fn next_heartbeat() -> tokio::time::Instant {
+    NEXT_HEARTBEAT
+        .try_with(Cell::get)
+        .unwrap_or_else(|_| tokio::time::Instant::now() + HEARTBEAT_EVERY)
+}
+
+/// Moves the next heartbeat an interval on from now.
+fn heartbeat_sent() {
+    NEXT_HEARTBEAT
+        .try_with(|next| next.set(tokio::time::Instant::now() + HEARTBEAT_EVERY))
+        .ok();
+}
+
+/// Heartbeats `progress` and moves the next heartbeat on.
+async fn heartbeat(ctx: &ActivityContext, progress: &Progress) {
+    ctx.record_heartbeat(progress.clone()).await.ok();
+    heartbeat_sent();
 }
 
 /// Temporal's wait before attempt `attempt + 1` under the tenant retry policy of
@@ -995,7 +1025,11 @@ impl Activities {
         metrics::counter!("entra_sync_users_processed_total").increment(batch.entries.len() as u64);
         progress.pages += batch.pages;
         progress.next_cursor = next_cursor;
-        reading.ctx.record_heartbeat(progress.clone()).await.ok();
+        // The committed cursor is in the tenant result; the heartbeat tells Temporal (and a
+        // retry's log) how far the tenant got. After the last batch nothing is left to resume.
+        if progress.next_cursor.is_some() {
+            heartbeat(reading.ctx, progress).await;
+        }
         Ok(())
     }
 }
@@ -1031,23 +1065,44 @@ fn record_step(step: &'static str, spent: Duration) {
     metrics::histogram!(STEP_SECONDS, "step" => step).record(spent.as_secs_f64());
 }
 
-/// Runs `work` while heartbeating `progress` every few seconds. With `cancellable`, returns
-/// None as soon as the activity is cancelled (used for page fetches, harmless to abandon).
+/// Runs `work` while heartbeating `progress` whenever the tenant's next heartbeat comes due
+/// ([`NEXT_HEARTBEAT`]). With `cancellable`, returns None as soon as the activity is cancelled
+/// (used for page fetches, harmless to abandon).
 async fn with_heartbeats<T>(
     ctx: &ActivityContext,
     progress: &Progress,
     cancellable: bool,
     work: impl Future<Output = T>,
 ) -> Option<T> {
+    let cancelled = async {
+        if cancellable {
+            ctx.cancelled().await;
+        } else {
+            std::future::pending::<()>().await;
+        }
+    };
+    beating(work, cancelled, || async {
+        ctx.record_heartbeat(progress.clone()).await.ok();
+    })
+    .await
+}
+
+/// Runs `work` to its end (or until `cancelled`, giving None), calling `beat` each time the
+/// tenant's next heartbeat comes due and moving it on.
+async fn beating<T, B: Future<Output = ()>>(
+    work: impl Future<Output = T>,
+    cancelled: impl Future<Output = ()>,
+    mut beat: impl FnMut() -> B,
+) -> Option<T> {
     tokio::pin!(work);
-    let mut ticker = tokio::time::interval(HEARTBEAT_EVERY);
-    ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    tokio::pin!(cancelled);
     loop {
         tokio::select! {
             output = &mut work => return Some(output),
-            _ = ctx.cancelled(), if cancellable => return None,
-            _ = ticker.tick() => {
-                ctx.record_heartbeat(progress.clone()).await.ok();
+            () = &mut cancelled => return None,
+            () = tokio::time::sleep_until(next_heartbeat()) => {
+                beat().await;
+                heartbeat_sent();
             }
         }
     }
@@ -1059,5 +1114,53 @@ fn tenant_end(status: TenantResultStatus) -> TenantEnd {
         TenantResultStatus::Failed => TenantEnd::Failed,
         TenantResultStatus::NeedsConfirmation => TenantEnd::NeedsConfirmation,
         TenantResultStatus::Cancelled => TenantEnd::Cancelled,
+    }
+}
+
+#[cfg(test)]
+mod heartbeat_tests {
+    use super::*;
+
+    /// How many beats `works` (run one after another in one tenant's sync, each as a call of
+    /// `beating`) cause, on a paused clock.
+    async fn beats_during(works: &[Duration]) -> usize {
+        let beats = Cell::new(0);
+        NEXT_HEARTBEAT
+            .scope(
+                Cell::new(tokio::time::Instant::now() + HEARTBEAT_EVERY),
+                async {
+                    for work in works {
+                        beating(
+                            tokio::time::sleep(*work),
+                            std::future::pending(),
+                            || async { beats.set(beats.get() + 1) },
+                        )
+                        .await;
+                    }
+                },
+            )
+            .await;
+        beats.get()
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_sync_shorter_than_the_interval_sends_no_heartbeat() {
+        assert_eq!(beats_during(&[Duration::from_secs(1)]).await, 0);
+        assert_eq!(
+            beats_during(&[Duration::from_millis(900), Duration::from_millis(900)]).await,
+            0
+        );
+    }
+
+    /// The interval runs across calls: short calls that together last long still heartbeat
+    /// every `HEARTBEAT_EVERY`, so a tenant read in many quick pages never reaches the
+    /// heartbeat timeout.
+    #[tokio::test(start_paused = true)]
+    async fn the_interval_runs_across_calls() {
+        let quick = Duration::from_millis(2_500);
+        // Due at 3 s and 6 s; the calls end at 2.5, 5 and 7.5 s.
+        assert_eq!(beats_during(&[quick, quick, quick]).await, 2);
+        // Every 3 s of one long call: at 3, 6 and 9 s.
+        assert_eq!(beats_during(&[Duration::from_secs(10)]).await, 3);
     }
 }
