@@ -183,6 +183,7 @@ impl Activities {
                     entra_tenant_id: target.entra_tenant_id,
                     client_id: target.client_id.to_string(),
                     small: target.delta_link_issued_at.is_some_and(delta_link_is_fresh),
+                    few_users: target.few_users,
                 })
                 .collect(),
             max_run_seconds: Some(self.max_run.as_secs()),

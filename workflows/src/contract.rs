@@ -62,6 +62,12 @@ pub struct SyncTarget {
     /// (false) in older histories, whose tenants each had their own activity.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub small: bool,
+    /// Likely quick to sync though read in full: at most a thousand of its users are linked
+    /// (none yet, on a first sync). Such tenants also sync several to one `sync_tenants`
+    /// activity, in groups small enough that the lanes stay evenly busy whatever their real
+    /// sizes (`plan_work`). Absent (false) in older histories.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub few_users: bool,
 }
 
 /// Output of `prepare_sync`: the managed tenants in scope, in a stable order.

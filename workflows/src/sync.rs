@@ -189,19 +189,53 @@ impl TimeLimit {
 /// The most small tenants one `sync_tenants` activity syncs.
 pub const MAX_SMALL_TENANTS_PER_ACTIVITY: usize = 25;
 
-/// What the lanes take, in order, as indexes into the targets: each tenant that is not small
-/// on its own (in the targets' order, so a run of such tenants takes them exactly as before
-/// groups existed), then the small ones (`SyncTarget::small`) in groups, sized so that the
-/// lanes share them evenly (at most [`MAX_SMALL_TENANTS_PER_ACTIVITY`] each). A group of one
-/// is an ordinary `sync_tenant`.
+/// How many groups of tenants with few users (`SyncTarget::few_users`) each lane should have
+/// ahead of it when the next group is cut ([`plan_work`]).
+pub const FEW_USERS_GROUPS_PER_LANE: usize = 2;
+
+/// Tenants with few users are grouped only when there are more than this many per lane: with
+/// fewer, the activity round trips saved are few and each tenant keeps its own activity.
+pub const FEW_USERS_GROUPED_FROM_PER_LANE: usize = 8;
+
+/// What the lanes take, in order, as indexes into the targets: each tenant that is neither
+/// small nor has few users on its own (in the targets' order, so a run of such tenants takes
+/// them exactly as before groups existed); then those with few users (`SyncTarget::few_users`);
+/// then the small ones (`SyncTarget::small`) in groups sized so that the lanes share them
+/// evenly. No group holds more than [`MAX_SMALL_TENANTS_PER_ACTIVITY`]; a group of one is an
+/// ordinary `sync_tenant`. Targets of older histories are neither, so they plan as they did.
+///
+/// Tenants with few users are grouped when there are more than
+/// [`FEW_USERS_GROUPED_FROM_PER_LANE`] per lane. Their real sizes are not known (on a first
+/// sync, none of them), so their groups shrink as the list drains (guided self-scheduling): each group takes the
+/// remaining tenants divided by [`FEW_USERS_GROUPS_PER_LANE`] groups per lane, so the first
+/// groups save most activity round trips while the last ones are single tenants, and a lane
+/// that drew a large tenant is made up for by the others taking more of the small ones.
 pub(crate) fn plan_work(targets: &[SyncTarget], lanes: usize) -> Vec<Vec<usize>> {
-    let (small, single): (Vec<usize>, Vec<usize>) =
+    let lanes = lanes.max(1);
+    let (small, rest): (Vec<usize>, Vec<usize>) =
         (0..targets.len()).partition(|&index| targets[index].small);
+    let (few_users, single): (Vec<usize>, Vec<usize>) = rest
+        .into_iter()
+        .partition(|&index| targets[index].few_users);
     let mut work: Vec<Vec<usize>> = single.into_iter().map(|index| vec![index]).collect();
+    let mut left = few_users.as_slice();
+    let grouped = left.len() > lanes * FEW_USERS_GROUPED_FROM_PER_LANE;
+    while !left.is_empty() {
+        let size = if grouped {
+            left.len()
+                .div_ceil(lanes * FEW_USERS_GROUPS_PER_LANE)
+                .clamp(1, MAX_SMALL_TENANTS_PER_ACTIVITY)
+        } else {
+            1
+        };
+        let (group, rest) = left.split_at(size.min(left.len()));
+        work.push(group.to_vec());
+        left = rest;
+    }
     if !small.is_empty() {
         let size = small
             .len()
-            .div_ceil(lanes.max(1))
+            .div_ceil(lanes)
             .clamp(1, MAX_SMALL_TENANTS_PER_ACTIVITY);
         work.extend(small.chunks(size).map(<[usize]>::to_vec));
     }
@@ -501,8 +535,87 @@ mod tests {
                 entra_tenant_id: format!("entra-{index}"),
                 client_id: format!("client-{index}"),
                 small,
+                few_users: false,
             })
             .collect()
+    }
+
+    fn with_few_users(mut targets: Vec<SyncTarget>, few_users: &[usize]) -> Vec<SyncTarget> {
+        for index in few_users {
+            targets[*index].few_users = true;
+        }
+        targets
+    }
+
+    #[test]
+    fn groups_of_tenants_with_few_users_shrink_to_single_tenants() {
+        // A batch of 250 tenants on a first sync over sixteen lanes.
+        let all: Vec<usize> = (0..250).collect();
+        let work = plan_work(&with_few_users(targets(&[false; 250]), &all), 16);
+        let sizes: Vec<usize> = work.iter().map(Vec::len).collect();
+        assert_eq!(sizes.first(), Some(&8), "{sizes:?}");
+        assert!(sizes.windows(2).all(|pair| pair[0] >= pair[1]), "{sizes:?}");
+        assert!(
+            sizes.iter().rev().take(16).all(|size| *size == 1),
+            "{sizes:?}"
+        );
+        assert!(
+            work.len() < 125,
+            "{} activities for 250 tenants",
+            work.len()
+        );
+        let planned: Vec<usize> = work.iter().flatten().copied().collect();
+        assert_eq!(planned, all, "every tenant once, in order");
+        // Few of them for the lanes: each on its own, as before groups existed.
+        let work = plan_work(&with_few_users(targets(&[false; 8]), &[0, 1, 2, 3]), 2);
+        assert_eq!(
+            work,
+            vec![
+                vec![4],
+                vec![5],
+                vec![6],
+                vec![7],
+                vec![0],
+                vec![1],
+                vec![2],
+                vec![3]
+            ]
+        );
+        // After the tenants with many users, before the small ones; small wins over few users.
+        let mut marks = vec![false; 12];
+        marks[0] = true;
+        marks[3] = true;
+        let few: Vec<usize> = (4..12).chain([0, 1]).collect();
+        let mixed = with_few_users(targets(&marks), &few);
+        assert_eq!(
+            plan_work(&mixed, 1),
+            vec![
+                vec![2],
+                vec![1, 4, 5, 6, 7],
+                vec![8, 9],
+                vec![10],
+                vec![11],
+                vec![0, 3]
+            ]
+        );
+    }
+
+    #[test]
+    fn a_target_of_an_older_history_has_neither_mark() {
+        let old: SyncTarget = serde_json::from_str(
+            r#"{"managed_tenant_id":"m","entra_tenant_id":"e","client_id":"c"}"#,
+        )
+        .expect("an older target parses");
+        assert!(!old.small && !old.few_users);
+        let marked = with_few_users(targets(&[false]), &[0]);
+        let json = serde_json::to_string(&targets(&[false])).expect("serializes");
+        assert!(
+            !json.contains("few_users"),
+            "an unmarked target is written as before: {json}"
+        );
+        assert!(serde_json::to_string(&marked)
+            .expect("serializes")
+            .contains("\"few_users\":true"));
     }
 
     #[test]

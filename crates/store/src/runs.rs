@@ -229,7 +229,7 @@ pub struct RunRecord {
 }
 
 /// A managed tenant a sync run covers: mapped (or mapped by creating a client) and active.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq, FromRow)]
 pub struct SyncTarget {
     pub managed_tenant_id: Uuid,
     pub entra_tenant_id: String,
@@ -238,7 +238,14 @@ pub struct SyncTarget {
     /// CIPP connection reads every user each run, whatever delta state an earlier direct
     /// connection left behind).
     pub delta_link_issued_at: Option<DateTime<Utc>>,
+    /// At most [`FEW_USERS`] of the managed tenant's directory users are linked (none before
+    /// its first sync).
+    pub few_users: bool,
 }
+
+/// The most linked users a tenant may have and still count as having few
+/// ([`SyncTarget::few_users`]).
+pub const FEW_USERS: i64 = 1_000;
 
 #[derive(FromRow)]
 struct RunRow {
@@ -824,8 +831,14 @@ impl Store {
             RunScope::All => None,
             RunScope::Client(client_id) => Some(client_id),
         };
-        let rows: Vec<(Uuid, String, Uuid, Option<DateTime<Utc>>)> = sqlx::query_as(
-            "SELECT mt.managed_tenant_id, mt.entra_tenant_id, m.client_id, d.issued_at
+        // The link count stops at FEW_USERS + 1: a large tenant costs no more than that.
+        let targets: Vec<SyncTarget> = sqlx::query_as(
+            "SELECT mt.managed_tenant_id, mt.entra_tenant_id, m.client_id,
+                    d.issued_at AS delta_link_issued_at,
+                    (SELECT count(*) FROM (SELECT 1 FROM links l
+                                           WHERE l.tenant_id = m.tenant_id
+                                             AND l.managed_tenant_id = m.managed_tenant_id
+                                           LIMIT $5 + 1) AS linked) <= $5 AS few_users
              FROM mappings m
              JOIN managed_tenants mt
                ON mt.tenant_id = m.tenant_id AND mt.managed_tenant_id = m.managed_tenant_id
@@ -844,21 +857,10 @@ impl Store {
         .bind(client_id)
         .bind(after)
         .bind(limit)
+        .bind(FEW_USERS)
         .fetch_all(&self.pool)
         .await?;
-        Ok(rows
-            .into_iter()
-            .map(
-                |(managed_tenant_id, entra_tenant_id, client_id, delta_link_issued_at)| {
-                    SyncTarget {
-                        managed_tenant_id,
-                        entra_tenant_id,
-                        client_id,
-                        delta_link_issued_at,
-                    }
-                },
-            )
-            .collect())
+        Ok(targets)
     }
 }
 

@@ -686,6 +686,45 @@ async fn a_delta_link_counts_for_a_target_only_under_a_direct_connection(pool: P
     }
 }
 
+/// Links `count` more directory users of the fixture's managed tenant to new contacts.
+async fn link_users(pool: &PgPool, fixture: &Fixture, from: i32, count: i32) {
+    sqlx::query(
+        "WITH made AS (
+             INSERT INTO contacts (tenant_id, contact_id, client_id, full_name)
+             SELECT $1, gen_random_uuid(), $2, 'User ' || n FROM generate_series($4, $4 + $5 - 1) n
+             RETURNING contact_id, full_name)
+         INSERT INTO links (tenant_id, managed_tenant_id, object_id, contact_id)
+         SELECT $1, $3, 'object-' || full_name, contact_id FROM made",
+    )
+    .bind(fixture.tenant_id)
+    .bind(fixture.client_id)
+    .bind(fixture.managed_tenant_id)
+    .bind(from)
+    .bind(count)
+    .execute(pool)
+    .await
+    .expect("links");
+}
+
+#[sqlx::test(migrations = "../../migrations")]
+async fn a_target_has_few_users_until_more_than_a_thousand_are_linked(pool: PgPool) {
+    let fixture = Fixture::new(pool.clone()).await;
+    let few_users = || async {
+        let targets = fixture
+            .store
+            .sync_targets(fixture.tenant_id, RunScope::All)
+            .await
+            .expect("targets");
+        assert_eq!(targets.len(), 1);
+        targets[0].few_users
+    };
+    assert!(few_users().await, "before its first sync");
+    link_users(&pool, &fixture, 0, 1_000).await;
+    assert!(few_users().await, "a thousand linked");
+    link_users(&pool, &fixture, 1_000, 1).await;
+    assert!(!few_users().await, "a thousand and one linked");
+}
+
 #[sqlx::test(migrations = "../../migrations")]
 async fn confirm_mappings_is_all_or_none(pool: PgPool) {
     let fixture = Fixture::new(pool.clone()).await;
