@@ -1082,14 +1082,11 @@ async fn with_heartbeats<T>(
             std::future::pending::<()>().await;
         }
     };
-    beating(work, cancelled, || async {
-        ctx.record_heartbeat(progress.clone()).await.ok();
-    })
-    .await
+    beating(work, cancelled, || heartbeat(ctx, progress)).await
 }
 
 /// Runs `work` to its end (or until `cancelled`, giving None), calling `beat` each time the
-/// tenant's next heartbeat comes due and moving it on.
+/// tenant's next heartbeat comes due; `beat` moves the next one on.
 async fn beating<T, B: Future<Output = ()>>(
     work: impl Future<Output = T>,
     cancelled: impl Future<Output = ()>,
@@ -1101,10 +1098,7 @@ async fn beating<T, B: Future<Output = ()>>(
         tokio::select! {
             output = &mut work => return Some(output),
             () = &mut cancelled => return None,
-            () = tokio::time::sleep_until(next_heartbeat()) => {
-                beat().await;
-                heartbeat_sent();
-            }
+            () = tokio::time::sleep_until(next_heartbeat()) => beat().await,
         }
     }
 }
@@ -1134,7 +1128,10 @@ mod heartbeat_tests {
                         beating(
                             tokio::time::sleep(*work),
                             std::future::pending(),
-                            || async { beats.set(beats.get() + 1) },
+                            || async {
+                                beats.set(beats.get() + 1);
+                                heartbeat_sent();
+                            },
                         )
                         .await;
                     }

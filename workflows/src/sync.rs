@@ -206,10 +206,11 @@ pub const FEW_USERS_GROUPED_FROM_PER_LANE: usize = 8;
 ///
 /// Tenants with few users are grouped when there are more than
 /// [`FEW_USERS_GROUPED_FROM_PER_LANE`] per lane. Their real sizes are not known (on a first
-/// sync, none of them), so their groups shrink as the list drains (guided self-scheduling): each group takes the
-/// remaining tenants divided by [`FEW_USERS_GROUPS_PER_LANE`] groups per lane, so the first
-/// groups save most activity round trips while the last ones are single tenants, and a lane
-/// that drew a large tenant is made up for by the others taking more of the small ones.
+/// sync, none of them), so their groups shrink as the list drains (guided self-scheduling):
+/// each group takes the remaining tenants divided by [`FEW_USERS_GROUPS_PER_LANE`] groups per
+/// lane, so the first groups save most activity round trips while the last ones are single
+/// tenants, and a lane that drew a large tenant is made up for by the others taking more of
+/// the small ones.
 pub(crate) fn plan_work(targets: &[SyncTarget], lanes: usize) -> Vec<Vec<usize>> {
     let lanes = lanes.max(1);
     let (small, rest): (Vec<usize>, Vec<usize>) =
@@ -228,7 +229,7 @@ pub(crate) fn plan_work(targets: &[SyncTarget], lanes: usize) -> Vec<Vec<usize>>
         } else {
             1
         };
-        let (group, rest) = left.split_at(size.min(left.len()));
+        let (group, rest) = left.split_at(size);
         work.push(group.to_vec());
         left = rest;
     }
