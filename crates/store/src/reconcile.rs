@@ -13,7 +13,7 @@ use entra_sync_domain::model::{
 };
 use entra_sync_domain::plan::{page_object_ids, plan_page, tally, unlinked_emails};
 use entra_sync_domain::validate::storable_entries;
-use sqlx::{FromRow, PgConnection};
+use sqlx::{Executor, FromRow, PgConnection};
 use uuid::Uuid;
 
 use crate::psa::{fields_json, ContactColumns, ContactRow};
@@ -277,6 +277,19 @@ impl Store {
             plan_time += planning.elapsed();
         }
         let writes = PageWrites::from_plan(&plan, &context, &entries);
+        if !writes.creates.contact_ids.is_empty() {
+            // A page that creates contacts makes the table grow, and the plans this
+            // connection keeps were made when it was smaller: above all the foreign-key check
+            // of each new link on its contact, which Postgres plans once per connection and
+            // keeps. Planned while the table was nearly empty, every index that leads with
+            // `tenant_id` looks as cheap as the primary key, and one that has `contact_id`
+            // last then walks every contact of the PSA tenant for each link. Plans are made
+            // again on their next use, on the table as it is now.
+            statements.count();
+            // Sent as a simple query: prepared, it discards its own plan, and Postgres'
+            // statement statistics (pg_stat_statements) then miss some of its runs.
+            (&mut *transaction).execute("DISCARD PLANS").await?;
+        }
         let mut page_tally = tally(&plan, entries.len());
         page_tally.inactivated = 0;
         apply_plan(
