@@ -13,7 +13,7 @@ use entra_sync_domain::model::{
 };
 use entra_sync_domain::plan::{page_object_ids, plan_page, tally, unlinked_emails};
 use entra_sync_domain::validate::storable_entries;
-use sqlx::{Executor, FromRow, PgConnection};
+use sqlx::{Connection, Executor, FromRow, PgConnection};
 use uuid::Uuid;
 
 use crate::psa::{fields_json, ContactColumns, ContactRow};
@@ -711,6 +711,12 @@ async fn apply_plan(
 /// Step 3: appends what the run saw. An object id the run already recorded (a delta entry
 /// sent twice, a page replayed) inserts nothing, so `seen` counts each user once per run; an
 /// unchanged user costs this one narrow insert and no rewrite of its link.
+///
+/// Nearly every page carries only users the run has not recorded yet, and a plain insert of
+/// them costs about half of one that checks each row for a conflict first (`ON CONFLICT`'s
+/// speculative insertion). So the ids go in plainly, under a savepoint; when one was recorded
+/// already the insert fails on the key, the savepoint is rolled back, and the page's ids go in
+/// again skipping the recorded ones.
 async fn record_seen(
     connection: &mut PgConnection,
     scope: &PageScope,
@@ -722,23 +728,64 @@ async fn record_seen(
         0
     } else {
         statements.count();
-        sqlx::query(
-            "INSERT INTO run_seen (tenant_id, run_id, managed_tenant_id, object_id)
-             SELECT $1, $2, $3, object_id FROM UNNEST($4::text[]) AS k(object_id)
-             ON CONFLICT DO NOTHING",
-        )
-        .bind(scope.tenant_id)
-        .bind(scope.run_id)
-        .bind(scope.managed_tenant_id)
-        .bind(&writes.seen_object_ids)
-        .execute(&mut *connection)
-        .await?
-        .rows_affected()
+        let mut savepoint = Connection::begin(&mut *connection).await?;
+        statements.count();
+        let plain = insert_seen(&mut savepoint, scope, &writes.seen_object_ids, INSERT_SEEN).await;
+        match plain {
+            Ok(inserted) => {
+                statements.count();
+                savepoint.commit().await?;
+                inserted
+            }
+            Err(error) if is_unique_violation(&error) => {
+                statements.count();
+                savepoint.rollback().await?;
+                statements.count();
+                insert_seen(
+                    connection,
+                    scope,
+                    &writes.seen_object_ids,
+                    INSERT_SEEN_SKIPPING_RECORDED,
+                )
+                .await?
+            }
+            Err(error) => return Err(error.into()),
+        }
     };
     let ineligible = page_tally.seen.saturating_sub(page_tally.eligible);
     page_tally.seen = newly_seen + writes.seen_without_id;
     page_tally.eligible = page_tally.seen.saturating_sub(ineligible);
     Ok(())
+}
+
+/// The page's seen object ids, each assumed new to the run (`record_seen`).
+const INSERT_SEEN: &str = "INSERT INTO run_seen (tenant_id, run_id, managed_tenant_id, object_id)
+     SELECT $1, $2, $3, object_id FROM UNNEST($4::text[]) AS k(object_id)";
+
+/// The page's seen object ids, skipping those the run recorded already.
+const INSERT_SEEN_SKIPPING_RECORDED: &str =
+    "INSERT INTO run_seen (tenant_id, run_id, managed_tenant_id, object_id)
+     SELECT $1, $2, $3, object_id FROM UNNEST($4::text[]) AS k(object_id)
+     ON CONFLICT DO NOTHING";
+
+async fn insert_seen(
+    connection: &mut PgConnection,
+    scope: &PageScope,
+    object_ids: &[String],
+    sql: &'static str,
+) -> std::result::Result<u64, sqlx::Error> {
+    Ok(sqlx::query(sql)
+        .bind(scope.tenant_id)
+        .bind(scope.run_id)
+        .bind(scope.managed_tenant_id)
+        .bind(object_ids)
+        .execute(connection)
+        .await?
+        .rows_affected())
+}
+
+fn is_unique_violation(error: &sqlx::Error) -> bool {
+    matches!(error, sqlx::Error::Database(database) if database.is_unique_violation())
 }
 
 /// Step 4: the tenant result's counts and resume cursor advance in the same transaction as

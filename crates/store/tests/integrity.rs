@@ -256,19 +256,26 @@ async fn a_link_made_by_a_review_during_a_run_is_not_inactivated(pool: PgPool) {
     assert_eq!(count(&pool, WRONGLY_INACTIVE).await, 0);
 }
 
-/// Graph may send an entry twice in one delta round; `seen` counts the user once.
+/// Graph may send an entry twice in one delta round; `seen` counts the user once. The page
+/// that repeats users keeps the rest of its writes: its new users are linked and recorded.
 #[sqlx::test(migrations = "../../migrations")]
 async fn replayed_entries_are_seen_once(pool: PgPool) {
     let fixture = Fixture::new(pool.clone()).await;
     let run = fixture.start_sync(RunScope::All).await;
     fixture.reconcile(run, &users(0..5)).await;
-    fixture.reconcile(run, &users(3..7)).await;
+    let replaying = fixture.reconcile(run, &users(3..7)).await;
+    assert_eq!(
+        replaying.tally.seen, 2,
+        "only users 5 and 6 are new to the run"
+    );
     let record = fixture
         .store
         .get_run(fixture.tenant_id, run)
         .await
         .expect("run");
     assert_eq!(record.tenants[0].counts.seen, 7);
+    assert_eq!(count(&pool, "SELECT count(*) FROM links").await, 7);
+    assert_eq!(count(&pool, "SELECT count(*) FROM run_seen").await, 7);
 }
 
 /// An address with non-breaking spaces, other case and a decomposed accent matches its contact

@@ -5,7 +5,8 @@
 use std::collections::BTreeMap;
 
 use entra_sync_domain::model::{
-    Action, ContactFields, DirectoryEntry, DirectoryUser, InactiveReason, SyncSettings,
+    Action, ContactField, ContactFields, DirectoryEntry, DirectoryUser, FieldPolicy,
+    InactiveReason, SyncSettings,
 };
 use entra_sync_store::connection::{
     CippCredentialsRecord, ConnectionCredentials, ConnectionStatus, DirectTokenSetRecord,
@@ -536,6 +537,59 @@ async fn statements_do_not_grow_with_page_size(pool: PgPool) {
         count(&pool, "SELECT count(*) FROM contacts").await,
         300 + 10 + 699
     );
+}
+
+/// A sync's update of a field no index holds (a job title) finds room on its contact's own
+/// page: the contacts table leaves a tenth of each page free (fillfactor 90), so Postgres
+/// writes the new row version beside the old one as a heap-only tuple and adds no index
+/// entry. On full pages the new version would go to another page, with an entry in every
+/// index of the table.
+#[sqlx::test(migrations = "../../migrations")]
+async fn a_job_title_update_stays_on_its_contacts_page(pool: PgPool) {
+    let fixture = Fixture::new(pool.clone()).await;
+    let run_id = fixture.start_sync().await;
+    let created = fixture.reconcile(run_id, &users(400, "staff")).await;
+    assert_eq!(created.tally.created, 400);
+    let block_of = "SELECT (c.ctid::text::point)[0]::bigint FROM contacts c
+                    JOIN links l ON l.tenant_id = c.tenant_id AND l.contact_id = c.contact_id
+                    WHERE l.object_id = $1";
+    let (object_id, pages): (String, i64) = sqlx::query_as(
+        "SELECT (SELECT l.object_id FROM contacts c
+                 JOIN links l ON l.tenant_id = c.tenant_id AND l.contact_id = c.contact_id
+                 WHERE (c.ctid::text::point)[0] = 0 LIMIT 1),
+                (SELECT count(DISTINCT (ctid::text::point)[0])::bigint FROM contacts)",
+    )
+    .fetch_one(&pool)
+    .await
+    .expect("a contact on the first page");
+    assert!(pages > 2, "the contacts fill {pages} pages");
+    let block_before: i64 = sqlx::query_scalar(block_of)
+        .bind(&object_id)
+        .fetch_one(&pool)
+        .await
+        .expect("block");
+
+    let index = object_id.trim_start_matches("staff-");
+    let mut promoted = user(&object_id, &format!("staff{index}@contoso.com"));
+    if let DirectoryEntry::Present(user) = &mut promoted {
+        user.job_title = Some("Principal Engineer of Directory Synchronization".to_owned());
+    }
+    let settings = SyncSettings {
+        field_policy: BTreeMap::from([(ContactField::JobTitle, FieldPolicy::Overwrite)]),
+        ..SyncSettings::default()
+    };
+    let updated = fixture
+        .store
+        .reconcile_page(&fixture.scope(run_id), &[promoted], &settings, false)
+        .await
+        .expect("reconcile");
+    assert_eq!(updated.tally.updated, 1, "{:?}", updated.plan);
+    let block_after: i64 = sqlx::query_scalar(block_of)
+        .bind(&object_id)
+        .fetch_one(&pool)
+        .await
+        .expect("block");
+    assert_eq!(block_after, block_before);
 }
 
 #[sqlx::test(migrations = "../../migrations")]
