@@ -543,34 +543,19 @@ async fn apply_plan(
         .await?;
     }
 
-    // ON CONFLICT DO NOTHING: a link that exists (replay) or a contact another directory
-    // user claimed first is left as it is, and gets no audit row.
+    // A link that exists (replay) or a contact another directory user claimed first is left
+    // as it is, and gets no audit row (`insert_new_rows`).
     if !writes.link_object_ids.is_empty() {
-        statements.count();
-        sqlx::query(
-            "WITH input AS (
-                     SELECT * FROM UNNEST($4::text[], $5::uuid[], $6::text[], $7::text[])
-                              AS i(object_id, contact_id, action, after)
-                 ), inserted AS (
-                     INSERT INTO links (tenant_id, managed_tenant_id, object_id, contact_id,
-                                        created_by_run_id)
-                     SELECT $1, $2, object_id, contact_id, $3 FROM input
-                     ON CONFLICT DO NOTHING
-                     RETURNING object_id, contact_id
-                 )
-                 INSERT INTO contact_changes (tenant_id, run_id, managed_tenant_id, object_id,
-                                              contact_id, action, before, after)
-                 SELECT $1, $3, $2, i.object_id, i.contact_id, i.action, NULL, i.after::jsonb
-                 FROM inserted JOIN input i USING (object_id, contact_id)",
-        )
-        .bind(scope.tenant_id)
-        .bind(scope.managed_tenant_id)
-        .bind(scope.run_id)
-        .bind(&writes.link_object_ids)
-        .bind(&writes.link_contact_ids)
-        .bind(&writes.link_actions)
-        .bind(&writes.link_after)
-        .execute(&mut *connection)
+        insert_new_rows(connection, statements, INSERT_LINKS, |sql| {
+            sqlx::query(sql)
+                .bind(scope.tenant_id)
+                .bind(scope.managed_tenant_id)
+                .bind(scope.run_id)
+                .bind(&writes.link_object_ids)
+                .bind(&writes.link_contact_ids)
+                .bind(&writes.link_actions)
+                .bind(&writes.link_after)
+        })
         .await?;
     }
 
@@ -711,12 +696,6 @@ async fn apply_plan(
 /// Step 3: appends what the run saw. An object id the run already recorded (a delta entry
 /// sent twice, a page replayed) inserts nothing, so `seen` counts each user once per run; an
 /// unchanged user costs this one narrow insert and no rewrite of its link.
-///
-/// Nearly every page carries only users the run has not recorded yet, and a plain insert of
-/// them costs about half of one that checks each row for a conflict first (`ON CONFLICT`'s
-/// speculative insertion). So the ids go in plainly, under a savepoint; when one was recorded
-/// already the insert fails on the key, the savepoint is rolled back, and the page's ids go in
-/// again skipping the recorded ones.
 async fn record_seen(
     connection: &mut PgConnection,
     scope: &PageScope,
@@ -727,30 +706,14 @@ async fn record_seen(
     let newly_seen = if writes.seen_object_ids.is_empty() {
         0
     } else {
-        statements.count();
-        let mut savepoint = Connection::begin(&mut *connection).await?;
-        statements.count();
-        let plain = insert_seen(&mut savepoint, scope, &writes.seen_object_ids, INSERT_SEEN).await;
-        match plain {
-            Ok(inserted) => {
-                statements.count();
-                savepoint.commit().await?;
-                inserted
-            }
-            Err(error) if is_unique_violation(&error) => {
-                statements.count();
-                savepoint.rollback().await?;
-                statements.count();
-                insert_seen(
-                    connection,
-                    scope,
-                    &writes.seen_object_ids,
-                    INSERT_SEEN_SKIPPING_RECORDED,
-                )
-                .await?
-            }
-            Err(error) => return Err(error.into()),
-        }
+        insert_new_rows(connection, statements, INSERT_SEEN, |sql| {
+            sqlx::query(sql)
+                .bind(scope.tenant_id)
+                .bind(scope.run_id)
+                .bind(scope.managed_tenant_id)
+                .bind(&writes.seen_object_ids)
+        })
+        .await?
     };
     let ineligible = page_tally.seen.saturating_sub(page_tally.eligible);
     page_tally.seen = newly_seen + writes.seen_without_id;
@@ -758,34 +721,90 @@ async fn record_seen(
     Ok(())
 }
 
-/// The page's seen object ids, each assumed new to the run (`record_seen`).
-const INSERT_SEEN: &str = "INSERT INTO run_seen (tenant_id, run_id, managed_tenant_id, object_id)
-     SELECT $1, $2, $3, object_id FROM UNNEST($4::text[]) AS k(object_id)";
-
-/// The page's seen object ids, skipping those the run recorded already.
-const INSERT_SEEN_SKIPPING_RECORDED: &str =
-    "INSERT INTO run_seen (tenant_id, run_id, managed_tenant_id, object_id)
-     SELECT $1, $2, $3, object_id FROM UNNEST($4::text[]) AS k(object_id)
-     ON CONFLICT DO NOTHING";
-
-async fn insert_seen(
-    connection: &mut PgConnection,
-    scope: &PageScope,
-    object_ids: &[String],
-    sql: &'static str,
-) -> std::result::Result<u64, sqlx::Error> {
-    Ok(sqlx::query(sql)
-        .bind(scope.tenant_id)
-        .bind(scope.run_id)
-        .bind(scope.managed_tenant_id)
-        .bind(object_ids)
-        .execute(connection)
-        .await?
-        .rows_affected())
+/// An insert of rows that are nearly always new, in two forms: plain, and skipping the rows
+/// whose key exists (`ON CONFLICT DO NOTHING`).
+struct NewRowsInsert {
+    plain: &'static str,
+    skipping_existing: &'static str,
 }
 
-fn is_unique_violation(error: &sqlx::Error) -> bool {
-    matches!(error, sqlx::Error::Database(database) if database.is_unique_violation())
+/// The page's new links, each with its audit row (`$1` tenant, `$2` managed tenant, `$3` run).
+macro_rules! insert_links {
+    ($conflict:literal) => {
+        concat!(
+            "WITH input AS (
+                 SELECT * FROM UNNEST($4::text[], $5::uuid[], $6::text[], $7::text[])
+                          AS i(object_id, contact_id, action, after)
+             ), inserted AS (
+                 INSERT INTO links (tenant_id, managed_tenant_id, object_id, contact_id,
+                                    created_by_run_id)
+                 SELECT $1, $2, object_id, contact_id, $3 FROM input
+                 ",
+            $conflict,
+            "
+                 RETURNING object_id, contact_id
+             )
+             INSERT INTO contact_changes (tenant_id, run_id, managed_tenant_id, object_id,
+                                          contact_id, action, before, after)
+             SELECT $1, $3, $2, i.object_id, i.contact_id, i.action, NULL, i.after::jsonb
+             FROM inserted JOIN input i USING (object_id, contact_id)"
+        )
+    };
+}
+
+const INSERT_LINKS: NewRowsInsert = NewRowsInsert {
+    plain: insert_links!(""),
+    skipping_existing: insert_links!("ON CONFLICT DO NOTHING"),
+};
+
+/// The object ids the page saw (`$1` tenant, `$2` run, `$3` managed tenant).
+macro_rules! insert_seen {
+    ($conflict:literal) => {
+        concat!(
+            "INSERT INTO run_seen (tenant_id, run_id, managed_tenant_id, object_id)
+             SELECT $1, $2, $3, object_id FROM UNNEST($4::text[]) AS k(object_id) ",
+            $conflict
+        )
+    };
+}
+
+const INSERT_SEEN: NewRowsInsert = NewRowsInsert {
+    plain: insert_seen!(""),
+    skipping_existing: insert_seen!("ON CONFLICT DO NOTHING"),
+};
+
+/// Runs `insert` and returns the rows it inserted. Nearly every row a page inserts is new, and
+/// a plain insert of them costs much less than one that checks each row for a conflict first
+/// (`ON CONFLICT`'s speculative insertion: about half the time of `run_seen`'s insert). So the
+/// plain form runs under a savepoint; when a row's key exists after all (a user the run saw
+/// already, a link made meanwhile) it fails on that key, the savepoint is rolled back, and the
+/// form that skips existing rows runs instead. The page's other writes are kept either way.
+async fn insert_new_rows<'q>(
+    connection: &mut PgConnection,
+    statements: &mut Statements,
+    insert: NewRowsInsert,
+    query: impl Fn(&'static str) -> sqlx::query::Query<'q, sqlx::Postgres, sqlx::postgres::PgArguments>,
+) -> Result<u64> {
+    statements.count();
+    let mut savepoint = Connection::begin(&mut *connection).await?;
+    statements.count();
+    match query(insert.plain).execute(&mut *savepoint).await {
+        Ok(done) => {
+            statements.count();
+            savepoint.commit().await?;
+            Ok(done.rows_affected())
+        }
+        Err(sqlx::Error::Database(error)) if error.is_unique_violation() => {
+            statements.count();
+            savepoint.rollback().await?;
+            statements.count();
+            Ok(query(insert.skipping_existing)
+                .execute(&mut *connection)
+                .await?
+                .rows_affected())
+        }
+        Err(error) => Err(error.into()),
+    }
 }
 
 /// Step 4: the tenant result's counts and resume cursor advance in the same transaction as

@@ -539,6 +539,86 @@ async fn statements_do_not_grow_with_page_size(pool: PgPool) {
     );
 }
 
+/// Two writers link one contact at once: the page read the contact unlinked, and another
+/// transaction linked it before the page's link insert ran. The link that came first stays;
+/// the page's user gets no link and no audit row, and the page keeps its other writes.
+#[sqlx::test(migrations = "../../migrations")]
+async fn a_link_made_meanwhile_wins_and_the_page_keeps_its_other_writes(pool: PgPool) {
+    let fixture = Fixture::new(pool.clone()).await;
+    let bob = fixture
+        .contact(fixture.client_id, "Bob", "bob@contoso.com")
+        .await;
+    let run_id = fixture.start_sync().await;
+    let mut other = pool.begin().await.expect("begin");
+    sqlx::query(
+        "INSERT INTO links (tenant_id, managed_tenant_id, object_id, contact_id)
+         VALUES ($1, $2, 'elsewhere-bob', $3)",
+    )
+    .bind(fixture.tenant_id)
+    .bind(fixture.managed_tenant_id)
+    .bind(bob)
+    .execute(&mut *other)
+    .await
+    .expect("the other writer's link");
+
+    let reconciling = tokio::spawn({
+        let store = fixture.store.clone();
+        let scope = fixture.scope(run_id);
+        let page = vec![
+            user("bob", "bob@contoso.com"),
+            user("carol", "carol@contoso.com"),
+        ];
+        async move {
+            store
+                .reconcile_page(&scope, &page, &SyncSettings::default(), false)
+                .await
+        }
+    });
+    tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+    assert!(
+        !reconciling.is_finished(),
+        "the page's link insert waits for the other writer's link of the same contact"
+    );
+    other.commit().await.expect("commit the other link");
+    let outcome = reconciling.await.expect("join").expect("the page commits");
+
+    let linked_to: Vec<String> =
+        sqlx::query_scalar("SELECT object_id FROM links WHERE contact_id = $1")
+            .bind(bob)
+            .fetch_all(&pool)
+            .await
+            .expect("links");
+    assert_eq!(linked_to, ["elsewhere-bob"]);
+    assert_eq!(
+        count(
+            &pool,
+            "SELECT count(*) FROM links WHERE object_id = 'carol'"
+        )
+        .await,
+        1,
+        "{:?}",
+        outcome.plan
+    );
+    assert_eq!(
+        count(
+            &pool,
+            "SELECT count(*) FROM contact_changes WHERE object_id = 'bob'"
+        )
+        .await,
+        0
+    );
+    assert_eq!(
+        count(
+            &pool,
+            "SELECT count(*) FROM contact_changes WHERE object_id = 'carol'"
+        )
+        .await,
+        1,
+        "carol's contact was created and linked, with its audit row"
+    );
+    assert_eq!(count(&pool, "SELECT count(*) FROM run_seen").await, 2);
+}
+
 /// A sync's update of a field no index holds (a job title) finds room on its contact's own
 /// page: the contacts table leaves a tenth of each page free (fillfactor 90), so Postgres
 /// writes the new row version beside the old one as a heap-only tuple and adds no index
