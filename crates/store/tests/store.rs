@@ -539,6 +539,68 @@ async fn statements_do_not_grow_with_page_size(pool: PgPool) {
     );
 }
 
+/// A writer that does not supply `email_normalized` (a bulk load, a manual fix in SQL) gets it
+/// filled from the address, on insert and when it changes the address alone; a writer that
+/// supplies it keeps its value.
+#[sqlx::test(migrations = "../../migrations")]
+async fn email_normalized_is_filled_only_for_writers_that_leave_it_out(pool: PgPool) {
+    let fixture = Fixture::new(pool.clone()).await;
+    let normalized = |contact_id: Uuid| {
+        sqlx::query_scalar::<_, Option<String>>(
+            "SELECT email_normalized FROM contacts WHERE contact_id = $1",
+        )
+        .bind(contact_id)
+        .fetch_one(&pool)
+    };
+    let loaded: Uuid = sqlx::query_scalar(
+        "INSERT INTO contacts (tenant_id, client_id, full_name, email)
+         VALUES ($1, $2, 'Loaded', '\u{a0}Loaded@Contoso.COM ') RETURNING contact_id",
+    )
+    .bind(fixture.tenant_id)
+    .bind(fixture.client_id)
+    .fetch_one(&pool)
+    .await
+    .expect("bulk-loaded contact");
+    assert_eq!(
+        normalized(loaded).await.expect("read").as_deref(),
+        Some("loaded@contoso.com")
+    );
+    sqlx::query("UPDATE contacts SET email = 'Moved@Contoso.com' WHERE contact_id = $1")
+        .bind(loaded)
+        .execute(&pool)
+        .await
+        .expect("address changed alone");
+    assert_eq!(
+        normalized(loaded).await.expect("read").as_deref(),
+        Some("moved@contoso.com")
+    );
+    let supplied: Uuid = sqlx::query_scalar(
+        "INSERT INTO contacts (tenant_id, client_id, full_name, email, email_normalized)
+         VALUES ($1, $2, 'Supplied', 'Supplied@Contoso.com', 'as-supplied') RETURNING contact_id",
+    )
+    .bind(fixture.tenant_id)
+    .bind(fixture.client_id)
+    .fetch_one(&pool)
+    .await
+    .expect("contact with its key");
+    assert_eq!(
+        normalized(supplied).await.expect("read").as_deref(),
+        Some("as-supplied")
+    );
+    sqlx::query(
+        "UPDATE contacts SET email = 'Other@Contoso.com', email_normalized = 'other-supplied'
+         WHERE contact_id = $1",
+    )
+    .bind(supplied)
+    .execute(&pool)
+    .await
+    .expect("address changed with its key");
+    assert_eq!(
+        normalized(supplied).await.expect("read").as_deref(),
+        Some("other-supplied")
+    );
+}
+
 /// Two writers link one contact at once: the page read the contact unlinked, and another
 /// transaction linked it before the page's link insert ran. The link that came first stays;
 /// the page's user gets no link and no audit row, and the page keeps its other writes.
