@@ -726,9 +726,47 @@ fn machine_cpu_seconds() -> Option<(f64, f64)> {
     Some(((total - idle) / 100.0, idle / 100.0))
 }
 
+/// CPU seconds so far of every process on the machine, summed by program name (`comm` in
+/// `/proc/{pid}/stat`: `postgres` for every backend, `temporal`, `entra-sync`, …). A process
+/// that ends between two readings is missed, so the sums are a lower bound. Kernel threads
+/// are left out.
+fn cpu_seconds_by_program() -> BTreeMap<String, f64> {
+    let mut programs = BTreeMap::new();
+    let Ok(entries) = std::fs::read_dir("/proc") else {
+        return programs;
+    };
+    for entry in entries.flatten() {
+        let Some(pid) = entry
+            .file_name()
+            .to_str()
+            .and_then(|pid| pid.parse::<u32>().ok())
+        else {
+            continue;
+        };
+        // Kernel threads have no command line, and names that change with their work.
+        let is_program = std::fs::read(format!("/proc/{pid}/cmdline"))
+            .is_ok_and(|command_line| !command_line.is_empty());
+        let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else {
+            continue;
+        };
+        if !is_program {
+            continue;
+        }
+        let name = stat
+            .split_once('(')
+            .and_then(|(_, rest)| rest.rsplit_once(')'))
+            .map(|(name, _)| name.to_owned());
+        if let (Some(name), Some(seconds)) = (name, process_cpu_seconds(pid)) {
+            *programs.entry(name).or_insert(0.0) += seconds;
+        }
+    }
+    programs
+}
+
 /// Where the time of a run goes: readings taken before it, reported after it.
 struct Meters {
     machine: Option<(f64, f64)>,
+    programs: BTreeMap<String, f64>,
     worker_pid: Option<u32>,
     temporal_pid: Option<u32>,
     worker: Option<f64>,
@@ -849,6 +887,7 @@ impl Meters {
         }
         Meters {
             machine: machine_cpu_seconds(),
+            programs: cpu_seconds_by_program(),
             worker_pid: stack.worker_pid,
             temporal_pid: config.temporal_pid,
             worker: stack.worker_pid.and_then(process_cpu_seconds),
@@ -949,6 +988,16 @@ impl Meters {
                 &format!("{label}_machine_idle_cpu_seconds"),
                 format!("{:.2}", idle - idle_before),
             );
+        }
+        // The same busy time by program, those that used at least 0.05 s.
+        for (program, seconds) in cpu_seconds_by_program() {
+            let spent = seconds - self.programs.get(&program).copied().unwrap_or(0.0);
+            if spent >= 0.05 {
+                figure(
+                    &format!("{label}_cpu_seconds_by_program.{program}"),
+                    format!("{spent:.2}"),
+                );
+            }
         }
         self.report_time(label).await;
     }
