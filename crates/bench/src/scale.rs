@@ -703,7 +703,11 @@ async fn lists_part(config: &Config) -> Result<()> {
 
 /// CPU seconds (user + system) of a process, from `/proc/{pid}/stat` (clock ticks of 1/100 s).
 fn process_cpu_seconds(pid: u32) -> Option<f64> {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    stat_cpu_seconds(&std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?)
+}
+
+/// The CPU seconds of a `/proc/{pid}/stat` line.
+fn stat_cpu_seconds(stat: &str) -> Option<f64> {
     let (_, fields) = stat.rsplit_once(')')?;
     let mut fields = fields.split_whitespace().skip(11);
     let user: f64 = fields.next()?.parse().ok()?;
@@ -746,17 +750,17 @@ fn cpu_seconds_by_program() -> BTreeMap<String, f64> {
         // Kernel threads have no command line, and names that change with their work.
         let is_program = std::fs::read(format!("/proc/{pid}/cmdline"))
             .is_ok_and(|command_line| !command_line.is_empty());
-        let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else {
-            continue;
-        };
         if !is_program {
             continue;
         }
+        let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else {
+            continue;
+        };
         let name = stat
             .split_once('(')
             .and_then(|(_, rest)| rest.rsplit_once(')'))
             .map(|(name, _)| name.to_owned());
-        if let (Some(name), Some(seconds)) = (name, process_cpu_seconds(pid)) {
+        if let (Some(name), Some(seconds)) = (name, stat_cpu_seconds(&stat)) {
             *programs.entry(name).or_insert(0.0) += seconds;
         }
     }
