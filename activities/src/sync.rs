@@ -539,11 +539,12 @@ impl Activities {
         let client_id = parse_uuid(&input.target.client_id, "client_id")?;
         let entra_tenant_id = input.target.entra_tenant_id.clone();
 
-        let settings = self
+        let start = self
             .store
-            .load_sync_settings(tenant_id, managed_tenant_id)
+            .load_sync_start(tenant_id, managed_tenant_id)
             .await
             .map_err(from_store)?;
+        let settings = start.settings;
         let connected = match shared {
             Some(shared) => ConnectedSource {
                 source: shared.source.clone(),
@@ -564,16 +565,9 @@ impl Activities {
         // days (tokens last seven, §3), the delta round starts from scratch, which lists every
         // user and so is a full enumeration.
         let prefer_delta = connected.kind == ConnectionKind::Direct;
-        let stored_link = if prefer_delta {
-            self.store
-                .get_delta_state(tenant_id, managed_tenant_id)
-                .await
-                .map_err(from_store)?
-        } else {
-            None
-        };
-        let fresh_link = stored_link
-            .filter(|(_, issued_at)| delta_link_is_fresh(*issued_at))
+        let fresh_link = start
+            .delta_link
+            .filter(|(_, issued_at)| prefer_delta && delta_link_is_fresh(*issued_at))
             .map(|(link, _)| link);
         let wanted_mode = if fresh_link.is_some() {
             SyncMode::Delta
@@ -668,34 +662,19 @@ impl Activities {
                 .await?
         };
         let finishing = std::time::Instant::now();
-        if let Some(link) = new_delta_link {
-            self.store
-                .save_delta_state(tenant_id, managed_tenant_id, &link, Utc::now())
-                .await
-                .map_err(from_store)?;
-        }
-
-        let inactivations = self
+        let issued_at = Utc::now();
+        let finish = self
             .store
-            .finish_tenant_inactivations(
+            .finish_tenant_sync(
                 tenant_id,
                 run_id,
                 managed_tenant_id,
                 mode == SyncMode::Full,
+                new_delta_link.as_deref().map(|link| (link, issued_at)),
             )
             .await
             .map_err(from_store)?;
-        let status = self
-            .store
-            .finish_tenant_result(
-                tenant_id,
-                run_id,
-                managed_tenant_id,
-                TenantResultStatus::Completed,
-                None,
-            )
-            .await
-            .map_err(from_store)?;
+        let (inactivations, status) = (finish.inactivations, finish.status);
         info!(
             pages = progress.pages,
             applied = inactivations.applied,

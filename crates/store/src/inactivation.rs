@@ -4,6 +4,7 @@
 
 use std::collections::BTreeMap;
 
+use chrono::{DateTime, Utc};
 use entra_sync_domain::model::{Action, InactiveReason, Link};
 use entra_sync_domain::plan::{inactivation_guard_trips, plan_absent};
 use sqlx::{FromRow, PgConnection};
@@ -12,6 +13,7 @@ use uuid::Uuid;
 use crate::error::StoreError;
 use crate::psa::ContactRow;
 use crate::reconcile::lock_managed_tenant;
+use crate::runs::{parse_tenant_status, TenantResultStatus};
 use crate::{Result, Store};
 
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -39,6 +41,15 @@ pub struct HeldInactivation {
     pub state: String,
     /// `seen_by_later_run`, `relinked`, `locked` or `already_inactive` for a dropped one.
     pub drop_reason: Option<String>,
+}
+
+/// How a managed tenant's sync ended ([`Store::finish_tenant_sync`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct TenantFinish {
+    pub inactivations: InactivationOutcome,
+    /// The tenant result's status: `completed`, or `needs_confirmation` when inactivations
+    /// are held; the stored status if the result had already ended.
+    pub status: TenantResultStatus,
 }
 
 #[derive(FromRow)]
@@ -314,6 +325,120 @@ impl Store {
         outcome.held = u64::try_from(held).unwrap_or_default();
         transaction.commit().await?;
         Ok(outcome)
+    }
+
+    /// Ends a managed tenant's sync that read every page: saves the new delta link (if the
+    /// provider gave one), settles the inactivations ([`Store::finish_tenant_inactivations`])
+    /// and ends the tenant result as completed ([`Store::finish_tenant_result`]). Returns what
+    /// the inactivations came to and the status written (or the stored one if the result had
+    /// already ended).
+    ///
+    /// A sync that was not a complete enumeration and has no inactivation pending (most delta
+    /// syncs: nothing was removed) does all three in one statement, under the managed tenant's
+    /// lock so that a page transaction of another attempt cannot queue an inactivation the
+    /// statement would miss. Otherwise the steps run one after another, each as on its own.
+    pub async fn finish_tenant_sync(
+        &self,
+        tenant_id: Uuid,
+        run_id: Uuid,
+        managed_tenant_id: Uuid,
+        complete_enumeration: bool,
+        delta_link: Option<(&str, DateTime<Utc>)>,
+    ) -> Result<TenantFinish> {
+        if !complete_enumeration {
+            if let Some(finish) = self
+                .finish_quiet_tenant(tenant_id, run_id, managed_tenant_id, delta_link)
+                .await?
+            {
+                return Ok(finish);
+            }
+        }
+        if let Some((link, issued_at)) = delta_link {
+            self.save_delta_state(tenant_id, managed_tenant_id, link, issued_at)
+                .await?;
+        }
+        let inactivations = self
+            .finish_tenant_inactivations(tenant_id, run_id, managed_tenant_id, complete_enumeration)
+            .await?;
+        let status = self
+            .finish_tenant_result(
+                tenant_id,
+                run_id,
+                managed_tenant_id,
+                TenantResultStatus::Completed,
+                None,
+            )
+            .await?;
+        Ok(TenantFinish {
+            inactivations,
+            status,
+        })
+    }
+
+    /// [`Store::finish_tenant_sync`]'s one statement, when nothing is pending; None when
+    /// something is (or the result row is missing), having changed nothing.
+    async fn finish_quiet_tenant(
+        &self,
+        tenant_id: Uuid,
+        run_id: Uuid,
+        managed_tenant_id: Uuid,
+        delta_link: Option<(&str, DateTime<Utc>)>,
+    ) -> Result<Option<TenantFinish>> {
+        let mut transaction = self.pool.begin().await?;
+        lock_managed_tenant(&mut transaction, tenant_id, managed_tenant_id).await?;
+        // `stored` is the status before this statement: the answer when the result had
+        // already ended, as `finish_tenant_result` gives it.
+        let row: (bool, i64, Option<String>, Option<String>) = sqlx::query_as(
+            "WITH quiet AS (
+                 SELECT NOT EXISTS (SELECT 1 FROM pending_inactivations
+                                    WHERE tenant_id = $1 AND run_id = $2
+                                      AND managed_tenant_id = $3 AND state = 'pending')
+                        AND EXISTS (SELECT 1 FROM run_tenant_results
+                                    WHERE tenant_id = $1 AND run_id = $2
+                                      AND managed_tenant_id = $3) AS quiet
+             ), held AS (
+                 SELECT count(*) AS held FROM pending_inactivations
+                 WHERE tenant_id = $1 AND run_id = $2 AND managed_tenant_id = $3
+                   AND state = 'held'
+             ), saved AS (
+                 INSERT INTO delta_state (tenant_id, managed_tenant_id, delta_link, issued_at)
+                 SELECT $1, $3, $4, $5 FROM quiet WHERE quiet AND $4::text IS NOT NULL
+                 ON CONFLICT (tenant_id, managed_tenant_id) DO UPDATE SET
+                     delta_link = excluded.delta_link, issued_at = excluded.issued_at,
+                     updated_at = now()
+             ), finished AS (
+                 UPDATE run_tenant_results SET
+                     status = CASE WHEN (SELECT held FROM held) > 0
+                                   THEN 'needs_confirmation' ELSE 'completed' END,
+                     error = NULL, finished_at = now()
+                 WHERE tenant_id = $1 AND run_id = $2 AND managed_tenant_id = $3
+                   AND status = 'running' AND (SELECT quiet FROM quiet)
+                 RETURNING status
+             )
+             SELECT quiet.quiet, held.held, (SELECT status FROM finished),
+                    (SELECT status FROM run_tenant_results
+                     WHERE tenant_id = $1 AND run_id = $2 AND managed_tenant_id = $3)
+             FROM quiet, held",
+        )
+        .bind(tenant_id)
+        .bind(run_id)
+        .bind(managed_tenant_id)
+        .bind(delta_link.map(|(link, _)| link))
+        .bind(delta_link.map(|(_, issued_at)| issued_at))
+        .fetch_one(&mut *transaction)
+        .await?;
+        transaction.commit().await?;
+        let (quiet, held, finished, stored) = row;
+        let Some(status) = quiet.then_some(finished.or(stored)).flatten() else {
+            return Ok(None);
+        };
+        Ok(Some(TenantFinish {
+            inactivations: InactivationOutcome {
+                applied: 0,
+                held: u64::try_from(held).unwrap_or_default(),
+            },
+            status: parse_tenant_status(&status)?,
+        }))
     }
 
     /// The inactivations a run queued for a managed tenant, in every state.

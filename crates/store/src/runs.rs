@@ -93,6 +93,11 @@ fn parse_or_invalid<T>(value: &str, parse: fn(&str) -> Option<T>, what: &str) ->
     parse(value).ok_or_else(|| StoreError::Invalid(format!("unknown {what} {value:?}")))
 }
 
+/// A stored tenant result status.
+pub(crate) fn parse_tenant_status(value: &str) -> Result<TenantResultStatus> {
+    parse_or_invalid(value, TenantResultStatus::parse, "tenant status")
+}
+
 /// A run to start.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct NewRun {
@@ -752,7 +757,7 @@ impl Store {
                 .await?
             }
         };
-        parse_or_invalid(&status, TenantResultStatus::parse, "tenant status")
+        parse_tenant_status(&status)
     }
 
     /// Takes the sync lease of a managed tenant for `run_id` (SPEC §5.7: at most one run syncs
@@ -767,49 +772,39 @@ impl Store {
         managed_tenant_id: Uuid,
         run_id: Uuid,
     ) -> Result<Option<Uuid>> {
-        let mut transaction = self.pool.begin().await?;
-        let taken: Option<Uuid> = sqlx::query_scalar(
-            "INSERT INTO managed_tenant_sync_leases AS l (tenant_id, managed_tenant_id, run_id)
-             VALUES ($1, $2, $3)
-             ON CONFLICT (tenant_id, managed_tenant_id) DO UPDATE
-                 SET run_id = EXCLUDED.run_id, taken_at = now()
-                 WHERE l.run_id = EXCLUDED.run_id
-                    OR NOT EXISTS (SELECT 1 FROM runs r
-                                   WHERE r.tenant_id = l.tenant_id AND r.run_id = l.run_id
-                                     AND r.status = 'running')
-                    OR EXISTS (SELECT 1 FROM run_tenant_results t
-                               WHERE t.tenant_id = l.tenant_id AND t.run_id = l.run_id
-                                 AND t.managed_tenant_id = l.managed_tenant_id
-                                 AND t.status <> 'running')
-             RETURNING run_id",
+        // One statement: the lease, and (when taken) the earlier runs' `run_seen` rows. When
+        // not taken, the holder is read from the statement's snapshot; a holder that committed
+        // after it shows as this run, which only means looking again.
+        let (taken, holder): (bool, Option<Uuid>) = sqlx::query_as(
+            "WITH taken AS (
+                 INSERT INTO managed_tenant_sync_leases AS l (tenant_id, managed_tenant_id, run_id)
+                 VALUES ($1, $2, $3)
+                 ON CONFLICT (tenant_id, managed_tenant_id) DO UPDATE
+                     SET run_id = EXCLUDED.run_id, taken_at = now()
+                     WHERE l.run_id = EXCLUDED.run_id
+                        OR NOT EXISTS (SELECT 1 FROM runs r
+                                       WHERE r.tenant_id = l.tenant_id AND r.run_id = l.run_id
+                                         AND r.status = 'running')
+                        OR EXISTS (SELECT 1 FROM run_tenant_results t
+                                   WHERE t.tenant_id = l.tenant_id AND t.run_id = l.run_id
+                                     AND t.managed_tenant_id = l.managed_tenant_id
+                                     AND t.status <> 'running')
+                 RETURNING run_id
+             ), dropped AS (
+                 DELETE FROM run_seen
+                 WHERE tenant_id = $1 AND managed_tenant_id = $2 AND run_id <> $3
+                   AND EXISTS (SELECT 1 FROM taken)
+             )
+             SELECT EXISTS (SELECT 1 FROM taken),
+                    (SELECT run_id FROM managed_tenant_sync_leases
+                     WHERE tenant_id = $1 AND managed_tenant_id = $2)",
         )
         .bind(tenant_id)
         .bind(managed_tenant_id)
         .bind(run_id)
-        .fetch_optional(&mut *transaction)
+        .fetch_one(&self.pool)
         .await?;
-        if taken.is_none() {
-            let holder: Option<Uuid> = sqlx::query_scalar(
-                "SELECT run_id FROM managed_tenant_sync_leases
-                 WHERE tenant_id = $1 AND managed_tenant_id = $2",
-            )
-            .bind(tenant_id)
-            .bind(managed_tenant_id)
-            .fetch_optional(&mut *transaction)
-            .await?;
-            transaction.commit().await?;
-            return Ok(Some(holder.unwrap_or(run_id)));
-        }
-        sqlx::query(
-            "DELETE FROM run_seen WHERE tenant_id = $1 AND managed_tenant_id = $2 AND run_id <> $3",
-        )
-        .bind(tenant_id)
-        .bind(managed_tenant_id)
-        .bind(run_id)
-        .execute(&mut *transaction)
-        .await?;
-        transaction.commit().await?;
-        Ok(None)
+        Ok((!taken).then(|| holder.unwrap_or(run_id)))
     }
 
     /// The managed tenants a sync of `scope` covers: mapped to a client (directly or by

@@ -3,6 +3,7 @@
 
 use std::collections::BTreeMap;
 
+use chrono::{DateTime, Utc};
 use entra_sync_domain::filter::validate_filters;
 use entra_sync_domain::model::{ContactField, FieldPolicy, Filters, SyncSettings};
 use serde::{Deserialize, Serialize};
@@ -264,11 +265,7 @@ impl Store {
                 .bind(tenant_id)
                 .fetch_optional(&self.pool)
                 .await?;
-        match document {
-            None => Ok(TenantSettings::default()),
-            Some(document) => serde_json::from_value(document)
-                .map_err(|error| StoreError::Invalid(format!("stored settings: {error}"))),
-        }
+        settings_from(document)
     }
 
     /// Validates and saves the tenant's settings document.
@@ -306,11 +303,7 @@ impl Store {
         .bind(managed_tenant_id)
         .fetch_optional(&self.pool)
         .await?;
-        match filters {
-            None => Ok(FilterOverride::default()),
-            Some(filters) => serde_json::from_value(filters)
-                .map_err(|error| StoreError::Invalid(format!("stored filter override: {error}"))),
-        }
+        filter_override_from(filters)
     }
 
     /// Validates (merged over the tenant's filters) and saves a managed tenant's overrides.
@@ -349,16 +342,79 @@ impl Store {
         tenant_id: Uuid,
         managed_tenant_id: Uuid,
     ) -> Result<SyncSettings> {
-        let settings = self.load_settings(tenant_id).await?;
-        let filter_override = self
-            .load_filter_override(tenant_id, managed_tenant_id)
-            .await?;
-        let field_sync_enabled = self.flag_enabled(FIELD_SYNC_FLAG, tenant_id).await?;
-        Ok(settings.to_sync_settings(
-            &filter_override.apply(&settings.filters),
-            field_sync_enabled,
-        ))
+        Ok(self
+            .load_sync_start(tenant_id, managed_tenant_id)
+            .await?
+            .settings)
     }
+
+    /// What a managed tenant's sync starts from, in one statement: its sync settings (as
+    /// [`Store::load_sync_settings`]) and its saved delta link with the time it was issued.
+    pub async fn load_sync_start(
+        &self,
+        tenant_id: Uuid,
+        managed_tenant_id: Uuid,
+    ) -> Result<SyncStart> {
+        let row: SyncStartRow = sqlx::query_as(
+            "SELECT (SELECT document FROM settings WHERE tenant_id = $1) AS document,
+                    (SELECT filters FROM managed_tenant_settings
+                     WHERE tenant_id = $1 AND managed_tenant_id = $2) AS filters,
+                    coalesce((SELECT enabled FROM feature_flag_tenants
+                              WHERE tenant_id = $1 AND flag = $3), false) AS field_sync_enabled,
+                    d.delta_link, d.issued_at
+             FROM (SELECT) AS one
+             LEFT JOIN delta_state d ON d.tenant_id = $1 AND d.managed_tenant_id = $2",
+        )
+        .bind(tenant_id)
+        .bind(managed_tenant_id)
+        .bind(FIELD_SYNC_FLAG)
+        .fetch_one(&self.pool)
+        .await?;
+        let settings = settings_from(row.document)?;
+        let filter_override = filter_override_from(row.filters)?;
+        Ok(SyncStart {
+            settings: settings.to_sync_settings(
+                &filter_override.apply(&settings.filters),
+                row.field_sync_enabled,
+            ),
+            delta_link: row.delta_link.zip(row.issued_at),
+        })
+    }
+}
+
+/// What a managed tenant's sync starts from ([`Store::load_sync_start`]).
+#[derive(Clone, Debug)]
+pub struct SyncStart {
+    pub settings: SyncSettings,
+    /// The saved delta link and when Microsoft issued it, if any.
+    pub delta_link: Option<(String, DateTime<Utc>)>,
+}
+
+/// A stored settings document, or the defaults when there is none.
+fn settings_from(document: Option<serde_json::Value>) -> Result<TenantSettings> {
+    match document {
+        None => Ok(TenantSettings::default()),
+        Some(document) => serde_json::from_value(document)
+            .map_err(|error| StoreError::Invalid(format!("stored settings: {error}"))),
+    }
+}
+
+/// A stored filter override, or the empty one when there is none.
+fn filter_override_from(filters: Option<serde_json::Value>) -> Result<FilterOverride> {
+    match filters {
+        None => Ok(FilterOverride::default()),
+        Some(filters) => serde_json::from_value(filters)
+            .map_err(|error| StoreError::Invalid(format!("stored filter override: {error}"))),
+    }
+}
+
+#[derive(sqlx::FromRow)]
+struct SyncStartRow {
+    document: Option<serde_json::Value>,
+    filters: Option<serde_json::Value>,
+    field_sync_enabled: bool,
+    delta_link: Option<String>,
+    issued_at: Option<DateTime<Utc>>,
 }
 
 #[cfg(test)]

@@ -23,6 +23,7 @@ use entra_sync_store::runs::{
     NewRun, RunKind, RunScope, RunStatus, RunTrigger, SyncMode, TenantResultStatus,
 };
 use entra_sync_store::Store;
+use serde_json::json;
 use sqlx::PgPool;
 use uuid::Uuid;
 
@@ -1866,4 +1867,279 @@ async fn delta_state_and_run_history_pages(pool: PgPool) {
     }
     started.reverse();
     assert_eq!(seen, started, "newest first, each run once");
+}
+
+/// `add_counts` (the page transactions' and inactivations' count update) sums every key of
+/// either side, treats a missing or null value as 0, sums `skipped` key by key and always
+/// returns a `skipped` object.
+#[sqlx::test(migrations = "../../migrations")]
+async fn add_counts_sums_every_key_of_either_side(pool: PgPool) {
+    let cases = [
+        (json!({}), json!({}), json!({"skipped": {}})),
+        (
+            json!({"seen": 5, "created": 1, "skipped": {"guest": 1}}),
+            json!({"seen": 2, "updated": 3, "skipped": {"guest": 1, "disabled": 4}}),
+            json!({"seen": 7, "created": 1, "updated": 3, "skipped": {"guest": 2, "disabled": 4}}),
+        ),
+        (
+            json!({"seen": null, "queued": 1}),
+            json!({"seen": 2}),
+            json!({"seen": 2, "queued": 1, "skipped": {}}),
+        ),
+        (
+            json!({"skipped": {"guest": 2}}),
+            json!({"inactivated": 1}),
+            json!({"inactivated": 1, "skipped": {"guest": 2}}),
+        ),
+    ];
+    for (a, b, expected) in cases {
+        let sum: serde_json::Value = sqlx::query_scalar("SELECT add_counts($1, $2)")
+            .bind(&a)
+            .bind(&b)
+            .fetch_one(&pool)
+            .await
+            .expect("store");
+        assert_eq!(sum, expected, "{a} + {b}");
+    }
+}
+
+/// The sync lease (SPEC §5.7): a second run waits while the holder's result for the tenant is
+/// running, the holder keeps it on a retry, and the run that takes it over drops what the
+/// earlier run saw.
+#[sqlx::test(migrations = "../../migrations")]
+async fn a_sync_lease_passes_on_when_its_holder_ends_the_tenant(pool: PgPool) {
+    let fixture = Fixture::new(pool.clone()).await;
+    let store = &fixture.store;
+    let (tenant_id, managed_tenant_id) = (fixture.tenant_id, fixture.managed_tenant_id);
+    let first = fixture.start_sync().await;
+    assert_eq!(
+        store
+            .take_sync_lease(tenant_id, managed_tenant_id, first)
+            .await
+            .expect("store"),
+        None
+    );
+    store
+        .start_tenant_result(tenant_id, first, managed_tenant_id, SyncMode::Full)
+        .await
+        .expect("store");
+    fixture.reconcile(first, &users(3, "u")).await;
+    assert_eq!(count(&pool, "SELECT count(*) FROM run_seen").await, 3);
+
+    // A second run of another scope (runs are deduplicated per scope only).
+    let second = store
+        .start_run(&NewRun {
+            tenant_id,
+            kind: RunKind::Sync,
+            trigger: RunTrigger::Manual,
+            scope: RunScope::Client(fixture.client_id),
+            requested_by: None,
+        })
+        .await
+        .expect("store")
+        .run_id;
+    assert_eq!(
+        store
+            .take_sync_lease(tenant_id, managed_tenant_id, second)
+            .await
+            .expect("store"),
+        Some(first)
+    );
+    assert_eq!(
+        store
+            .take_sync_lease(tenant_id, managed_tenant_id, first)
+            .await
+            .expect("store"),
+        None,
+        "the holder's retry keeps the lease"
+    );
+    assert_eq!(count(&pool, "SELECT count(*) FROM run_seen").await, 3);
+
+    store
+        .finish_tenant_result(
+            tenant_id,
+            first,
+            managed_tenant_id,
+            TenantResultStatus::Completed,
+            None,
+        )
+        .await
+        .expect("store");
+    assert_eq!(
+        store
+            .take_sync_lease(tenant_id, managed_tenant_id, second)
+            .await
+            .expect("store"),
+        None
+    );
+    assert_eq!(count(&pool, "SELECT count(*) FROM run_seen").await, 0);
+    assert_eq!(
+        store
+            .take_sync_lease(tenant_id, managed_tenant_id, first)
+            .await
+            .expect("store"),
+        Some(second)
+    );
+}
+
+/// `finish_tenant_sync`: a delta sync with nothing pending ends in one statement, saving the
+/// new delta link; one whose pages queued removals applies them (or holds them over the
+/// guard) first; and ending a tenant again answers its stored status and changes nothing.
+#[sqlx::test(migrations = "../../migrations")]
+async fn a_delta_finish_saves_the_link_and_settles_what_the_pages_queued(pool: PgPool) {
+    let fixture = &Fixture::new(pool.clone()).await;
+    let store = &fixture.store;
+    let (tenant_id, managed_tenant_id) = (fixture.tenant_id, fixture.managed_tenant_id);
+    let at = |minute: u32| {
+        chrono::DateTime::parse_from_rfc3339(&format!("2026-12-06T08:{minute:02}:00Z"))
+            .expect("store")
+            .with_timezone(&chrono::Utc)
+    };
+    let sync = |mode: SyncMode| async move {
+        let run_id = fixture.start_sync().await;
+        store
+            .start_tenant_result(tenant_id, run_id, managed_tenant_id, mode)
+            .await
+            .expect("store");
+        run_id
+    };
+    let removed = |index: usize| DirectoryEntry::Removed {
+        object_id: format!("u-{index}"),
+        permanent: false,
+    };
+    let inactive = "SELECT count(*) FROM contacts WHERE NOT is_active";
+
+    let initial = sync(SyncMode::Full).await;
+    let everyone = users(20, "u");
+    fixture.reconcile(initial, &everyone).await;
+    let finish = store
+        .finish_tenant_sync(
+            tenant_id,
+            initial,
+            managed_tenant_id,
+            true,
+            Some(("link-1", at(1))),
+        )
+        .await
+        .expect("store");
+    assert_eq!(finish.status, TenantResultStatus::Completed);
+    store
+        .finish_run(tenant_id, initial, RunStatus::Completed, None)
+        .await
+        .expect("store");
+
+    // Nothing removed: one statement ends it.
+    let quiet = sync(SyncMode::Delta).await;
+    fixture.reconcile(quiet, &everyone[..1]).await;
+    sqlx::query("CREATE EXTENSION IF NOT EXISTS pg_stat_statements")
+        .execute(&pool)
+        .await
+        .expect("pg_stat_statements (the server must preload it)");
+    let before = executed_statements(&pool).await;
+    let finish = store
+        .finish_tenant_sync(
+            tenant_id,
+            quiet,
+            managed_tenant_id,
+            false,
+            Some(("link-2", at(2))),
+        )
+        .await
+        .expect("store");
+    assert_eq!(
+        (
+            finish.status,
+            finish.inactivations.applied,
+            finish.inactivations.held
+        ),
+        (TenantResultStatus::Completed, 0, 0)
+    );
+    assert_eq!(
+        executed_statements(&pool).await - before,
+        4,
+        "begin, lock, the statement, commit"
+    );
+    assert_eq!(
+        store
+            .get_delta_state(tenant_id, managed_tenant_id)
+            .await
+            .expect("store"),
+        Some(("link-2".to_owned(), at(2)))
+    );
+    // Again (a retry after the finish): the stored status, nothing else changes.
+    let again = store
+        .finish_tenant_sync(tenant_id, quiet, managed_tenant_id, false, None)
+        .await
+        .expect("store");
+    assert_eq!(again, finish);
+    store
+        .finish_run(tenant_id, quiet, RunStatus::Completed, None)
+        .await
+        .expect("store");
+
+    // A removal under the guard is applied.
+    let one_removed = sync(SyncMode::Delta).await;
+    fixture.reconcile(one_removed, &[removed(3)]).await;
+    let finish = store
+        .finish_tenant_sync(
+            tenant_id,
+            one_removed,
+            managed_tenant_id,
+            false,
+            Some(("link-3", at(3))),
+        )
+        .await
+        .expect("store");
+    assert_eq!(
+        (
+            finish.status,
+            finish.inactivations.applied,
+            finish.inactivations.held
+        ),
+        (TenantResultStatus::Completed, 1, 0)
+    );
+    assert_eq!(count(&pool, inactive).await, 1);
+    assert_eq!(
+        store
+            .get_delta_state(tenant_id, managed_tenant_id)
+            .await
+            .expect("store"),
+        Some(("link-3".to_owned(), at(3)))
+    );
+    store
+        .finish_run(tenant_id, one_removed, RunStatus::Completed, None)
+        .await
+        .expect("store");
+
+    // Twelve removals of twenty trip the guard: held, and the tenant needs confirmation, also
+    // when it is ended again.
+    let many_removed = sync(SyncMode::Delta).await;
+    let removals: Vec<DirectoryEntry> = (4..16).map(removed).collect();
+    fixture.reconcile(many_removed, &removals).await;
+    let finish = store
+        .finish_tenant_sync(tenant_id, many_removed, managed_tenant_id, false, None)
+        .await
+        .expect("store");
+    assert_eq!(
+        (
+            finish.status,
+            finish.inactivations.applied,
+            finish.inactivations.held
+        ),
+        (TenantResultStatus::NeedsConfirmation, 0, 12)
+    );
+    assert_eq!(count(&pool, inactive).await, 1);
+    let again = store
+        .finish_tenant_sync(tenant_id, many_removed, managed_tenant_id, false, None)
+        .await
+        .expect("store");
+    assert_eq!(again, finish);
+    assert_eq!(
+        store
+            .get_delta_state(tenant_id, managed_tenant_id)
+            .await
+            .expect("store"),
+        Some(("link-3".to_owned(), at(3))),
+        "no link given, the stored one stays"
+    );
 }
