@@ -702,7 +702,7 @@ fn statement_label(query: &str) -> Option<&'static str> {
         ("SELECT l.object_id, l.contact_id", "02_read_links"),
         ("SELECT k.object_id, l.contact_id", "02_read_links"),
         ("FROM contacts c LEFT JOIN links", "03_read_contacts"),
-        ("AS wanted CROSS JOIN LATERAL", "03_read_contacts"),
+        ("AS k(email) CROSS JOIN LATERAL", "03_read_contacts"),
         ("INSERT INTO address_claims", "03b_claim_addresses"),
         ("DELETE FROM address_claims", "13b_release_addresses"),
         (

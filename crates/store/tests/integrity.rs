@@ -6,7 +6,7 @@ use entra_sync_domain::model::{ContactFields, DirectoryEntry, DirectoryUser, Syn
 use entra_sync_store::discovery::{DiscoveredTenantRecord, TenantDomain};
 use entra_sync_store::mapping::{MappingAction, MappingDecisionInput};
 use entra_sync_store::page::PageRequest;
-use entra_sync_store::reconcile::{PageOutcome, PageScope};
+use entra_sync_store::reconcile::{PageOutcome, PageScope, PLAIN_INSERT_ROWS};
 use entra_sync_store::review::{ReviewFilter, ReviewResolution};
 use entra_sync_store::runs::{NewRun, RunKind, RunScope, RunStatus, RunTrigger, SyncMode};
 use entra_sync_store::Store;
@@ -258,24 +258,39 @@ async fn a_link_made_by_a_review_during_a_run_is_not_inactivated(pool: PgPool) {
 
 /// Graph may send an entry twice in one delta round; `seen` counts the user once. The page
 /// that repeats users keeps the rest of its writes: its new users are linked and recorded.
+/// Both forms of the page's inserts are covered: a few users (the inserts that skip existing
+/// rows) and more than `PLAIN_INSERT_ROWS` (plain inserts, redone when a key exists).
 #[sqlx::test(migrations = "../../migrations")]
 async fn replayed_entries_are_seen_once(pool: PgPool) {
+    replay(pool, 5, 2).await;
+}
+
+#[sqlx::test(migrations = "../../migrations")]
+async fn replayed_entries_in_a_large_page_are_seen_once(pool: PgPool) {
+    replay(pool, 2 * PLAIN_INSERT_ROWS, PLAIN_INSERT_ROWS).await;
+}
+
+/// Reconciles users `0..first`, then `first - overlap..first + overlap` in the same run.
+async fn replay(pool: PgPool, first: usize, overlap: usize) {
     let fixture = Fixture::new(pool.clone()).await;
     let run = fixture.start_sync(RunScope::All).await;
-    fixture.reconcile(run, &users(0..5)).await;
-    let replaying = fixture.reconcile(run, &users(3..7)).await;
+    fixture.reconcile(run, &users(0..first)).await;
+    let replaying = fixture
+        .reconcile(run, &users(first - overlap..first + overlap))
+        .await;
     assert_eq!(
-        replaying.tally.seen, 2,
-        "only users 5 and 6 are new to the run"
+        replaying.tally.seen, overlap as u64,
+        "only the users after {first} are new to the run"
     );
     let record = fixture
         .store
         .get_run(fixture.tenant_id, run)
         .await
         .expect("run");
-    assert_eq!(record.tenants[0].counts.seen, 7);
-    assert_eq!(count(&pool, "SELECT count(*) FROM links").await, 7);
-    assert_eq!(count(&pool, "SELECT count(*) FROM run_seen").await, 7);
+    let total = (first + overlap) as i64;
+    assert_eq!(record.tenants[0].counts.seen as i64, total);
+    assert_eq!(count(&pool, "SELECT count(*) FROM links").await, total);
+    assert_eq!(count(&pool, "SELECT count(*) FROM run_seen").await, total);
 }
 
 /// An address with non-breaking spaces, other case and a decomposed accent matches its contact

@@ -17,7 +17,7 @@ use entra_sync_store::inactivation::HeldInactivationAction;
 use entra_sync_store::mapping::{MappingAction, MappingDecisionInput};
 use entra_sync_store::page::PageRequest;
 use entra_sync_store::psa::{ContactFilter, NewContact, PsaUserType};
-use entra_sync_store::reconcile::{PageOutcome, PageScope};
+use entra_sync_store::reconcile::{PageOutcome, PageScope, PLAIN_INSERT_ROWS};
 use entra_sync_store::review::{ReviewFilter, ReviewResolution, ReviewStatus};
 use entra_sync_store::runs::{
     NewRun, RunKind, RunScope, RunStatus, RunTrigger, SyncMode, TenantResultStatus,
@@ -508,23 +508,30 @@ async fn statements_do_not_grow_with_page_size(pool: PgPool) {
         .await
         .expect("reset pg_stat_statements");
     let before_small = executed_statements(&pool).await;
-    fixture.reconcile(run_id, &users(10, "small")).await;
+    fixture.reconcile(run_id, &users(100, "small")).await;
     let before_big = executed_statements(&pool).await;
     let big = fixture.reconcile(run_id, &users(999, "big")).await;
     let after_big = executed_statements(&pool).await;
     let (small_executed, big_executed) = (before_big - before_small, after_big - before_big);
-    println!("statements executed: 10-user page {small_executed}, 999-user page {big_executed}");
+    println!("statements executed: 100-user page {small_executed}, 999-user page {big_executed}");
     assert!(
         small_executed >= 10,
         "the page ran statements: {small_executed}"
     );
     assert_eq!(small_executed, big_executed);
+    // A page of a few users (below PLAIN_INSERT_ROWS, as most delta batches are) inserts its
+    // links and what it saw without a savepoint: two statements fewer for each.
+    let before_few = executed_statements(&pool).await;
+    fixture.reconcile(run_id, &users(10, "few")).await;
+    let few_executed = executed_statements(&pool).await - before_few;
+    println!("statements executed: 10-user page {few_executed}");
+    assert_eq!(few_executed + 4, small_executed);
     // A page with nothing to write (the same users again, as an unchanged delta round sends
     // them) runs no statement for the kinds of write it has none of.
     let before_unchanged = executed_statements(&pool).await;
-    let unchanged = fixture.reconcile(run_id, &users(10, "small")).await;
+    let unchanged = fixture.reconcile(run_id, &users(100, "small")).await;
     let unchanged_executed = executed_statements(&pool).await - before_unchanged;
-    println!("statements executed: unchanged 10-user page {unchanged_executed}");
+    println!("statements executed: unchanged 100-user page {unchanged_executed}");
     assert_eq!(unchanged.tally.created + unchanged.tally.linked, 0);
     assert!(
         unchanged_executed + 4 <= small_executed,
@@ -533,10 +540,13 @@ async fn statements_do_not_grow_with_page_size(pool: PgPool) {
     assert_eq!(big.tally.seen, 999);
     assert_eq!(big.tally.linked, 300);
     assert_eq!(big.tally.created, 699);
-    assert_eq!(count(&pool, "SELECT count(*) FROM links").await, 10 + 999);
+    assert_eq!(
+        count(&pool, "SELECT count(*) FROM links").await,
+        100 + 999 + 10
+    );
     assert_eq!(
         count(&pool, "SELECT count(*) FROM contacts").await,
-        300 + 10 + 699
+        300 + 100 + 699 + 10
     );
 }
 
@@ -605,8 +615,20 @@ async fn email_normalized_is_filled_only_for_writers_that_leave_it_out(pool: PgP
 /// Two writers link one contact at once: the page read the contact unlinked, and another
 /// transaction linked it before the page's link insert ran. The link that came first stays;
 /// the page's user gets no link and no audit row, and the page keeps its other writes.
+/// Covered with a page of two users (inserts that skip existing rows) and with one of more
+/// than `PLAIN_INSERT_ROWS` (a plain insert that fails on the key and is redone).
 #[sqlx::test(migrations = "../../migrations")]
 async fn a_link_made_meanwhile_wins_and_the_page_keeps_its_other_writes(pool: PgPool) {
+    link_made_meanwhile(pool, 0).await;
+}
+
+#[sqlx::test(migrations = "../../migrations")]
+async fn a_link_made_meanwhile_wins_over_a_large_page(pool: PgPool) {
+    link_made_meanwhile(pool, PLAIN_INSERT_ROWS).await;
+}
+
+/// The page is Bob, Carol and `filler` more new users.
+async fn link_made_meanwhile(pool: PgPool, filler: usize) {
     let fixture = Fixture::new(pool.clone()).await;
     let bob = fixture
         .contact(fixture.client_id, "Bob", "bob@contoso.com")
@@ -627,10 +649,11 @@ async fn a_link_made_meanwhile_wins_and_the_page_keeps_its_other_writes(pool: Pg
     let reconciling = tokio::spawn({
         let store = fixture.store.clone();
         let scope = fixture.scope(run_id);
-        let page = vec![
+        let mut page = vec![
             user("bob", "bob@contoso.com"),
             user("carol", "carol@contoso.com"),
         ];
+        page.extend(users(filler, "filler"));
         async move {
             store
                 .reconcile_page(&scope, &page, &SyncSettings::default(), false)
@@ -679,7 +702,18 @@ async fn a_link_made_meanwhile_wins_and_the_page_keeps_its_other_writes(pool: Pg
         1,
         "carol's contact was created and linked, with its audit row"
     );
-    assert_eq!(count(&pool, "SELECT count(*) FROM run_seen").await, 2);
+    assert_eq!(
+        count(&pool, "SELECT count(*) FROM run_seen").await,
+        2 + filler as i64
+    );
+    assert_eq!(
+        count(
+            &pool,
+            "SELECT count(*) FROM links WHERE object_id LIKE 'filler-%'"
+        )
+        .await,
+        filler as i64
+    );
 }
 
 /// A sync's update of a field no index holds (a job title) finds room on its contact's own
