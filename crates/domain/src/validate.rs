@@ -3,6 +3,7 @@
 
 use crate::email::{normalize_email, MAX_EMAIL_LEN};
 use crate::model::{DirectoryEntry, DirectoryUser};
+use std::borrow::Cow;
 
 /// Longest name or job title accepted, in characters.
 pub const MAX_NAME_LEN: usize = 1024;
@@ -92,34 +93,46 @@ pub fn storable_object_id(object_id: &str) -> bool {
 /// The page as the store may bind it: a present user whose record fails `validate_user` (a
 /// NUL byte or an over-long value in any field) becomes an `Invalid` entry with the reason,
 /// and an object id PostgreSQL cannot store is dropped from removals and invalid entries. One
-/// bad record then skips that user, never the page.
-pub fn storable_entries(entries: &[DirectoryEntry]) -> Vec<DirectoryEntry> {
-    entries
-        .iter()
-        .map(|entry| match entry {
-            DirectoryEntry::Present(user) => match validate_user(user) {
-                Ok(()) => entry.clone(),
-                Err(reason) => DirectoryEntry::Invalid {
+/// bad record then skips that user, never the page. A page with nothing to replace (nearly
+/// every page) is borrowed as it is, not copied.
+pub fn storable_entries(entries: &[DirectoryEntry]) -> Cow<'_, [DirectoryEntry]> {
+    if entries.iter().all(|entry| unstorable(entry).is_none()) {
+        return Cow::Borrowed(entries);
+    }
+    Cow::Owned(
+        entries
+            .iter()
+            .map(|entry| unstorable(entry).unwrap_or_else(|| entry.clone()))
+            .collect(),
+    )
+}
+
+/// What replaces `entry` in the page the store binds; None when it can be stored as it is.
+fn unstorable(entry: &DirectoryEntry) -> Option<DirectoryEntry> {
+    match entry {
+        DirectoryEntry::Present(user) => {
+            validate_user(user)
+                .err()
+                .map(|reason| DirectoryEntry::Invalid {
                     object_id: storable_object_id(&user.object_id).then(|| user.object_id.clone()),
                     reason,
-                },
-            },
-            DirectoryEntry::Removed { object_id, .. } if !storable_object_id(object_id) => {
-                DirectoryEntry::Invalid {
-                    object_id: None,
-                    reason: "a removal names an object id that cannot be stored".to_string(),
-                }
-            }
-            DirectoryEntry::Invalid {
-                object_id: Some(object_id),
-                reason,
-            } if !storable_object_id(object_id) => DirectoryEntry::Invalid {
+                })
+        }
+        DirectoryEntry::Removed { object_id, .. } if !storable_object_id(object_id) => {
+            Some(DirectoryEntry::Invalid {
                 object_id: None,
-                reason: reason.clone(),
-            },
-            other => other.clone(),
-        })
-        .collect()
+                reason: "a removal names an object id that cannot be stored".to_string(),
+            })
+        }
+        DirectoryEntry::Invalid {
+            object_id: Some(object_id),
+            reason,
+        } if !storable_object_id(object_id) => Some(DirectoryEntry::Invalid {
+            object_id: None,
+            reason: reason.clone(),
+        }),
+        _ => None,
+    }
 }
 
 #[cfg(test)]
@@ -157,7 +170,7 @@ mod storable_tests {
             },
         ];
         let storable = storable_entries(&entries);
-        assert_eq!(storable[0], DirectoryEntry::Present(good));
+        assert_eq!(storable[0], DirectoryEntry::Present(good.clone()));
         assert!(
             matches!(&storable[1], DirectoryEntry::Invalid { object_id: Some(id), .. } if id == "nul")
         );
@@ -178,5 +191,9 @@ mod storable_tests {
                 ..
             }
         ));
+        // A page with nothing to replace is the page itself, not a copy.
+        let clean = [DirectoryEntry::Present(good)];
+        assert!(matches!(storable_entries(&clean), Cow::Borrowed(_)));
+        assert!(matches!(storable_entries(&entries), Cow::Owned(_)));
     }
 }
