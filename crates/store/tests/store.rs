@@ -544,6 +544,23 @@ async fn statements_do_not_grow_with_page_size(pool: PgPool) {
         count(&pool, "SELECT count(*) FROM links").await,
         100 + 999 + 10
     );
+    // One audit row per link, from the plain insert (the 100- and 999-user pages) and from the
+    // skipping one (the 10-user page) alike, each naming its link's user.
+    assert_eq!(
+        count(
+            &pool,
+            "SELECT count(*) FROM contact_changes c
+             JOIN links l ON l.tenant_id = c.tenant_id AND l.contact_id = c.contact_id
+                         AND l.object_id = c.object_id
+             WHERE c.action IN ('create', 'link')"
+        )
+        .await,
+        100 + 999 + 10
+    );
+    assert_eq!(
+        count(&pool, "SELECT count(*) FROM contact_changes").await,
+        100 + 999 + 10
+    );
     assert_eq!(
         count(&pool, "SELECT count(*) FROM contacts").await,
         300 + 100 + 699 + 10
