@@ -26,7 +26,8 @@ use entra_sync_store::connection::ConnectionKind;
 use entra_sync_store::discovery::{DiscoveredTenantRecord, TenantDomain};
 use entra_sync_store::reconcile::PageScope;
 use entra_sync_store::runs::{
-    NewRun, RunKind, RunScope, RunStatus, RunTrigger, SyncMode, TenantResultStatus,
+    LeasedStart, NewRun, RunKind, RunScope, RunStatus, RunTrigger, SyncMode, TenantResultRecord,
+    TenantResultStatus,
 };
 use entra_sync_store::Store;
 use entra_sync_workflows::contract::{
@@ -574,13 +575,9 @@ impl Activities {
         } else {
             SyncMode::Full
         };
-        self.wait_for_sync_lease(ctx, tenant_id, managed_tenant_id, run_id)
-            .await?;
         let result = self
-            .store
-            .start_tenant_result(tenant_id, run_id, managed_tenant_id, wanted_mode)
-            .await
-            .map_err(from_store)?;
+            .start_under_lease(ctx, tenant_id, managed_tenant_id, run_id, wanted_mode)
+            .await?;
         if result.status != TenantResultStatus::Running {
             // An earlier attempt already finished this tenant; doing it again would change nothing.
             return Ok(SyncTenantOutput {
@@ -833,26 +830,29 @@ struct Batch {
 }
 
 impl Activities {
-    /// Waits until this run holds the managed tenant's sync lease (SPEC §5.7): a run that finds
-    /// another run syncing the tenant waits for it to end rather than skip the tenant, so a
-    /// manual "this client" run during a scheduled "all" run still syncs it, after it.
-    /// Heartbeats while waiting; a cancel ends the wait.
-    async fn wait_for_sync_lease(
+    /// Waits until this run holds the managed tenant's sync lease (SPEC §5.7), then returns its
+    /// tenant result, opened in the same statement: a run that finds another run syncing the
+    /// tenant waits for it to end rather than skip the tenant, so a manual "this client" run
+    /// during a scheduled "all" run still syncs it, after it. Heartbeats while waiting; a
+    /// cancel ends the wait.
+    async fn start_under_lease(
         &self,
         ctx: &ActivityContext,
         tenant_id: Uuid,
         managed_tenant_id: Uuid,
         run_id: Uuid,
-    ) -> Result<(), ActivityError> {
+        mode: SyncMode,
+    ) -> Result<TenantResultRecord, ActivityError> {
         let mut logged = false;
         loop {
-            let holder = self
+            let holder = match self
                 .store
-                .take_sync_lease(tenant_id, managed_tenant_id, run_id)
+                .take_lease_and_start(tenant_id, managed_tenant_id, run_id, mode)
                 .await
-                .map_err(from_store)?;
-            let Some(holder) = holder else {
-                return Ok(());
+                .map_err(from_store)?
+            {
+                LeasedStart::Started(result) => return Ok(result),
+                LeasedStart::Held { holder } => holder,
             };
             if !logged {
                 info!(holder_run_id = %holder, "another run is syncing this managed tenant; waiting for it");

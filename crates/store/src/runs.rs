@@ -6,7 +6,7 @@ use std::collections::BTreeMap;
 use chrono::{DateTime, Utc};
 use entra_sync_domain::model::{SkipReason, Tally};
 use serde::{Deserialize, Serialize};
-use sqlx::FromRow;
+use sqlx::{FromRow, Row};
 use uuid::Uuid;
 
 use crate::error::StoreError;
@@ -310,6 +310,15 @@ struct TenantResultRow {
     cursor: Option<String>,
     started_at: DateTime<Utc>,
     finished_at: Option<DateTime<Utc>>,
+}
+
+/// What [`Store::take_lease_and_start`] found.
+#[derive(Clone, Debug, PartialEq)]
+pub enum LeasedStart {
+    /// Another run holds the managed tenant's sync lease.
+    Held { holder: Uuid },
+    /// This run holds the lease; its tenant result, opened now or by an earlier attempt.
+    Started(TenantResultRecord),
 }
 
 const TENANT_RESULT_COLUMNS: &str =
@@ -761,21 +770,23 @@ impl Store {
     }
 
     /// Takes the sync lease of a managed tenant for `run_id` (SPEC §5.7: at most one run syncs
-    /// a managed tenant at a time, whatever the runs' scopes and workers). The lease is free
-    /// when nobody holds it, when this run holds it (an activity retry), or when its holder's
-    /// run ended or the holder's result for this tenant ended. Returns None when taken, or the
-    /// holding run. Taking it from an earlier run also drops what that run saw (`run_seen`),
-    /// which no one reads once its tenant result ended.
-    pub async fn take_sync_lease(
+    /// a managed tenant at a time, whatever the runs' scopes and workers) and, when taken,
+    /// opens the run's tenant result as [`Store::start_tenant_result`] does, in one statement.
+    /// The lease is free when nobody holds it, when this run holds it (an activity retry), or
+    /// when its holder's run ended or the holder's result for this tenant ended. Taking it from
+    /// an earlier run also drops what that run saw (`run_seen`), which no one reads once its
+    /// tenant result ended. A run that finds the lease held gets the holder and opens nothing.
+    pub async fn take_lease_and_start(
         &self,
         tenant_id: Uuid,
         managed_tenant_id: Uuid,
         run_id: Uuid,
-    ) -> Result<Option<Uuid>> {
-        // One statement: the lease, and (when taken) the earlier runs' `run_seen` rows. When
-        // not taken, the holder is read from the statement's snapshot; a holder that committed
-        // after it shows as this run, which only means looking again.
-        let (taken, holder): (bool, Option<Uuid>) = sqlx::query_as(
+        mode: SyncMode,
+    ) -> Result<LeasedStart> {
+        // When not taken, the holder is read from the statement's snapshot; a holder that
+        // committed after it shows as this run, which only means looking again. When taken, the
+        // result is the one inserted or, on a retry, the one an earlier attempt opened.
+        let row = sqlx::query(&format!(
             "WITH taken AS (
                  INSERT INTO managed_tenant_sync_leases AS l (tenant_id, managed_tenant_id, run_id)
                  VALUES ($1, $2, $3)
@@ -794,17 +805,50 @@ impl Store {
                  DELETE FROM run_seen
                  WHERE tenant_id = $1 AND managed_tenant_id = $2 AND run_id <> $3
                    AND EXISTS (SELECT 1 FROM taken)
+             ), inserted AS (
+                 INSERT INTO run_tenant_results (tenant_id, run_id, managed_tenant_id, mode)
+                 SELECT $1, $3, $2, $4 WHERE EXISTS (SELECT 1 FROM taken)
+                 ON CONFLICT (tenant_id, run_id, managed_tenant_id) DO NOTHING
+                 RETURNING {TENANT_RESULT_COLUMNS}
+             ), result AS (
+                 SELECT {TENANT_RESULT_COLUMNS} FROM inserted
+                 UNION ALL
+                 SELECT {TENANT_RESULT_COLUMNS} FROM run_tenant_results
+                 WHERE tenant_id = $1 AND run_id = $3 AND managed_tenant_id = $2
+                   AND EXISTS (SELECT 1 FROM taken)
+                 LIMIT 1
              )
-             SELECT EXISTS (SELECT 1 FROM taken),
+             SELECT EXISTS (SELECT 1 FROM taken) AS taken,
                     (SELECT run_id FROM managed_tenant_sync_leases
-                     WHERE tenant_id = $1 AND managed_tenant_id = $2)",
-        )
+                     WHERE tenant_id = $1 AND managed_tenant_id = $2) AS holder,
+                    result.*
+             FROM (SELECT) AS one LEFT JOIN result ON true"
+        ))
         .bind(tenant_id)
         .bind(managed_tenant_id)
         .bind(run_id)
+        .bind(mode.as_str())
         .fetch_one(&self.pool)
-        .await?;
-        Ok((!taken).then(|| holder.unwrap_or(run_id)))
+        .await
+        .map_err(|error| match StoreError::from(error) {
+            // The run does not exist (its result's foreign key).
+            StoreError::Invalid(_) => StoreError::NotFound,
+            other => other,
+        })?;
+        let taken: bool = row.try_get("taken")?;
+        if !taken {
+            let holder: Option<Uuid> = row.try_get("holder")?;
+            return Ok(LeasedStart::Held {
+                holder: holder.unwrap_or(run_id),
+            });
+        }
+        if row.try_get::<Option<String>, _>("status")?.is_none() {
+            // Another attempt of this run opened the result after this statement's snapshot.
+            return Err(StoreError::NotFound);
+        }
+        Ok(LeasedStart::Started(
+            TenantResultRow::from_row(&row)?.into_record()?,
+        ))
     }
 
     /// The managed tenants a sync of `scope` covers: mapped to a client (directly or by

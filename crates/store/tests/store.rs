@@ -20,7 +20,7 @@ use entra_sync_store::psa::{ContactFilter, NewContact, PsaUserType};
 use entra_sync_store::reconcile::{PageOutcome, PageScope, PLAIN_INSERT_ROWS};
 use entra_sync_store::review::{ReviewFilter, ReviewResolution, ReviewStatus};
 use entra_sync_store::runs::{
-    NewRun, RunKind, RunScope, RunStatus, RunTrigger, SyncMode, TenantResultStatus,
+    LeasedStart, NewRun, RunKind, RunScope, RunStatus, RunTrigger, SyncMode, TenantResultStatus,
 };
 use entra_sync_store::Store;
 use serde_json::json;
@@ -1955,25 +1955,39 @@ async fn add_counts_sums_every_key_of_either_side(pool: PgPool) {
 }
 
 /// The sync lease (SPEC §5.7): a second run waits while the holder's result for the tenant is
-/// running, the holder keeps it on a retry, and the run that takes it over drops what the
-/// earlier run saw.
+/// running and opens no result of its own meanwhile; the holder keeps the lease on a retry and
+/// re-finds its result as its pages left it; the run that takes the lease over drops what the
+/// earlier run saw and opens its result in the same statement.
 #[sqlx::test(migrations = "../../migrations")]
 async fn a_sync_lease_passes_on_when_its_holder_ends_the_tenant(pool: PgPool) {
     let fixture = Fixture::new(pool.clone()).await;
     let store = &fixture.store;
     let (tenant_id, managed_tenant_id) = (fixture.tenant_id, fixture.managed_tenant_id);
-    let first = fixture.start_sync().await;
-    assert_eq!(
+    let take = |run_id: Uuid, mode: SyncMode| async move {
         store
-            .take_sync_lease(tenant_id, managed_tenant_id, first)
+            .take_lease_and_start(tenant_id, managed_tenant_id, run_id, mode)
             .await
-            .expect("store"),
-        None
-    );
-    store
-        .start_tenant_result(tenant_id, first, managed_tenant_id, SyncMode::Full)
-        .await
-        .expect("store");
+            .expect("store")
+    };
+    let results_of = |run_id: Uuid| {
+        let pool = pool.clone();
+        async move {
+            sqlx::query_scalar::<_, i64>(
+                "SELECT count(*) FROM run_tenant_results WHERE run_id = $1",
+            )
+            .bind(run_id)
+            .fetch_one(&pool)
+            .await
+            .expect("count")
+        }
+    };
+    let first = fixture.start_sync().await;
+    let LeasedStart::Started(opened) = take(first, SyncMode::Full).await else {
+        panic!("a free lease is taken");
+    };
+    assert_eq!(opened.status, TenantResultStatus::Running);
+    assert_eq!(opened.mode, SyncMode::Full);
+    assert_eq!(opened.cursor, None);
     fixture.reconcile(first, &users(3, "u")).await;
     assert_eq!(count(&pool, "SELECT count(*) FROM run_seen").await, 3);
 
@@ -1990,20 +2004,23 @@ async fn a_sync_lease_passes_on_when_its_holder_ends_the_tenant(pool: PgPool) {
         .expect("store")
         .run_id;
     assert_eq!(
-        store
-            .take_sync_lease(tenant_id, managed_tenant_id, second)
-            .await
-            .expect("store"),
-        Some(first)
+        take(second, SyncMode::Delta).await,
+        LeasedStart::Held { holder: first }
+    );
+    assert_eq!(results_of(second).await, 0, "a waiting run opens no result");
+    let LeasedStart::Started(resumed) = take(first, SyncMode::Delta).await else {
+        panic!("the holder's retry keeps the lease");
+    };
+    assert_eq!(
+        resumed.mode,
+        SyncMode::Full,
+        "a retry keeps the mode it started with"
     );
     assert_eq!(
-        store
-            .take_sync_lease(tenant_id, managed_tenant_id, first)
-            .await
-            .expect("store"),
-        None,
-        "the holder's retry keeps the lease"
+        resumed.counts.seen, 3,
+        "a retry finds what its pages recorded"
     );
+    assert_eq!(results_of(first).await, 1);
     assert_eq!(count(&pool, "SELECT count(*) FROM run_seen").await, 3);
 
     store
@@ -2016,20 +2033,15 @@ async fn a_sync_lease_passes_on_when_its_holder_ends_the_tenant(pool: PgPool) {
         )
         .await
         .expect("store");
-    assert_eq!(
-        store
-            .take_sync_lease(tenant_id, managed_tenant_id, second)
-            .await
-            .expect("store"),
-        None
-    );
+    let LeasedStart::Started(taken_over) = take(second, SyncMode::Delta).await else {
+        panic!("the lease passes on once the holder's result ended");
+    };
+    assert_eq!(taken_over.status, TenantResultStatus::Running);
+    assert_eq!(taken_over.mode, SyncMode::Delta);
     assert_eq!(count(&pool, "SELECT count(*) FROM run_seen").await, 0);
     assert_eq!(
-        store
-            .take_sync_lease(tenant_id, managed_tenant_id, first)
-            .await
-            .expect("store"),
-        Some(second)
+        take(first, SyncMode::Full).await,
+        LeasedStart::Held { holder: second }
     );
 }
 
