@@ -695,11 +695,9 @@ impl Profiler {
 /// the profiler's own queries.
 fn statement_label(query: &str) -> Option<&'static str> {
     let query = query.split_whitespace().collect::<Vec<_>>().join(" ");
-    let labels: [(&str, &'static str); 21] = [
+    let labels: [(&str, &'static str); 19] = [
         ("pg_stat_statements", ""),
         ("pg_advisory_xact_lock", "01_lock"),
-        ("SELECT object_id, contact_id FROM links", "02_read_links"),
-        ("SELECT l.object_id, l.contact_id", "02_read_links"),
         ("SELECT k.object_id, l.contact_id", "02_read_links"),
         ("FROM contacts c LEFT JOIN links", "03_read_contacts"),
         ("AS k(email) CROSS JOIN LATERAL", "03_read_contacts"),

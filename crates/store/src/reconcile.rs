@@ -740,36 +740,38 @@ struct NewRowsInsert {
     skipping_existing: &'static str,
 }
 
-/// The page's new links, each with its audit row (`$1` tenant, `$2` managed tenant, `$3` run).
+/// The page's new links, each with its audit row (`$1` tenant, `$2` managed tenant, `$3` run):
+/// the link insert ends with `$insert_tail`, and the audit rows are selected from `$audited`.
+macro_rules! insert_links {
+    ($insert_tail:literal, $audited:literal) => {
+        concat!(
+            "WITH input AS (
+                 SELECT * FROM UNNEST($4::text[], $5::uuid[], $6::text[], $7::text[])
+                          AS i(object_id, contact_id, action, after)
+             ), inserted AS (
+                 INSERT INTO links (tenant_id, managed_tenant_id, object_id, contact_id,
+                                    created_by_run_id)
+                 SELECT $1, $2, object_id, contact_id, $3 FROM input ",
+            $insert_tail,
+            "
+             )
+             INSERT INTO contact_changes (tenant_id, run_id, managed_tenant_id, object_id,
+                                          contact_id, action, before, after)
+             SELECT $1, $3, $2, object_id, contact_id, action, NULL, after::jsonb FROM ",
+            $audited
+        )
+    };
+}
+
 /// The plain form fails on any existing key, so when it succeeds every input row became a link
-/// and the audit rows are written straight from the input; the skipping form writes audit rows
-/// only for the links it inserted. (A data-modifying `WITH` runs whether or not it is read.)
+/// and the audit rows come straight from the input (a data-modifying `WITH` runs whether or
+/// not it is read); the skipping form audits only the links it inserted.
 const INSERT_LINKS: NewRowsInsert = NewRowsInsert {
-    plain: "WITH input AS (
-                SELECT * FROM UNNEST($4::text[], $5::uuid[], $6::text[], $7::text[])
-                         AS i(object_id, contact_id, action, after)
-            ), inserted AS (
-                INSERT INTO links (tenant_id, managed_tenant_id, object_id, contact_id,
-                                   created_by_run_id)
-                SELECT $1, $2, object_id, contact_id, $3 FROM input
-            )
-            INSERT INTO contact_changes (tenant_id, run_id, managed_tenant_id, object_id,
-                                         contact_id, action, before, after)
-            SELECT $1, $3, $2, object_id, contact_id, action, NULL, after::jsonb FROM input",
-    skipping_existing: "WITH input AS (
-                SELECT * FROM UNNEST($4::text[], $5::uuid[], $6::text[], $7::text[])
-                         AS i(object_id, contact_id, action, after)
-            ), inserted AS (
-                INSERT INTO links (tenant_id, managed_tenant_id, object_id, contact_id,
-                                   created_by_run_id)
-                SELECT $1, $2, object_id, contact_id, $3 FROM input
-                ON CONFLICT DO NOTHING
-                RETURNING object_id, contact_id
-            )
-            INSERT INTO contact_changes (tenant_id, run_id, managed_tenant_id, object_id,
-                                         contact_id, action, before, after)
-            SELECT $1, $3, $2, i.object_id, i.contact_id, i.action, NULL, i.after::jsonb
-            FROM inserted JOIN input i USING (object_id, contact_id)",
+    plain: insert_links!("", "input"),
+    skipping_existing: insert_links!(
+        "ON CONFLICT DO NOTHING RETURNING object_id, contact_id",
+        "inserted JOIN input USING (object_id, contact_id)"
+    ),
 };
 
 /// The object ids the page saw (`$1` tenant, `$2` run, `$3` managed tenant).

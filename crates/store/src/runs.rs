@@ -312,6 +312,34 @@ struct TenantResultRow {
     finished_at: Option<DateTime<Utc>>,
 }
 
+/// The `WITH` items that open run `$3`'s result for managed tenant `$2` of PSA tenant `$1`, in
+/// mode `$4`, when `condition` holds: `result` is the row inserted or, on a retry, the one an
+/// earlier attempt opened (a retry keeps its saved cursor and mode).
+fn open_tenant_result(condition: &str) -> String {
+    format!(
+        "inserted AS (
+             INSERT INTO run_tenant_results (tenant_id, run_id, managed_tenant_id, mode)
+             SELECT $1, $3, $2, $4 WHERE {condition}
+             ON CONFLICT (tenant_id, run_id, managed_tenant_id) DO NOTHING
+             RETURNING {TENANT_RESULT_COLUMNS}
+         ), result AS (
+             SELECT {TENANT_RESULT_COLUMNS} FROM inserted
+             UNION ALL
+             SELECT {TENANT_RESULT_COLUMNS} FROM run_tenant_results
+             WHERE tenant_id = $1 AND run_id = $3 AND managed_tenant_id = $2 AND {condition}
+             LIMIT 1
+         )"
+    )
+}
+
+/// A tenant result's insert refused by its foreign key: the run does not exist.
+fn run_missing(error: sqlx::Error) -> StoreError {
+    match StoreError::from(error) {
+        StoreError::Invalid(_) => StoreError::NotFound,
+        other => other,
+    }
+}
+
 /// What [`Store::take_lease_and_start`] found.
 #[derive(Clone, Debug, PartialEq)]
 pub enum LeasedStart {
@@ -629,28 +657,16 @@ impl Store {
         mode: SyncMode,
     ) -> Result<TenantResultRecord> {
         let row: TenantResultRow = sqlx::query_as(&format!(
-            "WITH inserted AS (
-                 INSERT INTO run_tenant_results (tenant_id, run_id, managed_tenant_id, mode)
-                 VALUES ($1, $2, $3, $4)
-                 ON CONFLICT (tenant_id, run_id, managed_tenant_id) DO NOTHING
-                 RETURNING {TENANT_RESULT_COLUMNS}
-             )
-             SELECT {TENANT_RESULT_COLUMNS} FROM inserted
-             UNION ALL
-             SELECT {TENANT_RESULT_COLUMNS} FROM run_tenant_results
-             WHERE tenant_id = $1 AND run_id = $2 AND managed_tenant_id = $3
-             LIMIT 1"
+            "WITH {} SELECT * FROM result",
+            open_tenant_result("true")
         ))
         .bind(tenant_id)
-        .bind(run_id)
         .bind(managed_tenant_id)
+        .bind(run_id)
         .bind(mode.as_str())
         .fetch_one(&self.pool)
         .await
-        .map_err(|error| match StoreError::from(error) {
-            StoreError::Invalid(_) => StoreError::NotFound,
-            other => other,
-        })?;
+        .map_err(run_missing)?;
         row.into_record()
     }
 
@@ -784,8 +800,7 @@ impl Store {
         mode: SyncMode,
     ) -> Result<LeasedStart> {
         // When not taken, the holder is read from the statement's snapshot; a holder that
-        // committed after it shows as this run, which only means looking again. When taken, the
-        // result is the one inserted or, on a retry, the one an earlier attempt opened.
+        // committed after it shows as this run, which only means looking again.
         let row = sqlx::query(&format!(
             "WITH taken AS (
                  INSERT INTO managed_tenant_sync_leases AS l (tenant_id, managed_tenant_id, run_id)
@@ -805,24 +820,13 @@ impl Store {
                  DELETE FROM run_seen
                  WHERE tenant_id = $1 AND managed_tenant_id = $2 AND run_id <> $3
                    AND EXISTS (SELECT 1 FROM taken)
-             ), inserted AS (
-                 INSERT INTO run_tenant_results (tenant_id, run_id, managed_tenant_id, mode)
-                 SELECT $1, $3, $2, $4 WHERE EXISTS (SELECT 1 FROM taken)
-                 ON CONFLICT (tenant_id, run_id, managed_tenant_id) DO NOTHING
-                 RETURNING {TENANT_RESULT_COLUMNS}
-             ), result AS (
-                 SELECT {TENANT_RESULT_COLUMNS} FROM inserted
-                 UNION ALL
-                 SELECT {TENANT_RESULT_COLUMNS} FROM run_tenant_results
-                 WHERE tenant_id = $1 AND run_id = $3 AND managed_tenant_id = $2
-                   AND EXISTS (SELECT 1 FROM taken)
-                 LIMIT 1
-             )
+             ), {}
              SELECT EXISTS (SELECT 1 FROM taken) AS taken,
                     (SELECT run_id FROM managed_tenant_sync_leases
                      WHERE tenant_id = $1 AND managed_tenant_id = $2) AS holder,
                     result.*
-             FROM (SELECT) AS one LEFT JOIN result ON true"
+             FROM (SELECT) AS one LEFT JOIN result ON true",
+            open_tenant_result("EXISTS (SELECT 1 FROM taken)")
         ))
         .bind(tenant_id)
         .bind(managed_tenant_id)
@@ -830,11 +834,7 @@ impl Store {
         .bind(mode.as_str())
         .fetch_one(&self.pool)
         .await
-        .map_err(|error| match StoreError::from(error) {
-            // The run does not exist (its result's foreign key).
-            StoreError::Invalid(_) => StoreError::NotFound,
-            other => other,
-        })?;
+        .map_err(run_missing)?;
         let taken: bool = row.try_get("taken")?;
         if !taken {
             let holder: Option<Uuid> = row.try_get("holder")?;
