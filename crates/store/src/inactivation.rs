@@ -132,19 +132,18 @@ async fn drop_stale_held(
     managed_tenant_id: Uuid,
 ) -> Result<u64> {
     Ok(sqlx::query(
-        "WITH judged AS (
+        "WITH later_seen AS (
+             SELECT DISTINCT object_id
+             FROM run_seen s
+             JOIN runs later ON later.tenant_id = s.tenant_id AND later.run_id = s.run_id
+             CROSS JOIN LATERAL unnest(s.object_ids) AS object_id
+             WHERE s.tenant_id = $1 AND s.managed_tenant_id = $3 AND s.run_id <> $2
+               AND later.started_at > (SELECT started_at FROM runs held
+                                       WHERE held.tenant_id = $1 AND held.run_id = $2)
+         ), judged AS (
              SELECT p.contact_id,
                     CASE
-                        WHEN EXISTS (SELECT 1 FROM run_seen s
-                                     JOIN runs later ON later.tenant_id = s.tenant_id
-                                                    AND later.run_id = s.run_id
-                                     WHERE s.tenant_id = p.tenant_id
-                                       AND s.managed_tenant_id = p.managed_tenant_id
-                                       AND s.object_id = p.object_id AND s.run_id <> p.run_id
-                                       AND later.started_at > (SELECT started_at FROM runs held
-                                                               WHERE held.tenant_id = p.tenant_id
-                                                                 AND held.run_id = p.run_id))
-                            THEN 'seen_by_later_run'
+                        WHEN seen.object_id IS NOT NULL THEN 'seen_by_later_run'
                         WHEN NOT EXISTS (SELECT 1 FROM links l
                                          WHERE l.tenant_id = p.tenant_id
                                            AND l.managed_tenant_id = p.managed_tenant_id
@@ -156,6 +155,7 @@ async fn drop_stale_held(
                     END AS reason
              FROM pending_inactivations p
              JOIN contacts c ON c.tenant_id = p.tenant_id AND c.contact_id = p.contact_id
+             LEFT JOIN later_seen seen ON seen.object_id = p.object_id
              WHERE p.tenant_id = $1 AND p.run_id = $2 AND p.managed_tenant_id = $3
                AND p.state = 'held'
          )
@@ -195,7 +195,12 @@ impl Store {
 
         if complete_enumeration {
             let absent: Vec<AbsentRow> = sqlx::query_as(
-                "SELECT l.object_id, c.contact_id, c.client_id, c.full_name, c.email, c.phone,
+                "WITH seen AS (
+                     SELECT object_id
+                     FROM run_seen s CROSS JOIN LATERAL unnest(s.object_ids) AS object_id
+                     WHERE s.tenant_id = $1 AND s.managed_tenant_id = $2 AND s.run_id = $3
+                 )
+                 SELECT l.object_id, c.contact_id, c.client_id, c.full_name, c.email, c.phone,
                         c.mobile, c.job_title, c.is_active, c.inactive_reason, c.sync_locked
                  FROM links l
                  JOIN contacts c ON c.tenant_id = l.tenant_id AND c.contact_id = l.contact_id
@@ -204,9 +209,7 @@ impl Store {
                        (SELECT started_at FROM run_tenant_results
                         WHERE tenant_id = $1 AND run_id = $3 AND managed_tenant_id = $2),
                        (SELECT started_at FROM runs WHERE tenant_id = $1 AND run_id = $3))
-                   AND NOT EXISTS (SELECT 1 FROM run_seen s
-                                   WHERE s.tenant_id = $1 AND s.managed_tenant_id = $2
-                                     AND s.run_id = $3 AND s.object_id = l.object_id)",
+                   AND NOT EXISTS (SELECT 1 FROM seen WHERE seen.object_id = l.object_id)",
             )
             .bind(tenant_id)
             .bind(managed_tenant_id)

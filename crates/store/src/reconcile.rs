@@ -700,9 +700,13 @@ async fn apply_plan(
     Ok(())
 }
 
-/// Step 3: appends what the run saw. An object id the run already recorded (a delta entry
-/// sent twice, a page replayed) inserts nothing, so `seen` counts each user once per run; an
-/// unchanged user costs this one narrow insert and no rewrite of its link.
+/// Step 3: appends what the run saw: the batch's object ids, sorted and without duplicates, as
+/// one row (`run_seen`), so an unchanged user costs no row of its own and no rewrite of its
+/// link. A batch recorded already (replayed exactly) inserts nothing and counts nothing. The
+/// page counts the users it carried; a user the run recorded in an earlier batch (a delta
+/// entry Graph sends twice) is counted again here, and taken off when the tenant result ends
+/// (the `run_seen` migration's trigger recounts the run's distinct ids), so the result's
+/// `seen` counts each user once per run.
 async fn record_seen(
     connection: &mut PgConnection,
     scope: &PageScope,
@@ -710,21 +714,33 @@ async fn record_seen(
     page_tally: &mut Tally,
     statements: &mut Statements,
 ) -> Result<()> {
-    let newly_seen = if writes.seen_object_ids.is_empty() {
-        0
+    let without_id = i32::try_from(writes.seen_without_id).unwrap_or(i32::MAX);
+    let recorded = if writes.seen_object_ids.is_empty() && without_id == 0 {
+        false
     } else {
-        let rows = writes.seen_object_ids.len();
-        insert_new_rows(connection, statements, INSERT_SEEN, rows, |sql| {
-            sqlx::query(sql)
-                .bind(scope.tenant_id)
-                .bind(scope.run_id)
-                .bind(scope.managed_tenant_id)
-                .bind(&writes.seen_object_ids)
-        })
+        statements.count();
+        sqlx::query(
+            "INSERT INTO run_seen (tenant_id, managed_tenant_id, run_id, object_ids, without_id,
+                                   digest)
+             VALUES ($1, $2, $3, $4, $5, run_seen_digest($4, $5))
+             ON CONFLICT DO NOTHING",
+        )
+        .bind(scope.tenant_id)
+        .bind(scope.managed_tenant_id)
+        .bind(scope.run_id)
+        .bind(&writes.seen_object_ids)
+        .bind(without_id)
+        .execute(&mut *connection)
         .await?
+        .rows_affected()
+            > 0
     };
     let ineligible = page_tally.seen.saturating_sub(page_tally.eligible);
-    page_tally.seen = newly_seen + writes.seen_without_id;
+    page_tally.seen = if recorded {
+        writes.seen_object_ids.len() as u64 + writes.seen_without_id
+    } else {
+        0
+    };
     page_tally.eligible = page_tally.seen.saturating_sub(ineligible);
     Ok(())
 }
@@ -774,27 +790,11 @@ const INSERT_LINKS: NewRowsInsert = NewRowsInsert {
     ),
 };
 
-/// The object ids the page saw (`$1` tenant, `$2` run, `$3` managed tenant).
-macro_rules! insert_seen {
-    ($conflict:literal) => {
-        concat!(
-            "INSERT INTO run_seen (tenant_id, run_id, managed_tenant_id, object_id)
-             SELECT $1, $2, $3, object_id FROM UNNEST($4::text[]) AS k(object_id) ",
-            $conflict
-        )
-    };
-}
-
-const INSERT_SEEN: NewRowsInsert = NewRowsInsert {
-    plain: insert_seen!(""),
-    skipping_existing: insert_seen!("ON CONFLICT DO NOTHING"),
-};
-
 /// Runs `insert` and returns the rows it inserted. Nearly every row a page inserts is new, and
 /// a plain insert of them costs much less than one that checks each row for a conflict first
-/// (`ON CONFLICT`'s speculative insertion: about half the time of `run_seen`'s insert). So the
-/// plain form runs under a savepoint; when a row's key exists after all (a user the run saw
-/// already, a link made meanwhile) it fails on that key, the savepoint is rolled back, and the
+/// (`ON CONFLICT`'s speculative insertion: about half the time of what was, when the run's
+/// seen users had a row each, their insert). So the plain form runs under a savepoint; when a
+/// row's key exists after all (a link replayed or made meanwhile) it fails on that key, the savepoint is rolled back, and the
 /// form that skips existing rows runs instead. The page's other writes are kept either way.
 /// A few rows (below [`PLAIN_INSERT_ROWS`], as most delta batches have) go straight to the
 /// skipping form: there the savepoint's two statements cost more than the checks they save.

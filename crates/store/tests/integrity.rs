@@ -8,7 +8,9 @@ use entra_sync_store::mapping::{MappingAction, MappingDecisionInput};
 use entra_sync_store::page::PageRequest;
 use entra_sync_store::reconcile::{PageOutcome, PageScope, PLAIN_INSERT_ROWS};
 use entra_sync_store::review::{ReviewFilter, ReviewResolution};
-use entra_sync_store::runs::{NewRun, RunKind, RunScope, RunStatus, RunTrigger, SyncMode};
+use entra_sync_store::runs::{
+    NewRun, RunKind, RunScope, RunStatus, RunTrigger, SyncMode, TenantResultStatus,
+};
 use entra_sync_store::Store;
 use sqlx::PgPool;
 use uuid::Uuid;
@@ -135,6 +137,20 @@ impl Fixture {
             .await
             .expect("finish inactivations");
         outcome.applied + outcome.held
+    }
+
+    /// Ends the managed tenant's result of the run as completed.
+    async fn end_tenant(&self, run_id: Uuid) {
+        self.store
+            .finish_tenant_result(
+                self.tenant_id,
+                run_id,
+                self.managed_tenant_id,
+                TenantResultStatus::Completed,
+                None,
+            )
+            .await
+            .expect("finish the tenant");
     }
 
     async fn end_run(&self, run_id: Uuid) {
@@ -270,7 +286,9 @@ async fn replayed_entries_in_a_large_page_are_seen_once(pool: PgPool) {
     replay(pool, 2 * PLAIN_INSERT_ROWS, PLAIN_INSERT_ROWS).await;
 }
 
-/// Reconciles users `0..first`, then `first - overlap..first + overlap` in the same run.
+/// Reconciles users `0..first`, then `first - overlap..first + overlap` in the same run. A
+/// page counts the users it carried; when the tenant's result ends, `seen` and `eligible`
+/// count each user once.
 async fn replay(pool: PgPool, first: usize, overlap: usize) {
     let fixture = Fixture::new(pool.clone()).await;
     let run = fixture.start_sync(RunScope::All).await;
@@ -278,19 +296,62 @@ async fn replay(pool: PgPool, first: usize, overlap: usize) {
     let replaying = fixture
         .reconcile(run, &users(first - overlap..first + overlap))
         .await;
-    assert_eq!(
-        replaying.tally.seen, overlap as u64,
-        "only the users after {first} are new to the run"
-    );
+    assert_eq!(replaying.tally.seen, 2 * overlap as u64);
+    let total = (first + overlap) as u64;
+    let counts = |record: &entra_sync_store::runs::RunRecord| record.tenants[0].counts.clone();
     let record = fixture
         .store
         .get_run(fixture.tenant_id, run)
         .await
         .expect("run");
-    let total = (first + overlap) as i64;
-    assert_eq!(record.tenants[0].counts.seen as i64, total);
-    assert_eq!(count(&pool, "SELECT count(*) FROM links").await, total);
-    assert_eq!(count(&pool, "SELECT count(*) FROM run_seen").await, total);
+    assert_eq!(
+        counts(&record).seen,
+        total + overlap as u64,
+        "while the tenant syncs, the replayed users count in each page"
+    );
+    fixture.end_tenant(run).await;
+    let record = fixture
+        .store
+        .get_run(fixture.tenant_id, run)
+        .await
+        .expect("run");
+    assert_eq!(counts(&record).seen, total, "each user once");
+    assert_eq!(counts(&record).eligible, total, "each user once");
+    assert_eq!(counts(&record).linked + counts(&record).created, total);
+    assert_eq!(
+        count(&pool, "SELECT count(*) FROM links").await,
+        total as i64
+    );
+    assert_eq!(
+        count(
+            &pool,
+            "SELECT count(DISTINCT object_id) FROM run_seen, unnest(object_ids) AS object_id"
+        )
+        .await,
+        total as i64
+    );
+}
+
+/// Entries without a usable object id count as seen; a batch of nothing else still records
+/// them, so the count made when the tenant's result ends keeps them.
+#[sqlx::test(migrations = "../../migrations")]
+async fn entries_without_an_id_stay_seen_when_the_tenant_ends(pool: PgPool) {
+    let fixture = Fixture::new(pool.clone()).await;
+    let run = fixture.start_sync(RunScope::All).await;
+    let nameless = DirectoryEntry::Invalid {
+        object_id: None,
+        reason: "no id".to_owned(),
+    };
+    fixture.reconcile(run, &users(0..3)).await;
+    fixture.reconcile(run, &[nameless.clone(), nameless]).await;
+    fixture.reconcile(run, &users(2..4)).await;
+    fixture.end_tenant(run).await;
+    let record = fixture
+        .store
+        .get_run(fixture.tenant_id, run)
+        .await
+        .expect("run");
+    assert_eq!(record.tenants[0].counts.seen, 4 + 2);
 }
 
 /// An address with non-breaking spaces, other case and a decomposed accent matches its contact
@@ -464,7 +525,8 @@ async fn held_inactivations_are_rechecked_when_applied(pool: PgPool) {
 }
 
 /// The counts of a tenant result come from the page transactions and the inactivation step
-/// only, so they equal the audit rows.
+/// only, so they equal the audit rows; the users of a replayed page count once when the
+/// tenant's result ends.
 #[sqlx::test(migrations = "../../migrations")]
 async fn counts_equal_the_audit(pool: PgPool) {
     let fixture = Fixture::new(pool.clone()).await;
@@ -478,6 +540,7 @@ async fn counts_equal_the_audit(pool: PgPool) {
     fixture.reconcile(run, &users(6..10)).await;
     fixture.finish(run).await;
     fixture.finish(run).await;
+    fixture.end_tenant(run).await;
     let counts = &fixture
         .store
         .get_run(fixture.tenant_id, run)
