@@ -12,7 +12,7 @@ use uuid::Uuid;
 
 use crate::error::StoreError;
 use crate::psa::ContactRow;
-use crate::reconcile::lock_managed_tenant;
+use crate::reconcile::begin_locked;
 use crate::runs::{parse_tenant_status, TenantResultStatus};
 use crate::{Result, Store};
 
@@ -190,8 +190,7 @@ impl Store {
         managed_tenant_id: Uuid,
         complete_enumeration: bool,
     ) -> Result<InactivationOutcome> {
-        let mut transaction = self.pool.begin().await?;
-        lock_managed_tenant(&mut transaction, tenant_id, managed_tenant_id).await?;
+        let mut transaction = begin_locked(&self.pool, tenant_id, managed_tenant_id).await?;
 
         if complete_enumeration {
             let absent: Vec<AbsentRow> = sqlx::query_as(
@@ -387,8 +386,7 @@ impl Store {
         managed_tenant_id: Uuid,
         delta_link: Option<(&str, DateTime<Utc>)>,
     ) -> Result<Option<TenantFinish>> {
-        let mut transaction = self.pool.begin().await?;
-        lock_managed_tenant(&mut transaction, tenant_id, managed_tenant_id).await?;
+        let mut transaction = begin_locked(&self.pool, tenant_id, managed_tenant_id).await?;
         // `stored` is the status before this statement: the answer when the result had
         // already ended, as `finish_tenant_result` gives it.
         let row: (bool, i64, Option<String>, Option<String>) = sqlx::query_as(
@@ -488,8 +486,7 @@ impl Store {
         action: HeldInactivationAction,
         decided_by: &str,
     ) -> Result<u64> {
-        let mut transaction = self.pool.begin().await?;
-        lock_managed_tenant(&mut transaction, tenant_id, managed_tenant_id).await?;
+        let mut transaction = begin_locked(&self.pool, tenant_id, managed_tenant_id).await?;
         let held: i64 = sqlx::query_scalar(
             "SELECT count(*) FROM pending_inactivations
              WHERE tenant_id = $1 AND run_id = $2 AND managed_tenant_id = $3 AND state = 'held'",

@@ -64,18 +64,38 @@ struct PageContactRow {
 /// The key of the transaction-scoped advisory lock that serializes work on one managed tenant
 /// (two workers reconciling pages of the same tenant, or a page and the end-of-tenant
 /// inactivation pass).
+fn managed_tenant_lock_key(tenant_id: Uuid, managed_tenant_id: Uuid) -> String {
+    format!("entra-sync:managed-tenant:{tenant_id}:{managed_tenant_id}")
+}
+
+/// Takes the managed tenant's lock inside a transaction that is already open.
 pub(crate) async fn lock_managed_tenant(
     connection: &mut PgConnection,
     tenant_id: Uuid,
     managed_tenant_id: Uuid,
 ) -> Result<()> {
     sqlx::query("SELECT pg_advisory_xact_lock(hashtextextended($1, 0))")
-        .bind(format!(
-            "entra-sync:managed-tenant:{tenant_id}:{managed_tenant_id}"
-        ))
+        .bind(managed_tenant_lock_key(tenant_id, managed_tenant_id))
         .execute(connection)
         .await?;
     Ok(())
+}
+
+/// Opens a transaction that holds the managed tenant's lock: `BEGIN` and the lock go to the
+/// server as one simple query, one round trip instead of two for every page and tenant end.
+/// The key is made of two UUIDs, so it is safe to write into the statement; a failure to
+/// lock (a deadlock, a cancel) is returned as the error and the transaction rolled back.
+pub(crate) async fn begin_locked(
+    pool: &sqlx::PgPool,
+    tenant_id: Uuid,
+    managed_tenant_id: Uuid,
+) -> Result<sqlx::Transaction<'static, sqlx::Postgres>> {
+    let key = managed_tenant_lock_key(tenant_id, managed_tenant_id);
+    Ok(pool
+        .begin_with(format!(
+            "BEGIN; SELECT pg_advisory_xact_lock(hashtextextended('{key}', 0))"
+        ))
+        .await?)
 }
 
 /// The plan's writes as parallel arrays, one set per statement.
@@ -253,10 +273,9 @@ impl Store {
     ) -> Result<PageOutcome> {
         let entries = storable_entries(entries);
         let mut statements = Statements::default();
-        let mut transaction = self.pool.begin().await?;
-
         statements.count();
-        lock_managed_tenant(&mut transaction, scope.tenant_id, scope.managed_tenant_id).await?;
+        let mut transaction =
+            begin_locked(&self.pool, scope.tenant_id, scope.managed_tenant_id).await?;
         let mut context =
             load_page_context(&mut transaction, scope, &entries, &mut statements).await?;
         let planning = std::time::Instant::now();

@@ -2207,3 +2207,35 @@ async fn a_delta_finish_saves_the_link_and_settles_what_the_pages_queued(pool: P
         "no link given, the stored one stays"
     );
 }
+
+/// A page waits for the managed tenant's lock, which its transaction takes together with its
+/// `BEGIN`: while another transaction holds the lock the page writes nothing, and once that
+/// transaction ends the page commits.
+#[sqlx::test(migrations = "../../migrations")]
+async fn a_page_waits_for_the_managed_tenants_lock(pool: PgPool) {
+    let fixture = std::sync::Arc::new(Fixture::new(pool.clone()).await);
+    let run_id = fixture.start_sync().await;
+    let mut holder = pool.begin().await.expect("begin");
+    sqlx::query("SELECT pg_advisory_xact_lock(hashtextextended($1, 0))")
+        .bind(format!(
+            "entra-sync:managed-tenant:{}:{}",
+            fixture.tenant_id, fixture.managed_tenant_id
+        ))
+        .execute(&mut *holder)
+        .await
+        .expect("lock");
+    let page = tokio::spawn({
+        let fixture = fixture.clone();
+        async move { fixture.reconcile(run_id, &users(3, "waiting")).await }
+    });
+    tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+    assert!(!page.is_finished(), "the page did not wait for the lock");
+    assert_eq!(count(&pool, "SELECT count(*) FROM links").await, 0);
+    holder.commit().await.expect("release");
+    let outcome = tokio::time::timeout(std::time::Duration::from_secs(10), page)
+        .await
+        .expect("the page ends once the lock is free")
+        .expect("page task");
+    assert_eq!(outcome.tally.seen, 3);
+    assert_eq!(count(&pool, "SELECT count(*) FROM links").await, 3);
+}
