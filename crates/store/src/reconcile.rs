@@ -569,20 +569,9 @@ async fn apply_plan(
     }
 
     // A link that exists (replay) or a contact another directory user claimed first is left
-    // as it is, and gets no audit row (`insert_new_rows`).
+    // as it is, and gets no audit row (`insert_links`).
     if !writes.link_object_ids.is_empty() {
-        let rows = writes.link_object_ids.len();
-        insert_new_rows(connection, statements, INSERT_LINKS, rows, |sql| {
-            sqlx::query(sql)
-                .bind(scope.tenant_id)
-                .bind(scope.managed_tenant_id)
-                .bind(scope.run_id)
-                .bind(&writes.link_object_ids)
-                .bind(&writes.link_contact_ids)
-                .bind(&writes.link_actions)
-                .bind(&writes.link_after)
-        })
-        .await?;
+        insert_links(connection, statements, scope, writes).await?;
     }
 
     // The update applies only if the contact still has the fields the plan started from
@@ -764,16 +753,9 @@ async fn record_seen(
     Ok(())
 }
 
-/// From this many rows on, `insert_new_rows` inserts plainly under a savepoint. Public for the
+/// From this many links on, `insert_links` inserts plainly under a savepoint. Public for the
 /// store's tests, which cover both forms.
 pub const PLAIN_INSERT_ROWS: usize = 64;
-
-/// An insert of rows that are nearly always new, in two forms: plain, and skipping the rows
-/// whose key exists (`ON CONFLICT DO NOTHING`).
-struct NewRowsInsert {
-    plain: &'static str,
-    skipping_existing: &'static str,
-}
 
 /// The page's new links, each with its audit row (`$1` tenant, `$2` managed tenant, `$3` run):
 /// the link insert ends with `$insert_tail`, and the audit rows are selected from `$audited`.
@@ -800,57 +782,66 @@ macro_rules! insert_links {
 
 /// The plain form fails on any existing key, so when it succeeds every input row became a link
 /// and the audit rows come straight from the input (a data-modifying `WITH` runs whether or
-/// not it is read); the skipping form audits only the links it inserted.
-const INSERT_LINKS: NewRowsInsert = NewRowsInsert {
-    plain: insert_links!("", "input"),
-    skipping_existing: insert_links!(
-        "ON CONFLICT DO NOTHING RETURNING object_id, contact_id",
-        "inserted JOIN input USING (object_id, contact_id)"
-    ),
-};
+/// not it is read).
+const INSERT_LINKS_PLAIN: &str = insert_links!("", "input");
 
-/// Runs `insert` and returns the rows it inserted. Nearly every row a page inserts is new, and
-/// a plain insert of them costs much less than one that checks each row for a conflict first
-/// (`ON CONFLICT`'s speculative insertion: about half the time of what was, when the run's
-/// seen users had a row each, their insert). So the plain form runs under a savepoint; when a
-/// row's key exists after all (a link replayed or made meanwhile) it fails on that key, the savepoint is rolled back, and the
-/// form that skips existing rows runs instead. The page's other writes are kept either way.
-/// A few rows (below [`PLAIN_INSERT_ROWS`], as most delta batches have) go straight to the
-/// skipping form: there the savepoint's two statements cost more than the checks they save.
-async fn insert_new_rows<'q>(
+/// Skips the links whose key exists and audits only the links it inserted.
+const INSERT_LINKS_SKIPPING_EXISTING: &str = insert_links!(
+    "ON CONFLICT DO NOTHING RETURNING object_id, contact_id",
+    "inserted JOIN input USING (object_id, contact_id)"
+);
+
+/// Inserts the page's new links with their audit rows.
+/// Nearly every link a page inserts is new, and a plain insert of them costs much less than
+/// one that checks each row for a conflict first (`ON CONFLICT`'s speculative insertion). So
+/// the plain form runs under a savepoint; when a link's key exists after all (a link replayed,
+/// or made meanwhile by another writer) it fails on that key, the savepoint is rolled back,
+/// and the form that skips existing links runs instead. The page's other writes are kept
+/// either way. A few links (below [`PLAIN_INSERT_ROWS`], as most delta batches have) go
+/// straight to the skipping form: there the savepoint's two statements cost more than the
+/// checks they save.
+async fn insert_links(
     connection: &mut PgConnection,
     statements: &mut Statements,
-    insert: NewRowsInsert,
-    rows: usize,
-    query: impl Fn(&'static str) -> sqlx::query::Query<'q, sqlx::Postgres, sqlx::postgres::PgArguments>,
-) -> Result<u64> {
-    if rows < PLAIN_INSERT_ROWS {
+    scope: &PageScope,
+    writes: &PageWrites,
+) -> Result<()> {
+    let query = |sql| {
+        sqlx::query(sql)
+            .bind(scope.tenant_id)
+            .bind(scope.managed_tenant_id)
+            .bind(scope.run_id)
+            .bind(&writes.link_object_ids)
+            .bind(&writes.link_contact_ids)
+            .bind(&writes.link_actions)
+            .bind(&writes.link_after)
+    };
+    if writes.link_object_ids.len() < PLAIN_INSERT_ROWS {
         statements.count();
-        return Ok(query(insert.skipping_existing)
+        query(INSERT_LINKS_SKIPPING_EXISTING)
             .execute(&mut *connection)
-            .await?
-            .rows_affected());
+            .await?;
+        return Ok(());
     }
     statements.count();
     let mut savepoint = Connection::begin(&mut *connection).await?;
     statements.count();
-    match query(insert.plain).execute(&mut *savepoint).await {
-        Ok(done) => {
+    match query(INSERT_LINKS_PLAIN).execute(&mut *savepoint).await {
+        Ok(_) => {
             statements.count();
             savepoint.commit().await?;
-            Ok(done.rows_affected())
         }
         Err(sqlx::Error::Database(error)) if error.is_unique_violation() => {
             statements.count();
             savepoint.rollback().await?;
             statements.count();
-            Ok(query(insert.skipping_existing)
+            query(INSERT_LINKS_SKIPPING_EXISTING)
                 .execute(&mut *connection)
-                .await?
-                .rows_affected())
+                .await?;
         }
-        Err(error) => Err(error.into()),
+        Err(error) => return Err(error.into()),
     }
+    Ok(())
 }
 
 /// Step 4: the tenant result's counts and resume cursor advance in the same transaction as

@@ -9,7 +9,7 @@ use entra_sync_store::page::PageRequest;
 use entra_sync_store::reconcile::{PageOutcome, PageScope, PLAIN_INSERT_ROWS};
 use entra_sync_store::review::{ReviewFilter, ReviewResolution};
 use entra_sync_store::runs::{
-    NewRun, RunKind, RunScope, RunStatus, RunTrigger, SyncMode, TenantResultStatus,
+    NewRun, RunKind, RunScope, RunStatus, RunTrigger, SyncMode, TallyCounts, TenantResultStatus,
 };
 use entra_sync_store::Store;
 use sqlx::PgPool;
@@ -137,6 +137,16 @@ impl Fixture {
             .await
             .expect("finish inactivations");
         outcome.applied + outcome.held
+    }
+
+    /// The counts of the run's result for the managed tenant.
+    async fn tenant_counts(&self, run_id: Uuid) -> TallyCounts {
+        let record = self
+            .store
+            .get_run(self.tenant_id, run_id)
+            .await
+            .expect("run");
+        record.tenants[0].counts.clone()
     }
 
     /// Ends the managed tenant's result of the run as completed.
@@ -298,26 +308,16 @@ async fn replay(pool: PgPool, first: usize, overlap: usize) {
         .await;
     assert_eq!(replaying.tally.seen, 2 * overlap as u64);
     let total = (first + overlap) as u64;
-    let counts = |record: &entra_sync_store::runs::RunRecord| record.tenants[0].counts.clone();
-    let record = fixture
-        .store
-        .get_run(fixture.tenant_id, run)
-        .await
-        .expect("run");
     assert_eq!(
-        counts(&record).seen,
+        fixture.tenant_counts(run).await.seen,
         total + overlap as u64,
         "while the tenant syncs, the replayed users count in each page"
     );
     fixture.end_tenant(run).await;
-    let record = fixture
-        .store
-        .get_run(fixture.tenant_id, run)
-        .await
-        .expect("run");
-    assert_eq!(counts(&record).seen, total, "each user once");
-    assert_eq!(counts(&record).eligible, total, "each user once");
-    assert_eq!(counts(&record).linked + counts(&record).created, total);
+    let counts = fixture.tenant_counts(run).await;
+    assert_eq!(counts.seen, total, "each user once");
+    assert_eq!(counts.eligible, total, "each user once");
+    assert_eq!(counts.linked + counts.created, total);
     assert_eq!(
         count(&pool, "SELECT count(*) FROM links").await,
         total as i64
@@ -346,12 +346,7 @@ async fn entries_without_an_id_stay_seen_when_the_tenant_ends(pool: PgPool) {
     fixture.reconcile(run, &[nameless.clone(), nameless]).await;
     fixture.reconcile(run, &users(2..4)).await;
     fixture.end_tenant(run).await;
-    let record = fixture
-        .store
-        .get_run(fixture.tenant_id, run)
-        .await
-        .expect("run");
-    assert_eq!(record.tenants[0].counts.seen, 4 + 2);
+    assert_eq!(fixture.tenant_counts(run).await.seen, 4 + 2);
 }
 
 /// An address with non-breaking spaces, other case and a decomposed accent matches its contact
@@ -541,13 +536,7 @@ async fn counts_equal_the_audit(pool: PgPool) {
     fixture.finish(run).await;
     fixture.finish(run).await;
     fixture.end_tenant(run).await;
-    let counts = &fixture
-        .store
-        .get_run(fixture.tenant_id, run)
-        .await
-        .expect("run")
-        .tenants[0]
-        .counts;
+    let counts = fixture.tenant_counts(run).await;
     let audited: i64 = sqlx::query_scalar(
         "SELECT count(*) FROM contact_changes WHERE action = 'inactivate' AND run_id = $1",
     )
