@@ -16,6 +16,9 @@ pub struct TenantRetryState {
     /// The attempt that failed (1 for the first).
     pub attempt: i32,
     pub next_attempt_at: DateTime<Utc>,
+    /// The failed attempt's error record, read from the same row as the attempt, so a view
+    /// built from it never shows `retrying` without the error that caused it.
+    pub error: Option<serde_json::Value>,
 }
 
 impl Store {
@@ -101,8 +104,8 @@ impl Store {
         tenant_id: Uuid,
         run_id: Uuid,
     ) -> Result<Vec<TenantRetryState>> {
-        let rows: Vec<(Uuid, i32, DateTime<Utc>)> = sqlx::query_as(
-            "SELECT managed_tenant_id, retry_attempt, next_attempt_at
+        let rows: Vec<(Uuid, i32, DateTime<Utc>, Option<serde_json::Value>)> = sqlx::query_as(
+            "SELECT managed_tenant_id, retry_attempt, next_attempt_at, error
              FROM run_tenant_results
              WHERE tenant_id = $1 AND run_id = $2 AND status = 'running'
                AND retry_attempt IS NOT NULL AND next_attempt_at IS NOT NULL",
@@ -114,10 +117,11 @@ impl Store {
         Ok(rows
             .into_iter()
             .map(
-                |(managed_tenant_id, attempt, next_attempt_at)| TenantRetryState {
+                |(managed_tenant_id, attempt, next_attempt_at, error)| TenantRetryState {
                     managed_tenant_id,
                     attempt,
                     next_attempt_at,
+                    error,
                 },
             )
             .collect())

@@ -120,6 +120,7 @@ async fn a_run_error_is_kept_and_a_retry_state_is_listed_until_the_tenant_ends(p
     assert_eq!(states.len(), 1);
     assert_eq!(states[0].managed_tenant_id, managed_tenant_id);
     assert_eq!(states[0].attempt, 3);
+    assert_eq!(states[0].error, Some(record("transient")));
     assert_eq!(
         states[0].next_attempt_at.timestamp_micros() / 1000,
         next.timestamp_micros() / 1000

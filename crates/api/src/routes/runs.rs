@@ -173,7 +173,8 @@ impl From<&TenantResultRecord> for TenantResultView {
 }
 
 impl RunView {
-    /// Shows the tenants waiting for another attempt as `retrying` (SPEC §5.7).
+    /// Shows the tenants waiting for another attempt as `retrying` (SPEC §5.7), with the
+    /// error read together with the retry state: the run's own read may predate the retry.
     pub(crate) fn with_retry_states(
         mut self,
         states: &[entra_sync_store::failures::TenantRetryState],
@@ -189,6 +190,9 @@ impl RunView {
                 tenant.status = "retrying".to_owned();
                 tenant.attempt = Some(state.attempt);
                 tenant.next_attempt_at = Some(state.next_attempt_at);
+                if state.error.is_some() {
+                    tenant.error = error_view(&state.error);
+                }
             }
         }
         self
@@ -475,4 +479,78 @@ async fn preflight(
     crate::app::preflight::preflight(&state, &Caller::from(caller), &body)
         .await
         .map(Json)
+}
+
+#[cfg(test)]
+mod tests {
+    use entra_sync_store::failures::TenantRetryState;
+
+    use super::*;
+
+    fn running_tenant(managed_tenant_id: Uuid) -> TenantResultView {
+        TenantResultView {
+            managed_tenant_id,
+            status: "running".to_owned(),
+            mode: "full".to_owned(),
+            counts: CountsView::from(&TallyCounts::default()),
+            error: None,
+            attempt: None,
+            next_attempt_at: None,
+            started_at: chrono::Utc::now(),
+            finished_at: None,
+        }
+    }
+
+    fn run_of(tenants: Vec<TenantResultView>) -> RunView {
+        RunView {
+            run_id: Uuid::new_v4(),
+            kind: "sync".to_owned(),
+            trigger: "manual".to_owned(),
+            scope: "all".to_owned(),
+            client_id: None,
+            status: "running".to_owned(),
+            requested_by: None,
+            started_at: chrono::Utc::now(),
+            finished_at: None,
+            cancel_requested: false,
+            totals: serde_json::json!({}),
+            error: None,
+            tenants,
+        }
+    }
+
+    /// The run's tenants are read before the retry states; a retry recorded in between must
+    /// still show with its error, not as `retrying` with none.
+    #[test]
+    fn a_retrying_tenant_shows_the_error_read_with_its_retry_state() {
+        let waiting = Uuid::new_v4();
+        let other = Uuid::new_v4();
+        let next = chrono::Utc::now();
+        let view =
+            run_of(vec![running_tenant(waiting), running_tenant(other)]).with_retry_states(&[
+                TenantRetryState {
+                    managed_tenant_id: waiting,
+                    attempt: 1,
+                    next_attempt_at: next,
+                    error: Some(serde_json::json!({
+                        "class": "transient",
+                        "code": "throttled",
+                        "message": "Graph asked to wait",
+                        "remediation": "None needed; the sync tries again.",
+                    })),
+                },
+            ]);
+        let retrying = &view.tenants[0];
+        assert_eq!(retrying.status, "retrying");
+        assert_eq!(retrying.attempt, Some(1));
+        assert_eq!(retrying.next_attempt_at, Some(next));
+        let error = retrying.error.as_ref().expect("the retry's error");
+        assert_eq!(error.class.as_deref(), Some("transient"));
+        assert_eq!(
+            error.remediation.as_deref(),
+            Some("None needed; the sync tries again.")
+        );
+        assert_eq!(view.tenants[1].status, "running");
+        assert!(view.tenants[1].error.is_none());
+    }
 }
