@@ -103,7 +103,13 @@ struct PagePlanner<'a> {
     context: &'a PageContext,
     settings: &'a SyncSettings,
     filters: CompiledFilters,
-    contacts_by_email: HashMap<String, Vec<Uuid>>,
+    /// The loaded contacts by normalized email, each list sorted by contact id. Built when an
+    /// unlinked user first needs it: a page of linked users (a re-run) never does, and then
+    /// pays for no index of every contact's address.
+    contacts_by_email: Option<HashMap<String, Vec<Uuid>>>,
+    /// Until the index is built: the normalized email each contact updated by this page now
+    /// has, which the index takes instead of the loaded one.
+    reindexed: HashMap<Uuid, Option<String>>,
     claimed_by: HashMap<Uuid, &'a str>,
     creating: HashMap<String, &'a str>,
     plan: Plan,
@@ -111,26 +117,39 @@ struct PagePlanner<'a> {
 
 impl<'a> PagePlanner<'a> {
     fn new(context: &'a PageContext, settings: &'a SyncSettings) -> Self {
-        let mut contacts_by_email: HashMap<String, Vec<Uuid>> =
-            HashMap::with_capacity(context.contacts.len());
-        // BTreeMap order makes every candidate list sorted by contact id, so plans are stable.
-        for contact in context.contacts.values() {
-            if let Some(email) = contact.fields.email.as_deref().and_then(normalize_email) {
-                contacts_by_email
-                    .entry(email)
-                    .or_default()
-                    .push(contact.contact_id);
-            }
-        }
         PagePlanner {
             context,
             settings,
             filters: CompiledFilters::new(&settings.filters),
-            contacts_by_email,
+            contacts_by_email: None,
+            reindexed: HashMap::new(),
             claimed_by: HashMap::new(),
             creating: HashMap::new(),
             plan: Plan::default(),
         }
+    }
+
+    /// The email index, built on first use from the loaded contacts as this page has changed
+    /// them so far.
+    fn contacts_by_email(&mut self) -> &HashMap<String, Vec<Uuid>> {
+        let context = self.context;
+        let reindexed = &self.reindexed;
+        self.contacts_by_email.get_or_insert_with(|| {
+            let mut index: HashMap<String, Vec<Uuid>> =
+                HashMap::with_capacity(context.contacts.len());
+            // BTreeMap order makes every candidate list sorted by contact id, so plans are
+            // stable.
+            for contact in context.contacts.values() {
+                let email = match reindexed.get(&contact.contact_id) {
+                    Some(email) => email.clone(),
+                    None => contact.fields.email.as_deref().and_then(normalize_email),
+                };
+                if let Some(email) = email {
+                    index.entry(email).or_default().push(contact.contact_id);
+                }
+            }
+            index
+        })
     }
 
     fn push(&mut self, action: Action) {
@@ -229,13 +248,17 @@ impl<'a> PagePlanner<'a> {
         if old == new {
             return;
         }
+        let Some(contacts_by_email) = &mut self.contacts_by_email else {
+            self.reindexed.insert(contact_id, new);
+            return;
+        };
         if let Some(old) = old {
-            if let Some(ids) = self.contacts_by_email.get_mut(&old) {
+            if let Some(ids) = contacts_by_email.get_mut(&old) {
                 ids.retain(|id| *id != contact_id);
             }
         }
         if let Some(new) = new {
-            let ids = self.contacts_by_email.entry(new).or_default();
+            let ids = contacts_by_email.entry(new).or_default();
             if let Err(position) = ids.binary_search(&contact_id) {
                 ids.insert(position, contact_id);
             }
@@ -274,9 +297,10 @@ impl<'a> PagePlanner<'a> {
             }
             None => {}
         }
+        let contacts_by_email = self.contacts_by_email();
         let candidates: BTreeSet<Uuid> = emails
             .iter()
-            .filter_map(|email| self.contacts_by_email.get(email))
+            .filter_map(|email| contacts_by_email.get(email))
             .flatten()
             .copied()
             .collect();

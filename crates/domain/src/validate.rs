@@ -18,11 +18,29 @@ pub const MAX_LIST_LEN: usize = 1000;
 
 fn check_text(field: &str, value: &str, max_chars: usize) -> Result<(), String> {
     // Control characters (NUL above all, which PostgreSQL text refuses) never belong in these
-    // fields; letting one through would fail the whole page's bulk write.
-    if value.chars().any(char::is_control) {
+    // fields; letting one through would fail the whole page's bulk write. Nearly every value is
+    // ASCII, whose control characters are its bytes below 0x20 and 0x7F (`char::is_control`
+    // adds only U+0080–U+009F, which are not ASCII), and whose length in characters is its
+    // length in bytes: checked bytewise, every user of a page is validated in microseconds.
+    let ascii = value.is_ascii();
+    let has_control = if ascii {
+        value.bytes().any(|byte| byte.is_ascii_control())
+    } else {
+        value.chars().any(char::is_control)
+    };
+    if has_control {
         return Err(format!("{field} contains a control character"));
     }
-    let length = value.chars().count();
+    // A string has at least as many bytes as characters: within the limit in bytes, it is
+    // within it in characters too.
+    if value.len() <= max_chars {
+        return Ok(());
+    }
+    let length = if ascii {
+        value.len()
+    } else {
+        value.chars().count()
+    };
     if length > max_chars {
         return Err(format!(
             "{field} is {length} characters long (at most {max_chars})"
@@ -195,5 +213,47 @@ mod storable_tests {
         let clean = [DirectoryEntry::Present(good)];
         assert!(matches!(storable_entries(&clean), Cow::Borrowed(_)));
         assert!(matches!(storable_entries(&entries), Cow::Owned(_)));
+    }
+
+    /// The definition `check_text` implements, character by character.
+    fn reference(value: &str, max_chars: usize) -> bool {
+        !value.chars().any(char::is_control) && value.chars().count() <= max_chars
+    }
+
+    #[test]
+    fn the_bytewise_check_agrees_with_the_character_definition_at_the_edges() {
+        let cases = [
+            String::new(),
+            "plain".to_owned(),
+            "x".repeat(8),
+            "x".repeat(9),
+            "tab\there".to_owned(),
+            "del\u{7f}".to_owned(),
+            "c1 next line \u{85}".to_owned(),
+            "c1 last \u{9f}".to_owned(),
+            "nbsp\u{a0}".to_owned(),
+            // Over the limit in bytes, within it in characters.
+            "é".repeat(8),
+            "é".repeat(9),
+            "日本".repeat(4),
+            "🙂".repeat(9),
+        ];
+        for value in &cases {
+            assert_eq!(
+                check_text("field", value, 8).is_ok(),
+                reference(value, 8),
+                "{value:?}"
+            );
+        }
+    }
+
+    proptest::proptest! {
+        #[test]
+        fn check_text_is_its_character_definition(value in ".{0,24}", max_chars in 0usize..20) {
+            proptest::prop_assert_eq!(
+                check_text("field", &value, max_chars).is_ok(),
+                reference(&value, max_chars)
+            );
+        }
     }
 }

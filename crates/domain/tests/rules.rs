@@ -571,6 +571,40 @@ fn rules() -> Vec<(&'static str, Rule)> {
             &["update u1 c1 email \"old@contoso.com\"->\"new@contoso.com\""],
         )),
 
+        // ---- the page's email index follows the page's own updates ----
+        ("email index: a linked user's new address moves its contact for the users after it", Rule::Plan(
+            page(vec![
+                present(user("u1").mail("new@contoso.com").name(Some("Contact 1"))),
+                present(user("u2").mail("old@contoso.com").name(Some("Two"))),
+                present(user("u3").mail("new@contoso.com").name(Some("Three"))),
+            ])
+                .contacts(vec![contact(1, "old@contoso.com")])
+                .link("u1", 1)
+                .policy(Email, Overwrite),
+            &[
+                "update u1 c1 email \"old@contoso.com\"->\"new@contoso.com\"",
+                "create u2 in mapped name=\"Two\" email=\"old@contoso.com\" phone=- mobile=- job=-",
+                "queue u3 candidate_linked_to_other_user [c1] email=\"new@contoso.com\"",
+            ],
+        )),
+        ("email index: the same when an unlinked user built the index before the update", Rule::Plan(
+            page(vec![
+                present(user("u0").mail("zero@contoso.com").name(Some("Zero"))),
+                present(user("u1").mail("new@contoso.com").name(Some("Contact 1"))),
+                present(user("u2").mail("old@contoso.com").name(Some("Two"))),
+                present(user("u3").mail("new@contoso.com").name(Some("Three"))),
+            ])
+                .contacts(vec![contact(1, "old@contoso.com")])
+                .link("u1", 1)
+                .policy(Email, Overwrite),
+            &[
+                "create u0 in mapped name=\"Zero\" email=\"zero@contoso.com\" phone=- mobile=- job=-",
+                "update u1 c1 email \"old@contoso.com\"->\"new@contoso.com\"",
+                "create u2 in mapped name=\"Two\" email=\"old@contoso.com\" phone=- mobile=- job=-",
+                "queue u3 candidate_linked_to_other_user [c1] email=\"new@contoso.com\"",
+            ],
+        )),
+
         // ---- matching by email ----
         ("match via mail: one candidate in the mapped client is linked", Rule::Plan(
             page(vec![present(bob())]).contacts(vec![contact(1, "bob@contoso.com")]),

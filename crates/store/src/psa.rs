@@ -708,13 +708,24 @@ impl ContactColumns {
     }
 }
 
-/// A contact's fields as the JSON written to the contact_changes audit.
-pub(crate) fn fields_json(fields: &ContactFields) -> serde_json::Value {
-    serde_json::json!({
-        "full_name": fields.full_name,
-        "email": fields.email,
-        "phone": fields.phone,
-        "mobile": fields.mobile,
-        "job_title": fields.job_title,
+/// A contact's fields as the JSON text written to the contact_changes audit: each field by
+/// name, `null` when empty. Serialized straight from the fields (no intermediate JSON value):
+/// a first sync writes one per created contact.
+pub(crate) fn fields_json(fields: &ContactFields) -> String {
+    #[derive(serde::Serialize)]
+    struct AuditFields<'a> {
+        full_name: &'a String,
+        email: &'a Option<String>,
+        phone: &'a Option<String>,
+        mobile: &'a Option<String>,
+        job_title: &'a Option<String>,
+    }
+    serde_json::to_string(&AuditFields {
+        full_name: &fields.full_name,
+        email: &fields.email,
+        phone: &fields.phone,
+        mobile: &fields.mobile,
+        job_title: &fields.job_title,
     })
+    .expect("strings and nulls always serialize")
 }

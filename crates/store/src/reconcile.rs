@@ -144,7 +144,7 @@ impl PageWrites {
                     object_id,
                     contact_id,
                 } => {
-                    let after = serde_json::json!({ "linked_object_id": object_id });
+                    let after = serde_json::json!({ "linked_object_id": object_id }).to_string();
                     writes.push_link(object_id, *contact_id, "link", after);
                 }
                 Action::Update {
@@ -155,8 +155,8 @@ impl PageWrites {
                 } => {
                     writes.update_contact_ids.push(*contact_id);
                     writes.update_object_ids.push(object_id.clone());
-                    writes.update_before.push(fields_json(before).to_string());
-                    writes.update_after.push(fields_json(after).to_string());
+                    writes.update_before.push(fields_json(before));
+                    writes.update_after.push(fields_json(after));
                     writes
                         .update_email_keys
                         .push(after.email.as_deref().and_then(email_key));
@@ -245,12 +245,12 @@ impl PageWrites {
         object_id: &str,
         contact_id: Uuid,
         action: &'static str,
-        after: serde_json::Value,
+        after: String,
     ) {
         self.link_object_ids.push(object_id.to_owned());
         self.link_contact_ids.push(contact_id);
         self.link_actions.push(action);
-        self.link_after.push(after.to_string());
+        self.link_after.push(after);
     }
 }
 
