@@ -717,11 +717,13 @@ fn stat_cpu_seconds(stat: &str) -> Option<f64> {
     Some((user + system) / 100.0)
 }
 
-/// The whole machine's (busy, idle) CPU seconds so far, from `/proc/stat`; idle includes
-/// waiting for I/O.
-fn machine_cpu_seconds() -> Option<(f64, f64)> {
+/// The whole machine's CPU seconds so far from `/proc/stat`: busy, idle (waiting for I/O
+/// included) and stolen (time the hypervisor ran something else while this machine had work;
+/// a virtual machine's programs look slow then without using more CPU of their own).
+fn machine_cpu_seconds() -> Option<MachineCpu> {
     let stat = std::fs::read_to_string("/proc/stat").ok()?;
     let line = stat.lines().next()?.strip_prefix("cpu ")?;
+    // user nice system idle iowait irq softirq steal
     let ticks: Vec<f64> = line
         .split_whitespace()
         .take(8)
@@ -729,7 +731,19 @@ fn machine_cpu_seconds() -> Option<(f64, f64)> {
         .collect();
     let total: f64 = ticks.iter().sum();
     let idle = ticks.get(3)? + ticks.get(4)?;
-    Some(((total - idle) / 100.0, idle / 100.0))
+    let steal = ticks.get(7).copied().unwrap_or(0.0);
+    Some(MachineCpu {
+        busy: (total - idle - steal) / 100.0,
+        idle: idle / 100.0,
+        steal: steal / 100.0,
+    })
+}
+
+#[derive(Clone, Copy)]
+struct MachineCpu {
+    busy: f64,
+    idle: f64,
+    steal: f64,
 }
 
 /// CPU seconds so far of every process on the machine, summed by program name (`comm` in
@@ -771,7 +785,7 @@ fn cpu_seconds_by_program() -> BTreeMap<String, f64> {
 
 /// Where the time of a run goes: readings taken before it, reported after it.
 struct Meters {
-    machine: Option<(f64, f64)>,
+    machine: Option<MachineCpu>,
     programs: BTreeMap<String, f64>,
     worker_pid: Option<u32>,
     temporal_pid: Option<u32>,
@@ -983,16 +997,18 @@ impl Meters {
         }
         // Every process together (Postgres, Temporal, the worker, the simulator, the API):
         // busy against idle says whether the run was paced by CPU or by waiting.
-        if let (Some((busy_before, idle_before)), Some((busy, idle))) =
-            (self.machine, machine_cpu_seconds())
-        {
+        if let (Some(before), Some(now)) = (self.machine, machine_cpu_seconds()) {
             figure(
                 &format!("{label}_machine_busy_cpu_seconds"),
-                format!("{:.2}", busy - busy_before),
+                format!("{:.2}", now.busy - before.busy),
             );
             figure(
                 &format!("{label}_machine_idle_cpu_seconds"),
-                format!("{:.2}", idle - idle_before),
+                format!("{:.2}", now.idle - before.idle),
+            );
+            figure(
+                &format!("{label}_machine_steal_cpu_seconds"),
+                format!("{:.2}", now.steal - before.steal),
             );
         }
         // The same busy time by program, those that used at least 0.05 s.
