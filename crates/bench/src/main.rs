@@ -705,7 +705,7 @@ impl Profiler {
 /// the profiler's own queries.
 fn statement_label(query: &str) -> Option<&'static str> {
     let query = query.split_whitespace().collect::<Vec<_>>().join(" ");
-    let labels: [(&str, &'static str); 19] = [
+    let labels: [(&str, &'static str); 17] = [
         ("pg_stat_statements", ""),
         ("pg_advisory_xact_lock", "01_lock"),
         ("SELECT k.object_id, l.contact_id", "02_read_links"),
@@ -727,9 +727,8 @@ fn statement_label(query: &str) -> Option<&'static str> {
             "09_pending_inactivations",
         ),
         ("SET is_active = true", "10_reactivate"),
-        ("INSERT INTO run_seen", "11_record_seen"),
-        ("SELECT counts FROM run_tenant_results", "12_read_counts"),
-        ("UPDATE run_tenant_results SET cursor", "13_write_counts"),
+        // What the page saw and the tenant's counts and cursor: one statement.
+        ("INSERT INTO run_seen", "11_record_seen_and_write_counts"),
         ("COMMIT", "14_commit"),
     ];
     for (needle, label) in labels {

@@ -319,7 +319,7 @@ impl Store {
             &mut statements,
         )
         .await?;
-        record_seen(
+        record_seen_and_advance(
             &mut transaction,
             scope,
             &writes,
@@ -327,7 +327,6 @@ impl Store {
             &mut statements,
         )
         .await?;
-        advance_tenant_result(&mut transaction, scope, &page_tally, &mut statements).await?;
         release_addresses(&mut transaction, scope, &claimed, &mut statements).await?;
 
         if dry_run {
@@ -708,14 +707,20 @@ async fn apply_plan(
     Ok(())
 }
 
-/// Step 3: appends what the run saw: the batch's object ids, sorted and without duplicates, as
-/// one row (`run_seen`), so an unchanged user costs no row of its own and no rewrite of its
-/// link. A batch recorded already (replayed exactly) inserts nothing and counts nothing. The
-/// page counts the users it carried; a user the run recorded in an earlier batch (a delta
-/// entry Graph sends twice) is counted again here, and taken off when the tenant result ends
-/// (the `run_seen` migration's trigger recounts the run's distinct ids), so the result's
-/// `seen` counts each user once per run.
-async fn record_seen(
+/// Steps 3 and 4 in one statement (one round trip a page). Step 3 appends what the run saw:
+/// the batch's object ids, sorted and without duplicates, as one row (`run_seen`), so an
+/// unchanged user costs no row of its own and no rewrite of its link. A batch recorded already
+/// (replayed exactly) inserts nothing and counts nothing. The page counts the users it
+/// carried; a user the run recorded in an earlier batch (a delta entry Graph sends twice) is
+/// counted again here, and taken off when the tenant result ends (the `run_seen` migration's
+/// trigger recounts the run's distinct ids), so the result's `seen` counts each user once per
+/// run. Step 4: the tenant result's counts and resume cursor advance in the same transaction
+/// as the page's writes, so after a crash the stored counts and cursor match exactly the pages
+/// that committed. This and the inactivation step are the only writers of the counts.
+///
+/// Whether the batch was recorded is known only inside the statement, so it carries the
+/// page's counts both ways and adds the one that applies.
+async fn record_seen_and_advance(
     connection: &mut PgConnection,
     scope: &PageScope,
     writes: &PageWrites,
@@ -723,35 +728,58 @@ async fn record_seen(
     statements: &mut Statements,
 ) -> Result<()> {
     let without_id = i32::try_from(writes.seen_without_id).unwrap_or(i32::MAX);
-    let recorded = if writes.seen_object_ids.is_empty() && without_id == 0 {
-        false
-    } else {
-        statements.count();
-        sqlx::query(
-            "INSERT INTO run_seen (tenant_id, managed_tenant_id, run_id, object_ids, without_id,
-                                   digest)
-             VALUES ($1, $2, $3, $4, $5, run_seen_digest($4, $5))
-             ON CONFLICT DO NOTHING",
-        )
+    let ineligible = page_tally.seen.saturating_sub(page_tally.eligible);
+    let carried = writes.seen_object_ids.len() as u64 + writes.seen_without_id;
+    let recorded_tally = Tally {
+        seen: carried,
+        eligible: carried.saturating_sub(ineligible),
+        ..page_tally.clone()
+    };
+    let replayed_tally = Tally {
+        seen: 0,
+        eligible: 0,
+        ..page_tally.clone()
+    };
+    statements.count();
+    let recorded: bool = sqlx::query_scalar(RECORD_SEEN_AND_ADVANCE)
         .bind(scope.tenant_id)
         .bind(scope.managed_tenant_id)
         .bind(scope.run_id)
+        .bind(scope.next_cursor.as_deref())
         .bind(&writes.seen_object_ids)
         .bind(without_id)
-        .execute(&mut *connection)
-        .await?
-        .rows_affected()
-            > 0
-    };
-    let ineligible = page_tally.seen.saturating_sub(page_tally.eligible);
-    page_tally.seen = if recorded {
-        writes.seen_object_ids.len() as u64 + writes.seen_without_id
+        .bind(TallyCounts::from(&recorded_tally).to_json())
+        .bind(TallyCounts::from(&replayed_tally).to_json())
+        .fetch_one(&mut *connection)
+        .await?;
+    *page_tally = if recorded {
+        recorded_tally
     } else {
-        0
+        replayed_tally
     };
-    page_tally.eligible = page_tally.seen.saturating_sub(ineligible);
     Ok(())
 }
+
+/// `record_seen_and_advance`'s statement: `$1` tenant, `$2` managed tenant, `$3` run, `$4` the
+/// next cursor, `$5` and `$6` the batch's object ids and entries without one, `$7` the page's
+/// counts if the batch is recorded now and `$8` if it was already. A data-modifying `WITH`
+/// runs whether or not the query reads it, so `advanced` runs after `seen` (whose result it
+/// reads) and the query returns whether the batch was recorded.
+const RECORD_SEEN_AND_ADVANCE: &str = "WITH seen AS (
+         INSERT INTO run_seen (tenant_id, managed_tenant_id, run_id, object_ids, without_id,
+                               digest)
+         SELECT $1, $2, $3, $5::text[], $6::int, run_seen_digest($5::text[], $6::int)
+         WHERE cardinality($5::text[]) > 0 OR $6::int > 0
+         ON CONFLICT DO NOTHING
+         RETURNING true
+     ), advanced AS (
+         UPDATE run_tenant_results
+         SET cursor = coalesce($4, cursor),
+             counts = add_counts(counts, CASE WHEN EXISTS (SELECT FROM seen) THEN $7::jsonb
+                                              ELSE $8::jsonb END)
+         WHERE tenant_id = $1 AND run_id = $3 AND managed_tenant_id = $2 AND status = 'running'
+     )
+     SELECT EXISTS (SELECT FROM seen)";
 
 /// From this many links on, `insert_links` inserts plainly under a savepoint. Public for the
 /// store's tests, which cover both forms.
@@ -841,31 +869,6 @@ async fn insert_links(
         }
         Err(error) => return Err(error.into()),
     }
-    Ok(())
-}
-
-/// Step 4: the tenant result's counts and resume cursor advance in the same transaction as
-/// the page's writes, so after a crash the stored counts and cursor match exactly the pages
-/// that committed. This and the inactivation step are the only writers of the counts.
-async fn advance_tenant_result(
-    connection: &mut PgConnection,
-    scope: &PageScope,
-    page_tally: &Tally,
-    statements: &mut Statements,
-) -> Result<()> {
-    statements.count();
-    sqlx::query(
-        "UPDATE run_tenant_results SET cursor = coalesce($4, cursor),
-                counts = add_counts(counts, $5::jsonb)
-         WHERE tenant_id = $1 AND run_id = $2 AND managed_tenant_id = $3 AND status = 'running'",
-    )
-    .bind(scope.tenant_id)
-    .bind(scope.run_id)
-    .bind(scope.managed_tenant_id)
-    .bind(scope.next_cursor.as_deref())
-    .bind(TallyCounts::from(page_tally).to_json())
-    .execute(&mut *connection)
-    .await?;
     Ok(())
 }
 

@@ -296,6 +296,23 @@ async fn replayed_entries_in_a_large_page_are_seen_once(pool: PgPool) {
     replay(pool, 2 * PLAIN_INSERT_ROWS, PLAIN_INSERT_ROWS).await;
 }
 
+/// A batch the run recorded already (a page replayed exactly, as a retried activity may) adds
+/// nothing to what the tenant saw, while its cursor still advances.
+#[sqlx::test(migrations = "../../migrations")]
+async fn a_batch_replayed_exactly_counts_nothing_again(pool: PgPool) {
+    let fixture = Fixture::new(pool.clone()).await;
+    let run = fixture.start_sync(RunScope::All).await;
+    let first = fixture.reconcile(run, &users(0..10)).await;
+    assert_eq!((first.tally.seen, first.tally.eligible), (10, 10));
+    let counted = fixture.tenant_counts(run).await;
+    assert_eq!((counted.seen, counted.eligible), (10, 10));
+    let replayed = fixture.reconcile(run, &users(0..10)).await;
+    assert_eq!((replayed.tally.seen, replayed.tally.eligible), (0, 0));
+    let counts = fixture.tenant_counts(run).await;
+    assert_eq!(counts, counted, "the replay changed the counts");
+    assert_eq!(count(&pool, "SELECT count(*) FROM run_seen").await, 1);
+}
+
 /// Reconciles users `0..first`, then `first - overlap..first + overlap` in the same run. A
 /// page counts the users it carried; when the tenant's result ends, `seen` and `eligible`
 /// count each user once.
