@@ -763,8 +763,8 @@ async fn record_seen_and_advance(
 /// `record_seen_and_advance`'s statement: `$1` tenant, `$2` managed tenant, `$3` run, `$4` the
 /// next cursor, `$5` and `$6` the batch's object ids and entries without one, `$7` the page's
 /// counts if the batch is recorded now and `$8` if it was already. A data-modifying `WITH`
-/// runs whether or not the query reads it, so `advanced` runs after `seen` (whose result it
-/// reads) and the query returns whether the batch was recorded.
+/// runs whether or not the query reads it: `advanced` reads what `seen` inserted to choose
+/// the counts it adds, and the query returns whether the batch was recorded.
 const RECORD_SEEN_AND_ADVANCE: &str = "WITH seen AS (
          INSERT INTO run_seen (tenant_id, managed_tenant_id, run_id, object_ids, without_id,
                                digest)
