@@ -537,6 +537,18 @@ async fn release_addresses(
     Ok(())
 }
 
+/// A statement of the page's writes with its scope bound as `$1` PSA tenant, `$2` managed
+/// tenant and `$3` run; the caller binds the rest from `$4` on.
+fn page_query<'q>(
+    sql: &'q str,
+    scope: &PageScope,
+) -> sqlx::query::Query<'q, sqlx::Postgres, sqlx::postgres::PgArguments> {
+    sqlx::query(sql)
+        .bind(scope.tenant_id)
+        .bind(scope.managed_tenant_id)
+        .bind(scope.run_id)
+}
+
 /// Step 2: applies the plan's writes, one statement per kind, each with its audit rows; a kind
 /// the page has none of costs no statement (a delta page with a few changes runs few).
 async fn apply_plan(
@@ -579,7 +591,7 @@ async fn apply_plan(
         0
     } else {
         statements.count();
-        sqlx::query(
+        page_query(
             "WITH input AS (
                      SELECT contact_id, object_id, before::jsonb AS before, after::jsonb AS after,
                             email_key
@@ -606,10 +618,8 @@ async fn apply_plan(
                  INSERT INTO contact_changes (tenant_id, run_id, managed_tenant_id, object_id,
                                               contact_id, action, before, after)
                  SELECT $1, $3, $2, object_id, contact_id, 'update', before, after FROM updated",
+            scope,
         )
-        .bind(scope.tenant_id)
-        .bind(scope.managed_tenant_id)
-        .bind(scope.run_id)
         .bind(&writes.update_contact_ids)
         .bind(&writes.update_object_ids)
         .bind(&writes.update_before)
@@ -673,7 +683,7 @@ async fn apply_plan(
         0
     } else {
         statements.count();
-        sqlx::query(
+        page_query(
             "WITH input AS (
                      SELECT i.contact_id, i.object_id, c.inactive_reason AS old_reason
                      FROM UNNEST($4::uuid[], $5::text[]) AS i(contact_id, object_id)
@@ -692,10 +702,8 @@ async fn apply_plan(
                         jsonb_build_object('is_active', false, 'inactive_reason', old_reason),
                         jsonb_build_object('is_active', true)
                  FROM updated",
+            scope,
         )
-        .bind(scope.tenant_id)
-        .bind(scope.managed_tenant_id)
-        .bind(scope.run_id)
         .bind(&writes.reactivate_contact_ids)
         .bind(&writes.reactivate_object_ids)
         .execute(&mut *connection)
@@ -835,10 +843,7 @@ async fn insert_links(
     writes: &PageWrites,
 ) -> Result<()> {
     let query = |sql| {
-        sqlx::query(sql)
-            .bind(scope.tenant_id)
-            .bind(scope.managed_tenant_id)
-            .bind(scope.run_id)
+        page_query(sql, scope)
             .bind(&writes.link_object_ids)
             .bind(&writes.link_contact_ids)
             .bind(&writes.link_actions)
