@@ -10,7 +10,8 @@
 #
 # Sizes: SCALE_PARTS (mapping,lists,sync,large), SCALE_MAPPING_TENANTS/CLIENTS, SCALE_LIST_CONTACTS,
 # SCALE_SYNC_TENANTS/USERS, SCALE_LARGE_TENANTS/USERS, SCALE_SIZE_MEDIAN; BENCH_PARTS=scale
-# skips reconcile-bench (then STORE_USERS_PER_SECOND may be given). A quick run:
+# skips reconcile-bench (then STORE_USERS_PER_SECOND may be given); BENCH_EXPLAIN_MS=N logs the
+# plan of every statement slower than N ms (auto_explain) to .run/bench/postgres.log. A quick run:
 #   SCALE_MAPPING_TENANTS=200 SCALE_MAPPING_CLIENTS=500 SCALE_LIST_CONTACTS=20000 \
 #   SCALE_SYNC_TENANTS=20 SCALE_SYNC_USERS=4000 SCALE_LARGE_TENANTS=50 SCALE_LARGE_USERS=10000 make bench
 source "$(dirname "$0")/lib.sh"
@@ -20,6 +21,8 @@ total_start=$(now_s)
 cleanup() {
   local status=$?
   temporal_stop "$RUN/temporal"
+  # The cluster may live outside $RUN (pg_home), and pg_stop removes it there: keep its log.
+  [ -f "$RUN/postgres/location" ] && cp "$(cat "$RUN/postgres/location")/postgres.log" "$RUN/postgres.log" 2>/dev/null
   pg_stop "$RUN/postgres"
   say "make bench finished in $(( $(now_s) - total_start ))s (exit $status)"
   exit $status
@@ -38,6 +41,13 @@ start_postgres() {
   pg_stop "$RUN/postgres"
   DATABASE_URL=$(pg_start "$RUN/postgres")
   export DATABASE_URL
+  if [ -n "${BENCH_EXPLAIN_MS:-}" ]; then
+    # Loaded by each new session, so every process the bench starts logs its slow plans.
+    "$PG_BIN/psql" -q -v ON_ERROR_STOP=1 "$DATABASE_URL" -c "LOAD 'auto_explain'" \
+      -c "ALTER SYSTEM SET session_preload_libraries = 'auto_explain'" \
+      -c "ALTER SYSTEM SET auto_explain.log_min_duration = '${BENCH_EXPLAIN_MS}ms'" \
+      -c "SELECT pg_reload_conf()" >/dev/null
+  fi
 }
 phase postgres start_postgres
 say "DATABASE_URL=$DATABASE_URL"

@@ -140,6 +140,10 @@ impl Store {
     }
 }
 
+/// The listed tenant, `$1`, as the lists compare it: through a sub-select, which the planner
+/// plans without its value, as it plans a generic plan (the crate docs say why).
+const TENANT: &str = "(SELECT $1::uuid)";
+
 /// A parameter of a list statement, bound in order as `$1`, `$2`, ….
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum ListParam {
@@ -179,6 +183,26 @@ impl ListSql {
         format!("${}", self.params.len())
     }
 
+    /// Fetches the list's rows of `O`, under its planner settings if it has any (`SET LOCAL`
+    /// in a transaction of its own).
+    pub(crate) async fn fetch_all<O>(&self, pool: &sqlx::PgPool) -> Result<Vec<O>>
+    where
+        O: for<'r> sqlx::FromRow<'r, sqlx::postgres::PgRow> + Send + Unpin,
+    {
+        if self.settings.is_empty() {
+            return Ok(self.query_as().fetch_all(pool).await?);
+        }
+        let mut transaction = pool.begin().await?;
+        for setting in &self.settings {
+            sqlx::query(&format!("SET LOCAL {setting}"))
+                .execute(&mut *transaction)
+                .await?;
+        }
+        let rows = self.query_as().fetch_all(&mut *transaction).await?;
+        transaction.commit().await?;
+        Ok(rows)
+    }
+
     /// A query with the parameters bound, ready to fetch rows of `O`.
     pub(crate) fn query_as<'q, O>(
         &'q self,
@@ -207,7 +231,7 @@ pub fn contacts_list_sql(
     fetch: i64,
 ) -> ListSql {
     let mut list = ListSql::new(tenant_id);
-    let mut conditions = vec!["c.tenant_id = $1".to_owned()];
+    let mut conditions = vec![format!("c.tenant_id = {TENANT}")];
     if let Some(client_id) = filter.client_id {
         let placeholder = list.param(ListParam::Uuid(client_id));
         conditions.push(format!("c.client_id = {placeholder}::uuid"));
@@ -271,7 +295,9 @@ pub fn runs_list_sql(
     fetch: i64,
 ) -> ListSql {
     let mut list = ListSql::new(tenant_id);
-    let mut conditions = vec!["tenant_id = $1".to_owned()];
+    // Every shape is read in the list's order from an index (`NO_SORT`).
+    list.settings.push(NO_SORT);
+    let mut conditions = vec![format!("tenant_id = {TENANT}")];
     if let Some(kind) = kind {
         let placeholder = list.param(ListParam::Text(kind.to_owned()));
         conditions.push(format!("kind = {placeholder}::text"));
@@ -293,7 +319,9 @@ pub fn review_items_list_sql(
     fetch: i64,
 ) -> ListSql {
     let mut list = ListSql::new(tenant_id);
-    let mut conditions = vec!["tenant_id = $1".to_owned()];
+    // Every shape is read in the list's order from an index (`NO_SORT`).
+    list.settings.push(NO_SORT);
+    let mut conditions = vec![format!("tenant_id = {TENANT}")];
     if let Some(status) = filter.status {
         let placeholder = list.param(ListParam::Text(status.as_str().to_owned()));
         conditions.push(format!("status = {placeholder}::text"));
@@ -327,7 +355,9 @@ pub fn api_audit_list_sql(
     fetch: i64,
 ) -> ListSql {
     let mut list = ListSql::new(tenant_id);
-    let mut conditions = vec!["tenant_id = $1".to_owned()];
+    // Every shape is read in the list's order from an index (`NO_SORT`).
+    list.settings.push(NO_SORT);
+    let mut conditions = vec![format!("tenant_id = {TENANT}")];
     push_time_keyset(&mut list, &mut conditions, "at", "audit_id", after);
     list.sql = format!(
         "SELECT audit_id, actor, action, target, detail, at FROM api_audit WHERE {} \

@@ -87,7 +87,7 @@ impl Store {
         let limit = page.effective_limit();
         let after = page.cursor.as_deref().map(decode_time_cursor).transpose()?;
         let list = crate::api_queries::api_audit_list_sql(tenant_id, after, limit + 1);
-        let rows: Vec<ApiAuditRow> = list.query_as().fetch_all(&self.pool).await?;
+        let rows: Vec<ApiAuditRow> = list.fetch_all(&self.pool).await?;
         let records = rows
             .into_iter()
             .map(

@@ -525,19 +525,7 @@ impl Store {
         let limit = page.effective_limit();
         let after = page.cursor.as_deref().map(decode_text_cursor).transpose()?;
         let list = crate::api_queries::contacts_list_sql(tenant_id, filter, after, limit + 1);
-        let rows: Vec<ContactRecordRow> = if list.settings.is_empty() {
-            list.query_as().fetch_all(&self.pool).await?
-        } else {
-            let mut transaction = self.pool.begin().await?;
-            for setting in &list.settings {
-                sqlx::query(&format!("SET LOCAL {setting}"))
-                    .execute(&mut *transaction)
-                    .await?;
-            }
-            let rows = list.query_as().fetch_all(&mut *transaction).await?;
-            transaction.commit().await?;
-            rows
-        };
+        let rows: Vec<ContactRecordRow> = list.fetch_all(&self.pool).await?;
         let records = rows.into_iter().map(ContactRecord::from).collect();
         Ok(into_page(records, limit, |record: &ContactRecord| {
             encode_text_cursor(&record.contact.fields.full_name, record.contact.contact_id)

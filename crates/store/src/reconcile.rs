@@ -359,7 +359,8 @@ impl Statements {
 const PAGE_LINKS: &str = "SELECT k.object_id, l.contact_id
      FROM UNNEST($3::text[]) AS k(object_id)
      CROSS JOIN LATERAL (SELECT contact_id FROM links
-                         WHERE tenant_id = $1 AND managed_tenant_id = $2
+                         WHERE tenant_id = (SELECT $1::uuid)
+                           AND managed_tenant_id = (SELECT $2::uuid)
                            AND object_id = k.object_id
                          OFFSET 0) AS l";
 
@@ -374,10 +375,10 @@ const PAGE_CONTACTS: &str =
             l.managed_tenant_id AS link_managed_tenant_id, l.object_id AS link_object_id
      FROM UNNEST($2::text[]) AS k(email)
      CROSS JOIN LATERAL (SELECT * FROM contacts
-                         WHERE tenant_id = $1 AND email_normalized = k.email
+                         WHERE tenant_id = (SELECT $1::uuid) AND email_normalized = k.email
                          OFFSET 0) AS c
      LEFT JOIN LATERAL (SELECT managed_tenant_id, object_id FROM links
-                        WHERE tenant_id = $1 AND contact_id = c.contact_id
+                        WHERE tenant_id = (SELECT $1::uuid) AND contact_id = c.contact_id
                         OFFSET 0) AS l ON true
      UNION ALL
      SELECT c.contact_id, c.client_id, c.full_name, c.email, c.phone, c.mobile,
@@ -385,14 +386,14 @@ const PAGE_CONTACTS: &str =
             NULL::uuid, NULL::text
      FROM UNNEST($3::uuid[]) AS i(contact_id)
      CROSS JOIN LATERAL (SELECT * FROM contacts
-                         WHERE tenant_id = $1 AND contact_id = i.contact_id
+                         WHERE tenant_id = (SELECT $1::uuid) AND contact_id = i.contact_id
                          OFFSET 0) AS c";
 
 /// Whether a contact with one of the claimed addresses exists that the page did not read.
 const NEW_ADDRESS_APPEARED: &str = "SELECT EXISTS (
          SELECT 1 FROM UNNEST($2::text[]) AS a(address)
          CROSS JOIN LATERAL (SELECT contact_id FROM contacts
-                             WHERE tenant_id = $1 AND email_normalized = a.address
+                             WHERE tenant_id = (SELECT $1::uuid) AND email_normalized = a.address
                              OFFSET 0) AS c
          WHERE NOT (c.contact_id = ANY($3)))";
 
@@ -415,7 +416,9 @@ async fn load_page_context(
     // join of the page's keys with all of the PSA tenant's contacts cost 27 ms a page of a
     // thousand users against 3 ms probing. Planned at each execution (not cached on the
     // connection), so the planner sees the tables' current sizes; in this form planning does
-    // not grow with the number of keys (0.5 ms).
+    // not grow with the number of keys (0.5 ms). The tenant (and managed tenant) is compared
+    // through a sub-select, so that a tenant the statistics do not know yet is not taken for
+    // a single row and the probe keeps the index with the key (the crate docs say why).
     statements.count();
     let links: Vec<(String, Uuid)> = sqlx::query_as(PAGE_LINKS)
         .bind(tenant_id)
@@ -537,6 +540,57 @@ async fn release_addresses(
     Ok(())
 }
 
+/// The page's updates with their audit rows (`$1` tenant, `$2` managed tenant, `$3` run; the
+/// rest bound by `apply_plan`). An update applies only while the contact still holds what the
+/// plan read and is not locked: a PSA edit made meanwhile wins over the sync.
+const UPDATE_CONTACTS: &str = "WITH input AS (
+         SELECT contact_id, object_id, before::jsonb AS before, after::jsonb AS after,
+                email_key
+         FROM UNNEST($4::uuid[], $5::text[], $6::text[], $7::text[], $8::text[])
+              AS i(contact_id, object_id, before, after, email_key)
+     ), updated AS (
+         UPDATE contacts c SET
+             full_name = i.after->>'full_name',
+             email = i.after->>'email',
+             email_normalized = i.email_key,
+             phone = i.after->>'phone',
+             mobile = i.after->>'mobile',
+             job_title = i.after->>'job_title',
+             updated_at = now()
+         FROM input i
+         WHERE c.tenant_id = $1 AND c.contact_id = i.contact_id AND NOT c.sync_locked
+           AND c.full_name IS NOT DISTINCT FROM i.before->>'full_name'
+           AND c.email IS NOT DISTINCT FROM i.before->>'email'
+           AND c.phone IS NOT DISTINCT FROM i.before->>'phone'
+           AND c.mobile IS NOT DISTINCT FROM i.before->>'mobile'
+           AND c.job_title IS NOT DISTINCT FROM i.before->>'job_title'
+         RETURNING c.contact_id, i.object_id, i.before, i.after
+     )
+     INSERT INTO contact_changes (tenant_id, run_id, managed_tenant_id, object_id,
+                                  contact_id, action, before, after)
+     SELECT $1, $3, $2, object_id, contact_id, 'update', before, after FROM updated";
+
+/// Brings back contacts the sync itself made inactive, with their audit rows (scope as in
+/// [`UPDATE_CONTACTS`]).
+const REACTIVATE_CONTACTS: &str = "WITH input AS (
+         SELECT i.contact_id, i.object_id, c.inactive_reason AS old_reason
+         FROM UNNEST($4::uuid[], $5::text[]) AS i(contact_id, object_id)
+         JOIN contacts c ON c.tenant_id = $1 AND c.contact_id = i.contact_id
+     ), updated AS (
+         UPDATE contacts c SET is_active = true, inactive_reason = NULL, updated_at = now()
+         FROM input i
+         WHERE c.tenant_id = $1 AND c.contact_id = i.contact_id AND NOT c.is_active
+           AND NOT c.sync_locked
+           AND c.inactive_reason IN ('disabled_upstream', 'deleted_upstream')
+         RETURNING c.contact_id, i.object_id, i.old_reason
+     )
+     INSERT INTO contact_changes (tenant_id, run_id, managed_tenant_id, object_id,
+                                  contact_id, action, before, after)
+     SELECT $1, $3, $2, object_id, contact_id, 'reactivate',
+            jsonb_build_object('is_active', false, 'inactive_reason', old_reason),
+            jsonb_build_object('is_active', true)
+     FROM updated";
+
 /// A statement of the page's writes with its scope bound as `$1` PSA tenant, `$2` managed
 /// tenant and `$3` run; the caller binds the rest from `$4` on.
 fn page_query<'q>(
@@ -591,43 +645,15 @@ async fn apply_plan(
         0
     } else {
         statements.count();
-        page_query(
-            "WITH input AS (
-                     SELECT contact_id, object_id, before::jsonb AS before, after::jsonb AS after,
-                            email_key
-                     FROM UNNEST($4::uuid[], $5::text[], $6::text[], $7::text[], $8::text[])
-                          AS i(contact_id, object_id, before, after, email_key)
-                 ), updated AS (
-                     UPDATE contacts c SET
-                         full_name = i.after->>'full_name',
-                         email = i.after->>'email',
-                         email_normalized = i.email_key,
-                         phone = i.after->>'phone',
-                         mobile = i.after->>'mobile',
-                         job_title = i.after->>'job_title',
-                         updated_at = now()
-                     FROM input i
-                     WHERE c.tenant_id = $1 AND c.contact_id = i.contact_id AND NOT c.sync_locked
-                       AND c.full_name IS NOT DISTINCT FROM i.before->>'full_name'
-                       AND c.email IS NOT DISTINCT FROM i.before->>'email'
-                       AND c.phone IS NOT DISTINCT FROM i.before->>'phone'
-                       AND c.mobile IS NOT DISTINCT FROM i.before->>'mobile'
-                       AND c.job_title IS NOT DISTINCT FROM i.before->>'job_title'
-                     RETURNING c.contact_id, i.object_id, i.before, i.after
-                 )
-                 INSERT INTO contact_changes (tenant_id, run_id, managed_tenant_id, object_id,
-                                              contact_id, action, before, after)
-                 SELECT $1, $3, $2, object_id, contact_id, 'update', before, after FROM updated",
-            scope,
-        )
-        .bind(&writes.update_contact_ids)
-        .bind(&writes.update_object_ids)
-        .bind(&writes.update_before)
-        .bind(&writes.update_after)
-        .bind(&writes.update_email_keys)
-        .execute(&mut *connection)
-        .await?
-        .rows_affected()
+        page_query(UPDATE_CONTACTS, scope)
+            .bind(&writes.update_contact_ids)
+            .bind(&writes.update_object_ids)
+            .bind(&writes.update_before)
+            .bind(&writes.update_after)
+            .bind(&writes.update_email_keys)
+            .execute(&mut *connection)
+            .await?
+            .rows_affected()
     };
     page_tally.updated = updated;
 
@@ -683,32 +709,12 @@ async fn apply_plan(
         0
     } else {
         statements.count();
-        page_query(
-            "WITH input AS (
-                     SELECT i.contact_id, i.object_id, c.inactive_reason AS old_reason
-                     FROM UNNEST($4::uuid[], $5::text[]) AS i(contact_id, object_id)
-                     JOIN contacts c ON c.tenant_id = $1 AND c.contact_id = i.contact_id
-                 ), updated AS (
-                     UPDATE contacts c SET is_active = true, inactive_reason = NULL, updated_at = now()
-                     FROM input i
-                     WHERE c.tenant_id = $1 AND c.contact_id = i.contact_id AND NOT c.is_active
-                       AND NOT c.sync_locked
-                       AND c.inactive_reason IN ('disabled_upstream', 'deleted_upstream')
-                     RETURNING c.contact_id, i.object_id, i.old_reason
-                 )
-                 INSERT INTO contact_changes (tenant_id, run_id, managed_tenant_id, object_id,
-                                              contact_id, action, before, after)
-                 SELECT $1, $3, $2, object_id, contact_id, 'reactivate',
-                        jsonb_build_object('is_active', false, 'inactive_reason', old_reason),
-                        jsonb_build_object('is_active', true)
-                 FROM updated",
-            scope,
-        )
-        .bind(&writes.reactivate_contact_ids)
-        .bind(&writes.reactivate_object_ids)
-        .execute(&mut *connection)
-        .await?
-        .rows_affected()
+        page_query(REACTIVATE_CONTACTS, scope)
+            .bind(&writes.reactivate_contact_ids)
+            .bind(&writes.reactivate_object_ids)
+            .execute(&mut *connection)
+            .await?
+            .rows_affected()
     };
     page_tally.reactivated = reactivated;
 
@@ -937,7 +943,9 @@ fn build_context(
 
 #[cfg(test)]
 mod plan_tests {
-    use super::{NEW_ADDRESS_APPEARED, PAGE_CONTACTS, PAGE_LINKS};
+    use super::{
+        NEW_ADDRESS_APPEARED, PAGE_CONTACTS, PAGE_LINKS, REACTIVATE_CONTACTS, UPDATE_CONTACTS,
+    };
     use serde_json::Value;
     use sqlx::PgPool;
     use uuid::Uuid;
@@ -960,7 +968,7 @@ mod plan_tests {
     /// still probes an index per key and never scans or hashes the tenant's contacts or links.
     #[sqlx::test(migrations = "../../migrations")]
     async fn page_reads_probe_indexes_whatever_the_statistics(pool: PgPool) {
-        page_reads_probe_indexes(pool, 100).await;
+        page_reads_probe_indexes(pool, 100, 0).await;
     }
 
     /// The same when the statistics were taken while the tenant had a single contact and link
@@ -970,72 +978,96 @@ mod plan_tests {
     /// (migration `20261207100000`).
     #[sqlx::test(migrations = "../../migrations")]
     async fn page_reads_probe_indexes_when_analyzed_at_one_contact(pool: PgPool) {
-        page_reads_probe_indexes(pool, 1).await;
+        page_reads_probe_indexes(pool, 1, 0).await;
     }
 
-    async fn page_reads_probe_indexes(pool: PgPool, analyzed_at: i32) {
+    /// The same for a PSA tenant whose first sync runs after another PSA tenant's contacts and
+    /// links were analyzed: the statistics then say every row belongs to the other tenant, so
+    /// a plan made for this tenant's id expected it to have a single contact, and any index
+    /// that starts with the tenant looked as good as the address index. The probe went
+    /// through the primary key or the name index, filtering every contact of the tenant by
+    /// address for each key (seen in the scale bench's second sync: 60–280 ms for a page's
+    /// contact read instead of 2 ms).
+    #[sqlx::test(migrations = "../../migrations")]
+    async fn page_reads_probe_indexes_when_only_another_tenant_was_analyzed(pool: PgPool) {
+        page_reads_probe_indexes(pool, 0, 20_000).await;
+    }
+
+    /// Seeds a PSA tenant with `analyzed_at` contacts and links (and another PSA tenant with
+    /// `others`), analyzes, grows the tenant to 20,100 of each, and checks the plans of the
+    /// page's reads for a thousand of its keys.
+    async fn page_reads_probe_indexes(pool: PgPool, analyzed_at: i32, others: i32) {
         let tenant_id = Uuid::new_v4();
+        let other_tenant_id = Uuid::new_v4();
         let client_id = Uuid::new_v4();
         let managed_tenant_id = Uuid::new_v4();
-        let add = |count: i32| {
-            [
-                "INSERT INTO contacts (tenant_id, client_id, full_name, email, email_normalized)
-                 SELECT $1, $2, 'Person ' || i, 'p' || i || '@example.com', 'p' || i || '@example.com'
-                 FROM generate_series((SELECT count(*) FROM contacts)::int + 1,
-                                      (SELECT count(*) FROM contacts)::int + $4) AS i",
-                "INSERT INTO links (tenant_id, managed_tenant_id, object_id, contact_id)
-                 SELECT c.tenant_id, $3, c.contact_id::text, c.contact_id FROM contacts c
-                 WHERE NOT EXISTS (SELECT 1 FROM links l WHERE l.contact_id = c.contact_id)",
-            ]
-            .map(|sql| (sql, count))
-        };
-        for sql in [
-            "INSERT INTO psa_tenants (tenant_id, name) VALUES ($1, 'MSP')",
-            "INSERT INTO clients (tenant_id, client_id, name) VALUES ($1, $2, 'Contoso')",
-            "INSERT INTO managed_tenants (tenant_id, managed_tenant_id, entra_tenant_id, display_name)
-             VALUES ($1, $3, 'entra', 'Customer')",
-        ] {
-            sqlx::query(sql)
-                .bind(tenant_id)
-                .bind(client_id)
-                .bind(managed_tenant_id)
-                .execute(&pool)
-                .await
-                .expect("seed");
-        }
-        let seed = |(sql, count): (&'static str, i32)| {
-            let pool = pool.clone();
-            async move {
+        for tenant in [tenant_id, other_tenant_id] {
+            for sql in [
+                "INSERT INTO psa_tenants (tenant_id, name) VALUES ($1, 'MSP')",
+                "INSERT INTO clients (tenant_id, client_id, name) VALUES ($1, $2, 'Contoso')",
+                "INSERT INTO managed_tenants (tenant_id, managed_tenant_id, entra_tenant_id,
+                                              display_name)
+                 VALUES ($1, $3, 'entra', 'Customer')",
+            ] {
                 sqlx::query(sql)
-                    .bind(tenant_id)
+                    .bind(tenant)
                     .bind(client_id)
                     .bind(managed_tenant_id)
-                    .bind(count)
                     .execute(&pool)
                     .await
                     .expect("seed");
             }
-        };
-        for step in add(analyzed_at) {
-            seed(step).await;
         }
+        // Adds `count` contacts to `tenant`, numbered after its existing ones, and links them.
+        let add = |tenant: Uuid, count: i32| {
+            let pool = pool.clone();
+            async move {
+                for sql in [
+                    "INSERT INTO contacts (tenant_id, client_id, full_name, email, email_normalized)
+                     SELECT $1, $2, 'Person ' || i, 'p' || i || '@example.com',
+                            'p' || i || '@example.com'
+                     FROM (SELECT count(*)::int AS n FROM contacts WHERE tenant_id = $1) AS c,
+                          generate_series(c.n + 1, c.n + $4) AS i",
+                    "INSERT INTO links (tenant_id, managed_tenant_id, object_id, contact_id)
+                     SELECT c.tenant_id, $3, c.contact_id::text, c.contact_id FROM contacts c
+                     WHERE c.tenant_id = $1
+                       AND NOT EXISTS (SELECT 1 FROM links l WHERE l.contact_id = c.contact_id)",
+                ] {
+                    sqlx::query(sql)
+                        .bind(tenant)
+                        .bind(client_id)
+                        .bind(managed_tenant_id)
+                        .bind(count)
+                        .execute(&pool)
+                        .await
+                        .expect("seed");
+                }
+            }
+        };
+        add(other_tenant_id, others).await;
+        add(tenant_id, analyzed_at).await;
         sqlx::query("ANALYZE contacts, links")
             .execute(&pool)
             .await
             .expect("analyze");
-        for step in add(20_100 - analyzed_at) {
-            seed(step).await;
-        }
+        add(tenant_id, 20_100 - analyzed_at).await;
 
         let (emails, contact_ids): (Vec<String>, Vec<Uuid>) = sqlx::query_as::<_, (String, Uuid)>(
-            "SELECT email_normalized, contact_id FROM contacts ORDER BY email LIMIT 1000 OFFSET 5000",
+            "SELECT email_normalized, contact_id FROM contacts WHERE tenant_id = $1
+             ORDER BY email LIMIT 1000 OFFSET 5000",
         )
+        .bind(tenant_id)
         .fetch_all(&pool)
         .await
         .expect("keys")
         .into_iter()
         .unzip();
         let object_ids: Vec<String> = contact_ids.iter().map(Uuid::to_string).collect();
+        // A page's updates: a tenth of its users, as in a re-run that promotes some of them.
+        let updated_ids = &contact_ids[..100];
+        let updated_object_ids = &object_ids[..100];
+        let updated_emails = &emails[..100];
+        let unchanged = vec!["{}".to_owned(); 100];
 
         let explain = |sql: &str| format!("EXPLAIN (FORMAT JSON) {sql}");
         let plans: Vec<(&str, Value)> = vec![
@@ -1069,8 +1101,40 @@ mod plan_tests {
                     .await
                     .expect("explain new addresses"),
             ),
+            (
+                "updates",
+                sqlx::query_scalar(&explain(UPDATE_CONTACTS))
+                    .bind(tenant_id)
+                    .bind(managed_tenant_id)
+                    .bind(Uuid::new_v4())
+                    .bind(updated_ids)
+                    .bind(updated_object_ids)
+                    .bind(&unchanged)
+                    .bind(&unchanged)
+                    .bind(updated_emails)
+                    .fetch_one(&pool)
+                    .await
+                    .expect("explain updates"),
+            ),
+            (
+                "reactivations",
+                sqlx::query_scalar(&explain(REACTIVATE_CONTACTS))
+                    .bind(tenant_id)
+                    .bind(managed_tenant_id)
+                    .bind(Uuid::new_v4())
+                    .bind(updated_ids)
+                    .bind(updated_object_ids)
+                    .fetch_one(&pool)
+                    .await
+                    .expect("explain reactivations"),
+            ),
         ];
         for (what, plan) in &plans {
+            // The writes may join their rows in bulk: a page's updates are a tenth of its users
+            // at most, and a hash join with one pass over the tenant's contacts costs what the
+            // probes would (it is what the planner chooses while the statistics say the table
+            // is small). A key filtered row by row, below, is never right.
+            let reads = !matches!(*what, "updates" | "reactivations");
             let nodes = nodes(plan);
             let mut probed = 0;
             for node in &nodes {
@@ -1080,14 +1144,17 @@ mod plan_tests {
                     && matches!(relation, "contacts" | "links");
                 let joins_in_bulk = matches!(kind, "Hash Join" | "Merge Join");
                 assert!(
-                    !scans_a_table && !joins_in_bulk,
+                    !reads || (!scans_a_table && !joins_in_bulk),
                     "{what}: {kind} {relation} in {plan}"
                 );
                 // A key is always an index condition: a key only filtering the rows an index
                 // scan returns means every row of the tenant is read for each key.
                 let filter = node["Filter"].as_str().unwrap_or_default();
+                let scans = matches!(kind, "Index Scan" | "Index Only Scan");
                 assert!(
-                    !filter.contains("email_normalized") && !filter.contains("object_id"),
+                    !(filter.contains("email_normalized")
+                        || filter.contains("object_id")
+                        || (scans && filter.contains("contact_id ="))),
                     "{what}: {kind} {relation} filters by a key: {filter} in {plan}"
                 );
                 if kind == "Index Scan" || kind == "Index Only Scan" {
@@ -1098,7 +1165,7 @@ mod plan_tests {
                     probed += 1;
                 }
             }
-            assert!(probed > 0, "{what}: no index probe in {plan}");
+            assert!(!reads || probed > 0, "{what}: no index probe in {plan}");
         }
     }
 }

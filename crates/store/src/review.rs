@@ -133,7 +133,7 @@ impl Store {
         let limit = page.effective_limit();
         let after = page.cursor.as_deref().map(decode_time_cursor).transpose()?;
         let list = crate::api_queries::review_items_list_sql(tenant_id, filter, after, limit + 1);
-        let rows: Vec<ReviewRow> = list.query_as().fetch_all(&self.pool).await?;
+        let rows: Vec<ReviewRow> = list.fetch_all(&self.pool).await?;
         let items = rows
             .into_iter()
             .map(ReviewRow::into_record)

@@ -606,7 +606,7 @@ impl Store {
             after,
             limit + 1,
         );
-        let rows: Vec<RunRow> = list.query_as().fetch_all(&self.pool).await?;
+        let rows: Vec<RunRow> = list.fetch_all(&self.pool).await?;
         let mut runs = rows
             .into_iter()
             .map(RunRow::into_record)

@@ -31,11 +31,22 @@ struct Data {
     managed_tenant_id: Uuid,
 }
 
+/// When the generated data is analyzed.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Analyzed {
+    /// After both tenants are written, as autovacuum would have done.
+    AfterBoth,
+    /// After the small tenant's contacts and before any of the large tenant's rows: the
+    /// statistics then say every contact belongs to the small tenant (and the other lists
+    /// have none), as when a PSA tenant's first sync follows another's.
+    BeforeTheLargeTenant,
+}
+
 /// A large PSA tenant (1,001 managed tenants; ROWS contacts, half linked, a tenth inactive, in
 /// three clients; ROWS
 /// runs with a tenant result each; ROWS review items, a tenth open; ROWS audit entries) and a
-/// small one beside it, then ANALYZE, as autovacuum would have done.
-async fn generate(pool: &PgPool) -> Data {
+/// small one beside it (500 contacts), analyzed as `analyzed` says.
+async fn generate(pool: &PgPool, analyzed: Analyzed) -> Data {
     let store = Store::from_pool(pool.clone());
     let small = store.create_psa_tenant("Small MSP").await.expect("tenant");
     let big = store.create_psa_tenant("Big MSP").await.expect("tenant");
@@ -96,16 +107,6 @@ async fn generate(pool: &PgPool) -> Data {
                 now() - (i / 3) * interval '1 second'
          FROM generate_series(1, $2) AS i",
     ];
-    for statement in statements {
-        sqlx::query(statement)
-            .bind(big.tenant_id)
-            .bind(ROWS)
-            .bind(managed_tenant_id)
-            .bind(&client_ids)
-            .execute(pool)
-            .await
-            .expect(statement);
-    }
     for index in 0..500 {
         store
             .create_contact(
@@ -122,7 +123,22 @@ async fn generate(pool: &PgPool) -> Data {
             .await
             .expect("small contact");
     }
-    sqlx::query("ANALYZE").execute(pool).await.expect("analyze");
+    if analyzed == Analyzed::BeforeTheLargeTenant {
+        sqlx::query("ANALYZE").execute(pool).await.expect("analyze");
+    }
+    for statement in statements {
+        sqlx::query(statement)
+            .bind(big.tenant_id)
+            .bind(ROWS)
+            .bind(managed_tenant_id)
+            .bind(&client_ids)
+            .execute(pool)
+            .await
+            .expect(statement);
+    }
+    if analyzed == Analyzed::AfterBoth {
+        sqlx::query("ANALYZE").execute(pool).await.expect("analyze");
+    }
     Data {
         tenant_id: big.tenant_id,
         client_id: client_ids[1],
@@ -297,7 +313,23 @@ where
 
 #[sqlx::test(migrations = "../../migrations")]
 async fn every_list_page_is_read_from_an_index_in_order(pool: PgPool) {
-    let data = generate(&pool).await;
+    every_list_page_is_read_from_an_index(pool, Analyzed::AfterBoth).await;
+}
+
+/// The same for a PSA tenant the statistics do not know yet. A plan made for its id expected
+/// it to have a single row, so any index that starts with the tenant looked as good as
+/// another: a lookup by address read the tenant's contacts through the name index, and the
+/// runs were read in bulk and sorted. The lists compare the tenant through a sub-select (the
+/// planner then estimates it as it does in a generic plan) and never sort.
+#[sqlx::test(migrations = "../../migrations")]
+async fn every_list_page_is_read_from_an_index_for_a_tenant_the_statistics_do_not_know(
+    pool: PgPool,
+) {
+    every_list_page_is_read_from_an_index(pool, Analyzed::BeforeTheLargeTenant).await;
+}
+
+async fn every_list_page_is_read_from_an_index(pool: PgPool, analyzed: Analyzed) {
+    let data = generate(&pool, analyzed).await;
     let store = Store::from_pool(pool.clone());
     let tenant_id = data.tenant_id;
     let mut connection = pool.acquire().await.expect("connection").detach();
@@ -507,7 +539,7 @@ async fn every_list_page_is_read_from_an_index_in_order(pool: PgPool) {
 /// without it the planner sorts the tenant's rows for each page.
 #[sqlx::test(migrations = "../../migrations")]
 async fn contact_pages_keep_their_index_before_statistics_exist(pool: PgPool) {
-    let data = generate(&pool).await;
+    let data = generate(&pool, Analyzed::AfterBoth).await;
     for statement in [
         "DELETE FROM pg_statistic WHERE starelid IN ('contacts'::regclass, 'links'::regclass)",
         "UPDATE pg_class SET reltuples = -1, relpages = 0
