@@ -708,6 +708,19 @@ fn process_cpu_seconds(pid: u32) -> Option<f64> {
     stat_cpu_seconds(&std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?)
 }
 
+/// The most memory a process has held resident since it started (`VmHWM` in
+/// `/proc/{pid}/status`), in MB.
+fn peak_rss_mb(pid: u32) -> Option<f64> {
+    status_peak_rss_mb(&std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?)
+}
+
+/// `VmHWM` of a `/proc/{pid}/status` text, in MB.
+fn status_peak_rss_mb(status: &str) -> Option<f64> {
+    let line = status.lines().find(|line| line.starts_with("VmHWM:"))?;
+    let kilobytes: f64 = line.split_whitespace().nth(1)?.parse().ok()?;
+    Some(kilobytes / 1024.0)
+}
+
 /// The CPU seconds of a `/proc/{pid}/stat` line.
 fn stat_cpu_seconds(stat: &str) -> Option<f64> {
     let (_, fields) = stat.rsplit_once(')')?;
@@ -1413,11 +1426,42 @@ async fn set_delta_page_size(stack: &Stack, size: usize) -> Result<()> {
 
 async fn pages_part(config: &Config) -> Result<()> {
     let users = env_number("SCALE_PAGES_USERS", 50_000)?;
+    // The worker's memory does not grow with the tenant: the peak of a fresh worker that
+    // synced a tenant a tenth the size, against the peak of the one that syncs the large
+    // tenant first.
+    let reference_users = (users / 10).max(1);
+    let reference_peak = {
+        let stack = Stack::start(
+            config,
+            "pages_reference",
+            Some((1, reference_users, reference_users)),
+            true,
+        )
+        .await?;
+        set_delta_page_size(&stack, 999).await?;
+        let tenant = prepare_tenant(&stack, "Pages reference", true).await?;
+        timed_sync(&stack, config, &tenant, "pages_reference", reference_users).await?;
+        let peak = stack.worker_pid.and_then(peak_rss_mb);
+        stack.stop().await?;
+        peak
+    };
     let stack = Stack::start(config, "pages", Some((1, users, users)), true).await?;
     figure("pages_users", users);
     set_delta_page_size(&stack, 999).await?;
     let large = prepare_tenant(&stack, "Pages 999", true).await?;
     let large_seconds = timed_sync(&stack, config, &large, "pages_999", users).await?;
+    let large_peak = stack.worker_pid.and_then(peak_rss_mb);
+    if let (Some(reference_peak), Some(large_peak)) = (reference_peak, large_peak) {
+        figure("pages_reference_users", reference_users);
+        figure(
+            "pages_reference_worker_peak_rss_mb",
+            format!("{reference_peak:.1}"),
+        );
+        figure("pages_999_worker_peak_rss_mb", format!("{large_peak:.1}"));
+        let ratio = large_peak / reference_peak;
+        figure("pages_worker_peak_rss_ratio", format!("{ratio:.2}"));
+        goal("pages_worker_peak_rss_ratio", "<=1.25", ratio <= 1.25);
+    }
     set_delta_page_size(&stack, 100).await?;
     let small = prepare_tenant(&stack, "Pages 100", true).await?;
     let small_seconds = timed_sync(&stack, config, &small, "pages_100", users).await?;
@@ -1469,4 +1513,17 @@ async fn large_part(config: &Config) -> Result<()> {
         ),
     }
     stack.stop().await
+}
+
+#[cfg(test)]
+mod tests {
+    use super::status_peak_rss_mb;
+
+    #[test]
+    fn the_peak_resident_memory_is_read_from_the_status() {
+        let status =
+            "Name:\tentra-sync\nVmPeak:\t  900000 kB\nVmHWM:\t   28160 kB\nVmRSS:\t   20480 kB\n";
+        assert_eq!(status_peak_rss_mb(status), Some(27.5));
+        assert_eq!(status_peak_rss_mb("Name:\tkernel thread\n"), None);
+    }
 }
