@@ -541,8 +541,7 @@ async fn release_addresses(
 }
 
 /// The page's updates with their audit rows (`$1` tenant, `$2` managed tenant, `$3` run; the
-/// rest bound by `apply_plan`). An update applies only while the contact still holds what the
-/// plan read and is not locked: a PSA edit made meanwhile wins over the sync.
+/// rest bound by `apply_plan`, which says when an update applies).
 const UPDATE_CONTACTS: &str = "WITH input AS (
          SELECT contact_id, object_id, before::jsonb AS before, after::jsonb AS after,
                 email_key
