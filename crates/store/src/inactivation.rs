@@ -173,6 +173,32 @@ async fn drop_stale_held(
     .rows_affected())
 }
 
+/// The linked users of a managed tenant a complete enumeration did not see (`$1` tenant, `$2`
+/// managed tenant, `$3` run), with their contacts; links this run made are never absent. The
+/// run's object ids are unnested from its `run_seen` rows into a hashed set once, and each
+/// link is looked up in it. Written as `NOT EXISTS`, the planner made that an anti join, and
+/// whenever the statistics put the managed tenant at a single link (analyzed when the table
+/// was nearly empty, or before this PSA tenant existed) a nested-loop one, which unnests every
+/// object id the run saw again for each link: a pass that grows with the square of the
+/// tenant's size. `NOT IN` over a set with no NULLs (object ids never are) means the same, and
+/// its subquery is hashed whatever the links are thought to be. The tenant and managed tenant
+/// are compared through sub-selects, as the page's reads are (the crate docs say why).
+pub(crate) const ABSENT_USERS: &str = "WITH seen AS (
+         SELECT object_id
+         FROM run_seen s CROSS JOIN LATERAL unnest(s.object_ids) AS object_id
+         WHERE s.tenant_id = $1 AND s.managed_tenant_id = $2 AND s.run_id = $3
+     )
+     SELECT l.object_id, c.contact_id, c.client_id, c.full_name, c.email, c.phone,
+            c.mobile, c.job_title, c.is_active, c.inactive_reason, c.sync_locked
+     FROM links l
+     JOIN contacts c ON c.tenant_id = l.tenant_id AND c.contact_id = l.contact_id
+     WHERE l.tenant_id = (SELECT $1::uuid) AND l.managed_tenant_id = (SELECT $2::uuid)
+       AND l.created_at < coalesce(
+           (SELECT started_at FROM run_tenant_results
+            WHERE tenant_id = $1 AND run_id = $3 AND managed_tenant_id = $2),
+           (SELECT started_at FROM runs WHERE tenant_id = $1 AND run_id = $3))
+       AND l.object_id NOT IN (SELECT object_id FROM seen)";
+
 impl Store {
     /// Ends a managed tenant's inactivations for a run. With `complete_enumeration` (a full
     /// enumeration that reached its last page, the provider having said so) every link that
@@ -193,28 +219,12 @@ impl Store {
         let mut transaction = begin_locked(&self.pool, tenant_id, managed_tenant_id).await?;
 
         if complete_enumeration {
-            let absent: Vec<AbsentRow> = sqlx::query_as(
-                "WITH seen AS (
-                     SELECT object_id
-                     FROM run_seen s CROSS JOIN LATERAL unnest(s.object_ids) AS object_id
-                     WHERE s.tenant_id = $1 AND s.managed_tenant_id = $2 AND s.run_id = $3
-                 )
-                 SELECT l.object_id, c.contact_id, c.client_id, c.full_name, c.email, c.phone,
-                        c.mobile, c.job_title, c.is_active, c.inactive_reason, c.sync_locked
-                 FROM links l
-                 JOIN contacts c ON c.tenant_id = l.tenant_id AND c.contact_id = l.contact_id
-                 WHERE l.tenant_id = $1 AND l.managed_tenant_id = $2
-                   AND l.created_at < coalesce(
-                       (SELECT started_at FROM run_tenant_results
-                        WHERE tenant_id = $1 AND run_id = $3 AND managed_tenant_id = $2),
-                       (SELECT started_at FROM runs WHERE tenant_id = $1 AND run_id = $3))
-                   AND NOT EXISTS (SELECT 1 FROM seen WHERE seen.object_id = l.object_id)",
-            )
-            .bind(tenant_id)
-            .bind(managed_tenant_id)
-            .bind(run_id)
-            .fetch_all(&mut *transaction)
-            .await?;
+            let absent: Vec<AbsentRow> = sqlx::query_as(ABSENT_USERS)
+                .bind(tenant_id)
+                .bind(managed_tenant_id)
+                .bind(run_id)
+                .fetch_all(&mut *transaction)
+                .await?;
             let mut absent_links = Vec::with_capacity(absent.len());
             let mut contacts = BTreeMap::new();
             for row in absent {

@@ -945,6 +945,7 @@ mod plan_tests {
     use super::{
         NEW_ADDRESS_APPEARED, PAGE_CONTACTS, PAGE_LINKS, REACTIVATE_CONTACTS, UPDATE_CONTACTS,
     };
+    use crate::inactivation::ABSENT_USERS;
     use serde_json::Value;
     use sqlx::PgPool;
     use uuid::Uuid;
@@ -1128,6 +1129,27 @@ mod plan_tests {
                     .expect("explain reactivations"),
             ),
         ];
+        // The absent-user pass of a later full sync: every link of the managed tenant against
+        // what the run saw. Whatever the statistics, the run's object ids are hashed once; a
+        // nested-loop anti join unnests them all again for each link.
+        let absent: Value = sqlx::query_scalar(&explain(ABSENT_USERS))
+            .bind(tenant_id)
+            .bind(managed_tenant_id)
+            .bind(Uuid::new_v4())
+            .fetch_one(&pool)
+            .await
+            .expect("explain absent users");
+        for node in nodes(&absent) {
+            assert!(
+                !(node["Node Type"] == "Nested Loop" && node["Join Type"] == "Anti"),
+                "absent users: a nested-loop anti join in {absent}"
+            );
+            let filter = node["Filter"].as_str().unwrap_or_default();
+            assert!(
+                !filter.contains("SubPlan") || filter.contains("hashed SubPlan"),
+                "absent users: the seen ids are not hashed in {absent}"
+            );
+        }
         for (what, plan) in &plans {
             // The writes may join their rows in bulk: a page's updates are a tenth of its users
             // at most, and a hash join with one pass over the tenant's contacts costs what the
