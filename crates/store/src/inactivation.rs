@@ -122,6 +122,45 @@ async fn add_inactivated(
     Ok(())
 }
 
+/// `drop_stale_held`'s statement (`$1` tenant, `$2` the run that held, `$3` managed tenant).
+/// Each held row is judged once and updated by its row id, and the object ids later runs saw
+/// are one hashed set (`IN`): however few rows the statistics expect (a run's held rows never
+/// are in them when an admin applies), no step compares every held row with every other or
+/// with every seen id. Joined back by key, the update was planned as such a comparison of the
+/// held rows with themselves when the statistics expected one row: 111 s for 20,000 held
+/// users, against 0.2 s.
+pub(crate) const DROP_STALE_HELD: &str = "WITH later_seen AS (
+         SELECT object_id
+         FROM run_seen s
+         JOIN runs later ON later.tenant_id = s.tenant_id AND later.run_id = s.run_id
+         CROSS JOIN LATERAL unnest(s.object_ids) AS object_id
+         WHERE s.tenant_id = $1 AND s.managed_tenant_id = $3 AND s.run_id <> $2
+           AND later.started_at > (SELECT started_at FROM runs held
+                                   WHERE held.tenant_id = $1 AND held.run_id = $2)
+     ), judged AS (
+         SELECT p.ctid AS row_id,
+                CASE
+                    WHEN p.object_id IN (SELECT object_id FROM later_seen)
+                        THEN 'seen_by_later_run'
+                    WHEN NOT EXISTS (SELECT 1 FROM links l
+                                     WHERE l.tenant_id = p.tenant_id
+                                       AND l.managed_tenant_id = p.managed_tenant_id
+                                       AND l.object_id = p.object_id
+                                       AND l.contact_id = p.contact_id)
+                        THEN 'relinked'
+                    WHEN c.sync_locked THEN 'locked'
+                    WHEN NOT c.is_active THEN 'already_inactive'
+                END AS reason
+         FROM pending_inactivations p
+         JOIN contacts c ON c.tenant_id = p.tenant_id AND c.contact_id = p.contact_id
+         WHERE p.tenant_id = $1 AND p.run_id = $2 AND p.managed_tenant_id = $3
+           AND p.state = 'held'
+     )
+     UPDATE pending_inactivations p SET state = 'dropped', drop_reason = j.reason,
+            decided_at = now()
+     FROM judged j
+     WHERE p.ctid = j.row_id AND j.reason IS NOT NULL";
+
 /// Re-checks held inactivations before an admin's apply: one whose user a later run saw, whose
 /// contact was relinked (or unlinked) or locked since, or is already inactive, is dropped from
 /// the hold with the reason instead of applied.
@@ -131,46 +170,13 @@ async fn drop_stale_held(
     run_id: Uuid,
     managed_tenant_id: Uuid,
 ) -> Result<u64> {
-    Ok(sqlx::query(
-        "WITH later_seen AS (
-             SELECT DISTINCT object_id
-             FROM run_seen s
-             JOIN runs later ON later.tenant_id = s.tenant_id AND later.run_id = s.run_id
-             CROSS JOIN LATERAL unnest(s.object_ids) AS object_id
-             WHERE s.tenant_id = $1 AND s.managed_tenant_id = $3 AND s.run_id <> $2
-               AND later.started_at > (SELECT started_at FROM runs held
-                                       WHERE held.tenant_id = $1 AND held.run_id = $2)
-         ), judged AS (
-             SELECT p.contact_id,
-                    CASE
-                        WHEN seen.object_id IS NOT NULL THEN 'seen_by_later_run'
-                        WHEN NOT EXISTS (SELECT 1 FROM links l
-                                         WHERE l.tenant_id = p.tenant_id
-                                           AND l.managed_tenant_id = p.managed_tenant_id
-                                           AND l.object_id = p.object_id
-                                           AND l.contact_id = p.contact_id)
-                            THEN 'relinked'
-                        WHEN c.sync_locked THEN 'locked'
-                        WHEN NOT c.is_active THEN 'already_inactive'
-                    END AS reason
-             FROM pending_inactivations p
-             JOIN contacts c ON c.tenant_id = p.tenant_id AND c.contact_id = p.contact_id
-             LEFT JOIN later_seen seen ON seen.object_id = p.object_id
-             WHERE p.tenant_id = $1 AND p.run_id = $2 AND p.managed_tenant_id = $3
-               AND p.state = 'held'
-         )
-         UPDATE pending_inactivations p SET state = 'dropped', drop_reason = j.reason,
-                decided_at = now()
-         FROM judged j
-         WHERE p.tenant_id = $1 AND p.run_id = $2 AND p.managed_tenant_id = $3
-           AND p.contact_id = j.contact_id AND j.reason IS NOT NULL",
-    )
-    .bind(tenant_id)
-    .bind(run_id)
-    .bind(managed_tenant_id)
-    .execute(connection)
-    .await?
-    .rows_affected())
+    Ok(sqlx::query(DROP_STALE_HELD)
+        .bind(tenant_id)
+        .bind(run_id)
+        .bind(managed_tenant_id)
+        .execute(connection)
+        .await?
+        .rows_affected())
 }
 
 /// The linked users of a managed tenant a complete enumeration did not see (`$1` tenant, `$2`

@@ -945,10 +945,63 @@ mod plan_tests {
     use super::{
         NEW_ADDRESS_APPEARED, PAGE_CONTACTS, PAGE_LINKS, REACTIVATE_CONTACTS, UPDATE_CONTACTS,
     };
-    use crate::inactivation::ABSENT_USERS;
+    use crate::inactivation::{ABSENT_USERS, DROP_STALE_HELD};
     use serde_json::Value;
     use sqlx::PgPool;
     use uuid::Uuid;
+
+    /// A plan (`EXPLAIN (VERBOSE, FORMAT JSON)`) that reads each row a bounded number of times
+    /// whatever the row counts: no nested-loop anti join, no join that matches keys by filtering
+    /// (the inner side read in full for each outer row), and every subquery over unnested
+    /// object ids (what runs saw) used as a hashed set, never run again per row.
+    fn assert_linear(what: &str, plan: &Value) {
+        let nodes = nodes(plan);
+        let mut texts = Vec::new();
+        for node in &nodes {
+            assert!(
+                !(node["Node Type"] == "Nested Loop" && node["Join Type"] == "Anti"),
+                "{what}: a nested-loop anti join in {plan}"
+            );
+            let join_filter = node["Join Filter"].as_str().unwrap_or_default();
+            assert!(
+                !join_filter.contains("contact_id =") && !join_filter.contains("object_id ="),
+                "{what}: keys matched by a join filter in {plan}"
+            );
+            for key in ["Filter", "Join Filter", "Index Cond", "Hash Cond"] {
+                texts.extend(node[key].as_str().map(str::to_owned));
+            }
+            for output in node["Output"].as_array().into_iter().flatten() {
+                texts.extend(output.as_str().map(str::to_owned));
+            }
+        }
+        for node in &nodes {
+            let Some(name) = node["Subplan Name"].as_str() else {
+                continue;
+            };
+            let unnests = nodes_of(node)
+                .iter()
+                .any(|inner| inner["Node Type"] == "Function Scan");
+            if !unnests || name.starts_with("hashed ") {
+                continue;
+            }
+            let unhashed = texts.iter().any(|text| {
+                text.match_indices(name).any(|(at, _)| {
+                    !text[..at].ends_with("hashed ")
+                        && !text[at + name.len()..].starts_with(|c: char| c.is_ascii_digit())
+                })
+            });
+            assert!(!unhashed, "{what}: {name} runs again per row in {plan}");
+        }
+    }
+
+    /// Every node of a plan node's tree, depth first.
+    fn nodes_of(node: &Value) -> Vec<&Value> {
+        let mut out = vec![node];
+        for child in node["Plans"].as_array().into_iter().flatten() {
+            out.extend(nodes_of(child));
+        }
+        out
+    }
 
     /// Every node of an `EXPLAIN (FORMAT JSON)` plan, depth first.
     fn nodes(plan: &Value) -> Vec<&Value> {
@@ -1129,27 +1182,54 @@ mod plan_tests {
                     .expect("explain reactivations"),
             ),
         ];
-        // The absent-user pass of a later full sync: every link of the managed tenant against
-        // what the run saw. Whatever the statistics, the run's object ids are hashed once; a
-        // nested-loop anti join unnests them all again for each link.
-        let absent: Value = sqlx::query_scalar(&explain(ABSENT_USERS))
+        // The end-of-tenant statements that compare a managed tenant's links or held rows
+        // with what runs saw: the absent-user pass of a later full sync, and the re-check of
+        // held inactivations when an admin applies them.
+        let verbose = |sql: &str| format!("EXPLAIN (VERBOSE, FORMAT JSON) {sql}");
+        let absent: Value = sqlx::query_scalar(&verbose(ABSENT_USERS))
             .bind(tenant_id)
             .bind(managed_tenant_id)
             .bind(Uuid::new_v4())
             .fetch_one(&pool)
             .await
             .expect("explain absent users");
-        for node in nodes(&absent) {
-            assert!(
-                !(node["Node Type"] == "Nested Loop" && node["Join Type"] == "Anti"),
-                "absent users: a nested-loop anti join in {absent}"
-            );
-            let filter = node["Filter"].as_str().unwrap_or_default();
-            assert!(
-                !filter.contains("SubPlan") || filter.contains("hashed SubPlan"),
-                "absent users: the seen ids are not hashed in {absent}"
-            );
+        assert_linear("absent users", &absent);
+        // A run that held an inactivation of every linked user, and a later run that saw half
+        // of them.
+        let (held_run, later_run) = (Uuid::new_v4(), Uuid::new_v4());
+        for sql in [
+            "INSERT INTO runs (tenant_id, run_id, kind, trigger, scope, status, started_at,
+                               finished_at)
+             VALUES ($1, $3, 'sync', 'manual', 'all', 'completed', now() - interval '1 hour',
+                     now() - interval '1 hour'),
+                    ($1, $4, 'sync', 'manual', 'all', 'completed', now(), now())",
+            "INSERT INTO pending_inactivations (tenant_id, run_id, managed_tenant_id, contact_id,
+                                                object_id, reason, state)
+             SELECT $1, $3, $2, contact_id, object_id, 'deleted_upstream', 'held' FROM links
+             WHERE tenant_id = $1",
+            "INSERT INTO run_seen (tenant_id, managed_tenant_id, run_id, object_ids, digest)
+             SELECT $1, $2, $4, array_agg(object_id ORDER BY object_id), gen_random_uuid()
+             FROM (SELECT object_id, row_number() OVER (ORDER BY object_id) / 1000 AS batch
+                   FROM links WHERE tenant_id = $1 AND contact_id::text < '8') AS seen
+             GROUP BY batch",
+        ] {
+            sqlx::query(sql)
+                .bind(tenant_id)
+                .bind(managed_tenant_id)
+                .bind(held_run)
+                .bind(later_run)
+                .execute(&pool)
+                .await
+                .expect("seed the held run");
         }
+        let stale: Value = sqlx::query_scalar(&verbose(DROP_STALE_HELD))
+            .bind(tenant_id)
+            .bind(held_run)
+            .bind(managed_tenant_id)
+            .fetch_one(&pool)
+            .await
+            .expect("explain the re-check of held inactivations");
+        assert_linear("held re-check", &stale);
         for (what, plan) in &plans {
             // The writes may join their rows in bulk: a page's updates are a tenth of its users
             // at most, and a hash join with one pass over the tenant's contacts costs what the
