@@ -99,6 +99,15 @@ impl ManagedTenantRow {
     }
 }
 
+/// Marks the PSA tenant's active managed tenants a listing did not return as missing (`$1`
+/// tenant, `$2` the listed Entra tenant ids). The listed ids are one hashed set (`NOT IN`
+/// over their unnesting; none is NULL): `NOT (… = ANY($2))` is hashed only in a custom plan,
+/// and a prepared statement's generic plan would scan the whole list for each managed tenant.
+pub(crate) const MARK_MISSING: &str =
+    "UPDATE managed_tenants SET status = 'missing', missing_since = now()
+     WHERE tenant_id = $1 AND status = 'active'
+       AND entra_tenant_id NOT IN (SELECT unnest($2::text[]))";
+
 impl Store {
     /// Records a *successful* listing: upserts every tenant in it (reviving missing ones) and
     /// marks every other active managed tenant `missing`. Also writes the discovery counts to
@@ -188,15 +197,12 @@ impl Store {
         .bind(&domains_unreadable)
         .fetch_all(&mut *transaction)
         .await?;
-        let marked_missing = sqlx::query(
-            "UPDATE managed_tenants SET status = 'missing', missing_since = now()
-             WHERE tenant_id = $1 AND status = 'active' AND NOT (entra_tenant_id = ANY($2))",
-        )
-        .bind(tenant_id)
-        .bind(&ids)
-        .execute(&mut *transaction)
-        .await?
-        .rows_affected();
+        let marked_missing = sqlx::query(MARK_MISSING)
+            .bind(tenant_id)
+            .bind(&ids)
+            .execute(&mut *transaction)
+            .await?
+            .rows_affected();
         let outcome = DiscoveryOutcome {
             discovered: ids.len() as u64,
             added: inserted.iter().filter(|inserted| **inserted).count() as u64,

@@ -1046,6 +1046,50 @@ mod plan_tests {
         page_reads_probe_indexes(pool, 0, 20_000).await;
     }
 
+    /// Statements that compare each row with a bound list (discovery's missing tenants, the
+    /// preflight's absent users) hash the list in the generic plan a prepared statement
+    /// switches to, where `= ANY($n)` would be scanned for every row.
+    #[sqlx::test(migrations = "../../migrations")]
+    async fn bound_lists_are_hashed_in_a_generic_plan(pool: PgPool) {
+        let mut connection = pool.acquire().await.expect("connection");
+        sqlx::query("SET plan_cache_mode = force_generic_plan")
+            .execute(&mut *connection)
+            .await
+            .expect("generic plans");
+        let tenant = Uuid::new_v4();
+        for (what, sql, arguments) in [
+            (
+                "mark missing",
+                crate::discovery::MARK_MISSING,
+                format!("'{tenant}', ARRAY['a', 'b']"),
+            ),
+            (
+                "absent preview",
+                crate::preflight::ABSENT_PREVIEW,
+                format!("'{tenant}', '{tenant}', ARRAY['a', 'b']"),
+            ),
+        ] {
+            sqlx::query(&format!("PREPARE listed AS {sql}"))
+                .execute(&mut *connection)
+                .await
+                .expect("prepare");
+            let plan: Value = sqlx::query_scalar(&format!(
+                "EXPLAIN (VERBOSE, FORMAT JSON) EXECUTE listed({arguments})"
+            ))
+            .fetch_one(&mut *connection)
+            .await
+            .expect("explain");
+            sqlx::query("DEALLOCATE listed")
+                .execute(&mut *connection)
+                .await
+                .expect("deallocate");
+            assert!(
+                plan.to_string().contains("hashed SubPlan"),
+                "{what}: the list is not hashed in {plan}"
+            );
+        }
+    }
+
     /// Seeds a PSA tenant with `analyzed_at` contacts and links (and another PSA tenant with
     /// `others`), analyzes, grows the tenant to 20,100 of each, and checks the plans of the
     /// page's reads for a thousand of its keys.
