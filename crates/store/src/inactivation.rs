@@ -59,6 +59,26 @@ struct AbsentRow {
     contact: ContactRow,
 }
 
+/// `apply_inactivations`' statement (`$1` tenant, `$2` run, `$3` managed tenant, `$4` the state
+/// applied, `$5` who decided).
+pub(crate) const APPLY_INACTIVATIONS: &str = "WITH decided AS (
+         UPDATE pending_inactivations SET state = 'applied', decided_at = now(), decided_by = $5
+         WHERE tenant_id = $1 AND run_id = $2 AND managed_tenant_id = $3 AND state = $4
+         RETURNING contact_id, object_id, reason
+     ), updated AS (
+         UPDATE contacts c SET is_active = false, inactive_reason = d.reason, updated_at = now()
+         FROM decided d
+         WHERE c.tenant_id = $1 AND c.contact_id = d.contact_id AND c.is_active
+           AND NOT c.sync_locked
+         RETURNING c.contact_id, d.object_id, d.reason
+     )
+     INSERT INTO contact_changes (tenant_id, run_id, managed_tenant_id, object_id, contact_id,
+                                  action, before, after)
+     SELECT $1, $2, $3, object_id, contact_id, 'inactivate',
+            jsonb_build_object('is_active', true),
+            jsonb_build_object('is_active', false, 'inactive_reason', reason)
+     FROM updated";
+
 /// Applies the inactivations of (run, managed tenant) in `from_state` to their contacts (those
 /// still active and not locked), with audit rows; returns how many contacts changed.
 async fn apply_inactivations(
@@ -69,33 +89,15 @@ async fn apply_inactivations(
     from_state: &str,
     decided_by: Option<&str>,
 ) -> Result<u64> {
-    Ok(sqlx::query(
-        "WITH decided AS (
-             UPDATE pending_inactivations SET state = 'applied', decided_at = now(), decided_by = $5
-             WHERE tenant_id = $1 AND run_id = $2 AND managed_tenant_id = $3 AND state = $4
-             RETURNING contact_id, object_id, reason
-         ), updated AS (
-             UPDATE contacts c SET is_active = false, inactive_reason = d.reason, updated_at = now()
-             FROM decided d
-             WHERE c.tenant_id = $1 AND c.contact_id = d.contact_id AND c.is_active
-               AND NOT c.sync_locked
-             RETURNING c.contact_id, d.object_id, d.reason
-         )
-         INSERT INTO contact_changes (tenant_id, run_id, managed_tenant_id, object_id, contact_id,
-                                      action, before, after)
-         SELECT $1, $2, $3, object_id, contact_id, 'inactivate',
-                jsonb_build_object('is_active', true),
-                jsonb_build_object('is_active', false, 'inactive_reason', reason)
-         FROM updated",
-    )
-    .bind(tenant_id)
-    .bind(run_id)
-    .bind(managed_tenant_id)
-    .bind(from_state)
-    .bind(decided_by)
-    .execute(connection)
-    .await?
-    .rows_affected())
+    Ok(sqlx::query(APPLY_INACTIVATIONS)
+        .bind(tenant_id)
+        .bind(run_id)
+        .bind(managed_tenant_id)
+        .bind(from_state)
+        .bind(decided_by)
+        .execute(connection)
+        .await?
+        .rows_affected())
 }
 
 /// Adds applied inactivations to a tenant result's counts (in `status`).

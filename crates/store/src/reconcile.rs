@@ -945,7 +945,7 @@ mod plan_tests {
     use super::{
         NEW_ADDRESS_APPEARED, PAGE_CONTACTS, PAGE_LINKS, REACTIVATE_CONTACTS, UPDATE_CONTACTS,
     };
-    use crate::inactivation::{ABSENT_USERS, DROP_STALE_HELD};
+    use crate::inactivation::{ABSENT_USERS, APPLY_INACTIVATIONS, DROP_STALE_HELD};
     use serde_json::Value;
     use sqlx::PgPool;
     use uuid::Uuid;
@@ -1274,6 +1274,16 @@ mod plan_tests {
             .await
             .expect("explain the re-check of held inactivations");
         assert_linear("held re-check", &stale);
+        let apply: Value = sqlx::query_scalar(&verbose(APPLY_INACTIVATIONS))
+            .bind(tenant_id)
+            .bind(held_run)
+            .bind(managed_tenant_id)
+            .bind("held")
+            .bind("user:admin")
+            .fetch_one(&pool)
+            .await
+            .expect("explain applying held inactivations");
+        assert_linear("apply held", &apply);
         for (what, plan) in &plans {
             // The writes may join their rows in bulk: a page's updates are a tenth of its users
             // at most, and a hash join with one pass over the tenant's contacts costs what the
