@@ -60,7 +60,9 @@ struct AbsentRow {
 }
 
 /// `apply_inactivations`' statement (`$1` tenant, `$2` run, `$3` managed tenant, `$4` the state
-/// applied, `$5` who decided).
+/// applied, `$5` who decided). The contacts' tenant is compared through a sub-select (the crate
+/// docs say why): when the statistics took the PSA tenant for one contact, the planner could
+/// read its contacts first and scan every decided row for each of them.
 pub(crate) const APPLY_INACTIVATIONS: &str = "WITH decided AS (
          UPDATE pending_inactivations SET state = 'applied', decided_at = now(), decided_by = $5
          WHERE tenant_id = $1 AND run_id = $2 AND managed_tenant_id = $3 AND state = $4
@@ -68,7 +70,7 @@ pub(crate) const APPLY_INACTIVATIONS: &str = "WITH decided AS (
      ), updated AS (
          UPDATE contacts c SET is_active = false, inactive_reason = d.reason, updated_at = now()
          FROM decided d
-         WHERE c.tenant_id = $1 AND c.contact_id = d.contact_id AND c.is_active
+         WHERE c.tenant_id = (SELECT $1::uuid) AND c.contact_id = d.contact_id AND c.is_active
            AND NOT c.sync_locked
          RETURNING c.contact_id, d.object_id, d.reason
      )
@@ -154,7 +156,7 @@ pub(crate) const DROP_STALE_HELD: &str = "WITH later_seen AS (
                     WHEN NOT c.is_active THEN 'already_inactive'
                 END AS reason
          FROM pending_inactivations p
-         JOIN contacts c ON c.tenant_id = p.tenant_id AND c.contact_id = p.contact_id
+         JOIN contacts c ON c.tenant_id = (SELECT $1::uuid) AND c.contact_id = p.contact_id
          WHERE p.tenant_id = $1 AND p.run_id = $2 AND p.managed_tenant_id = $3
            AND p.state = 'held'
      )
