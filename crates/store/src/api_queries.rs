@@ -169,11 +169,13 @@ pub struct ListSql {
 pub const NO_SORT: &str = "enable_sort = off";
 
 impl ListSql {
+    /// A list of `tenant_id`'s rows, read in the list's order from an index (`NO_SORT`) unless
+    /// its shape says otherwise.
     fn new(tenant_id: Uuid) -> ListSql {
         ListSql {
             sql: String::new(),
             params: vec![ListParam::Uuid(tenant_id)],
-            settings: Vec::new(),
+            settings: vec![NO_SORT],
         }
     }
 
@@ -263,8 +265,8 @@ pub fn contacts_list_sql(
     }
     // An e-mail lookup finds a handful of rows through its own index and sorts those; every
     // other shape is read in name order from `contacts_by_name` or `contacts_by_client_name`.
-    if filter.email.is_none() {
-        list.settings.push(NO_SORT);
+    if filter.email.is_some() {
+        list.settings.retain(|setting| *setting != NO_SORT);
     }
     // The page of contacts is chosen first and only its rows are joined to their links, one
     // index lookup each (LATERAL): right after a large sync the links' statistics may still be
@@ -295,8 +297,6 @@ pub fn runs_list_sql(
     fetch: i64,
 ) -> ListSql {
     let mut list = ListSql::new(tenant_id);
-    // Every shape is read in the list's order from an index (`NO_SORT`).
-    list.settings.push(NO_SORT);
     let mut conditions = vec![format!("tenant_id = {TENANT}")];
     if let Some(kind) = kind {
         let placeholder = list.param(ListParam::Text(kind.to_owned()));
@@ -319,8 +319,6 @@ pub fn review_items_list_sql(
     fetch: i64,
 ) -> ListSql {
     let mut list = ListSql::new(tenant_id);
-    // Every shape is read in the list's order from an index (`NO_SORT`).
-    list.settings.push(NO_SORT);
     let mut conditions = vec![format!("tenant_id = {TENANT}")];
     if let Some(status) = filter.status {
         let placeholder = list.param(ListParam::Text(status.as_str().to_owned()));
@@ -355,8 +353,6 @@ pub fn api_audit_list_sql(
     fetch: i64,
 ) -> ListSql {
     let mut list = ListSql::new(tenant_id);
-    // Every shape is read in the list's order from an index (`NO_SORT`).
-    list.settings.push(NO_SORT);
     let mut conditions = vec![format!("tenant_id = {TENANT}")];
     push_time_keyset(&mut list, &mut conditions, "at", "audit_id", after);
     list.sql = format!(

@@ -1005,15 +1005,7 @@ mod plan_tests {
 
     /// Every node of an `EXPLAIN (FORMAT JSON)` plan, depth first.
     fn nodes(plan: &Value) -> Vec<&Value> {
-        fn walk<'a>(node: &'a Value, out: &mut Vec<&'a Value>) {
-            out.push(node);
-            for child in node["Plans"].as_array().into_iter().flatten() {
-                walk(child, out);
-            }
-        }
-        let mut out = Vec::new();
-        walk(&plan[0]["Plan"], &mut out);
-        out
+        nodes_of(&plan[0]["Plan"])
     }
 
     /// A PSA tenant whose statistics describe 100 contacts and links while it has 20,100 (a
