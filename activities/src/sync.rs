@@ -24,11 +24,13 @@ use entra_sync_connection::{
 use entra_sync_domain::model::DirectoryEntry;
 use entra_sync_store::connection::ConnectionKind;
 use entra_sync_store::discovery::{DiscoveredTenantRecord, TenantDomain};
+use entra_sync_store::inactivation::TenantFinish;
 use entra_sync_store::reconcile::PageScope;
 use entra_sync_store::runs::{
     LeasedStart, NewRun, RunKind, RunScope, RunStatus, RunTrigger, SyncMode, TenantResultRecord,
     TenantResultStatus,
 };
+use entra_sync_store::settings::SyncStart;
 use entra_sync_store::Store;
 use entra_sync_workflows::contract::{
     DiscoverInput, DiscoverOutput, FinishRunInput, FinishRunOutput, HandedBack,
@@ -197,16 +199,18 @@ impl Activities {
         ctx: ActivityContext,
         input: SyncTenantInput,
     ) -> Result<SyncTenantOutput, ActivityError> {
-        self.sync_timed(&ctx, input, None).await
+        self.sync_timed(&ctx, input, None, None).await
     }
 
     /// One tenant's sync under this attempt's number (for `note_retry`), timed in
-    /// `entra_sync_tenant_sync_seconds`.
+    /// `entra_sync_tenant_sync_seconds`. A group passes its shared source and the tenant's
+    /// start as it read them for all its tenants at once.
     async fn sync_timed(
         &self,
         ctx: &ActivityContext,
         input: SyncTenantInput,
         shared: Option<&ConnectedSource>,
+        start: Option<SyncStart>,
     ) -> Result<SyncTenantOutput, ActivityError> {
         let started = std::time::Instant::now();
         let outcome = ATTEMPT
@@ -214,7 +218,7 @@ impl Activities {
                 ctx.info().attempt,
                 NEXT_HEARTBEAT.scope(
                     Cell::new(tokio::time::Instant::now() + HEARTBEAT_EVERY),
-                    self.sync_tenant_inner(ctx, input, shared),
+                    self.sync_tenant_inner(ctx, input, shared, start),
                 ),
             )
             .await;
@@ -245,6 +249,18 @@ impl Activities {
             .for_tenant(&self.store, tenant_id)
             .await
             .ok();
+        // Their starts (settings, delta links) are read in one statement too; if that fails,
+        // each tenant reads its own.
+        let managed_tenant_ids: Vec<Uuid> = input
+            .targets
+            .iter()
+            .filter_map(|target| Uuid::from_str(&target.managed_tenant_id).ok())
+            .collect();
+        let mut starts = self
+            .store
+            .load_sync_starts(tenant_id, &managed_tenant_ids)
+            .await
+            .unwrap_or_default();
         for target in input.targets {
             if ctx.is_cancelled() {
                 return Err(ActivityError::cancelled());
@@ -254,7 +270,10 @@ impl Activities {
                 run_id: input.run_id.clone(),
                 target: target.clone(),
             };
-            match self.sync_timed(&ctx, one, shared.as_ref()).await {
+            let start = Uuid::from_str(&target.managed_tenant_id)
+                .ok()
+                .and_then(|id| starts.remove(&id));
+            match self.sync_timed(&ctx, one, shared.as_ref(), start).await {
                 Ok(_) => {}
                 Err(ActivityError::Application(failure)) if failure.is_non_retryable() => {}
                 Err(ActivityError::Application(failure)) => {
@@ -532,6 +551,7 @@ impl Activities {
         ctx: &ActivityContext,
         input: SyncTenantInput,
         shared: Option<&ConnectedSource>,
+        start: Option<SyncStart>,
     ) -> Result<SyncTenantOutput, ActivityError> {
         let preparing = std::time::Instant::now();
         let tenant_id = parse_uuid(&input.tenant_id, "tenant_id")?;
@@ -540,11 +560,14 @@ impl Activities {
         let client_id = parse_uuid(&input.target.client_id, "client_id")?;
         let entra_tenant_id = input.target.entra_tenant_id.clone();
 
-        let start = self
-            .store
-            .load_sync_start(tenant_id, managed_tenant_id)
-            .await
-            .map_err(from_store)?;
+        let start = match start {
+            Some(start) => start,
+            None => self
+                .store
+                .load_sync_start(tenant_id, managed_tenant_id)
+                .await
+                .map_err(from_store)?,
+        };
         let settings = start.settings;
         let connected = match shared {
             Some(shared) => ConnectedSource {
@@ -640,8 +663,8 @@ impl Activities {
         };
 
         record_step(STEP_PREPARE, preparing.elapsed());
-        let new_delta_link = if enumeration_done {
-            None
+        let round = if enumeration_done {
+            RoundEnd::default()
         } else {
             let reading = Reading {
                 ctx,
@@ -659,18 +682,22 @@ impl Activities {
                 .await?
         };
         let finishing = std::time::Instant::now();
-        let issued_at = Utc::now();
-        let finish = self
-            .store
-            .finish_tenant_sync(
-                tenant_id,
-                run_id,
-                managed_tenant_id,
-                mode == SyncMode::Full,
-                new_delta_link.as_deref().map(|link| (link, issued_at)),
-            )
-            .await
-            .map_err(from_store)?;
+        let finish = match round.finished {
+            Some(finish) => finish,
+            None => {
+                let issued_at = Utc::now();
+                self.store
+                    .finish_tenant_sync(
+                        tenant_id,
+                        run_id,
+                        managed_tenant_id,
+                        mode == SyncMode::Full,
+                        round.delta_link.as_deref().map(|link| (link, issued_at)),
+                    )
+                    .await
+                    .map_err(from_store)?
+            }
+        };
         let (inactivations, status) = (finish.inactivations, finish.status);
         info!(
             pages = progress.pages,
@@ -870,7 +897,8 @@ impl Activities {
     /// Reads the tenant's users page by page, reconciling them in batches of about
     /// `batch_users` users (one transaction each, whose resume cursor is the provider link
     /// after the batch), until the provider says the enumeration ended. Returns the new delta
-    /// link, if the provider gave one.
+    /// link, if the provider gave one, and the tenant's end when the last batch of a delta
+    /// round already ended it in its own transaction (`Store::reconcile_last_delta_page`).
     async fn read_all_batches(
         &self,
         reading: &Reading<'_>,
@@ -878,7 +906,7 @@ impl Activities {
         settings: &entra_sync_domain::model::SyncSettings,
         progress: &mut Progress,
         mode: &mut SyncMode,
-    ) -> Result<Option<String>, ActivityError> {
+    ) -> Result<RoundEnd, ActivityError> {
         let scope = &reading.scope;
         let mut batch = Batch::default();
         loop {
@@ -907,19 +935,29 @@ impl Activities {
                 // often): no page transaction. A retry before the tenant ends reads the same
                 // empty round again, which changes nothing either.
                 progress.pages += batch.pages;
-                return Ok(page.delta_link);
+                return Ok(RoundEnd {
+                    delta_link: page.delta_link,
+                    finished: None,
+                });
             }
-            self.reconcile_batch(
-                reading,
-                settings,
-                progress,
-                &batch,
-                page.next_cursor.clone(),
-            )
-            .await?;
+            // The last batch of a delta round ends the tenant in its own transaction.
+            let end = (last && *mode == SyncMode::Delta).then_some(page.delta_link.as_deref());
+            let finished = self
+                .reconcile_batch(
+                    reading,
+                    settings,
+                    progress,
+                    &batch,
+                    page.next_cursor.clone(),
+                    end,
+                )
+                .await?;
             batch = Batch::default();
             if last {
-                return Ok(page.delta_link);
+                return Ok(RoundEnd {
+                    delta_link: page.delta_link,
+                    finished,
+                });
             }
         }
     }
@@ -971,7 +1009,9 @@ impl Activities {
     /// Reconciles a batch in one transaction that also stores the cursor after it (the
     /// completion marker after the last page, so a retry then does not read it again), then
     /// heartbeats the committed cursor. Once the transaction starts it runs to its end: a
-    /// cancel is honoured between batches, never inside one.
+    /// cancel is honoured between batches, never inside one. With `end` (the last batch of a
+    /// delta round, and its delta link), the same transaction ends the tenant when nothing is
+    /// pending, and returns how it ended.
     async fn reconcile_batch(
         &self,
         reading: &Reading<'_>,
@@ -979,7 +1019,8 @@ impl Activities {
         progress: &mut Progress,
         batch: &Batch,
         next_cursor: Option<String>,
-    ) -> Result<(), ActivityError> {
+        end: Option<Option<&str>>,
+    ) -> Result<Option<TenantFinish>, ActivityError> {
         let mut scope = reading.scope.clone();
         scope.next_cursor = Some(
             next_cursor
@@ -987,16 +1028,30 @@ impl Activities {
                 .unwrap_or_else(|| ENUMERATION_COMPLETE.to_owned()),
         );
         let reconciling = std::time::Instant::now();
-        let outcome = with_heartbeats(
-            reading.ctx,
-            progress,
-            false,
-            self.store
-                .reconcile_page(&scope, &batch.entries, settings, false),
-        )
-        .await
-        .ok_or_else(ActivityError::cancelled)?;
-        let outcome = outcome.map_err(from_store)?;
+        let issued_at = Utc::now();
+        let reconciled = async {
+            match end {
+                Some(delta_link) => {
+                    self.store
+                        .reconcile_last_delta_page(
+                            &scope,
+                            &batch.entries,
+                            settings,
+                            delta_link.map(|link| (link, issued_at)),
+                        )
+                        .await
+                }
+                None => self
+                    .store
+                    .reconcile_page(&scope, &batch.entries, settings, false)
+                    .await
+                    .map(|outcome| (outcome, None)),
+            }
+        };
+        let outcome = with_heartbeats(reading.ctx, progress, false, reconciled)
+            .await
+            .ok_or_else(ActivityError::cancelled)?;
+        let (outcome, finished) = outcome.map_err(from_store)?;
         record_step(STEP_PLAN, outcome.plan_time);
         record_step(
             STEP_DATABASE,
@@ -1010,8 +1065,17 @@ impl Activities {
         if progress.next_cursor.is_some() {
             heartbeat(reading.ctx, progress).await;
         }
-        Ok(())
+        Ok(finished)
     }
+}
+
+/// How a tenant's round of pages ended ([`Activities::read_all_batches`]).
+#[derive(Default)]
+struct RoundEnd {
+    /// The new delta link, if the provider gave one.
+    delta_link: Option<String>,
+    /// The tenant's end, when the last batch's transaction already ended it.
+    finished: Option<TenantFinish>,
 }
 
 /// The wait before a handed-back tenant syncs again when the provider named none: the first

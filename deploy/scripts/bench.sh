@@ -11,7 +11,11 @@
 # Sizes: SCALE_PARTS (mapping,lists,sync,large), SCALE_MAPPING_TENANTS/CLIENTS, SCALE_LIST_CONTACTS,
 # SCALE_SYNC_TENANTS/USERS, SCALE_LARGE_TENANTS/USERS, SCALE_SIZE_MEDIAN; BENCH_PARTS=scale
 # skips reconcile-bench (then STORE_USERS_PER_SECOND may be given); BENCH_EXPLAIN_MS=N logs the
-# plan of every statement slower than N ms (auto_explain) to .run/bench/postgres.log. A quick run:
+# plan of every statement slower than N ms (auto_explain) to .run/bench/postgres.log;
+# BENCH_TRACK_PLANNING=on adds planning time to the Postgres figures (it costs a little under
+# concurrency, so it is off by default); ENTRA_SYNC_BIN runs another build of the product (to
+# compare two builds in turn on the same machine); SCALE_RUST_LOG sets the processes' log
+# filter (default warn). A quick run:
 #   SCALE_MAPPING_TENANTS=200 SCALE_MAPPING_CLIENTS=500 SCALE_LIST_CONTACTS=20000 \
 #   SCALE_SYNC_TENANTS=20 SCALE_SYNC_USERS=4000 SCALE_LARGE_TENANTS=50 SCALE_LARGE_USERS=10000 make bench
 source "$(dirname "$0")/lib.sh"
@@ -37,7 +41,8 @@ rm -rf "$RUN" && mkdir -p "$RUN"
 start_postgres() {
   # Restart once with pg_stat_statements preloaded (ALTER SYSTEM needs a running server).
   "$PG_BIN/psql" -q "$(pg_start "$RUN/postgres")" \
-    -c "ALTER SYSTEM SET shared_preload_libraries = 'pg_stat_statements'"
+    -c "ALTER SYSTEM SET shared_preload_libraries = 'pg_stat_statements'" \
+    -c "ALTER SYSTEM SET pg_stat_statements.track_planning = ${BENCH_TRACK_PLANNING:-off}"
   pg_stop "$RUN/postgres"
   DATABASE_URL=$(pg_start "$RUN/postgres")
   export DATABASE_URL
@@ -66,7 +71,7 @@ if [[ ",$BENCH_PARTS," == *",scale,"* ]]; then
   }
   phase temporal start_temporal
   export TEMPORAL_CLI="$VENV/bin/temporal" SCALE_LOG_DIR="$RUN/logs"
-  export ENTRA_SYNC_BIN="$ROOT/target/release/entra-sync"
+  export ENTRA_SYNC_BIN="${ENTRA_SYNC_BIN:-$ROOT/target/release/entra-sync}"
   export SIMULATOR_BIN="$ROOT/target/release/entra-sync-simulator"
   phase scale "$ROOT/target/release/scale-bench"
 fi

@@ -265,7 +265,11 @@ impl Stack {
             ("MICROSOFT_CLIENT_SECRET", APP_CLIENT_SECRET.to_owned()),
             ("MICROSOFT_TENANT_ID", PARTNER_TENANT_ID.to_owned()),
             ("MICROSOFT_OAUTH_CALLBACK_URL", CALLBACK_URL.to_owned()),
-            ("RUST_LOG", "warn".to_owned()),
+            // `SCALE_RUST_LOG` (default `warn`) sets the processes' log filter, for a timeline.
+            (
+                "RUST_LOG",
+                std::env::var("SCALE_RUST_LOG").unwrap_or_else(|_| "warn".to_owned()),
+            ),
             // The simulator listens on loopback, which the outbound policy refuses otherwise.
             ("ENTRA_SYNC_ALLOW_PRIVATE_ENDPOINTS", "true".to_owned()),
         ];
@@ -963,18 +967,26 @@ impl Meters {
         );
     }
 
-    /// Prints `{label}_postgres_exec_seconds`, `{label}_worker_cpu_seconds` and
+    /// Prints `{label}_postgres_statements`, `{label}_postgres_exec_seconds`,
+    /// `{label}_worker_cpu_seconds` and
     /// `{label}_temporal_cpu_seconds`, each where measurable.
     async fn report(&self, label: &str) {
         let postgres: Option<f64> = async {
             let mut connection = PgConnection::connect(&self.database_url).await.ok()?;
-            let milliseconds: Option<f64> = sqlx::query_scalar(
-                "SELECT sum(total_exec_time + total_plan_time)::float8 FROM pg_stat_statements
+            // Statements: every call the product made (BEGIN and COMMIT included), not the
+            // meter's own; each is a round trip, what a run that changes little pays most for.
+            let (milliseconds, calls): (Option<f64>, Option<i64>) = sqlx::query_as(
+                "SELECT sum(total_exec_time + total_plan_time)::float8,
+                        sum(calls) FILTER (WHERE query NOT LIKE '%pg_stat_statements%')::int8
+                 FROM pg_stat_statements
                  WHERE dbid = (SELECT oid FROM pg_database WHERE datname = current_database())",
             )
             .fetch_one(&mut connection)
             .await
             .ok()?;
+            if let Some(calls) = calls {
+                figure(&format!("{label}_postgres_statements"), calls);
+            }
             if let Some(top) = std::env::var("SCALE_STATEMENTS")
                 .ok()
                 .and_then(|top| top.parse::<i64>().ok())

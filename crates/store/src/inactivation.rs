@@ -407,59 +407,16 @@ impl Store {
         delta_link: Option<(&str, DateTime<Utc>)>,
     ) -> Result<Option<TenantFinish>> {
         let mut transaction = begin_locked(&self.pool, tenant_id, managed_tenant_id).await?;
-        // `stored` is the status before this statement: the answer when the result had
-        // already ended, as `finish_tenant_result` gives it.
-        let row: (bool, i64, Option<String>, Option<String>) = sqlx::query_as(
-            "WITH quiet AS (
-                 SELECT NOT EXISTS (SELECT 1 FROM pending_inactivations
-                                    WHERE tenant_id = $1 AND run_id = $2
-                                      AND managed_tenant_id = $3 AND state = 'pending')
-                        AND EXISTS (SELECT 1 FROM run_tenant_results
-                                    WHERE tenant_id = $1 AND run_id = $2
-                                      AND managed_tenant_id = $3) AS quiet
-             ), held AS (
-                 SELECT count(*) AS held FROM pending_inactivations
-                 WHERE tenant_id = $1 AND run_id = $2 AND managed_tenant_id = $3
-                   AND state = 'held'
-             ), saved AS (
-                 INSERT INTO delta_state (tenant_id, managed_tenant_id, delta_link, issued_at)
-                 SELECT $1, $3, $4, $5 FROM quiet WHERE quiet AND $4::text IS NOT NULL
-                 ON CONFLICT (tenant_id, managed_tenant_id) DO UPDATE SET
-                     delta_link = excluded.delta_link, issued_at = excluded.issued_at,
-                     updated_at = now()
-             ), finished AS (
-                 UPDATE run_tenant_results SET
-                     status = CASE WHEN (SELECT held FROM held) > 0
-                                   THEN 'needs_confirmation' ELSE 'completed' END,
-                     error = NULL, finished_at = now()
-                 WHERE tenant_id = $1 AND run_id = $2 AND managed_tenant_id = $3
-                   AND status = 'running' AND (SELECT quiet FROM quiet)
-                 RETURNING status
-             )
-             SELECT quiet.quiet, held.held, (SELECT status FROM finished),
-                    (SELECT status FROM run_tenant_results
-                     WHERE tenant_id = $1 AND run_id = $2 AND managed_tenant_id = $3)
-             FROM quiet, held",
+        let finish = end_quietly(
+            &mut transaction,
+            tenant_id,
+            run_id,
+            managed_tenant_id,
+            delta_link,
         )
-        .bind(tenant_id)
-        .bind(run_id)
-        .bind(managed_tenant_id)
-        .bind(delta_link.map(|(link, _)| link))
-        .bind(delta_link.map(|(_, issued_at)| issued_at))
-        .fetch_one(&mut *transaction)
         .await?;
         transaction.commit().await?;
-        let (quiet, held, finished, stored) = row;
-        let Some(status) = quiet.then_some(finished.or(stored)).flatten() else {
-            return Ok(None);
-        };
-        Ok(Some(TenantFinish {
-            inactivations: InactivationOutcome {
-                applied: 0,
-                held: u64::try_from(held).unwrap_or_default(),
-            },
-            status: parse_tenant_status(&status)?,
-        }))
+        Ok(finish)
     }
 
     /// The inactivations a run queued for a managed tenant, in every state.
@@ -586,4 +543,70 @@ impl Store {
         transaction.commit().await?;
         Ok(changed)
     }
+}
+
+/// Ends a managed tenant's sync on `connection`, which holds the tenant's lock, when nothing
+/// is pending: saves the new delta link (if given) and finishes the tenant result, in one
+/// statement. None when something is pending (or the result row is missing), having changed
+/// nothing. Used by [`Store::finish_tenant_sync`] in a transaction of its own, and by the last
+/// page of a delta round inside the page's transaction (`Store::reconcile_last_delta_page`).
+pub(crate) async fn end_quietly(
+    connection: &mut PgConnection,
+    tenant_id: Uuid,
+    run_id: Uuid,
+    managed_tenant_id: Uuid,
+    delta_link: Option<(&str, DateTime<Utc>)>,
+) -> Result<Option<TenantFinish>> {
+    // `stored` is the status before this statement: the answer when the result had
+    // already ended, as `finish_tenant_result` gives it.
+    let row: (bool, i64, Option<String>, Option<String>) = sqlx::query_as(
+        "WITH quiet AS (
+             SELECT NOT EXISTS (SELECT 1 FROM pending_inactivations
+                                WHERE tenant_id = $1 AND run_id = $2
+                                  AND managed_tenant_id = $3 AND state = 'pending')
+                    AND EXISTS (SELECT 1 FROM run_tenant_results
+                                WHERE tenant_id = $1 AND run_id = $2
+                                  AND managed_tenant_id = $3) AS quiet
+         ), held AS (
+             SELECT count(*) AS held FROM pending_inactivations
+             WHERE tenant_id = $1 AND run_id = $2 AND managed_tenant_id = $3
+               AND state = 'held'
+         ), saved AS (
+             INSERT INTO delta_state (tenant_id, managed_tenant_id, delta_link, issued_at)
+             SELECT $1, $3, $4, $5 FROM quiet WHERE quiet AND $4::text IS NOT NULL
+             ON CONFLICT (tenant_id, managed_tenant_id) DO UPDATE SET
+                 delta_link = excluded.delta_link, issued_at = excluded.issued_at,
+                 updated_at = now()
+         ), finished AS (
+             UPDATE run_tenant_results SET
+                 status = CASE WHEN (SELECT held FROM held) > 0
+                               THEN 'needs_confirmation' ELSE 'completed' END,
+                 error = NULL, finished_at = now()
+             WHERE tenant_id = $1 AND run_id = $2 AND managed_tenant_id = $3
+               AND status = 'running' AND (SELECT quiet FROM quiet)
+             RETURNING status
+         )
+         SELECT quiet.quiet, held.held, (SELECT status FROM finished),
+                (SELECT status FROM run_tenant_results
+                 WHERE tenant_id = $1 AND run_id = $2 AND managed_tenant_id = $3)
+         FROM quiet, held",
+    )
+    .bind(tenant_id)
+    .bind(run_id)
+    .bind(managed_tenant_id)
+    .bind(delta_link.map(|(link, _)| link))
+    .bind(delta_link.map(|(_, issued_at)| issued_at))
+    .fetch_one(&mut *connection)
+    .await?;
+    let (quiet, held, finished, stored) = row;
+    let Some(status) = quiet.then_some(finished.or(stored)).flatten() else {
+        return Ok(None);
+    };
+    Ok(Some(TenantFinish {
+        inactivations: InactivationOutcome {
+            applied: 0,
+            held: u64::try_from(held).unwrap_or_default(),
+        },
+        status: parse_tenant_status(&status)?,
+    }))
 }

@@ -6,6 +6,7 @@
 
 use std::collections::{BTreeMap, HashSet};
 
+use chrono::{DateTime, Utc};
 use entra_sync_domain::email::email_key;
 use entra_sync_domain::model::{
     Action, DirectoryEntry, InactiveReason, Link, PageContext, Plan, ReviewState, SyncSettings,
@@ -16,6 +17,7 @@ use entra_sync_domain::validate::storable_entries;
 use sqlx::{Connection, Executor, FromRow, PgConnection};
 use uuid::Uuid;
 
+use crate::inactivation::{end_quietly, TenantFinish};
 use crate::psa::{fields_json, ContactColumns, ContactRow};
 use crate::runs::TallyCounts;
 use crate::{Result, Store};
@@ -271,6 +273,40 @@ impl Store {
         settings: &SyncSettings,
         dry_run: bool,
     ) -> Result<PageOutcome> {
+        let (outcome, _) = self
+            .reconcile(scope, entries, settings, dry_run, None)
+            .await?;
+        Ok(outcome)
+    }
+
+    /// The last page (or batch) of a delta round, and the managed tenant's end with it:
+    /// reconciles it as [`Store::reconcile_page`] does and, in the same transaction, ends the
+    /// tenant as [`Store::finish_tenant_sync`] does when nothing is pending, saving the new
+    /// delta link. A delta round is no complete enumeration, so nothing else is left to do
+    /// then, and the tenant pays one transaction instead of two. The finish is None when
+    /// something is pending (a removal the page queued): the page is committed, and the
+    /// caller ends the tenant with `finish_tenant_sync`.
+    pub async fn reconcile_last_delta_page(
+        &self,
+        scope: &PageScope,
+        entries: &[DirectoryEntry],
+        settings: &SyncSettings,
+        delta_link: Option<(&str, DateTime<Utc>)>,
+    ) -> Result<(PageOutcome, Option<TenantFinish>)> {
+        self.reconcile(scope, entries, settings, false, Some(delta_link))
+            .await
+    }
+
+    /// [`Store::reconcile_page`], ending the tenant quietly before the commit when `end`
+    /// gives the round's delta link (`Some(None)`: the round gave none).
+    async fn reconcile(
+        &self,
+        scope: &PageScope,
+        entries: &[DirectoryEntry],
+        settings: &SyncSettings,
+        dry_run: bool,
+        end: Option<Option<(&str, DateTime<Utc>)>>,
+    ) -> Result<(PageOutcome, Option<TenantFinish>)> {
         let entries = storable_entries(entries);
         let mut statements = Statements::default();
         statements.count();
@@ -328,19 +364,34 @@ impl Store {
         )
         .await?;
         release_addresses(&mut transaction, scope, &claimed, &mut statements).await?;
+        let finish = match end {
+            Some(delta_link) if !dry_run => {
+                statements.count();
+                end_quietly(
+                    &mut transaction,
+                    scope.tenant_id,
+                    scope.run_id,
+                    scope.managed_tenant_id,
+                    delta_link,
+                )
+                .await?
+            }
+            _ => None,
+        };
 
         if dry_run {
             transaction.rollback().await?;
         } else {
             transaction.commit().await?;
         }
-        Ok(PageOutcome {
+        let outcome = PageOutcome {
             tally: page_tally,
             plan_len: plan.actions.len(),
             statements: statements.0,
             plan,
             plan_time,
-        })
+        };
+        Ok((outcome, finish))
     }
 }
 

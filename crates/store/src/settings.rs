@@ -355,30 +355,58 @@ impl Store {
         tenant_id: Uuid,
         managed_tenant_id: Uuid,
     ) -> Result<SyncStart> {
-        let row: SyncStartRow = sqlx::query_as(
-            "SELECT (SELECT document FROM settings WHERE tenant_id = $1) AS document,
-                    (SELECT filters FROM managed_tenant_settings
-                     WHERE tenant_id = $1 AND managed_tenant_id = $2) AS filters,
+        self.load_sync_starts(tenant_id, &[managed_tenant_id])
+            .await?
+            .remove(&managed_tenant_id)
+            .ok_or_else(|| StoreError::Invalid("no sync start was read".to_owned()))
+    }
+
+    /// [`Store::load_sync_start`] for several managed tenants in one statement (a group of
+    /// small tenants one activity syncs), keyed by managed tenant id; the settings document is
+    /// parsed once.
+    pub async fn load_sync_starts(
+        &self,
+        tenant_id: Uuid,
+        managed_tenant_ids: &[Uuid],
+    ) -> Result<BTreeMap<Uuid, SyncStart>> {
+        let rows: Vec<SyncStartRow> = sqlx::query_as(
+            "SELECT k.managed_tenant_id,
+                    (SELECT document FROM settings WHERE tenant_id = $1) AS document,
+                    (SELECT filters FROM managed_tenant_settings f
+                     WHERE f.tenant_id = $1 AND f.managed_tenant_id = k.managed_tenant_id)
+                        AS filters,
                     coalesce((SELECT enabled FROM feature_flag_tenants
                               WHERE tenant_id = $1 AND flag = $3), false) AS field_sync_enabled,
                     d.delta_link, d.issued_at
-             FROM (SELECT) AS one
-             LEFT JOIN delta_state d ON d.tenant_id = $1 AND d.managed_tenant_id = $2",
+             FROM unnest($2::uuid[]) AS k(managed_tenant_id)
+             LEFT JOIN delta_state d
+                    ON d.tenant_id = $1 AND d.managed_tenant_id = k.managed_tenant_id",
         )
         .bind(tenant_id)
-        .bind(managed_tenant_id)
+        .bind(managed_tenant_ids)
         .bind(FIELD_SYNC_FLAG)
-        .fetch_one(&self.pool)
+        .fetch_all(&self.pool)
         .await?;
-        let settings = settings_from(row.document)?;
-        let filter_override = filter_override_from(row.filters)?;
-        Ok(SyncStart {
-            settings: settings.to_sync_settings(
-                &filter_override.apply(&settings.filters),
-                row.field_sync_enabled,
-            ),
-            delta_link: row.delta_link.zip(row.issued_at),
-        })
+        let mut settings: Option<TenantSettings> = None;
+        let mut starts = BTreeMap::new();
+        for row in rows {
+            let tenant_settings = match &settings {
+                Some(parsed) => parsed,
+                None => settings.insert(settings_from(row.document)?),
+            };
+            let filter_override = filter_override_from(row.filters)?;
+            starts.insert(
+                row.managed_tenant_id,
+                SyncStart {
+                    settings: tenant_settings.to_sync_settings(
+                        &filter_override.apply(&tenant_settings.filters),
+                        row.field_sync_enabled,
+                    ),
+                    delta_link: row.delta_link.zip(row.issued_at),
+                },
+            );
+        }
+        Ok(starts)
     }
 }
 
@@ -410,6 +438,7 @@ fn filter_override_from(filters: Option<serde_json::Value>) -> Result<FilterOver
 
 #[derive(sqlx::FromRow)]
 struct SyncStartRow {
+    managed_tenant_id: Uuid,
     document: Option<serde_json::Value>,
     filters: Option<serde_json::Value>,
     field_sync_enabled: bool,

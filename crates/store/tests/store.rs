@@ -2242,6 +2242,153 @@ async fn a_delta_finish_saves_the_link_and_settles_what_the_pages_queued(pool: P
     );
 }
 
+/// `reconcile_last_delta_page`: the last batch of a delta round ends the tenant in the page's
+/// own transaction, one statement more than the page alone, when nothing is pending; when the
+/// page queued a removal it commits the page, ends nothing and leaves the tenant to
+/// `finish_tenant_sync`, which applies the removal.
+#[sqlx::test(migrations = "../../migrations")]
+async fn the_last_delta_page_ends_a_quiet_tenant_in_its_own_transaction(pool: PgPool) {
+    let fixture = &Fixture::new(pool.clone()).await;
+    let store = &fixture.store;
+    let (tenant_id, managed_tenant_id) = (fixture.tenant_id, fixture.managed_tenant_id);
+    let at = |minute: u32| {
+        chrono::DateTime::parse_from_rfc3339(&format!("2026-12-07T08:{minute:02}:00Z"))
+            .expect("time")
+            .with_timezone(&chrono::Utc)
+    };
+    let sync = |mode: SyncMode| async move {
+        let run_id = fixture.start_sync().await;
+        store
+            .start_tenant_result(tenant_id, run_id, managed_tenant_id, mode)
+            .await
+            .expect("store");
+        run_id
+    };
+    let status = |run_id: Uuid| async move {
+        sqlx::query_scalar::<_, String>(
+            "SELECT status FROM run_tenant_results WHERE run_id = $1 AND managed_tenant_id = $2",
+        )
+        .bind(run_id)
+        .bind(managed_tenant_id)
+        .fetch_one(&fixture.store.pool().clone())
+        .await
+        .expect("status")
+    };
+    let delta_state = || async {
+        store
+            .get_delta_state(tenant_id, managed_tenant_id)
+            .await
+            .expect("store")
+    };
+    let last_page = |run_id: Uuid, entries: Vec<DirectoryEntry>, link: &'static str, minute| async move {
+        let mut scope = fixture.scope(run_id);
+        scope.next_cursor = Some("complete".to_owned());
+        store
+            .reconcile_last_delta_page(
+                &scope,
+                &entries,
+                &SyncSettings::default(),
+                Some((link, at(minute))),
+            )
+            .await
+            .expect("reconcile")
+    };
+
+    let initial = sync(SyncMode::Full).await;
+    let everyone = users(20, "u");
+    fixture.reconcile(initial, &everyone).await;
+    store
+        .finish_tenant_sync(
+            tenant_id,
+            initial,
+            managed_tenant_id,
+            true,
+            Some(("link-1", at(1))),
+        )
+        .await
+        .expect("store");
+    store
+        .finish_run(tenant_id, initial, RunStatus::Completed, None)
+        .await
+        .expect("store");
+
+    // Two users changed: the page and the tenant's end commit together.
+    let quiet = sync(SyncMode::Delta).await;
+    let changed = users(2, "u");
+    sqlx::query("CREATE EXTENSION IF NOT EXISTS pg_stat_statements")
+        .execute(&pool)
+        .await
+        .expect("pg_stat_statements (the server must preload it)");
+    let before = executed_statements(&pool).await;
+    let (outcome, finish) = last_page(quiet, changed.clone(), "link-2", 2).await;
+    let ran = executed_statements(&pool).await - before;
+    let finish = finish.expect("nothing pending: the page ended the tenant");
+    assert_eq!(
+        (
+            finish.status,
+            finish.inactivations.applied,
+            finish.inactivations.held
+        ),
+        (TenantResultStatus::Completed, 0, 0)
+    );
+    assert_eq!(outcome.tally.seen, 2);
+    assert_eq!(status(quiet).await, "completed");
+    assert_eq!(delta_state().await, Some(("link-2".to_owned(), at(2))));
+    store
+        .finish_run(tenant_id, quiet, RunStatus::Completed, None)
+        .await
+        .expect("store");
+    // The same page without the end, in a run of its own, runs one statement fewer.
+    let plain = sync(SyncMode::Delta).await;
+    let before = executed_statements(&pool).await;
+    fixture.reconcile(plain, &changed).await;
+    assert_eq!(
+        ran,
+        executed_statements(&pool).await - before + 1,
+        "the page's statements and the end's one"
+    );
+    assert_eq!(status(plain).await, "running");
+    store
+        .finish_tenant_sync(tenant_id, plain, managed_tenant_id, false, None)
+        .await
+        .expect("store");
+    store
+        .finish_run(tenant_id, plain, RunStatus::Completed, None)
+        .await
+        .expect("store");
+
+    // A removal is pending after the page: it commits, the tenant does not end, and the link
+    // is not saved until `finish_tenant_sync` has applied the removal.
+    let removing = sync(SyncMode::Delta).await;
+    let removal = vec![DirectoryEntry::Removed {
+        object_id: "u-5".to_owned(),
+        permanent: false,
+    }];
+    let (outcome, finish) = last_page(removing, removal, "link-3", 3).await;
+    assert!(
+        finish.is_none(),
+        "a pending removal leaves the end to the caller"
+    );
+    assert_eq!(outcome.tally.seen, 1);
+    assert_eq!(status(removing).await, "running");
+    assert_eq!(delta_state().await, Some(("link-2".to_owned(), at(2))));
+    let finish = store
+        .finish_tenant_sync(
+            tenant_id,
+            removing,
+            managed_tenant_id,
+            false,
+            Some(("link-3", at(3))),
+        )
+        .await
+        .expect("store");
+    assert_eq!(
+        (finish.status, finish.inactivations.applied),
+        (TenantResultStatus::Completed, 1)
+    );
+    assert_eq!(delta_state().await, Some(("link-3".to_owned(), at(3))));
+}
+
 /// A page waits for the managed tenant's lock, which its transaction takes together with its
 /// `BEGIN`: while another transaction holds the lock the page writes nothing, and once that
 /// transaction ends the page commits.
