@@ -1214,13 +1214,111 @@ async fn timed_sync(
     meters.report(label).await;
     if let Some(histories) = run_histories(stack, config, &run_id).await {
         report_histories(label, tenants, &histories);
+        if histories.children.is_empty() {
+            report_orchestration(config, label, &histories.workflow_id).await;
+        }
     }
     Ok(seconds)
+}
+
+/// The activities that sync tenants; the others are the run's bookkeeping.
+const TENANT_ACTIVITIES: [&str; 2] = ["sync_tenant", "sync_tenants"];
+
+/// The fixed part of a run, from its workflow's history: what it spends before its first
+/// tenant and after its last, whatever the tenants cost.
+#[derive(Debug, PartialEq)]
+struct Orchestration {
+    /// From the workflow's start to the first tenant activity's scheduling: workflow tasks,
+    /// `prepare_sync` and its round trips.
+    before_tenants: f64,
+    /// From the last tenant activity's completion to `finish_run`'s: a workflow task and the
+    /// bookkeeping activity's round trip.
+    after_tenants: f64,
+}
+
+/// Reads [`Orchestration`] from `temporal workflow show --output json`; None when a time or
+/// an event is missing.
+fn orchestration(history: &Value) -> Option<Orchestration> {
+    let events = history["events"].as_array()?;
+    let time = |event: &Value| {
+        event["eventTime"]
+            .as_str()
+            .and_then(|time| chrono::DateTime::parse_from_rfc3339(time).ok())
+    };
+    let kind = |event: &Value| {
+        event["eventType"]
+            .as_str()
+            .unwrap_or_default()
+            .trim_start_matches("EVENT_TYPE_")
+            .to_owned()
+    };
+    let started = time(events.first()?)?;
+    let mut scheduled_types = BTreeMap::new();
+    let mut first_tenant = None;
+    let mut last_tenant = None;
+    let mut finished = None;
+    for event in events {
+        match kind(event).as_str() {
+            "ACTIVITY_TASK_SCHEDULED" => {
+                let name = event["activityTaskScheduledEventAttributes"]["activityType"]["name"]
+                    .as_str()
+                    .unwrap_or_default()
+                    .to_owned();
+                if TENANT_ACTIVITIES.contains(&name.as_str()) && first_tenant.is_none() {
+                    first_tenant = time(event);
+                }
+                scheduled_types.insert(event["eventId"].as_str()?.to_owned(), name);
+            }
+            "ACTIVITY_TASK_COMPLETED" => {
+                let scheduled = event["activityTaskCompletedEventAttributes"]["scheduledEventId"]
+                    .as_str()
+                    .unwrap_or_default();
+                match scheduled_types.get(scheduled).map(String::as_str) {
+                    Some(name) if TENANT_ACTIVITIES.contains(&name) => last_tenant = time(event),
+                    Some("finish_run") => finished = time(event),
+                    _ => {}
+                }
+            }
+            _ => {}
+        }
+    }
+    let seconds = |delta: chrono::TimeDelta| delta.num_microseconds().unwrap_or(0) as f64 / 1e6;
+    Some(Orchestration {
+        before_tenants: seconds(first_tenant? - started),
+        after_tenants: seconds(finished? - last_tenant?),
+    })
+}
+
+/// Prints `{label}_orchestration_{before,after}_tenants_seconds` for a run of one history.
+async fn report_orchestration(config: &Config, label: &str, workflow_id: &str) {
+    let output = Command::new(&config.temporal_cli)
+        .args(["workflow", "show", "--workflow-id", workflow_id])
+        .args(["--address", &config.temporal_address, "--output", "json"])
+        .output()
+        .await;
+    let Some(history) = output
+        .ok()
+        .filter(|output| output.status.success())
+        .and_then(|output| serde_json::from_slice::<Value>(&output.stdout).ok())
+    else {
+        return;
+    };
+    if let Some(found) = orchestration(&history) {
+        figure(
+            &format!("{label}_orchestration_before_tenants_seconds"),
+            format!("{:.3}", found.before_tenants),
+        );
+        figure(
+            &format!("{label}_orchestration_after_tenants_seconds"),
+            format!("{:.3}", found.after_tenants),
+        );
+    }
 }
 
 /// The history lengths of a run: its own workflow's, and each of its batch children's in
 /// order (`{workflow id}-batch-{index}`, none when its targets fit in one batch).
 struct RunHistories {
+    workflow_id: String,
     run: u64,
     children: Vec<u64>,
 }
@@ -1313,7 +1411,11 @@ async fn run_histories(stack: &Stack, config: &Config, run_id: &str) -> Option<R
     {
         children.push(events);
     }
-    Some(RunHistories { run, children })
+    Some(RunHistories {
+        workflow_id,
+        run,
+        children,
+    })
 }
 
 /// The number of events in a workflow's history, from `temporal workflow describe`; None when
@@ -1529,7 +1631,8 @@ async fn large_part(config: &Config) -> Result<()> {
 
 #[cfg(test)]
 mod tests {
-    use super::status_peak_rss_mb;
+    use super::{orchestration, status_peak_rss_mb, Orchestration};
+    use serde_json::{json, Value};
 
     #[test]
     fn the_peak_resident_memory_is_read_from_the_status() {
@@ -1537,5 +1640,56 @@ mod tests {
             "Name:\tentra-sync\nVmPeak:\t  900000 kB\nVmHWM:\t   28160 kB\nVmRSS:\t   20480 kB\n";
         assert_eq!(status_peak_rss_mb(status), Some(27.5));
         assert_eq!(status_peak_rss_mb("Name:\tkernel thread\n"), None);
+    }
+
+    fn event(id: u64, at: &str, kind: &str, attributes: Value) -> Value {
+        let mut event = json!({
+            "eventId": id.to_string(),
+            "eventTime": format!("2026-12-07T03:00:{at}Z"),
+            "eventType": format!("EVENT_TYPE_{kind}"),
+        });
+        if let (Some(event), Some(attributes)) = (event.as_object_mut(), attributes.as_object()) {
+            event.extend(attributes.clone());
+        }
+        event
+    }
+
+    fn scheduled(id: u64, at: &str, name: &str) -> Value {
+        let attributes =
+            json!({"activityTaskScheduledEventAttributes": {"activityType": {"name": name}}});
+        event(id, at, "ACTIVITY_TASK_SCHEDULED", attributes)
+    }
+
+    fn completed(id: u64, at: &str, scheduled: u64) -> Value {
+        let attributes = json!({"activityTaskCompletedEventAttributes": {"scheduledEventId": scheduled.to_string()}});
+        event(id, at, "ACTIVITY_TASK_COMPLETED", attributes)
+    }
+
+    #[test]
+    fn the_fixed_part_of_a_run_is_read_from_its_history() {
+        let history = json!({"events": [
+            event(1, "00.000", "WORKFLOW_EXECUTION_STARTED", json!({})),
+            scheduled(5, "00.010", "prepare_sync"),
+            completed(7, "00.030", 5),
+            scheduled(11, "00.045", "sync_tenants"),
+            scheduled(12, "00.046", "sync_tenants"),
+            completed(15, "00.300", 12),
+            completed(16, "00.350", 11),
+            scheduled(20, "00.360", "finish_run"),
+            completed(22, "00.380", 20),
+            event(26, "00.390", "WORKFLOW_EXECUTION_COMPLETED", json!({})),
+        ]});
+        assert_eq!(
+            orchestration(&history),
+            Some(Orchestration {
+                before_tenants: 0.045,
+                after_tenants: 0.03,
+            })
+        );
+        // A run that never reached `finish_run` (or any tenant) has no such figures.
+        let events = history["events"].as_array().cloned().unwrap_or_default();
+        let unfinished = json!({"events": events[..8].to_vec()});
+        assert_eq!(orchestration(&unfinished), None);
+        assert_eq!(orchestration(&json!({"events": []})), None);
     }
 }
