@@ -13,7 +13,7 @@ use entra_sync_store::connection::{
 };
 use entra_sync_store::discovery::{DiscoveredTenantRecord, ManagedTenantStatus, TenantDomain};
 use entra_sync_store::error::StoreError;
-use entra_sync_store::inactivation::HeldInactivationAction;
+use entra_sync_store::inactivation::{HeldInactivationAction, TenantFinish};
 use entra_sync_store::mapping::{MappingAction, MappingDecisionInput};
 use entra_sync_store::page::PageRequest;
 use entra_sync_store::psa::{ContactFilter, NewContact, PsaUserType};
@@ -122,6 +122,43 @@ impl Fixture {
             .expect("start sync");
         assert!(!outcome.deduplicated);
         outcome.run_id
+    }
+
+    /// A new sync run with this managed tenant's result opened in `mode`.
+    async fn start_tenant_sync(&self, mode: SyncMode) -> Uuid {
+        let run_id = self.start_sync().await;
+        self.store
+            .start_tenant_result(self.tenant_id, run_id, self.managed_tenant_id, mode)
+            .await
+            .expect("store");
+        run_id
+    }
+
+    /// A complete full sync of `entries` that saves `delta_link`, run to its end; how the
+    /// tenant ended.
+    async fn full_sync_saving(
+        &self,
+        entries: &[DirectoryEntry],
+        delta_link: (&str, chrono::DateTime<chrono::Utc>),
+    ) -> TenantFinish {
+        let run_id = self.start_tenant_sync(SyncMode::Full).await;
+        self.reconcile(run_id, entries).await;
+        let finish = self
+            .store
+            .finish_tenant_sync(
+                self.tenant_id,
+                run_id,
+                self.managed_tenant_id,
+                true,
+                Some(delta_link),
+            )
+            .await
+            .expect("store");
+        self.store
+            .finish_run(self.tenant_id, run_id, RunStatus::Completed, None)
+            .await
+            .expect("store");
+        finish
     }
 
     fn scope(&self, run_id: Uuid) -> PageScope {
@@ -2080,6 +2117,13 @@ async fn a_sync_lease_passes_on_when_its_holder_ends_the_tenant(pool: PgPool) {
     );
 }
 
+/// A time on a fixed morning, by its minute: when a delta link was issued, in the tests.
+fn at_minute(minute: u32) -> chrono::DateTime<chrono::Utc> {
+    chrono::DateTime::parse_from_rfc3339(&format!("2026-12-06T08:{minute:02}:00Z"))
+        .expect("time")
+        .with_timezone(&chrono::Utc)
+}
+
 /// `finish_tenant_sync`: a delta sync with nothing pending ends in one statement, saving the
 /// new delta link; one whose pages queued removals applies them (or holds them over the
 /// guard) first; and ending a tenant again answers its stored status and changes nothing.
@@ -2088,43 +2132,17 @@ async fn a_delta_finish_saves_the_link_and_settles_what_the_pages_queued(pool: P
     let fixture = &Fixture::new(pool.clone()).await;
     let store = &fixture.store;
     let (tenant_id, managed_tenant_id) = (fixture.tenant_id, fixture.managed_tenant_id);
-    let at = |minute: u32| {
-        chrono::DateTime::parse_from_rfc3339(&format!("2026-12-06T08:{minute:02}:00Z"))
-            .expect("store")
-            .with_timezone(&chrono::Utc)
-    };
-    let sync = |mode: SyncMode| async move {
-        let run_id = fixture.start_sync().await;
-        store
-            .start_tenant_result(tenant_id, run_id, managed_tenant_id, mode)
-            .await
-            .expect("store");
-        run_id
-    };
+    let at = at_minute;
+    let sync = |mode: SyncMode| fixture.start_tenant_sync(mode);
     let removed = |index: usize| DirectoryEntry::Removed {
         object_id: format!("u-{index}"),
         permanent: false,
     };
     let inactive = "SELECT count(*) FROM contacts WHERE NOT is_active";
 
-    let initial = sync(SyncMode::Full).await;
     let everyone = users(20, "u");
-    fixture.reconcile(initial, &everyone).await;
-    let finish = store
-        .finish_tenant_sync(
-            tenant_id,
-            initial,
-            managed_tenant_id,
-            true,
-            Some(("link-1", at(1))),
-        )
-        .await
-        .expect("store");
+    let finish = fixture.full_sync_saving(&everyone, ("link-1", at(1))).await;
     assert_eq!(finish.status, TenantResultStatus::Completed);
-    store
-        .finish_run(tenant_id, initial, RunStatus::Completed, None)
-        .await
-        .expect("store");
 
     // Nothing removed: one statement ends it.
     let quiet = sync(SyncMode::Delta).await;
@@ -2251,19 +2269,8 @@ async fn the_last_delta_page_ends_a_quiet_tenant_in_its_own_transaction(pool: Pg
     let fixture = &Fixture::new(pool.clone()).await;
     let store = &fixture.store;
     let (tenant_id, managed_tenant_id) = (fixture.tenant_id, fixture.managed_tenant_id);
-    let at = |minute: u32| {
-        chrono::DateTime::parse_from_rfc3339(&format!("2026-12-07T08:{minute:02}:00Z"))
-            .expect("time")
-            .with_timezone(&chrono::Utc)
-    };
-    let sync = |mode: SyncMode| async move {
-        let run_id = fixture.start_sync().await;
-        store
-            .start_tenant_result(tenant_id, run_id, managed_tenant_id, mode)
-            .await
-            .expect("store");
-        run_id
-    };
+    let at = at_minute;
+    let sync = |mode: SyncMode| fixture.start_tenant_sync(mode);
     let status = |run_id: Uuid| async move {
         sqlx::query_scalar::<_, String>(
             "SELECT status FROM run_tenant_results WHERE run_id = $1 AND managed_tenant_id = $2",
@@ -2294,23 +2301,9 @@ async fn the_last_delta_page_ends_a_quiet_tenant_in_its_own_transaction(pool: Pg
             .expect("reconcile")
     };
 
-    let initial = sync(SyncMode::Full).await;
-    let everyone = users(20, "u");
-    fixture.reconcile(initial, &everyone).await;
-    store
-        .finish_tenant_sync(
-            tenant_id,
-            initial,
-            managed_tenant_id,
-            true,
-            Some(("link-1", at(1))),
-        )
-        .await
-        .expect("store");
-    store
-        .finish_run(tenant_id, initial, RunStatus::Completed, None)
-        .await
-        .expect("store");
+    fixture
+        .full_sync_saving(&users(20, "u"), ("link-1", at(1)))
+        .await;
 
     // Two users changed: the page and the tenant's end commit together.
     let quiet = sync(SyncMode::Delta).await;
