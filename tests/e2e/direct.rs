@@ -403,7 +403,7 @@ async fn direct_connection_authorize_discover_sync_and_delta() -> Result<()> {
 
             let second = admin.sync_all().await?;
             let activities = scheduled_activities(&stack, tenant_id, &second).await?;
-            assert_eq!(activities, ["prepare_sync", "sync_tenants", "finish_run"], "{second}");
+            assert_eq!(activities, ["local prepare_sync", "sync_tenants", "local finish_run"], "{second}");
             assert_eq!(second["status"], "completed", "{second}");
             for result in tenant_results(&second) {
                 assert_eq!((result["status"].as_str(), result["mode"].as_str()), (Some("completed"), Some("delta")), "{result}");
@@ -488,7 +488,7 @@ async fn direct_connection_authorize_discover_sync_and_delta() -> Result<()> {
             // The failing tenant ended in its group (a failure retrying cannot fix) and the
             // others went on in the same activity.
             let activities = scheduled_activities(&stack, tenant_id, &partial).await?;
-            assert_eq!(activities, ["prepare_sync", "sync_tenants", "finish_run"], "{partial}");
+            assert_eq!(activities, ["local prepare_sync", "sync_tenants", "local finish_run"], "{partial}");
 
             // A tenant of the group that fails in a way a retry fixes (a day-long Retry-After,
             // over the 3 s cap) is handed back and synced on its own with the tenant retry
@@ -523,7 +523,7 @@ async fn direct_connection_authorize_discover_sync_and_delta() -> Result<()> {
             let activities = scheduled_activities(&stack, tenant_id, &handed_back).await?;
             assert_eq!(
                 activities,
-                ["prepare_sync", "sync_tenants", "sync_tenant", "finish_run"],
+                ["local prepare_sync", "sync_tenants", "sync_tenant", "local finish_run"],
                 "{handed_back}"
             );
 
@@ -702,6 +702,14 @@ async fn scheduled_activities(stack: &Stack, tenant_id: Uuid, run: &Value) -> Re
                 .activity_type
                 .as_ref()
                 .map(|kind| kind.name.clone()),
+            // A local activity is a marker whose data names its type.
+            Some(Attributes::MarkerRecordedEventAttributes(marker))
+                if marker.marker_name == "core_local_activity" =>
+            {
+                let data = marker.details.get("data")?.payloads.first()?;
+                let data: Value = serde_json::from_slice(&data.data).ok()?;
+                Some(format!("local {}", data["activity_type"].as_str()?))
+            }
             _ => None,
         })
         .collect())

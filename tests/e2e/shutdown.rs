@@ -288,8 +288,9 @@ async fn sigterm_hands_a_running_tenant_to_another_worker_without_duplicates() -
         metrics.contains("temporal_worker_task_slots_available"),
         "{metrics}"
     );
+    // Mid-run, the activity that has finished is the run's `prepare_sync`, a local activity.
     assert!(
-        metrics.contains("temporal_activity_execution_latency"),
+        metrics.contains("temporal_local_activity_execution_latency"),
         "{metrics}"
     );
     assert_no_tenant_labels(&metrics, &stormy_prepared)?;

@@ -21,9 +21,10 @@ use std::rc::Rc;
 use temporalio_common::protos::temporal::api::common::v1::Payload;
 use temporalio_sdk::workflow_interceptors::{
     CancellableWorkflowOutboundFuture, ExecuteWorkflowInput, ExecuteWorkflowResult,
-    ScheduleActivityInput, ScheduleActivityResult, StartChildWorkflowInput,
-    StartChildWorkflowResult, WorkflowInterceptor, WorkflowInterceptorConstructor,
-    WorkflowInterceptorContext, WorkflowInterceptorFuture, WorkflowNext,
+    ScheduleActivityInput, ScheduleActivityResult, ScheduleLocalActivityInput,
+    StartChildWorkflowInput, StartChildWorkflowResult, WorkflowInterceptor,
+    WorkflowInterceptorConstructor, WorkflowInterceptorContext, WorkflowInterceptorFuture,
+    WorkflowNext,
 };
 
 /// The Temporal header that carries the trace context (the key the Temporal SDKs use).
@@ -91,6 +92,20 @@ impl WorkflowInterceptor for TraceHeaderInterceptor {
         next: WorkflowNext<
             'static,
             ScheduleActivityInput,
+            CancellableWorkflowOutboundFuture<ScheduleActivityResult>,
+        >,
+    ) -> CancellableWorkflowOutboundFuture<ScheduleActivityResult> {
+        self.stamp(input.headers_mut());
+        next.run(input)
+    }
+
+    fn schedule_local_activity(
+        &self,
+        _ctx: WorkflowInterceptorContext,
+        mut input: ScheduleLocalActivityInput,
+        next: WorkflowNext<
+            'static,
+            ScheduleLocalActivityInput,
             CancellableWorkflowOutboundFuture<ScheduleActivityResult>,
         >,
     ) -> CancellableWorkflowOutboundFuture<ScheduleActivityResult> {

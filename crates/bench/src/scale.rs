@@ -1231,8 +1231,8 @@ struct Orchestration {
     /// From the workflow's start to the first tenant activity's scheduling: workflow tasks,
     /// `prepare_sync` and its round trips.
     before_tenants: f64,
-    /// From the last tenant activity's completion to `finish_run`'s: a workflow task and the
-    /// bookkeeping activity's round trip.
+    /// From the last tenant activity's completion to the workflow's: a workflow task and
+    /// `finish_run`.
     after_tenants: f64,
 }
 
@@ -1273,12 +1273,14 @@ fn orchestration(history: &Value) -> Option<Orchestration> {
                 let scheduled = event["activityTaskCompletedEventAttributes"]["scheduledEventId"]
                     .as_str()
                     .unwrap_or_default();
-                match scheduled_types.get(scheduled).map(String::as_str) {
-                    Some(name) if TENANT_ACTIVITIES.contains(&name) => last_tenant = time(event),
-                    Some("finish_run") => finished = time(event),
-                    _ => {}
+                if scheduled_types
+                    .get(scheduled)
+                    .is_some_and(|name| TENANT_ACTIVITIES.contains(&name.as_str()))
+                {
+                    last_tenant = time(event);
                 }
             }
+            "WORKFLOW_EXECUTION_COMPLETED" => finished = time(event),
             _ => {}
         }
     }
@@ -1675,9 +1677,8 @@ mod tests {
             scheduled(12, "00.046", "sync_tenants"),
             completed(15, "00.300", 12),
             completed(16, "00.350", 11),
-            scheduled(20, "00.360", "finish_run"),
-            completed(22, "00.380", 20),
-            event(26, "00.390", "WORKFLOW_EXECUTION_COMPLETED", json!({})),
+            event(20, "00.360", "MARKER_RECORDED", json!({})),
+            event(24, "00.380", "WORKFLOW_EXECUTION_COMPLETED", json!({})),
         ]});
         assert_eq!(
             orchestration(&history),
@@ -1686,7 +1687,7 @@ mod tests {
                 after_tenants: 0.03,
             })
         );
-        // A run that never reached `finish_run` (or any tenant) has no such figures.
+        // A run that has not completed (or reached no tenant) has no such figures.
         let events = history["events"].as_array().cloned().unwrap_or_default();
         let unfinished = json!({"events": events[..8].to_vec()});
         assert_eq!(orchestration(&unfinished), None);
