@@ -123,8 +123,18 @@ mod tests {
     #[tokio::test]
     async fn requests_beyond_the_concurrency_limit_get_503_overloaded() {
         let release = Arc::new(tokio::sync::Notify::new());
-        let app = app(Limits::new(Duration::from_millis(500), 1), release.clone());
-        let holder = tokio::spawn(app.clone().oneshot(get_request("/wait")));
+        // One slot, shared by two deadlines: the holder's far beyond the test's own, so it
+        // keeps the slot until released, and the other requests' short, so they give up
+        // waiting for it while it is held. (With one deadline for both, the holder, which
+        // started first, timed out first and freed the slot whenever the two timers fell in
+        // different ticks, and the loop below then never saw the slot taken.)
+        let patient = Limits::new(Duration::from_secs(120), 1);
+        let impatient = Limits {
+            timeout: Duration::from_millis(200),
+            slots: patient.slots.clone(),
+        };
+        let holder = tokio::spawn(app(patient, release.clone()).oneshot(get_request("/wait")));
+        let app = app(impatient, release.clone());
         // Wait (with a deadline) until the first request holds the only slot.
         let limits_full = async {
             loop {
