@@ -251,17 +251,18 @@ impl Activities {
             .ok();
         // Their starts (settings, delta links) are read in one statement too; if that fails,
         // each tenant reads its own.
-        let managed_tenant_ids: Vec<Uuid> = input
+        let managed_tenant_ids: Vec<Option<Uuid>> = input
             .targets
             .iter()
-            .filter_map(|target| Uuid::from_str(&target.managed_tenant_id).ok())
+            .map(|target| Uuid::from_str(&target.managed_tenant_id).ok())
             .collect();
+        let known: Vec<Uuid> = managed_tenant_ids.iter().flatten().copied().collect();
         let mut starts = self
             .store
-            .load_sync_starts(tenant_id, &managed_tenant_ids)
+            .load_sync_starts(tenant_id, &known)
             .await
             .unwrap_or_default();
-        for target in input.targets {
+        for (target, managed_tenant_id) in input.targets.into_iter().zip(managed_tenant_ids) {
             if ctx.is_cancelled() {
                 return Err(ActivityError::cancelled());
             }
@@ -270,9 +271,7 @@ impl Activities {
                 run_id: input.run_id.clone(),
                 target: target.clone(),
             };
-            let start = Uuid::from_str(&target.managed_tenant_id)
-                .ok()
-                .and_then(|id| starts.remove(&id));
+            let start = managed_tenant_id.and_then(|id| starts.remove(&id));
             match self.sync_timed(&ctx, one, shared.as_ref(), start).await {
                 Ok(_) => {}
                 Err(ActivityError::Application(failure)) if failure.is_non_retryable() => {}
@@ -1028,10 +1027,10 @@ impl Activities {
                 .unwrap_or_else(|| ENUMERATION_COMPLETE.to_owned()),
         );
         let reconciling = std::time::Instant::now();
-        let issued_at = Utc::now();
         let reconciled = async {
             match end {
                 Some(delta_link) => {
+                    let issued_at = Utc::now();
                     self.store
                         .reconcile_last_delta_page(
                             &scope,

@@ -10,7 +10,8 @@
 use std::cell::Cell;
 use std::time::{Duration, SystemTime};
 
-use temporalio_common::RetryPolicy;
+use temporalio_common::data_converters::TemporalDeserializable;
+use temporalio_common::{ActivityDefinition, RetryPolicy};
 use temporalio_macros::{workflow, workflow_methods};
 use temporalio_sdk::{
     workflows::join_all, ActivityCancellationType, ActivityCloseTimeouts, ActivityExecutionError,
@@ -79,6 +80,27 @@ fn local_bookkeeping_options(
         .build()
 }
 
+/// Runs one of the sync run's own bookkeeping activities: locally under [`LOCAL_BOOKKEEPING`],
+/// as an ordinary activity in a history recorded before it.
+async fn run_bookkeeping<W, AD>(
+    ctx: &WorkflowContext<W>,
+    activity: AD,
+    input: AD::Input,
+    cancellation: Option<WorkflowCancellationToken>,
+) -> Result<AD::Output, ActivityExecutionError>
+where
+    AD: ActivityDefinition,
+    AD::Output: TemporalDeserializable,
+{
+    if ctx.patched(LOCAL_BOOKKEEPING) {
+        ctx.execute_local_activity(activity, input, local_bookkeeping_options(cancellation))
+            .await
+    } else {
+        ctx.execute_activity(activity, input, bookkeeping_options(cancellation))
+            .await
+    }
+}
+
 /// How long a `sync_tenant` attempt may go without a heartbeat before Temporal declares its
 /// worker gone and retries it elsewhere. The activity heartbeats every few seconds while a page
 /// is fetched or written, so this bounds how long a crashed worker delays its tenant.
@@ -130,21 +152,7 @@ impl SyncWorkflow {
             run_id: input.run_id.clone(),
             after: None,
         };
-        let prepared = if ctx.patched(LOCAL_BOOKKEEPING) {
-            ctx.execute_local_activity(
-                SyncActivities::prepare_sync,
-                first_page,
-                local_bookkeeping_options(None),
-            )
-            .await
-        } else {
-            ctx.execute_activity(
-                SyncActivities::prepare_sync,
-                first_page,
-                bookkeeping_options(None),
-            )
-            .await
-        };
+        let prepared = run_bookkeeping(ctx, SyncActivities::prepare_sync, first_page, None).await;
         let (targets, limit) = match prepared {
             // More targets than one page: each page runs as a child workflow (batch.rs).
             Ok(prepared) if prepared.more => {
@@ -537,21 +545,8 @@ pub(crate) async fn finish<W>(
     };
     // Detached from the run's cancellation, so a cancelled run is still finalized.
     let cancellation = Some(WorkflowCancellationToken::new());
-    let FinishRunOutput { status } = if ctx.patched(LOCAL_BOOKKEEPING) {
-        ctx.execute_local_activity(
-            SyncActivities::finish_run,
-            finishing,
-            local_bookkeeping_options(cancellation),
-        )
-        .await?
-    } else {
-        ctx.execute_activity(
-            SyncActivities::finish_run,
-            finishing,
-            bookkeeping_options(cancellation),
-        )
-        .await?
-    };
+    let FinishRunOutput { status } =
+        run_bookkeeping(ctx, SyncActivities::finish_run, finishing, cancellation).await?;
     Ok(status)
 }
 

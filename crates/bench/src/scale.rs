@@ -1228,8 +1228,8 @@ const TENANT_ACTIVITIES: [&str; 2] = ["sync_tenant", "sync_tenants"];
 /// tenant and after its last, whatever the tenants cost.
 #[derive(Debug, PartialEq)]
 struct Orchestration {
-    /// From the workflow's start to the first tenant activity's scheduling: workflow tasks,
-    /// `prepare_sync` and its round trips.
+    /// From the workflow's start to the first tenant activity's scheduling: workflow tasks and
+    /// `prepare_sync`.
     before_tenants: f64,
     /// From the last tenant activity's completion to the workflow's: a workflow task and
     /// `finish_run`.
@@ -1253,7 +1253,8 @@ fn orchestration(history: &Value) -> Option<Orchestration> {
             .to_owned()
     };
     let started = time(events.first()?)?;
-    let mut scheduled_types = BTreeMap::new();
+    // The event ids of the tenant activities' scheduling, which their completions name.
+    let mut tenant_scheduled = std::collections::BTreeSet::new();
     let mut first_tenant = None;
     let mut last_tenant = None;
     let mut finished = None;
@@ -1262,21 +1263,17 @@ fn orchestration(history: &Value) -> Option<Orchestration> {
             "ACTIVITY_TASK_SCHEDULED" => {
                 let name = event["activityTaskScheduledEventAttributes"]["activityType"]["name"]
                     .as_str()
-                    .unwrap_or_default()
-                    .to_owned();
-                if TENANT_ACTIVITIES.contains(&name.as_str()) && first_tenant.is_none() {
-                    first_tenant = time(event);
+                    .unwrap_or_default();
+                if TENANT_ACTIVITIES.contains(&name) {
+                    first_tenant = first_tenant.or_else(|| time(event));
+                    tenant_scheduled.insert(event["eventId"].as_str()?.to_owned());
                 }
-                scheduled_types.insert(event["eventId"].as_str()?.to_owned(), name);
             }
             "ACTIVITY_TASK_COMPLETED" => {
                 let scheduled = event["activityTaskCompletedEventAttributes"]["scheduledEventId"]
                     .as_str()
                     .unwrap_or_default();
-                if scheduled_types
-                    .get(scheduled)
-                    .is_some_and(|name| TENANT_ACTIVITIES.contains(&name.as_str()))
-                {
+                if tenant_scheduled.contains(scheduled) {
                     last_tenant = time(event);
                 }
             }
