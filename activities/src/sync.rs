@@ -11,6 +11,7 @@
 //! them twice.
 
 use std::cell::Cell;
+use std::collections::HashSet;
 use std::future::Future;
 use std::str::FromStr;
 use std::sync::Arc;
@@ -24,6 +25,7 @@ use entra_sync_connection::{
 use entra_sync_domain::model::DirectoryEntry;
 use entra_sync_store::connection::ConnectionKind;
 use entra_sync_store::discovery::{DiscoveredTenantRecord, TenantDomain};
+use entra_sync_store::group::{GroupMember, GroupOutcome};
 use entra_sync_store::inactivation::TenantFinish;
 use entra_sync_store::reconcile::PageScope;
 use entra_sync_store::runs::{
@@ -40,6 +42,7 @@ use entra_sync_workflows::contract::{
     TenantsEndedInput,
 };
 use entra_sync_workflows::workflow_id_for_run;
+use futures::StreamExt;
 use serde::{Deserialize, Serialize};
 use temporalio_macros::activities;
 use temporalio_sdk::activities::{ActivityContext, ActivityError};
@@ -262,9 +265,27 @@ impl Activities {
             .load_sync_starts(tenant_id, &known)
             .await
             .unwrap_or_default();
+        // The tenants whose delta round is small enough are synced together first; the
+        // others, and any the group leaves, each on their own below.
+        let ended = match (&shared, Uuid::from_str(&input.run_id)) {
+            (Some(shared), Ok(run_id)) if shared.kind == ConnectionKind::Direct => {
+                let group = DeltaGroup {
+                    ctx: &ctx,
+                    tenant_id,
+                    run_id,
+                    source: shared.source.as_ref(),
+                };
+                self.sync_delta_group(&group, &input.targets, &starts, &mut retry)
+                    .await
+            }
+            _ => HashSet::new(),
+        };
         for (target, managed_tenant_id) in input.targets.into_iter().zip(managed_tenant_ids) {
             if ctx.is_cancelled() {
                 return Err(ActivityError::cancelled());
+            }
+            if managed_tenant_id.is_some_and(|id| ended.contains(&id)) {
+                continue;
             }
             let one = SyncTenantInput {
                 tenant_id: input.tenant_id.clone(),
@@ -272,17 +293,8 @@ impl Activities {
                 target: target.clone(),
             };
             let start = managed_tenant_id.and_then(|id| starts.remove(&id));
-            match self.sync_timed(&ctx, one, shared.as_ref(), start).await {
-                Ok(_) => {}
-                Err(ActivityError::Application(failure)) if failure.is_non_retryable() => {}
-                Err(ActivityError::Application(failure)) => {
-                    let wait = failure.next_retry_delay().unwrap_or(HANDED_BACK_WAIT);
-                    retry.push(HandedBack {
-                        target,
-                        after_ms: u64::try_from(wait.as_millis()).unwrap_or(u64::MAX),
-                    });
-                }
-                Err(other) => return Err(other),
+            if let Err(failure) = self.sync_timed(&ctx, one, shared.as_ref(), start).await {
+                retry.extend(handed_back(failure, target)?);
             }
         }
         Ok(SyncTenantsOutput { retry })
@@ -1068,6 +1080,226 @@ impl Activities {
     }
 }
 
+/// What a group of delta rounds shares ([`Activities::sync_delta_group`]).
+struct DeltaGroup<'a> {
+    ctx: &'a ActivityContext,
+    tenant_id: Uuid,
+    run_id: Uuid,
+    source: &'a dyn DirectorySource,
+}
+
+/// A tenant of a delta group, leased and ready to read.
+struct GroupCandidate<'a> {
+    target: &'a SyncTarget,
+    managed_tenant_id: Uuid,
+    client_id: Uuid,
+    start: &'a SyncStart,
+    delta_link: &'a str,
+}
+
+/// Reads the first page of a group candidate's delta round.
+async fn read_round<'a>(
+    source: &dyn DirectorySource,
+    candidate: GroupCandidate<'a>,
+) -> (GroupCandidate<'a>, Result<FetchedPage, DirectoryError>) {
+    let mut pages = PageLoop::new(
+        candidate.target.entra_tenant_id.clone(),
+        true,
+        Some(candidate.delta_link.to_owned()),
+        None,
+    );
+    let fetched = pages.next_page(source).await;
+    (candidate, fetched)
+}
+
+/// How many of a group's delta rounds are read at once.
+const GROUP_READS: usize = 4;
+
+impl Activities {
+    /// Syncs the group's tenants whose delta round fits in one provider page together
+    /// (`Store::reconcile_delta_group`): their leases and results are opened in one statement,
+    /// their rounds read a few at a time, and those the store can take are reconciled and
+    /// ended in one transaction. Returns the tenants that need nothing more: ended here
+    /// (or by an earlier attempt), or failed on reading as `sync_tenant` would have failed
+    /// them (handed back in `retry` when a retry can fix it). Every other tenant is left as it
+    /// was or with its result opened, for `sync_tenant`'s path, which then reads its round
+    /// again; whatever goes wrong here (a statement, a round of several pages) only sends the
+    /// tenants there. Candidates: a fresh delta link and no group filter (whose members a
+    /// round would need read first).
+    async fn sync_delta_group(
+        &self,
+        group: &DeltaGroup<'_>,
+        targets: &[SyncTarget],
+        starts: &std::collections::BTreeMap<Uuid, SyncStart>,
+        retry: &mut Vec<HandedBack>,
+    ) -> HashSet<Uuid> {
+        let mut ended = HashSet::new();
+        let mut candidates = Vec::new();
+        for target in targets {
+            let (Ok(managed_tenant_id), Ok(client_id)) = (
+                Uuid::from_str(&target.managed_tenant_id),
+                Uuid::from_str(&target.client_id),
+            ) else {
+                continue;
+            };
+            let Some(start) = starts.get(&managed_tenant_id) else {
+                continue;
+            };
+            let Some((delta_link, _)) = start
+                .delta_link
+                .as_ref()
+                .filter(|(_, issued_at)| delta_link_is_fresh(*issued_at))
+            else {
+                continue;
+            };
+            if !start.settings.filters.named_groups().is_empty() {
+                continue;
+            }
+            candidates.push(GroupCandidate {
+                target,
+                managed_tenant_id,
+                client_id,
+                start,
+                delta_link,
+            });
+        }
+        if candidates.len() < 2 || group.ctx.is_cancelled() {
+            return ended;
+        }
+        let started = std::time::Instant::now();
+        let ids: Vec<Uuid> = candidates.iter().map(|c| c.managed_tenant_id).collect();
+        let leases = match self
+            .store
+            .take_leases_and_start(group.tenant_id, &ids, group.run_id, SyncMode::Delta)
+            .await
+        {
+            Ok(leases) => leases,
+            Err(error) => {
+                warn!(%error, "could not open the delta group's tenants; each syncs on its own");
+                return ended;
+            }
+        };
+        // Only a fresh start in delta mode: a resumed or held tenant goes its own way.
+        candidates.retain(|candidate| match leases.get(&candidate.managed_tenant_id) {
+            Some(Some(LeasedStart::Started(result))) => {
+                if result.status != TenantResultStatus::Running {
+                    ended.insert(candidate.managed_tenant_id);
+                    false
+                } else {
+                    result.mode == SyncMode::Delta && result.cursor.is_none()
+                }
+            }
+            _ => false,
+        });
+
+        let reading = std::time::Instant::now();
+        let reads: Vec<_> = candidates
+            .into_iter()
+            .map(|candidate| read_round(group.source, candidate))
+            .collect();
+        let reads: Vec<(GroupCandidate, Result<FetchedPage, DirectoryError>)> =
+            futures::stream::iter(reads)
+                .buffer_unordered(GROUP_READS)
+                .collect()
+                .await;
+        record_step(STEP_PROVIDER_READ, reading.elapsed());
+        let mut rounds = Vec::new();
+        for (candidate, fetched) in reads {
+            match fetched {
+                Ok(fetched) if !fetched.restarted_full && fetched.page.is_last() => {
+                    rounds.push((candidate, fetched.page));
+                }
+                // A round of several pages (or one refused) reads again on its own.
+                Ok(_) => {}
+                Err(error) => {
+                    let managed_tenant_id = candidate.managed_tenant_id;
+                    let failure = ATTEMPT
+                        .scope(
+                            group.ctx.info().attempt,
+                            self.fail_tenant(
+                                group.tenant_id,
+                                group.run_id,
+                                managed_tenant_id,
+                                &error,
+                            ),
+                        )
+                        .await;
+                    if let Ok(back) = handed_back(failure, candidate.target.clone()) {
+                        retry.extend(back);
+                        ended.insert(managed_tenant_id);
+                    }
+                }
+            }
+        }
+
+        let reconciling = std::time::Instant::now();
+        let issued_at = Utc::now();
+        let members: Vec<GroupMember> = rounds
+            .iter()
+            .map(|(candidate, page)| GroupMember {
+                managed_tenant_id: candidate.managed_tenant_id,
+                mapped_client_id: candidate.client_id,
+                entries: &page.entries,
+                settings: &candidate.start.settings,
+                delta_link: page.delta_link.as_deref().map(|link| (link, issued_at)),
+            })
+            .collect();
+        let outcomes = match self
+            .store
+            .reconcile_delta_group(
+                group.tenant_id,
+                group.run_id,
+                ENUMERATION_COMPLETE,
+                &members,
+            )
+            .await
+        {
+            Ok(outcomes) => outcomes,
+            Err(error) => {
+                warn!(%error, "could not reconcile the delta group; each tenant syncs on its own");
+                return ended;
+            }
+        };
+        record_step(STEP_DATABASE, reconciling.elapsed());
+        let mut reconciled = 0usize;
+        for member in &members {
+            let Some(GroupOutcome::Reconciled { finish, .. }) =
+                outcomes.get(&member.managed_tenant_id)
+            else {
+                continue;
+            };
+            if finish.is_none() {
+                // Something is pending: ended as `sync_tenant` ends such a tenant.
+                let finished = self
+                    .store
+                    .finish_tenant_sync(
+                        group.tenant_id,
+                        group.run_id,
+                        member.managed_tenant_id,
+                        false,
+                        member.delta_link,
+                    )
+                    .await;
+                if let Err(error) = finished {
+                    warn!(%error, managed_tenant_id = %member.managed_tenant_id, "could not end a tenant of the delta group; it syncs on its own");
+                    continue;
+                }
+            }
+            ended.insert(member.managed_tenant_id);
+            reconciled += 1;
+            metrics::counter!("entra_sync_users_processed_total")
+                .increment(member.entries.len() as u64);
+        }
+        // Each tenant ended here is timed with its group.
+        let elapsed = started.elapsed().as_secs_f64();
+        for _ in 0..reconciled {
+            metrics::histogram!("entra_sync_tenant_sync_seconds", "result" => "ok").record(elapsed);
+        }
+        info!(tenants = reconciled, "delta group synced");
+        ended
+    }
+}
+
 /// How a tenant's round of pages ended ([`Activities::read_all_batches`]).
 #[derive(Default)]
 struct RoundEnd {
@@ -1075,6 +1307,27 @@ struct RoundEnd {
     delta_link: Option<String>,
     /// The tenant's end, when the last batch's transaction already ended it.
     finished: Option<TenantFinish>,
+}
+
+/// What a group does with a tenant's failure: one a retry can fix is handed back for the
+/// workflow to sync on its own, under the tenant retry policy, after the wait the failure
+/// names; one that fails for good (its failure recorded) needs nothing more. Any other error
+/// (a cancel) ends the group's activity.
+fn handed_back(
+    failure: ActivityError,
+    target: SyncTarget,
+) -> Result<Option<HandedBack>, ActivityError> {
+    match failure {
+        ActivityError::Application(failure) if failure.is_non_retryable() => Ok(None),
+        ActivityError::Application(failure) => {
+            let wait = failure.next_retry_delay().unwrap_or(HANDED_BACK_WAIT);
+            Ok(Some(HandedBack {
+                target,
+                after_ms: u64::try_from(wait.as_millis()).unwrap_or(u64::MAX),
+            }))
+        }
+        other => Err(other),
+    }
 }
 
 /// The wait before a handed-back tenant syncs again when the provider named none: the first

@@ -557,56 +557,125 @@ pub(crate) async fn end_quietly(
     managed_tenant_id: Uuid,
     delta_link: Option<(&str, DateTime<Utc>)>,
 ) -> Result<Option<TenantFinish>> {
+    let mut ends = end_all_quietly(
+        connection,
+        tenant_id,
+        run_id,
+        &[QuietEnd {
+            managed_tenant_id,
+            delta_link,
+        }],
+    )
+    .await?;
+    Ok(ends.remove(&managed_tenant_id).flatten())
+}
+
+/// A managed tenant for [`end_all_quietly`] to end, with its round's new delta link.
+pub(crate) struct QuietEnd<'a> {
+    pub managed_tenant_id: Uuid,
+    pub delta_link: Option<(&'a str, DateTime<Utc>)>,
+}
+
+/// A row of [`end_all_quietly`]'s answer.
+#[derive(FromRow)]
+struct QuietEndRow {
+    managed_tenant_id: Uuid,
+    quiet: bool,
+    held: i64,
+    /// The status the statement gave the result, if it ended it.
+    finished: Option<String>,
+    /// The result's status before the statement.
+    stored: Option<String>,
+}
+
+/// [`end_quietly`] for several managed tenants of one run in one statement; `connection`
+/// holds all their locks. Each tenant is ended or left alone on its own, as `end_quietly`
+/// would; the answer has an entry per tenant.
+pub(crate) async fn end_all_quietly(
+    connection: &mut PgConnection,
+    tenant_id: Uuid,
+    run_id: Uuid,
+    tenants: &[QuietEnd<'_>],
+) -> Result<BTreeMap<Uuid, Option<TenantFinish>>> {
+    let managed_tenant_ids: Vec<Uuid> = tenants.iter().map(|end| end.managed_tenant_id).collect();
+    let links: Vec<Option<&str>> = tenants
+        .iter()
+        .map(|end| end.delta_link.map(|(link, _)| link))
+        .collect();
+    let issued: Vec<Option<DateTime<Utc>>> = tenants
+        .iter()
+        .map(|end| end.delta_link.map(|(_, issued_at)| issued_at))
+        .collect();
     // `stored` is the status before this statement: the answer when the result had
     // already ended, as `finish_tenant_result` gives it.
-    let row: (bool, i64, Option<String>, Option<String>) = sqlx::query_as(
-        "WITH quiet AS (
-             SELECT NOT EXISTS (SELECT 1 FROM pending_inactivations
-                                WHERE tenant_id = $1 AND run_id = $2
-                                  AND managed_tenant_id = $3 AND state = 'pending')
-                    AND EXISTS (SELECT 1 FROM run_tenant_results
-                                WHERE tenant_id = $1 AND run_id = $2
-                                  AND managed_tenant_id = $3) AS quiet
-         ), held AS (
-             SELECT count(*) AS held FROM pending_inactivations
-             WHERE tenant_id = $1 AND run_id = $2 AND managed_tenant_id = $3
-               AND state = 'held'
+    let rows: Vec<QuietEndRow> = sqlx::query_as(
+        "WITH input AS (
+             SELECT * FROM UNNEST($3::uuid[], $4::text[], $5::timestamptz[])
+                      AS i(managed_tenant_id, delta_link, issued_at)
+         ), state AS (
+             SELECT i.*,
+                    NOT EXISTS (SELECT 1 FROM pending_inactivations p
+                                WHERE p.tenant_id = $1 AND p.run_id = $2
+                                  AND p.managed_tenant_id = i.managed_tenant_id
+                                  AND p.state = 'pending')
+                    AND EXISTS (SELECT 1 FROM run_tenant_results r
+                                WHERE r.tenant_id = $1 AND r.run_id = $2
+                                  AND r.managed_tenant_id = i.managed_tenant_id) AS quiet,
+                    (SELECT count(*) FROM pending_inactivations p
+                     WHERE p.tenant_id = $1 AND p.run_id = $2
+                       AND p.managed_tenant_id = i.managed_tenant_id
+                       AND p.state = 'held') AS held,
+                    (SELECT status FROM run_tenant_results r
+                     WHERE r.tenant_id = $1 AND r.run_id = $2
+                       AND r.managed_tenant_id = i.managed_tenant_id) AS stored
+             FROM input i
          ), saved AS (
              INSERT INTO delta_state (tenant_id, managed_tenant_id, delta_link, issued_at)
-             SELECT $1, $3, $4, $5 FROM quiet WHERE quiet AND $4::text IS NOT NULL
+             SELECT $1, managed_tenant_id, delta_link, issued_at FROM state
+             WHERE quiet AND delta_link IS NOT NULL
+             ORDER BY managed_tenant_id
              ON CONFLICT (tenant_id, managed_tenant_id) DO UPDATE SET
                  delta_link = excluded.delta_link, issued_at = excluded.issued_at,
                  updated_at = now()
          ), finished AS (
-             UPDATE run_tenant_results SET
-                 status = CASE WHEN (SELECT held FROM held) > 0
-                               THEN 'needs_confirmation' ELSE 'completed' END,
+             UPDATE run_tenant_results r SET
+                 status = CASE WHEN s.held > 0 THEN 'needs_confirmation' ELSE 'completed' END,
                  error = NULL, finished_at = now()
-             WHERE tenant_id = $1 AND run_id = $2 AND managed_tenant_id = $3
-               AND status = 'running' AND (SELECT quiet FROM quiet)
-             RETURNING status
+             FROM state s
+             WHERE r.tenant_id = $1 AND r.run_id = $2 AND r.managed_tenant_id = s.managed_tenant_id
+               AND r.status = 'running' AND s.quiet
+             RETURNING r.managed_tenant_id, r.status
          )
-         SELECT quiet.quiet, held.held, (SELECT status FROM finished),
-                (SELECT status FROM run_tenant_results
-                 WHERE tenant_id = $1 AND run_id = $2 AND managed_tenant_id = $3)
-         FROM quiet, held",
+         SELECT s.managed_tenant_id, s.quiet, s.held, f.status AS finished, s.stored
+         FROM state s LEFT JOIN finished f USING (managed_tenant_id)",
     )
     .bind(tenant_id)
     .bind(run_id)
-    .bind(managed_tenant_id)
-    .bind(delta_link.map(|(link, _)| link))
-    .bind(delta_link.map(|(_, issued_at)| issued_at))
-    .fetch_one(&mut *connection)
+    .bind(&managed_tenant_ids)
+    .bind(&links)
+    .bind(&issued)
+    .fetch_all(&mut *connection)
     .await?;
-    let (quiet, held, finished, stored) = row;
-    let Some(status) = quiet.then_some(finished.or(stored)).flatten() else {
-        return Ok(None);
-    };
-    Ok(Some(TenantFinish {
-        inactivations: InactivationOutcome {
-            applied: 0,
-            held: u64::try_from(held).unwrap_or_default(),
-        },
-        status: parse_tenant_status(&status)?,
-    }))
+    let mut ends = BTreeMap::new();
+    for row in rows {
+        let QuietEndRow {
+            managed_tenant_id,
+            quiet,
+            held,
+            finished,
+            stored,
+        } = row;
+        let end = match quiet.then_some(finished.or(stored)).flatten() {
+            Some(status) => Some(TenantFinish {
+                inactivations: InactivationOutcome {
+                    applied: 0,
+                    held: u64::try_from(held).unwrap_or_default(),
+                },
+                status: parse_tenant_status(&status)?,
+            }),
+            None => None,
+        };
+        ends.insert(managed_tenant_id, end);
+    }
+    Ok(ends)
 }

@@ -45,6 +45,7 @@ pub mod discovery;
 pub mod error;
 pub mod failures;
 pub mod flags;
+pub mod group;
 pub mod inactivation;
 pub mod mapping;
 pub mod ops_metrics;

@@ -56,17 +56,17 @@ pub struct PageOutcome {
 }
 
 #[derive(FromRow)]
-struct PageContactRow {
+pub(crate) struct PageContactRow {
     #[sqlx(flatten)]
-    contact: ContactRow,
-    link_managed_tenant_id: Option<Uuid>,
-    link_object_id: Option<String>,
+    pub(crate) contact: ContactRow,
+    pub(crate) link_managed_tenant_id: Option<Uuid>,
+    pub(crate) link_object_id: Option<String>,
 }
 
 /// The key of the transaction-scoped advisory lock that serializes work on one managed tenant
 /// (two workers reconciling pages of the same tenant, or a page and the end-of-tenant
 /// inactivation pass).
-fn managed_tenant_lock_key(tenant_id: Uuid, managed_tenant_id: Uuid) -> String {
+pub(crate) fn managed_tenant_lock_key(tenant_id: Uuid, managed_tenant_id: Uuid) -> String {
     format!("entra-sync:managed-tenant:{tenant_id}:{managed_tenant_id}")
 }
 
@@ -102,34 +102,38 @@ pub(crate) async fn begin_locked(
 
 /// The plan's writes as parallel arrays, one set per statement.
 #[derive(Default)]
-struct PageWrites {
-    creates: ContactColumns,
-    link_object_ids: Vec<String>,
-    link_contact_ids: Vec<Uuid>,
-    link_actions: Vec<&'static str>,
-    link_after: Vec<String>,
-    update_contact_ids: Vec<Uuid>,
-    update_object_ids: Vec<String>,
-    update_before: Vec<String>,
-    update_after: Vec<String>,
-    update_email_keys: Vec<Option<String>>,
-    queue_object_ids: Vec<String>,
-    queue_reasons: Vec<&'static str>,
-    queue_display_names: Vec<Option<String>>,
-    queue_emails: Vec<Option<String>>,
-    queue_candidates: Vec<String>,
-    inactivate_contact_ids: Vec<Uuid>,
-    inactivate_object_ids: Vec<String>,
-    inactivate_reasons: Vec<&'static str>,
-    reactivate_contact_ids: Vec<Uuid>,
-    reactivate_object_ids: Vec<String>,
-    seen_object_ids: Vec<String>,
+pub(crate) struct PageWrites {
+    pub(crate) creates: ContactColumns,
+    pub(crate) link_object_ids: Vec<String>,
+    pub(crate) link_contact_ids: Vec<Uuid>,
+    pub(crate) link_actions: Vec<&'static str>,
+    pub(crate) link_after: Vec<String>,
+    pub(crate) update_contact_ids: Vec<Uuid>,
+    pub(crate) update_object_ids: Vec<String>,
+    pub(crate) update_before: Vec<String>,
+    pub(crate) update_after: Vec<String>,
+    pub(crate) update_email_keys: Vec<Option<String>>,
+    pub(crate) queue_object_ids: Vec<String>,
+    pub(crate) queue_reasons: Vec<&'static str>,
+    pub(crate) queue_display_names: Vec<Option<String>>,
+    pub(crate) queue_emails: Vec<Option<String>>,
+    pub(crate) queue_candidates: Vec<String>,
+    pub(crate) inactivate_contact_ids: Vec<Uuid>,
+    pub(crate) inactivate_object_ids: Vec<String>,
+    pub(crate) inactivate_reasons: Vec<&'static str>,
+    pub(crate) reactivate_contact_ids: Vec<Uuid>,
+    pub(crate) reactivate_object_ids: Vec<String>,
+    pub(crate) seen_object_ids: Vec<String>,
     /// Entries the directory returned without a usable object id: seen, but not recordable.
-    seen_without_id: u64,
+    pub(crate) seen_without_id: u64,
 }
 
 impl PageWrites {
-    fn from_plan(plan: &Plan, context: &PageContext, entries: &[DirectoryEntry]) -> PageWrites {
+    pub(crate) fn from_plan(
+        plan: &Plan,
+        context: &PageContext,
+        entries: &[DirectoryEntry],
+    ) -> PageWrites {
         let mut writes = PageWrites::default();
         for action in &plan.actions {
             match action {
@@ -420,7 +424,7 @@ const PAGE_LINKS: &str = "SELECT k.object_id, l.contact_id
 /// has at most one link, `links_one_per_contact`), so it is not probed again: in a re-run,
 /// where nearly every user is linked, that second probe per user was a third of the reads.
 /// A contact found both ways comes back twice; `build_context` keeps one.
-const PAGE_CONTACTS: &str =
+pub(crate) const PAGE_CONTACTS: &str =
     "SELECT c.contact_id, c.client_id, c.full_name, c.email, c.phone, c.mobile,
             c.job_title, c.is_active, c.inactive_reason, c.sync_locked,
             l.managed_tenant_id AS link_managed_tenant_id, l.object_id AS link_object_id
@@ -592,12 +596,15 @@ async fn release_addresses(
 }
 
 /// The page's updates with their audit rows (`$1` tenant, `$2` managed tenant, `$3` run; the
-/// rest bound by `apply_plan`, which says when an update applies).
-const UPDATE_CONTACTS: &str = "WITH input AS (
+/// rest bound by `apply_plan`, which says when an update applies). Returns each update's
+/// managed tenant. `$9`, each update's own managed tenant, is for a group of tenants
+/// (`crate::group`), which binds `$2` as NULL; a page binds it empty, and `UNNEST` pads the
+/// column with NULLs, which `$2` then stands for.
+pub(crate) const UPDATE_CONTACTS: &str = "WITH input AS (
          SELECT contact_id, object_id, before::jsonb AS before, after::jsonb AS after,
-                email_key
-         FROM UNNEST($4::uuid[], $5::text[], $6::text[], $7::text[], $8::text[])
-              AS i(contact_id, object_id, before, after, email_key)
+                email_key, coalesce(managed_tenant_id, $2) AS managed_tenant_id
+         FROM UNNEST($4::uuid[], $5::text[], $6::text[], $7::text[], $8::text[], $9::uuid[])
+              AS i(contact_id, object_id, before, after, email_key, managed_tenant_id)
      ), updated AS (
          UPDATE contacts c SET
              full_name = i.after->>'full_name',
@@ -614,11 +621,13 @@ const UPDATE_CONTACTS: &str = "WITH input AS (
            AND c.phone IS NOT DISTINCT FROM i.before->>'phone'
            AND c.mobile IS NOT DISTINCT FROM i.before->>'mobile'
            AND c.job_title IS NOT DISTINCT FROM i.before->>'job_title'
-         RETURNING c.contact_id, i.object_id, i.before, i.after
+         RETURNING c.contact_id, i.object_id, i.before, i.after, i.managed_tenant_id
      )
      INSERT INTO contact_changes (tenant_id, run_id, managed_tenant_id, object_id,
                                   contact_id, action, before, after)
-     SELECT $1, $3, $2, object_id, contact_id, 'update', before, after FROM updated";
+     SELECT $1, $3, managed_tenant_id, object_id, contact_id, 'update', before, after
+     FROM updated
+     RETURNING managed_tenant_id";
 
 /// Brings back contacts the sync itself made inactive, with their audit rows (scope as in
 /// [`UPDATE_CONTACTS`]).
@@ -701,6 +710,7 @@ async fn apply_plan(
             .bind(&writes.update_before)
             .bind(&writes.update_after)
             .bind(&writes.update_email_keys)
+            .bind(Vec::<Uuid>::new())
             .execute(&mut *connection)
             .await?
             .rows_affected()
@@ -792,18 +802,7 @@ async fn record_seen_and_advance(
     statements: &mut Statements,
 ) -> Result<()> {
     let without_id = i32::try_from(writes.seen_without_id).unwrap_or(i32::MAX);
-    let ineligible = page_tally.seen.saturating_sub(page_tally.eligible);
-    let carried = writes.seen_object_ids.len() as u64 + writes.seen_without_id;
-    let recorded_tally = Tally {
-        seen: carried,
-        eligible: carried.saturating_sub(ineligible),
-        ..page_tally.clone()
-    };
-    let replayed_tally = Tally {
-        seen: 0,
-        eligible: 0,
-        ..page_tally.clone()
-    };
+    let (recorded_tally, replayed_tally) = seen_tallies(writes, page_tally);
     statements.count();
     let recorded: bool = sqlx::query_scalar(RECORD_SEEN_AND_ADVANCE)
         .bind(scope.tenant_id)
@@ -822,6 +821,25 @@ async fn record_seen_and_advance(
         replayed_tally
     };
     Ok(())
+}
+
+/// A page's counts if its batch is recorded now, and if it was already (replayed): recorded,
+/// it counts the users it carried (each object id once, and the entries without one);
+/// replayed, it counts no user seen again.
+pub(crate) fn seen_tallies(writes: &PageWrites, page_tally: &Tally) -> (Tally, Tally) {
+    let ineligible = page_tally.seen.saturating_sub(page_tally.eligible);
+    let carried = writes.seen_object_ids.len() as u64 + writes.seen_without_id;
+    let recorded = Tally {
+        seen: carried,
+        eligible: carried.saturating_sub(ineligible),
+        ..page_tally.clone()
+    };
+    let replayed = Tally {
+        seen: 0,
+        eligible: 0,
+        ..page_tally.clone()
+    };
+    (recorded, replayed)
 }
 
 /// `record_seen_and_advance`'s statement: `$1` tenant, `$2` managed tenant, `$3` run, `$4` the
@@ -933,7 +951,7 @@ async fn insert_links(
     Ok(())
 }
 
-fn build_context(
+pub(crate) fn build_context(
     scope: &PageScope,
     links: Vec<(String, Uuid)>,
     contacts: Vec<PageContactRow>,
@@ -1267,6 +1285,7 @@ mod plan_tests {
                     .bind(&unchanged)
                     .bind(&unchanged)
                     .bind(updated_emails)
+                    .bind(Vec::<Uuid>::new())
                     .fetch_one(&pool)
                     .await
                     .expect("explain updates"),

@@ -799,12 +799,37 @@ impl Store {
         run_id: Uuid,
         mode: SyncMode,
     ) -> Result<LeasedStart> {
+        let mut starts = self
+            .take_leases_and_start(tenant_id, &[managed_tenant_id], run_id, mode)
+            .await?;
+        match starts.remove(&managed_tenant_id) {
+            Some(Some(start)) => Ok(start),
+            // Another attempt of this run opened the result after this statement's snapshot.
+            _ => Err(StoreError::NotFound),
+        }
+    }
+
+    /// [`Store::take_lease_and_start`] for several managed tenants in one statement (the
+    /// leases are taken in the tenants' order, so two such statements never deadlock). Each
+    /// tenant's lease is taken or found held on its own. A tenant whose lease was taken but
+    /// whose result another attempt of this run opened after this statement's snapshot maps
+    /// to None: looking again finds it.
+    pub async fn take_leases_and_start(
+        &self,
+        tenant_id: Uuid,
+        managed_tenant_ids: &[Uuid],
+        run_id: Uuid,
+        mode: SyncMode,
+    ) -> Result<BTreeMap<Uuid, Option<LeasedStart>>> {
         // When not taken, the holder is read from the statement's snapshot; a holder that
-        // committed after it shows as this run, which only means looking again.
-        let row = sqlx::query(&format!(
-            "WITH taken AS (
+        // committed after it shows as this run, which only means looking again. A result
+        // opened now is in `inserted` only; one an earlier attempt opened is in the snapshot.
+        let rows = sqlx::query(&format!(
+            "WITH wanted AS (
+                 SELECT DISTINCT managed_tenant_id FROM UNNEST($2::uuid[]) AS w(managed_tenant_id)
+             ), taken AS (
                  INSERT INTO managed_tenant_sync_leases AS l (tenant_id, managed_tenant_id, run_id)
-                 VALUES ($1, $2, $3)
+                 SELECT $1, managed_tenant_id, $3 FROM wanted ORDER BY managed_tenant_id
                  ON CONFLICT (tenant_id, managed_tenant_id) DO UPDATE
                      SET run_id = EXCLUDED.run_id, taken_at = now()
                      WHERE l.run_id = EXCLUDED.run_id
@@ -815,40 +840,56 @@ impl Store {
                                    WHERE t.tenant_id = l.tenant_id AND t.run_id = l.run_id
                                      AND t.managed_tenant_id = l.managed_tenant_id
                                      AND t.status <> 'running')
-                 RETURNING run_id
+                 RETURNING managed_tenant_id
              ), dropped AS (
-                 DELETE FROM run_seen
-                 WHERE tenant_id = $1 AND managed_tenant_id = $2 AND run_id <> $3
-                   AND EXISTS (SELECT 1 FROM taken)
-             ), {}
-             SELECT EXISTS (SELECT 1 FROM taken) AS taken,
-                    (SELECT run_id FROM managed_tenant_sync_leases
-                     WHERE tenant_id = $1 AND managed_tenant_id = $2) AS holder,
+                 DELETE FROM run_seen s USING taken t
+                 WHERE s.tenant_id = $1 AND s.managed_tenant_id = t.managed_tenant_id
+                   AND s.run_id <> $3
+             ), inserted AS (
+                 INSERT INTO run_tenant_results (tenant_id, run_id, managed_tenant_id, mode)
+                 SELECT $1, $3, managed_tenant_id, $4 FROM taken
+                 ON CONFLICT (tenant_id, run_id, managed_tenant_id) DO NOTHING
+                 RETURNING {TENANT_RESULT_COLUMNS}
+             ), result AS (
+                 SELECT {TENANT_RESULT_COLUMNS} FROM inserted
+                 UNION ALL
+                 SELECT {TENANT_RESULT_COLUMNS} FROM run_tenant_results
+                 WHERE tenant_id = $1 AND run_id = $3
+                   AND managed_tenant_id IN (SELECT managed_tenant_id FROM taken)
+             )
+             SELECT w.managed_tenant_id AS wanted_id, t.managed_tenant_id IS NOT NULL AS taken,
+                    (SELECT run_id FROM managed_tenant_sync_leases h
+                     WHERE h.tenant_id = $1 AND h.managed_tenant_id = w.managed_tenant_id) AS holder,
                     result.*
-             FROM (SELECT) AS one LEFT JOIN result ON true",
-            open_tenant_result("EXISTS (SELECT 1 FROM taken)")
+             FROM wanted w
+             LEFT JOIN taken t ON t.managed_tenant_id = w.managed_tenant_id
+             LEFT JOIN result ON result.managed_tenant_id = w.managed_tenant_id"
         ))
         .bind(tenant_id)
-        .bind(managed_tenant_id)
+        .bind(managed_tenant_ids)
         .bind(run_id)
         .bind(mode.as_str())
-        .fetch_one(&self.pool)
+        .fetch_all(&self.pool)
         .await
         .map_err(run_missing)?;
-        let taken: bool = row.try_get("taken")?;
-        if !taken {
-            let holder: Option<Uuid> = row.try_get("holder")?;
-            return Ok(LeasedStart::Held {
-                holder: holder.unwrap_or(run_id),
-            });
+        let mut starts = BTreeMap::new();
+        for row in rows {
+            let wanted: Uuid = row.try_get("wanted_id")?;
+            let start = if !row.try_get::<bool, _>("taken")? {
+                let holder: Option<Uuid> = row.try_get("holder")?;
+                Some(LeasedStart::Held {
+                    holder: holder.unwrap_or(run_id),
+                })
+            } else if row.try_get::<Option<String>, _>("status")?.is_none() {
+                None
+            } else {
+                Some(LeasedStart::Started(
+                    TenantResultRow::from_row(&row)?.into_record()?,
+                ))
+            };
+            starts.insert(wanted, start);
         }
-        if row.try_get::<Option<String>, _>("status")?.is_none() {
-            // Another attempt of this run opened the result after this statement's snapshot.
-            return Err(StoreError::NotFound);
-        }
-        Ok(LeasedStart::Started(
-            TenantResultRow::from_row(&row)?.into_record()?,
-        ))
+        Ok(starts)
     }
 
     /// The managed tenants a sync of `scope` covers: mapped to a client (directly or by
