@@ -6,11 +6,15 @@
 //! an empty round, one of three) for a handful of rows; together, a group of them costs one
 //! lock round trip, two reads, at most one update, one record of what they saw and one end.
 //!
-//! A group takes only what it can plan from links alone: a round whose users are all linked
-//! (or removed, or invalid) and whose plan only updates contacts or skips users. A round that
-//! would create, link, queue, inactivate or reactivate needs the page transaction's other
-//! steps (address claims, review reads, pending inactivations); such a tenant is left
-//! untouched, and the caller reconciles it on its own after the group commits.
+//! A group takes only what it can plan from links alone: a round whose plan only updates
+//! contacts or skips users. A linked user's plan needs only its link and its contact, which
+//! the group reads. An unlinked user is planned without the contacts its addresses match and
+//! without its review items: a user the filters skip (a guest, a disabled user…) is skipped
+//! before either is consulted, exactly as on a page; any other unlinked user plans as a create
+//! here, which the group does not apply. A round that would create, link, queue, inactivate or
+//! reactivate needs the page transaction's other steps (address claims, review reads, pending
+//! inactivations); such a tenant is left untouched, and the caller reconciles it on its own
+//! after the group commits.
 //!
 //! Each tenant ends exactly as `Store::reconcile_last_delta_page` ends it: its updates with
 //! their audit rows, what its run saw (`run_seen`) with its counts and resume cursor, then
@@ -181,30 +185,9 @@ impl Store {
                 .push((object_id, contact_id));
         }
 
-        // A member with a user the group cannot plan from links alone is left alone.
-        let mut taken = Vec::new();
-        for (member, entries) in members.iter().zip(&entries) {
-            let linked: HashSet<&str> = links_by_tenant
-                .get(&member.managed_tenant_id)
-                .into_iter()
-                .flatten()
-                .map(|(object_id, _)| object_id.as_str())
-                .collect();
-            let all_linked = entries.iter().all(|entry| match entry {
-                DirectoryEntry::Present(user) => linked.contains(user.object_id.as_str()),
-                DirectoryEntry::Removed { .. } | DirectoryEntry::Invalid { .. } => true,
-            });
-            if all_linked {
-                taken.push((member, entries));
-            } else {
-                outcomes.insert(member.managed_tenant_id, GroupOutcome::Alone);
-            }
-        }
-
         // Step 2: the linked contacts, by id, in one read.
-        let mut contact_ids: Vec<Uuid> = taken
-            .iter()
-            .filter_map(|(member, _)| links_by_tenant.get(&member.managed_tenant_id))
+        let mut contact_ids: Vec<Uuid> = links_by_tenant
+            .values()
             .flatten()
             .map(|(_, contact_id)| *contact_id)
             .collect();
@@ -228,7 +211,7 @@ impl Store {
 
         // Each member planned on its own context, as its page would be.
         let mut planned = Vec::new();
-        for (member, entries) in taken {
+        for (member, entries) in members.iter().zip(&entries) {
             let links = links_by_tenant
                 .remove(&member.managed_tenant_id)
                 .unwrap_or_default();

@@ -4,7 +4,7 @@
 
 use chrono::{DateTime, TimeZone, Utc};
 use entra_sync_domain::model::{
-    ContactField, DirectoryEntry, DirectoryUser, FieldPolicy, SyncSettings,
+    ContactField, DirectoryEntry, DirectoryUser, FieldPolicy, SkipReason, SyncSettings,
 };
 use entra_sync_store::discovery::{DiscoveredTenantRecord, TenantDomain};
 use entra_sync_store::group::{GroupMember, GroupOutcome};
@@ -47,14 +47,27 @@ fn user(object_id: &str, job_title: &str) -> DirectoryEntry {
     })
 }
 
+fn disabled(object_id: &str) -> DirectoryEntry {
+    let DirectoryEntry::Present(mut user) = user(object_id, "Engineer") else {
+        unreachable!("a present user")
+    };
+    user.account_enabled = Some(false);
+    DirectoryEntry::Present(user)
+}
+
 /// The managed tenants of the scenario, each with five users after the first sync, and what
 /// each one's delta round brings.
 fn rounds() -> Vec<(&'static str, Vec<DirectoryEntry>)> {
     vec![
-        // Two job titles changed: updates only, which a group applies.
+        // Two job titles changed, and a disabled user never synced, which the filters skip
+        // whatever contacts its address matches: updates and a skip, which a group applies.
         (
             "updated",
-            vec![user("updated-1", "Manager"), user("updated-3", "Director")],
+            vec![
+                user("updated-1", "Manager"),
+                user("updated-3", "Director"),
+                disabled("updated-8"),
+            ],
         ),
         // Nothing changed: no page would run, and the group records nothing seen either.
         ("empty", vec![]),
@@ -458,7 +471,8 @@ async fn a_delta_group_ends_its_tenants_as_their_own_pages_would(pool: PgPool) {
     let Some(GroupOutcome::Reconciled { tally, finish }) = Some(outcome("updated")) else {
         panic!("{:?}", outcome("updated"));
     };
-    assert_eq!((tally.seen, tally.updated), (2, 2));
+    assert_eq!((tally.seen, tally.updated), (3, 2));
+    assert_eq!(tally.skipped.get(&SkipReason::Disabled), Some(&1));
     assert_eq!(
         finish.map(|finish| finish.status),
         Some(TenantResultStatus::Completed)
