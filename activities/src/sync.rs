@@ -1113,7 +1113,7 @@ async fn read_round<'a>(
 }
 
 /// How many of a group's delta rounds are read at once.
-const GROUP_READS: usize = 4;
+const GROUP_READS: usize = 8;
 
 impl Activities {
     /// Syncs the group's tenants whose delta round fits in one provider page together
@@ -1197,11 +1197,15 @@ impl Activities {
             .into_iter()
             .map(|candidate| read_round(group.source, candidate))
             .collect();
-        let reads: Vec<(GroupCandidate, Result<FetchedPage, DirectoryError>)> =
-            futures::stream::iter(reads)
-                .buffer_unordered(GROUP_READS)
-                .collect()
-                .await;
+        // Heartbeated like a tenant's own reads, which a `Retry-After` can make long; a
+        // cancel abandons them, leaving the tenants for the activity's end.
+        let progress = Progress::default();
+        let reads = futures::stream::iter(reads)
+            .buffer_unordered(GROUP_READS)
+            .collect::<Vec<(GroupCandidate, Result<FetchedPage, DirectoryError>)>>();
+        let Some(reads) = with_heartbeats(group.ctx, &progress, true, reads).await else {
+            return ended;
+        };
         record_step(STEP_PROVIDER_READ, reading.elapsed());
         let mut rounds = Vec::new();
         for (candidate, fetched) in reads {
@@ -1244,21 +1248,20 @@ impl Activities {
                 delta_link: page.delta_link.as_deref().map(|link| (link, issued_at)),
             })
             .collect();
-        let outcomes = match self
-            .store
-            .reconcile_delta_group(
-                group.tenant_id,
-                group.run_id,
-                ENUMERATION_COMPLETE,
-                &members,
-            )
-            .await
-        {
-            Ok(outcomes) => outcomes,
-            Err(error) => {
+        // Once the transaction starts it runs to its end, as a batch's does.
+        let reconciled = self.store.reconcile_delta_group(
+            group.tenant_id,
+            group.run_id,
+            ENUMERATION_COMPLETE,
+            &members,
+        );
+        let outcomes = match with_heartbeats(group.ctx, &progress, false, reconciled).await {
+            Some(Ok(outcomes)) => outcomes,
+            Some(Err(error)) => {
                 warn!(%error, "could not reconcile the delta group; each tenant syncs on its own");
                 return ended;
             }
+            None => return ended,
         };
         record_step(STEP_DATABASE, reconciling.elapsed());
         let mut reconciled = 0usize;
@@ -1290,10 +1293,11 @@ impl Activities {
             metrics::counter!("entra_sync_users_processed_total")
                 .increment(member.entries.len() as u64);
         }
-        // Each tenant ended here is timed with its group.
-        let elapsed = started.elapsed().as_secs_f64();
+        // Each tenant ended here is timed as its share of the group's time, so the
+        // histogram's sum stays the time spent syncing tenants.
+        let share = started.elapsed().as_secs_f64() / reconciled.max(1) as f64;
         for _ in 0..reconciled {
-            metrics::histogram!("entra_sync_tenant_sync_seconds", "result" => "ok").record(elapsed);
+            metrics::histogram!("entra_sync_tenant_sync_seconds", "result" => "ok").record(share);
         }
         info!(tenants = reconciled, "delta group synced");
         ended

@@ -404,6 +404,7 @@ async fn direct_connection_authorize_discover_sync_and_delta() -> Result<()> {
             let second = admin.sync_all().await?;
             let activities = scheduled_activities(&stack, tenant_id, &second).await?;
             assert_eq!(activities, ["local prepare_sync", "sync_tenants", "local finish_run"], "{second}");
+            record_run_history(&stack, tenant_id, &second, "sync_delta_group").await?;
             assert_eq!(second["status"], "completed", "{second}");
             for result in tenant_results(&second) {
                 assert_eq!((result["status"].as_str(), result["mode"].as_str()), (Some("completed"), Some("delta")), "{result}");
@@ -520,6 +521,7 @@ async fn direct_connection_authorize_discover_sync_and_delta() -> Result<()> {
                 "asked again {:?} after the 429",
                 asked_again.duration_since(log[throttled_at].at)
             );
+            record_run_history(&stack, tenant_id, &handed_back, "sync_delta_group_handed_back").await?;
             let activities = scheduled_activities(&stack, tenant_id, &handed_back).await?;
             assert_eq!(
                 activities,
@@ -684,6 +686,15 @@ async fn stored_direct_connection(stack: &Stack) -> Result<(Uuid, Arc<OAuthClien
 
 /// The activity types a run's workflow scheduled, in order (each once, however often it was
 /// retried).
+/// Saves a sync run's workflow history for the replay test (`ENTRA_SYNC_RECORD_HISTORIES`).
+async fn record_run_history(stack: &Stack, tenant_id: Uuid, run: &Value, name: &str) -> Result<()> {
+    let run_id = run["run_id"].as_str().context("run_id")?;
+    let workflow_id =
+        entra_sync_workflows::workflow_id_for_run("sync", &tenant_id.to_string(), run_id);
+    let client = crate::workflow_support::temporal(stack).await?;
+    crate::workflow_support::record_history(&client, &workflow_id, name).await
+}
+
 async fn scheduled_activities(stack: &Stack, tenant_id: Uuid, run: &Value) -> Result<Vec<String>> {
     use temporalio_common::protos::temporal::api::history::v1::history_event::Attributes;
     let run_id = run["run_id"].as_str().context("run_id")?;

@@ -27,8 +27,8 @@ use crate::contract::{
     SyncRunInput, SyncTarget, TenantEnd, CONTRACT_VERSION,
 };
 use crate::sync::{
-    bookkeeping_options, describe, finish, lane, record_ended, RunContext, TimeLimit, CANCELLED,
-    NOT_STARTED,
+    bookkeeping_options, describe, finish, lane, record_ended, RunContext, SmallGroups, TimeLimit,
+    CANCELLED, NOT_STARTED,
 };
 use crate::SyncWorkflow;
 
@@ -197,7 +197,13 @@ impl SyncBatchWorkflow {
             seconds: limit.seconds,
             deadline: UNIX_EPOCH + Duration::from_millis(limit.deadline_unix_ms),
         });
-        let run = RunContext::new(&run_input, &input.targets, input.lanes, limit);
+        let run = RunContext::new(
+            &run_input,
+            &input.targets,
+            input.lanes,
+            SmallGroups::of(ctx),
+            limit,
+        );
         join_all((0..run.window()).map(|_| lane(ctx, &run))).await;
 
         let rest = run.not_started();

@@ -173,7 +173,13 @@ impl SyncWorkflow {
             }
         };
 
-        let run = RunContext::new(&input, &targets, input.max_parallel_tenants, limit);
+        let run = RunContext::new(
+            &input,
+            &targets,
+            input.max_parallel_tenants,
+            SmallGroups::of(ctx),
+            limit,
+        );
         join_all((0..run.window()).map(|_| lane(ctx, &run))).await;
 
         // Tenants the run had no time left to start fail with the limit as their cause.
@@ -231,6 +237,52 @@ impl TimeLimit {
 /// The most small tenants one `sync_tenants` activity syncs.
 pub const MAX_SMALL_TENANTS_PER_ACTIVITY: usize = 25;
 
+/// The patch under which small tenants are cut into fewer, larger groups
+/// ([`SmallGroups::Larger`]): a `sync_tenants` activity reconciles and ends the one-page
+/// delta rounds of its small tenants together, in one transaction, so a group costs about
+/// what one tenant did, and each group saved is an activity task and a workflow task the run
+/// does not pay. Histories recorded before it replay with the groups they had.
+pub const LARGER_SMALL_GROUPS: &str = "larger-small-groups";
+
+/// Under [`LARGER_SMALL_GROUPS`], the fewest small tenants a group holds (all of them when
+/// there are fewer) and the most.
+pub const MIN_SMALL_TENANTS_PER_GROUP: usize = 50;
+pub const MAX_SMALL_TENANTS_PER_GROUP: usize = 100;
+
+/// How [`plan_work`] cuts the small tenants into groups.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum SmallGroups {
+    /// Shared evenly between the lanes, at most [`MAX_SMALL_TENANTS_PER_ACTIVITY`] a group
+    /// (histories recorded before [`LARGER_SMALL_GROUPS`]).
+    EvenlyShared,
+    /// Shared evenly between the lanes, but at least [`MIN_SMALL_TENANTS_PER_GROUP`] and at
+    /// most [`MAX_SMALL_TENANTS_PER_GROUP`] a group: fewer lanes busy, fewer activities.
+    Larger,
+}
+
+impl SmallGroups {
+    /// The groups of a workflow that reaches this point now: [`SmallGroups::Larger`], unless
+    /// its history was recorded before [`LARGER_SMALL_GROUPS`].
+    pub(crate) fn of<W>(ctx: &WorkflowContext<W>) -> SmallGroups {
+        if ctx.patched(LARGER_SMALL_GROUPS) {
+            SmallGroups::Larger
+        } else {
+            SmallGroups::EvenlyShared
+        }
+    }
+
+    /// The size of each group of `small` tenants over `lanes` lanes.
+    fn size(self, small: usize, lanes: usize) -> usize {
+        let even = small.div_ceil(lanes);
+        match self {
+            SmallGroups::EvenlyShared => even.clamp(1, MAX_SMALL_TENANTS_PER_ACTIVITY),
+            SmallGroups::Larger => {
+                even.clamp(MIN_SMALL_TENANTS_PER_GROUP, MAX_SMALL_TENANTS_PER_GROUP)
+            }
+        }
+    }
+}
+
 /// How many groups of tenants with few users (`SyncTarget::few_users`) each lane should have
 /// ahead of it when the next group is cut ([`plan_work`]).
 pub const FEW_USERS_GROUPS_PER_LANE: usize = 2;
@@ -253,7 +305,11 @@ pub const FEW_USERS_GROUPED_FROM_PER_LANE: usize = 8;
 /// lane, so the first groups save most activity round trips while the last ones are single
 /// tenants, and a lane that drew a large tenant is made up for by the others taking more of
 /// the small ones.
-pub(crate) fn plan_work(targets: &[SyncTarget], lanes: usize) -> Vec<Vec<usize>> {
+pub(crate) fn plan_work(
+    targets: &[SyncTarget],
+    lanes: usize,
+    small_groups: SmallGroups,
+) -> Vec<Vec<usize>> {
     let lanes = lanes.max(1);
     let (small, rest): (Vec<usize>, Vec<usize>) =
         (0..targets.len()).partition(|&index| targets[index].small);
@@ -276,10 +332,7 @@ pub(crate) fn plan_work(targets: &[SyncTarget], lanes: usize) -> Vec<Vec<usize>>
         left = rest;
     }
     if !small.is_empty() {
-        let size = small
-            .len()
-            .div_ceil(lanes)
-            .clamp(1, MAX_SMALL_TENANTS_PER_ACTIVITY);
+        let size = small_groups.size(small.len(), lanes);
         work.extend(small.chunks(size).map(<[usize]>::to_vec));
     }
     work
@@ -302,13 +355,14 @@ impl<'a> RunContext<'a> {
         input: &'a SyncRunInput,
         targets: &'a [SyncTarget],
         lanes: u32,
+        small_groups: SmallGroups,
         limit: Option<TimeLimit>,
     ) -> Self {
         let lanes = lanes.max(1) as usize;
         RunContext {
             input,
             targets,
-            work: plan_work(targets, lanes),
+            work: plan_work(targets, lanes, small_groups),
             next_work: Cell::new(0),
             lanes,
             limit,
@@ -564,7 +618,10 @@ pub(crate) fn describe(error: &ActivityExecutionError) -> String {
 
 #[cfg(test)]
 mod tests {
-    use super::{plan_work, MAX_SMALL_TENANTS_PER_ACTIVITY};
+    use super::{
+        plan_work, SmallGroups, MAX_SMALL_TENANTS_PER_ACTIVITY, MAX_SMALL_TENANTS_PER_GROUP,
+        MIN_SMALL_TENANTS_PER_GROUP,
+    };
     use crate::contract::SyncTarget;
 
     fn targets(small: &[bool]) -> Vec<SyncTarget> {
@@ -592,7 +649,11 @@ mod tests {
     fn groups_of_tenants_with_few_users_shrink_to_single_tenants() {
         // A batch of 250 tenants on a first sync over sixteen lanes.
         let all: Vec<usize> = (0..250).collect();
-        let work = plan_work(&with_few_users(targets(&[false; 250]), &all), 16);
+        let work = plan_work(
+            &with_few_users(targets(&[false; 250]), &all),
+            16,
+            SmallGroups::EvenlyShared,
+        );
         let sizes: Vec<usize> = work.iter().map(Vec::len).collect();
         assert_eq!(sizes.first(), Some(&8), "{sizes:?}");
         assert!(sizes.windows(2).all(|pair| pair[0] >= pair[1]), "{sizes:?}");
@@ -608,7 +669,11 @@ mod tests {
         let planned: Vec<usize> = work.iter().flatten().copied().collect();
         assert_eq!(planned, all, "every tenant once, in order");
         // Few of them for the lanes: each on its own, as before groups existed.
-        let work = plan_work(&with_few_users(targets(&[false; 8]), &[0, 1, 2, 3]), 2);
+        let work = plan_work(
+            &with_few_users(targets(&[false; 8]), &[0, 1, 2, 3]),
+            2,
+            SmallGroups::EvenlyShared,
+        );
         assert_eq!(
             work,
             vec![
@@ -629,7 +694,7 @@ mod tests {
         let few: Vec<usize> = (4..12).chain([0, 1]).collect();
         let mixed = with_few_users(targets(&marks), &few);
         assert_eq!(
-            plan_work(&mixed, 1),
+            plan_work(&mixed, 1, SmallGroups::EvenlyShared),
             vec![
                 vec![2],
                 vec![1, 4, 5, 6, 7],
@@ -662,31 +727,31 @@ mod tests {
     #[test]
     fn tenants_that_are_not_small_each_take_a_lane_in_order() {
         assert_eq!(
-            plan_work(&targets(&[false; 5]), 2),
+            plan_work(&targets(&[false; 5]), 2, SmallGroups::EvenlyShared),
             vec![vec![0], vec![1], vec![2], vec![3], vec![4]]
         );
-        assert!(plan_work(&[], 4).is_empty());
+        assert!(plan_work(&[], 4, SmallGroups::EvenlyShared).is_empty());
     }
 
     #[test]
     fn small_tenants_are_shared_evenly_between_the_lanes_after_the_others() {
         let mixed = targets(&[true, false, true, true, false, true, true]);
         assert_eq!(
-            plan_work(&mixed, 2),
+            plan_work(&mixed, 2, SmallGroups::EvenlyShared),
             vec![vec![1], vec![4], vec![0, 2, 3], vec![5, 6]]
         );
         // As many lanes as small tenants: each syncs on its own.
         assert_eq!(
-            plan_work(&targets(&[true; 3]), 16),
+            plan_work(&targets(&[true; 3]), 16, SmallGroups::EvenlyShared),
             vec![vec![0], vec![1], vec![2]]
         );
         // Two hundred small tenants over sixteen lanes: sixteen groups of at most 13.
-        let work = plan_work(&targets(&[true; 200]), 16);
+        let work = plan_work(&targets(&[true; 200]), 16, SmallGroups::EvenlyShared);
         assert_eq!(work.len(), 16);
         assert!(work.iter().all(|group| group.len() <= 13));
         assert_eq!(work.iter().map(Vec::len).sum::<usize>(), 200);
         // One lane: groups stop at the cap.
-        let work = plan_work(&targets(&[true; 60]), 1);
+        let work = plan_work(&targets(&[true; 60]), 1, SmallGroups::EvenlyShared);
         assert_eq!(
             work.iter().map(Vec::len).collect::<Vec<_>>(),
             [
@@ -695,5 +760,41 @@ mod tests {
                 10
             ]
         );
+    }
+
+    #[test]
+    fn under_the_patch_small_tenants_go_in_fewer_larger_groups() {
+        let larger = SmallGroups::Larger;
+        // Two hundred small tenants over sixteen lanes: four groups of fifty, not sixteen.
+        let work = plan_work(&targets(&[true; 200]), 16, larger);
+        assert_eq!(
+            work.iter().map(Vec::len).collect::<Vec<_>>(),
+            [MIN_SMALL_TENANTS_PER_GROUP; 4]
+        );
+        let planned: Vec<usize> = work.iter().flatten().copied().collect();
+        assert_eq!(
+            planned,
+            (0..200).collect::<Vec<_>>(),
+            "every tenant once, in order"
+        );
+        // Fewer than the least a group holds: all in one.
+        assert_eq!(
+            plan_work(&targets(&[true; 3]), 16, larger),
+            vec![vec![0, 1, 2]]
+        );
+        // Many: shared evenly between the lanes, up to the most a group holds.
+        let work = plan_work(&targets(&[true; 1_000]), 16, larger);
+        assert_eq!(work.len(), 16);
+        assert!(work.iter().all(|group| group.len() <= 63), "{work:?}");
+        let work = plan_work(&targets(&[true; 2_000]), 4, larger);
+        assert!(
+            work.iter()
+                .all(|group| group.len() == MAX_SMALL_TENANTS_PER_GROUP),
+            "{:?}",
+            work.iter().map(Vec::len).collect::<Vec<_>>()
+        );
+        // The others are planned as before.
+        let mixed = targets(&[true, false, true]);
+        assert_eq!(plan_work(&mixed, 2, larger), vec![vec![1], vec![0, 2]]);
     }
 }

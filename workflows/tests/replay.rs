@@ -1,8 +1,11 @@
 //! Determinism guard: every workflow history recorded under `tests/histories/` (real runs on a
 //! Temporal dev server: completed, partial, cancelled, scheduled with discovery, and their
 //! child runs; a run in batches of child workflows, completed and cancelled, with a child; the
-//! sync runs once more as recorded after the `local-bookkeeping` patch, `*_local_bookkeeping`)
-//! must replay against the current workflow code without a nondeterminism error.
+//! sync runs once more as recorded after the `local-bookkeeping` patch, `*_local_bookkeeping`;
+//! after the `larger-small-groups` patch, a completed run and a batch child,
+//! `*_larger_small_groups`, and two direct delta runs of small tenants in a group, one of them
+//! with a tenant handed back, `sync_delta_group*`) must replay against the current workflow
+//! code without a nondeterminism error.
 //! A change to a workflow that would break running workflows fails here; after an intended
 //! change, guard it with `ctx.patched(…)` or re-record the histories (see
 //! `tests/e2e/workflow_support.rs`, `ENTRA_SYNC_RECORD_HISTORIES`).
