@@ -312,22 +312,24 @@ struct TenantResultRow {
     finished_at: Option<DateTime<Utc>>,
 }
 
-/// The `WITH` items that open run `$3`'s result for managed tenant `$2` of PSA tenant `$1`, in
-/// mode `$4`, when `condition` holds: `result` is the row inserted or, on a retry, the one an
-/// earlier attempt opened (a retry keeps its saved cursor and mode).
-fn open_tenant_result(condition: &str) -> String {
+/// The `WITH` items that open run `$3`'s results for the managed tenants `tenants` selects
+/// (a query of `managed_tenant_id`s) of PSA tenant `$1`, in mode `$4`: `result` holds each
+/// result inserted now or, on a retry, the one an earlier attempt opened (a retry keeps its
+/// saved cursor and mode). A result opened now is in `inserted` only, one opened before in
+/// the statement's snapshot only, so none comes twice.
+fn open_tenant_results(tenants: &str) -> String {
     format!(
         "inserted AS (
              INSERT INTO run_tenant_results (tenant_id, run_id, managed_tenant_id, mode)
-             SELECT $1, $3, $2, $4 WHERE {condition}
+             SELECT $1, $3, managed_tenant_id, $4 FROM ({tenants}) AS opened
              ON CONFLICT (tenant_id, run_id, managed_tenant_id) DO NOTHING
              RETURNING {TENANT_RESULT_COLUMNS}
          ), result AS (
              SELECT {TENANT_RESULT_COLUMNS} FROM inserted
              UNION ALL
              SELECT {TENANT_RESULT_COLUMNS} FROM run_tenant_results
-             WHERE tenant_id = $1 AND run_id = $3 AND managed_tenant_id = $2 AND {condition}
-             LIMIT 1
+             WHERE tenant_id = $1 AND run_id = $3
+               AND managed_tenant_id IN ({tenants})
          )"
     )
 }
@@ -658,7 +660,7 @@ impl Store {
     ) -> Result<TenantResultRecord> {
         let row: TenantResultRow = sqlx::query_as(&format!(
             "WITH {} SELECT * FROM result",
-            open_tenant_result("true")
+            open_tenant_results("SELECT $2::uuid AS managed_tenant_id")
         ))
         .bind(tenant_id)
         .bind(managed_tenant_id)
@@ -822,8 +824,7 @@ impl Store {
         mode: SyncMode,
     ) -> Result<BTreeMap<Uuid, Option<LeasedStart>>> {
         // When not taken, the holder is read from the statement's snapshot; a holder that
-        // committed after it shows as this run, which only means looking again. A result
-        // opened now is in `inserted` only; one an earlier attempt opened is in the snapshot.
+        // committed after it shows as this run, which only means looking again.
         let rows = sqlx::query(&format!(
             "WITH wanted AS (
                  SELECT DISTINCT managed_tenant_id FROM UNNEST($2::uuid[]) AS w(managed_tenant_id)
@@ -845,25 +846,15 @@ impl Store {
                  DELETE FROM run_seen s USING taken t
                  WHERE s.tenant_id = $1 AND s.managed_tenant_id = t.managed_tenant_id
                    AND s.run_id <> $3
-             ), inserted AS (
-                 INSERT INTO run_tenant_results (tenant_id, run_id, managed_tenant_id, mode)
-                 SELECT $1, $3, managed_tenant_id, $4 FROM taken
-                 ON CONFLICT (tenant_id, run_id, managed_tenant_id) DO NOTHING
-                 RETURNING {TENANT_RESULT_COLUMNS}
-             ), result AS (
-                 SELECT {TENANT_RESULT_COLUMNS} FROM inserted
-                 UNION ALL
-                 SELECT {TENANT_RESULT_COLUMNS} FROM run_tenant_results
-                 WHERE tenant_id = $1 AND run_id = $3
-                   AND managed_tenant_id IN (SELECT managed_tenant_id FROM taken)
-             )
+             ), {}
              SELECT w.managed_tenant_id AS wanted_id, t.managed_tenant_id IS NOT NULL AS taken,
                     (SELECT run_id FROM managed_tenant_sync_leases h
                      WHERE h.tenant_id = $1 AND h.managed_tenant_id = w.managed_tenant_id) AS holder,
                     result.*
              FROM wanted w
              LEFT JOIN taken t ON t.managed_tenant_id = w.managed_tenant_id
-             LEFT JOIN result ON result.managed_tenant_id = w.managed_tenant_id"
+             LEFT JOIN result ON result.managed_tenant_id = w.managed_tenant_id",
+            open_tenant_results("SELECT managed_tenant_id FROM taken")
         ))
         .bind(tenant_id)
         .bind(managed_tenant_ids)
