@@ -4,7 +4,7 @@
 //! A scheduled delta sync of many small tenants is mostly tenants with nothing or a few field
 //! changes. Alone, each of those costs a page transaction of about eight statements (or, with
 //! an empty round, one of three) for a handful of rows; together, a group of them costs one
-//! lock round trip, two reads, at most one update, one record of what they saw and one end.
+//! lock round trip, one read, at most one update, one record of what they saw and one end.
 //!
 //! A group takes only what it can plan from links alone: a round whose plan only updates
 //! contacts or skips users. A linked user's plan needs only its link and its contact, which
@@ -26,12 +26,13 @@ use chrono::{DateTime, Utc};
 use entra_sync_domain::model::{Action, DirectoryEntry, SyncSettings, Tally};
 use entra_sync_domain::plan::{page_object_ids, plan_page, tally};
 use entra_sync_domain::validate::storable_entries;
+use sqlx::FromRow;
 use uuid::Uuid;
 
 use crate::inactivation::{end_all_quietly, QuietEnd, TenantFinish};
 use crate::reconcile::{
-    build_context, managed_tenant_lock_key, seen_tallies, PageContactRow, PageScope, PageWrites,
-    PAGE_CONTACTS, UPDATE_CONTACTS,
+    build_context, managed_tenant_lock_key, seen_tallies, LinkRow, PageContactRow, PageScope,
+    PageWrites, UPDATE_CONTACTS,
 };
 use crate::runs::TallyCounts;
 use crate::{Result, Store};
@@ -61,14 +62,33 @@ pub enum GroupOutcome {
     Alone,
 }
 
-/// The group's links by (managed tenant, object id).
-const GROUP_LINKS: &str = "SELECT k.managed_tenant_id, k.object_id, l.contact_id
+/// The group's links by (managed tenant, object id), each with its contact, as a page reads
+/// its own (`reconcile::PAGE_LINKS`).
+const GROUP_LINKS: &str =
+    "SELECT k.managed_tenant_id, k.object_id, l.contact_id AS link_contact_id,
+            c.contact_id, c.client_id, c.full_name, c.email, c.phone, c.mobile,
+            c.job_title, c.is_active, c.inactive_reason, c.sync_locked
      FROM UNNEST($2::uuid[], $3::text[]) AS k(managed_tenant_id, object_id)
      CROSS JOIN LATERAL (SELECT contact_id FROM links
                          WHERE tenant_id = (SELECT $1::uuid)
                            AND managed_tenant_id = k.managed_tenant_id
                            AND object_id = k.object_id
-                         OFFSET 0) AS l";
+                         OFFSET 0) AS l
+     LEFT JOIN LATERAL (SELECT * FROM contacts
+                        WHERE tenant_id = (SELECT $1::uuid) AND contact_id = l.contact_id
+                        OFFSET 0) AS c ON true";
+
+/// What [`GROUP_LINKS`] read for one member: its links (object id, contact id) and their
+/// contacts.
+type LinksRead = (Vec<(String, Uuid)>, Vec<PageContactRow>);
+
+/// A row of [`GROUP_LINKS`].
+#[derive(FromRow)]
+struct GroupLinkRow {
+    managed_tenant_id: Uuid,
+    #[sqlx(flatten)]
+    link: LinkRow,
+}
 
 /// What the group's tenants saw, one `run_seen` row each, and their counts and cursors: the
 /// group form of `reconcile::RECORD_SEEN_AND_ADVANCE` (`$1` tenant, `$2` run, `$3` the cursor;
@@ -156,7 +176,7 @@ impl Store {
         }
         let mut transaction = self.pool.begin_with(begin).await?;
 
-        // Step 1: every member's links by object id, in one read.
+        // Step 1: every member's links by object id, with their contacts, in one read.
         let object_ids: Vec<Vec<String>> = entries.iter().map(|e| page_object_ids(e)).collect();
         let (pair_tenants, pair_objects): (Vec<Uuid>, Vec<&str>) = members
             .iter()
@@ -166,7 +186,7 @@ impl Store {
                     .map(move |id| (member.managed_tenant_id, id.as_str()))
             })
             .unzip();
-        let links: Vec<(Uuid, String, Uuid)> = if pair_objects.is_empty() {
+        let rows: Vec<GroupLinkRow> = if pair_objects.is_empty() {
             Vec::new()
         } else {
             sqlx::query_as(GROUP_LINKS)
@@ -177,48 +197,18 @@ impl Store {
                 .fetch_all(&mut *transaction)
                 .await?
         };
-        let mut links_by_tenant: HashMap<Uuid, Vec<(String, Uuid)>> = HashMap::new();
-        for (managed_tenant_id, object_id, contact_id) in links {
-            links_by_tenant
-                .entry(managed_tenant_id)
-                .or_default()
-                .push((object_id, contact_id));
+        let mut read: HashMap<Uuid, LinksRead> = HashMap::new();
+        for row in rows {
+            let (links, contacts) = read.entry(row.managed_tenant_id).or_default();
+            let (link, contact) = row.link.split();
+            links.push(link);
+            contacts.extend(contact);
         }
-
-        // Step 2: the linked contacts, by id, in one read.
-        let mut contact_ids: Vec<Uuid> = links_by_tenant
-            .values()
-            .flatten()
-            .map(|(_, contact_id)| *contact_id)
-            .collect();
-        contact_ids.sort_unstable();
-        contact_ids.dedup();
-        let contacts: Vec<PageContactRow> = if contact_ids.is_empty() {
-            Vec::new()
-        } else {
-            sqlx::query_as(PAGE_CONTACTS)
-                .bind(tenant_id)
-                .bind(Vec::<String>::new())
-                .bind(&contact_ids)
-                .persistent(false)
-                .fetch_all(&mut *transaction)
-                .await?
-        };
-        let mut contacts_by_id: HashMap<Uuid, PageContactRow> = contacts
-            .into_iter()
-            .map(|row| (row.contact.contact_id, row))
-            .collect();
 
         // Each member planned on its own context, as its page would be.
         let mut planned = Vec::new();
         for (member, entries) in members.iter().zip(&entries) {
-            let links = links_by_tenant
-                .remove(&member.managed_tenant_id)
-                .unwrap_or_default();
-            let own_contacts: Vec<PageContactRow> = links
-                .iter()
-                .filter_map(|(_, contact_id)| contacts_by_id.remove(contact_id))
-                .collect();
+            let (links, own_contacts) = read.remove(&member.managed_tenant_id).unwrap_or_default();
             let scope = PageScope {
                 tenant_id,
                 run_id,
@@ -241,9 +231,8 @@ impl Store {
                 tally,
             });
         }
-        contacts_by_id.clear();
 
-        // Step 3: the updates, with their audit rows.
+        // Step 2: the updates, with their audit rows.
         let mut update_tenants = Vec::new();
         let mut update_contact_ids = Vec::new();
         let mut update_object_ids = Vec::new();
@@ -287,7 +276,7 @@ impl Store {
                 .unwrap_or(0);
         }
 
-        // Step 4: what each member with entries saw, with its counts and cursor. A member
+        // Step 3: what each member with entries saw, with its counts and cursor. A member
         // whose round was empty records nothing, as its page would not have run.
         let mut seen_tenants = Vec::new();
         let mut seen_object_ids: Vec<&str> = Vec::new();
@@ -340,7 +329,7 @@ impl Store {
             }
         }
 
-        // Step 5: each member's end, its delta link saved with it.
+        // Step 4: each member's end, its delta link saved with it.
         let ends: Vec<QuietEnd> = planned
             .iter()
             .map(|member| QuietEnd {

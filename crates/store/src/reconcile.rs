@@ -410,21 +410,79 @@ impl Statements {
     }
 }
 
-/// The page's links by object id (`load_page_context`; why LATERAL, see there).
-const PAGE_LINKS: &str = "SELECT k.object_id, l.contact_id
+/// The page's links by object id, each with its contact (`load_page_context`; why LATERAL,
+/// see there): a re-run, whose users are nearly all linked, reads everything the planner
+/// needs in this one statement.
+const PAGE_LINKS: &str = "SELECT k.object_id, l.contact_id AS link_contact_id,
+            c.contact_id, c.client_id, c.full_name, c.email, c.phone, c.mobile,
+            c.job_title, c.is_active, c.inactive_reason, c.sync_locked
      FROM UNNEST($3::text[]) AS k(object_id)
      CROSS JOIN LATERAL (SELECT contact_id FROM links
                          WHERE tenant_id = (SELECT $1::uuid)
                            AND managed_tenant_id = (SELECT $2::uuid)
                            AND object_id = k.object_id
-                         OFFSET 0) AS l";
+                         OFFSET 0) AS l
+     LEFT JOIN LATERAL (SELECT * FROM contacts
+                        WHERE tenant_id = (SELECT $1::uuid) AND contact_id = l.contact_id
+                        OFFSET 0) AS c ON true";
 
-/// The contacts a page may touch: those found by address, each with its link if it has one,
-/// and the linked ones by id. A linked contact's link is the one `PAGE_LINKS` read (a contact
-/// has at most one link, `links_one_per_contact`), so it is not probed again: in a re-run,
-/// where nearly every user is linked, that second probe per user was a third of the reads.
-/// A contact found both ways comes back twice; `build_context` keeps one.
-pub(crate) const PAGE_CONTACTS: &str =
+/// A link a page (or a group, `crate::group`) read, with its contact's columns: all None
+/// when the contact is not there (a link's contact cannot be deleted, but the planner leaves
+/// such a link for a person rather than match its user again).
+#[derive(FromRow)]
+pub(crate) struct LinkRow {
+    object_id: String,
+    link_contact_id: Uuid,
+    contact_id: Option<Uuid>,
+    client_id: Option<Uuid>,
+    full_name: Option<String>,
+    email: Option<String>,
+    phone: Option<String>,
+    mobile: Option<String>,
+    job_title: Option<String>,
+    is_active: Option<bool>,
+    inactive_reason: Option<String>,
+    sync_locked: Option<bool>,
+}
+
+impl LinkRow {
+    /// The link (object id, contact id), and its contact as the page's contacts hold it
+    /// (without a link of its own: the link is this one).
+    pub(crate) fn split(self) -> ((String, Uuid), Option<PageContactRow>) {
+        let contact = match (
+            self.contact_id,
+            self.client_id,
+            self.full_name,
+            self.is_active,
+            self.sync_locked,
+        ) {
+            (Some(contact_id), Some(client_id), Some(full_name), Some(is_active), Some(locked)) => {
+                Some(PageContactRow {
+                    contact: ContactRow {
+                        contact_id,
+                        client_id,
+                        full_name,
+                        email: self.email,
+                        phone: self.phone,
+                        mobile: self.mobile,
+                        job_title: self.job_title,
+                        is_active,
+                        inactive_reason: self.inactive_reason,
+                        sync_locked: locked,
+                    },
+                    link_managed_tenant_id: None,
+                    link_object_id: None,
+                })
+            }
+            _ => None,
+        };
+        ((self.object_id, self.link_contact_id), contact)
+    }
+}
+
+/// The contacts found by the addresses of the page's users without a link, each with its link
+/// if it has one (the linked users' contacts come with their links, `PAGE_LINKS`).
+const PAGE_CONTACTS: &str =
     "SELECT c.contact_id, c.client_id, c.full_name, c.email, c.phone, c.mobile,
             c.job_title, c.is_active, c.inactive_reason, c.sync_locked,
             l.managed_tenant_id AS link_managed_tenant_id, l.object_id AS link_object_id
@@ -434,15 +492,7 @@ pub(crate) const PAGE_CONTACTS: &str =
                          OFFSET 0) AS c
      LEFT JOIN LATERAL (SELECT managed_tenant_id, object_id FROM links
                         WHERE tenant_id = (SELECT $1::uuid) AND contact_id = c.contact_id
-                        OFFSET 0) AS l ON true
-     UNION ALL
-     SELECT c.contact_id, c.client_id, c.full_name, c.email, c.phone, c.mobile,
-            c.job_title, c.is_active, c.inactive_reason, c.sync_locked,
-            NULL::uuid, NULL::text
-     FROM UNNEST($3::uuid[]) AS i(contact_id)
-     CROSS JOIN LATERAL (SELECT * FROM contacts
-                         WHERE tenant_id = (SELECT $1::uuid) AND contact_id = i.contact_id
-                         OFFSET 0) AS c";
+                        OFFSET 0) AS l ON true";
 
 /// Whether a contact with one of the claimed addresses exists that the page did not read.
 const NEW_ADDRESS_APPEARED: &str = "SELECT EXISTS (
@@ -452,7 +502,8 @@ const NEW_ADDRESS_APPEARED: &str = "SELECT EXISTS (
                              OFFSET 0) AS c
          WHERE NOT (c.contact_id = ANY($3)))";
 
-/// Step 1: reads what the planner needs about the page's users in three bulk statements.
+/// Step 1: reads what the planner needs about the page's users in at most three bulk
+/// statements: one when every user is linked.
 async fn load_page_context(
     connection: &mut PgConnection,
     scope: &PageScope,
@@ -475,32 +526,49 @@ async fn load_page_context(
     // through a sub-select, so that a tenant the statistics do not know yet is not taken for
     // a single row and the probe keeps the index with the key (the crate docs say why).
     statements.count();
-    let links: Vec<(String, Uuid)> = sqlx::query_as(PAGE_LINKS)
+    let rows: Vec<LinkRow> = sqlx::query_as(PAGE_LINKS)
         .bind(tenant_id)
         .bind(managed_tenant_id)
         .bind(&object_ids)
         .persistent(false)
         .fetch_all(&mut *connection)
         .await?;
-    let linked_contact_ids: Vec<Uuid> = links.iter().map(|(_, contact_id)| *contact_id).collect();
+    let mut links = Vec::with_capacity(rows.len());
+    let mut contacts = Vec::with_capacity(rows.len());
+    for row in rows {
+        let (link, contact) = row.split();
+        links.push(link);
+        contacts.extend(contact);
+    }
     let linked_object_ids: HashSet<&str> = links
         .iter()
         .map(|(object_id, _)| object_id.as_str())
         .collect();
+    let unlinked = |entry: &DirectoryEntry| match entry {
+        DirectoryEntry::Present(user) => !linked_object_ids.contains(user.object_id.as_str()),
+        DirectoryEntry::Removed { .. } | DirectoryEntry::Invalid { .. } => false,
+    };
+    if !entries.iter().any(unlinked) {
+        // Every user is linked (a re-run, most delta pages): the planner needs neither
+        // contacts found by address nor review items, which only a user without a link
+        // consults.
+        return Ok(build_context(scope, links, contacts, Vec::new()));
+    }
 
-    // Linked users' contacts by id; by address only for the users without a link (why that
-    // is enough: `unlinked_emails`). The addresses are `email_key` forms, the same the
-    // application stores in `email_normalized`, so SQL and the planner compare one
-    // normalization.
+    // By address only for the users without a link (why that is enough: `unlinked_emails`).
+    // The addresses are `email_key` forms, the same the application stores in
+    // `email_normalized`, so SQL and the planner compare one normalization.
     let emails = unlinked_emails(entries, |object_id| linked_object_ids.contains(object_id));
-    statements.count();
-    let contacts: Vec<PageContactRow> = sqlx::query_as(PAGE_CONTACTS)
-        .bind(tenant_id)
-        .bind(&emails)
-        .bind(&linked_contact_ids)
-        .persistent(false)
-        .fetch_all(&mut *connection)
-        .await?;
+    if !emails.is_empty() {
+        statements.count();
+        let found: Vec<PageContactRow> = sqlx::query_as(PAGE_CONTACTS)
+            .bind(tenant_id)
+            .bind(&emails)
+            .persistent(false)
+            .fetch_all(&mut *connection)
+            .await?;
+        contacts.extend(found);
+    }
 
     statements.count();
     let review_states: Vec<(String, String, Option<String>)> = sqlx::query_as(
@@ -1259,7 +1327,6 @@ mod plan_tests {
                 sqlx::query_scalar(&explain(PAGE_CONTACTS))
                     .bind(tenant_id)
                     .bind(&emails)
-                    .bind(&contact_ids)
                     .fetch_one(&pool)
                     .await
                     .expect("explain contacts"),

@@ -457,9 +457,9 @@ async fn a_delta_group_ends_its_tenants_as_their_own_pages_would(pool: PgPool) {
         .await
         .expect("group");
     let ran = executed_statements(&pool).await - before;
-    // BEGIN and a lock per tenant (one simple query, counted per statement), the links, the
-    // contacts, the updates, what was seen, the ends and COMMIT.
-    assert_eq!(ran, 1 + members.len() as i64 + 6, "statements of the group");
+    // BEGIN and a lock per tenant (one simple query, counted per statement), the links with
+    // their contacts, the updates, what was seen, the ends and COMMIT.
+    assert_eq!(ran, 1 + members.len() as i64 + 5, "statements of the group");
 
     let outcome = |round: &str| {
         let index = rounds
