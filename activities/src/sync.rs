@@ -175,7 +175,13 @@ impl Activities {
         let page = i64::try_from(self.batch_tenants).unwrap_or(i64::MAX - 1);
         let mut targets = self
             .store
-            .sync_targets_page(tenant_id, run.scope, after, Some(page + 1))
+            .sync_targets_page(
+                tenant_id,
+                run.scope,
+                after,
+                Some(page + 1),
+                Some(Utc::now() - chrono::Duration::days(DELTA_LINK_MAX_AGE_DAYS)),
+            )
             .await
             .map_err(from_store)?;
         let more = targets.len() > self.batch_tenants;

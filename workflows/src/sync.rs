@@ -234,7 +234,8 @@ impl TimeLimit {
     }
 }
 
-/// The most small tenants one `sync_tenants` activity syncs.
+/// The most small tenants one `sync_tenants` activity syncs in a history recorded before
+/// [`LARGER_SMALL_GROUPS`] ([`SmallGroups::EvenlyShared`]).
 pub const MAX_SMALL_TENANTS_PER_ACTIVITY: usize = 25;
 
 /// The patch under which small tenants are cut into fewer, larger groups

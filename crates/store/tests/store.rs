@@ -1041,6 +1041,54 @@ async fn a_target_has_few_users_until_more_than_a_thousand_are_linked(pool: PgPo
     assert!(few_users().await, "a thousand linked");
     link_users(&pool, &fixture, 1_000, 1).await;
     assert!(!few_users().await, "a thousand and one linked");
+
+    // A tenant that syncs from a fresh delta link is not counted when the caller says which
+    // links are fresh; one whose link is older is.
+    sqlx::query(
+        "INSERT INTO connections (tenant_id, kind, status) VALUES ($1, 'direct', 'connected')",
+    )
+    .bind(fixture.tenant_id)
+    .execute(&pool)
+    .await
+    .expect("connection");
+    // Back to a thousand linked, so that counting says few.
+    let removed =
+        sqlx::query("DELETE FROM links WHERE tenant_id = $1 AND object_id = 'object-User 1000'")
+            .bind(fixture.tenant_id)
+            .execute(&pool)
+            .await
+            .expect("unlink one")
+            .rows_affected();
+    assert_eq!(removed, 1);
+    let issued_at = chrono::Utc::now() - chrono::Duration::days(2);
+    fixture
+        .store
+        .save_delta_state(
+            fixture.tenant_id,
+            fixture.managed_tenant_id,
+            "link",
+            issued_at,
+        )
+        .await
+        .expect("delta state");
+    let fixture = &fixture;
+    let counted = |fresh_after: Option<chrono::DateTime<chrono::Utc>>| async move {
+        fixture
+            .store
+            .sync_targets_page(fixture.tenant_id, RunScope::All, None, None, fresh_after)
+            .await
+            .expect("targets")[0]
+            .few_users
+    };
+    assert!(counted(None).await, "counted: a thousand linked");
+    assert!(
+        !counted(Some(issued_at - chrono::Duration::days(1))).await,
+        "a fresh link: not counted"
+    );
+    assert!(
+        counted(Some(issued_at + chrono::Duration::days(1))).await,
+        "an older link: counted"
+    );
 }
 
 #[sqlx::test(migrations = "../../migrations")]
