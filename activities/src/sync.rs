@@ -1103,6 +1103,39 @@ struct GroupCandidate<'a> {
     delta_link: &'a str,
 }
 
+/// The targets a delta group can take: each with its start, a fresh delta link (younger
+/// than `DELTA_LINK_MAX_AGE_DAYS`) and no group filter, whose members a round would need read
+/// first. The others sync on their own.
+fn group_candidates<'a>(
+    targets: &'a [SyncTarget],
+    starts: &'a std::collections::BTreeMap<Uuid, SyncStart>,
+) -> Vec<GroupCandidate<'a>> {
+    targets
+        .iter()
+        .filter_map(|target| {
+            let managed_tenant_id = Uuid::from_str(&target.managed_tenant_id).ok()?;
+            let client_id = Uuid::from_str(&target.client_id).ok()?;
+            let start = starts.get(&managed_tenant_id)?;
+            let (delta_link, _) = start
+                .delta_link
+                .as_ref()
+                .filter(|(_, issued_at)| delta_link_is_fresh(*issued_at))?;
+            start
+                .settings
+                .filters
+                .named_groups()
+                .is_empty()
+                .then_some(GroupCandidate {
+                    target,
+                    managed_tenant_id,
+                    client_id,
+                    start,
+                    delta_link,
+                })
+        })
+        .collect()
+}
+
 /// Reads the first page of a group candidate's delta round.
 async fn read_round<'a>(
     source: &dyn DirectorySource,
@@ -1140,35 +1173,7 @@ impl Activities {
         retry: &mut Vec<HandedBack>,
     ) -> HashSet<Uuid> {
         let mut ended = HashSet::new();
-        let mut candidates = Vec::new();
-        for target in targets {
-            let (Ok(managed_tenant_id), Ok(client_id)) = (
-                Uuid::from_str(&target.managed_tenant_id),
-                Uuid::from_str(&target.client_id),
-            ) else {
-                continue;
-            };
-            let Some(start) = starts.get(&managed_tenant_id) else {
-                continue;
-            };
-            let Some((delta_link, _)) = start
-                .delta_link
-                .as_ref()
-                .filter(|(_, issued_at)| delta_link_is_fresh(*issued_at))
-            else {
-                continue;
-            };
-            if !start.settings.filters.named_groups().is_empty() {
-                continue;
-            }
-            candidates.push(GroupCandidate {
-                target,
-                managed_tenant_id,
-                client_id,
-                start,
-                delta_link,
-            });
-        }
+        let mut candidates = group_candidates(targets, starts);
         if candidates.len() < 2 || group.ctx.is_cancelled() {
             return ended;
         }
@@ -1465,5 +1470,54 @@ mod heartbeat_tests {
         assert_eq!(beats_during(&[quick, quick, quick]).await, 2);
         // Every 3 s of one long call: at 3, 6 and 9 s.
         assert_eq!(beats_during(&[Duration::from_secs(10)]).await, 3);
+    }
+}
+
+#[cfg(test)]
+mod group_tests {
+    use super::*;
+    use entra_sync_domain::model::SyncSettings;
+
+    fn target(number: u128) -> SyncTarget {
+        SyncTarget {
+            managed_tenant_id: Uuid::from_u128(number).to_string(),
+            entra_tenant_id: format!("entra-{number}"),
+            client_id: Uuid::from_u128(1_000 + number).to_string(),
+            small: true,
+            few_users: false,
+        }
+    }
+
+    #[test]
+    fn a_group_takes_the_tenants_with_a_fresh_link_and_no_group_filter() {
+        let fresh = Utc::now() - chrono::Duration::days(1);
+        let stale = Utc::now() - chrono::Duration::days(DELTA_LINK_MAX_AGE_DAYS + 1);
+        let start = |issued_at: Option<chrono::DateTime<Utc>>, groups: &[&str]| {
+            let mut settings = SyncSettings::default();
+            settings.filters.exclude_groups = groups.iter().map(|g| (*g).to_owned()).collect();
+            SyncStart {
+                settings,
+                delta_link: issued_at.map(|issued_at| ("https://link".to_owned(), issued_at)),
+            }
+        };
+        let targets: Vec<SyncTarget> = (1..=5).map(target).collect();
+        let starts: std::collections::BTreeMap<Uuid, SyncStart> = [
+            (1, start(Some(fresh), &[])),
+            (2, start(Some(stale), &[])),
+            (3, start(None, &[])),
+            (
+                4,
+                start(Some(fresh), &["a1b2c3d4-0000-0000-0000-000000000000"]),
+            ),
+            // 5 has no start: its read failed, and it reads its own.
+        ]
+        .into_iter()
+        .map(|(number, start)| (Uuid::from_u128(number), start))
+        .collect();
+        let taken: Vec<Uuid> = group_candidates(&targets, &starts)
+            .iter()
+            .map(|candidate| candidate.managed_tenant_id)
+            .collect();
+        assert_eq!(taken, [Uuid::from_u128(1)]);
     }
 }
