@@ -20,7 +20,7 @@
 //! their audit rows, what its run saw (`run_seen`) with its counts and resume cursor, then
 //! `inactivation::end_all_quietly`, which saves its new delta link and finishes its result.
 
-use std::collections::{BTreeMap, HashMap, HashSet};
+use std::collections::{BTreeMap, HashMap};
 
 use chrono::{DateTime, Utc};
 use entra_sync_domain::model::{Action, DirectoryEntry, SyncSettings, Tally};
@@ -31,10 +31,9 @@ use uuid::Uuid;
 
 use crate::inactivation::{end_all_quietly, QuietEnd, TenantFinish};
 use crate::reconcile::{
-    build_context, managed_tenant_lock_key, seen_tallies, LinkRow, PageContactRow, PageScope,
-    PageWrites, UPDATE_CONTACTS,
+    begin_locked, build_context, record_seen_and_advance_all, LinkRow, PageContactRow, PageScope,
+    PageWrites, SeenBatch, UPDATE_CONTACTS,
 };
-use crate::runs::TallyCounts;
 use crate::{Result, Store};
 
 /// One managed tenant's delta round, read to its end in a single provider page.
@@ -90,43 +89,7 @@ struct GroupLinkRow {
     link: LinkRow,
 }
 
-/// What the group's tenants saw, one `run_seen` row each, and their counts and cursors: the
-/// group form of `reconcile::RECORD_SEEN_AND_ADVANCE` (`$1` tenant, `$2` run, `$3` the cursor;
-/// `$4`/`$5` every tenant's sorted object ids, each with its managed tenant; `$6`–`$9` per
-/// tenant its managed tenant, entries without an id, and its counts if its batch is recorded
-/// now or was already). Returns the managed tenants whose batch was recorded now.
-const RECORD_GROUP_SEEN_AND_ADVANCE: &str = "WITH batches AS (
-         SELECT b.managed_tenant_id, b.without_id, b.recorded, b.replayed,
-                coalesce((SELECT array_agg(i.object_id ORDER BY i.position)
-                          FROM UNNEST($4::uuid[], $5::text[]) WITH ORDINALITY
-                               AS i(managed_tenant_id, object_id, position)
-                          WHERE i.managed_tenant_id = b.managed_tenant_id),
-                         '{}'::text[]) AS object_ids
-         FROM UNNEST($6::uuid[], $7::int[], $8::text[], $9::text[])
-              AS b(managed_tenant_id, without_id, recorded, replayed)
-     ), seen AS (
-         INSERT INTO run_seen (tenant_id, managed_tenant_id, run_id, object_ids, without_id,
-                               digest)
-         SELECT $1, managed_tenant_id, $2, object_ids, without_id,
-                run_seen_digest(object_ids, without_id)
-         FROM batches
-         WHERE cardinality(object_ids) > 0 OR without_id > 0
-         ON CONFLICT DO NOTHING
-         RETURNING managed_tenant_id
-     ), advanced AS (
-         UPDATE run_tenant_results r
-         SET cursor = $3,
-             counts = add_counts(r.counts,
-                                 CASE WHEN b.managed_tenant_id IN (SELECT managed_tenant_id FROM seen)
-                                      THEN b.recorded::jsonb ELSE b.replayed::jsonb END)
-         FROM batches b
-         WHERE r.tenant_id = $1 AND r.run_id = $2 AND r.managed_tenant_id = b.managed_tenant_id
-           AND r.status = 'running'
-     )
-     SELECT managed_tenant_id FROM seen";
-
-/// A member the group reconciles: its entries as they can be stored, and later its plan's
-/// writes and counts.
+/// A member the group reconciles: its plan's writes and its counts.
 struct Planned<'a> {
     member: &'a GroupMember<'a>,
     writes: PageWrites,
@@ -161,20 +124,11 @@ impl Store {
             .iter()
             .map(|member| storable_entries(member.entries))
             .collect();
-        // The locks in one order, so two groups (or a group and a page) never deadlock; sent
-        // with `BEGIN` as one simple query. The keys are made of UUIDs, safe to write into it.
-        let mut keys: Vec<String> = members
+        let managed_tenant_ids: Vec<Uuid> = members
             .iter()
-            .map(|member| managed_tenant_lock_key(tenant_id, member.managed_tenant_id))
+            .map(|member| member.managed_tenant_id)
             .collect();
-        keys.sort();
-        let mut begin = String::from("BEGIN;");
-        for key in &keys {
-            begin.push_str(&format!(
-                " SELECT pg_advisory_xact_lock(hashtextextended('{key}', 0));"
-            ));
-        }
-        let mut transaction = self.pool.begin_with(begin).await?;
+        let mut transaction = begin_locked(&self.pool, tenant_id, &managed_tenant_ids).await?;
 
         // Step 1: every member's links by object id, with their contacts, in one read.
         let object_ids: Vec<Vec<String>> = entries.iter().map(|e| page_object_ids(e)).collect();
@@ -278,54 +232,29 @@ impl Store {
 
         // Step 3: what each member with entries saw, with its counts and cursor. A member
         // whose round was empty records nothing, as its page would not have run.
-        let mut seen_tenants = Vec::new();
-        let mut seen_object_ids: Vec<&str> = Vec::new();
-        let mut batch_tenants = Vec::new();
-        let mut batch_without_id = Vec::new();
-        let mut batch_recorded = Vec::new();
-        let mut batch_replayed = Vec::new();
-        let mut tallies = HashMap::new();
-        for member in planned
-            .iter()
+        let seen: Vec<&mut Planned> = planned
+            .iter_mut()
             .filter(|member| !member.member.entries.is_empty())
-        {
-            let managed_tenant_id = member.member.managed_tenant_id;
-            let writes = &member.writes;
-            seen_tenants.extend(std::iter::repeat_n(
-                managed_tenant_id,
-                writes.seen_object_ids.len(),
-            ));
-            seen_object_ids.extend(writes.seen_object_ids.iter().map(String::as_str));
-            let (recorded, replayed) = seen_tallies(writes, &member.tally);
-            batch_tenants.push(managed_tenant_id);
-            batch_without_id.push(i32::try_from(writes.seen_without_id).unwrap_or(i32::MAX));
-            batch_recorded.push(TallyCounts::from(&recorded).to_json().to_string());
-            batch_replayed.push(TallyCounts::from(&replayed).to_json().to_string());
-            tallies.insert(managed_tenant_id, (recorded, replayed));
-        }
-        if !batch_tenants.is_empty() {
-            let recorded: Vec<(Uuid,)> = sqlx::query_as(RECORD_GROUP_SEEN_AND_ADVANCE)
-                .bind(tenant_id)
-                .bind(run_id)
-                .bind(cursor)
-                .bind(&seen_tenants)
-                .bind(&seen_object_ids)
-                .bind(&batch_tenants)
-                .bind(&batch_without_id)
-                .bind(&batch_recorded)
-                .bind(&batch_replayed)
-                .fetch_all(&mut *transaction)
-                .await?;
-            let recorded: HashSet<Uuid> = recorded.into_iter().map(|(id,)| id).collect();
-            for member in &mut planned {
-                let managed_tenant_id = member.member.managed_tenant_id;
-                if let Some((now, before)) = tallies.remove(&managed_tenant_id) {
-                    member.tally = if recorded.contains(&managed_tenant_id) {
-                        now
-                    } else {
-                        before
-                    };
-                }
+            .collect();
+        if !seen.is_empty() {
+            let batches: Vec<SeenBatch> = seen
+                .iter()
+                .map(|member| SeenBatch {
+                    managed_tenant_id: member.member.managed_tenant_id,
+                    writes: &member.writes,
+                    tally: &member.tally,
+                })
+                .collect();
+            let applied = record_seen_and_advance_all(
+                &mut transaction,
+                tenant_id,
+                run_id,
+                Some(cursor),
+                &batches,
+            )
+            .await?;
+            for (member, tally) in seen.into_iter().zip(applied) {
+                member.tally = tally;
             }
         }
 

@@ -226,7 +226,7 @@ impl Store {
         managed_tenant_id: Uuid,
         complete_enumeration: bool,
     ) -> Result<InactivationOutcome> {
-        let mut transaction = begin_locked(&self.pool, tenant_id, managed_tenant_id).await?;
+        let mut transaction = begin_locked(&self.pool, tenant_id, &[managed_tenant_id]).await?;
 
         if complete_enumeration {
             let absent: Vec<AbsentRow> = sqlx::query_as(ABSENT_USERS)
@@ -406,7 +406,7 @@ impl Store {
         managed_tenant_id: Uuid,
         delta_link: Option<(&str, DateTime<Utc>)>,
     ) -> Result<Option<TenantFinish>> {
-        let mut transaction = begin_locked(&self.pool, tenant_id, managed_tenant_id).await?;
+        let mut transaction = begin_locked(&self.pool, tenant_id, &[managed_tenant_id]).await?;
         let finish = end_quietly(
             &mut transaction,
             tenant_id,
@@ -463,7 +463,7 @@ impl Store {
         action: HeldInactivationAction,
         decided_by: &str,
     ) -> Result<u64> {
-        let mut transaction = begin_locked(&self.pool, tenant_id, managed_tenant_id).await?;
+        let mut transaction = begin_locked(&self.pool, tenant_id, &[managed_tenant_id]).await?;
         let held: i64 = sqlx::query_scalar(
             "SELECT count(*) FROM pending_inactivations
              WHERE tenant_id = $1 AND run_id = $2 AND managed_tenant_id = $3 AND state = 'held'",

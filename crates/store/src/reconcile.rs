@@ -66,7 +66,7 @@ pub(crate) struct PageContactRow {
 /// The key of the transaction-scoped advisory lock that serializes work on one managed tenant
 /// (two workers reconciling pages of the same tenant, or a page and the end-of-tenant
 /// inactivation pass).
-pub(crate) fn managed_tenant_lock_key(tenant_id: Uuid, managed_tenant_id: Uuid) -> String {
+fn managed_tenant_lock_key(tenant_id: Uuid, managed_tenant_id: Uuid) -> String {
     format!("entra-sync:managed-tenant:{tenant_id}:{managed_tenant_id}")
 }
 
@@ -83,21 +83,29 @@ pub(crate) async fn lock_managed_tenant(
     Ok(())
 }
 
-/// Opens a transaction that holds the managed tenant's lock: `BEGIN` and the lock go to the
-/// server as one simple query, one round trip instead of two for every page and tenant end.
-/// The key is made of two UUIDs, so it is safe to write into the statement; a failure to
+/// Opens a transaction that holds the locks of the managed tenants (one for a page or a
+/// tenant's end, several for a delta group, `crate::group`): `BEGIN` and the locks go to the
+/// server as one simple query, one round trip instead of one more per lock. The locks are
+/// taken in the order of their keys, so two transactions holding several never deadlock.
+/// The keys are made of UUIDs, so they are safe to write into the statement; a failure to
 /// lock (a deadlock, a cancel) is returned as the error and the transaction rolled back.
 pub(crate) async fn begin_locked(
     pool: &sqlx::PgPool,
     tenant_id: Uuid,
-    managed_tenant_id: Uuid,
+    managed_tenant_ids: &[Uuid],
 ) -> Result<sqlx::Transaction<'static, sqlx::Postgres>> {
-    let key = managed_tenant_lock_key(tenant_id, managed_tenant_id);
-    Ok(pool
-        .begin_with(format!(
-            "BEGIN; SELECT pg_advisory_xact_lock(hashtextextended('{key}', 0))"
-        ))
-        .await?)
+    let mut keys: Vec<String> = managed_tenant_ids
+        .iter()
+        .map(|managed_tenant_id| managed_tenant_lock_key(tenant_id, *managed_tenant_id))
+        .collect();
+    keys.sort();
+    let mut begin = String::from("BEGIN;");
+    for key in &keys {
+        begin.push_str(&format!(
+            " SELECT pg_advisory_xact_lock(hashtextextended('{key}', 0));"
+        ));
+    }
+    Ok(pool.begin_with(begin).await?)
 }
 
 /// The plan's writes as parallel arrays, one set per statement.
@@ -315,7 +323,7 @@ impl Store {
         let mut statements = Statements::default();
         statements.count();
         let mut transaction =
-            begin_locked(&self.pool, scope.tenant_id, scope.managed_tenant_id).await?;
+            begin_locked(&self.pool, scope.tenant_id, &[scope.managed_tenant_id]).await?;
         let mut context =
             load_page_context(&mut transaction, scope, &entries, &mut statements).await?;
         let planning = std::time::Instant::now();
@@ -869,32 +877,94 @@ async fn record_seen_and_advance(
     page_tally: &mut Tally,
     statements: &mut Statements,
 ) -> Result<()> {
-    let without_id = i32::try_from(writes.seen_without_id).unwrap_or(i32::MAX);
-    let (recorded_tally, replayed_tally) = seen_tallies(writes, page_tally);
     statements.count();
-    let recorded: bool = sqlx::query_scalar(RECORD_SEEN_AND_ADVANCE)
-        .bind(scope.tenant_id)
-        .bind(scope.managed_tenant_id)
-        .bind(scope.run_id)
-        .bind(scope.next_cursor.as_deref())
-        .bind(&writes.seen_object_ids)
-        .bind(without_id)
-        .bind(TallyCounts::from(&recorded_tally).to_json())
-        .bind(TallyCounts::from(&replayed_tally).to_json())
-        .fetch_one(&mut *connection)
-        .await?;
-    *page_tally = if recorded {
-        recorded_tally
-    } else {
-        replayed_tally
+    let batch = SeenBatch {
+        managed_tenant_id: scope.managed_tenant_id,
+        writes,
+        tally: page_tally,
     };
+    let mut applied = record_seen_and_advance_all(
+        connection,
+        scope.tenant_id,
+        scope.run_id,
+        scope.next_cursor.as_deref(),
+        &[batch],
+    )
+    .await?;
+    *page_tally = applied.remove(0);
     Ok(())
+}
+
+/// A batch for [`record_seen_and_advance_all`]: its managed tenant, its writes (what it saw)
+/// and its counts.
+pub(crate) struct SeenBatch<'a> {
+    pub(crate) managed_tenant_id: Uuid,
+    pub(crate) writes: &'a PageWrites,
+    pub(crate) tally: &'a Tally,
+}
+
+/// [`record_seen_and_advance`] for the batches of one run, one per managed tenant (a page's
+/// one, or a delta group's, `crate::group`), in one statement; `cursor` is each result's new
+/// resume cursor. Returns each batch's counts as they applied, in the batches' order.
+pub(crate) async fn record_seen_and_advance_all(
+    connection: &mut PgConnection,
+    tenant_id: Uuid,
+    run_id: Uuid,
+    cursor: Option<&str>,
+    batches: &[SeenBatch<'_>],
+) -> Result<Vec<Tally>> {
+    let mut seen_object_ids: Vec<&str> = Vec::new();
+    let mut firsts = Vec::with_capacity(batches.len());
+    let mut lasts = Vec::with_capacity(batches.len());
+    let mut batch_tenants = Vec::with_capacity(batches.len());
+    let mut without_id = Vec::with_capacity(batches.len());
+    let mut recorded_counts = Vec::with_capacity(batches.len());
+    let mut replayed_counts = Vec::with_capacity(batches.len());
+    let mut tallies = Vec::with_capacity(batches.len());
+    for batch in batches {
+        let writes = batch.writes;
+        let position = |ids: usize| i32::try_from(ids).unwrap_or(i32::MAX);
+        firsts.push(position(seen_object_ids.len() + 1));
+        seen_object_ids.extend(writes.seen_object_ids.iter().map(String::as_str));
+        lasts.push(position(seen_object_ids.len()));
+        let (recorded, replayed) = seen_tallies(writes, batch.tally);
+        batch_tenants.push(batch.managed_tenant_id);
+        without_id.push(i32::try_from(writes.seen_without_id).unwrap_or(i32::MAX));
+        recorded_counts.push(TallyCounts::from(&recorded).to_json().to_string());
+        replayed_counts.push(TallyCounts::from(&replayed).to_json().to_string());
+        tallies.push((recorded, replayed));
+    }
+    let recorded: Vec<(Uuid,)> = sqlx::query_as(RECORD_SEEN_AND_ADVANCE)
+        .bind(tenant_id)
+        .bind(run_id)
+        .bind(cursor)
+        .bind(&seen_object_ids)
+        .bind(&firsts)
+        .bind(&lasts)
+        .bind(&batch_tenants)
+        .bind(&without_id)
+        .bind(&recorded_counts)
+        .bind(&replayed_counts)
+        .fetch_all(&mut *connection)
+        .await?;
+    let recorded: HashSet<Uuid> = recorded.into_iter().map(|(id,)| id).collect();
+    Ok(batches
+        .iter()
+        .zip(tallies)
+        .map(|(batch, (now, before))| {
+            if recorded.contains(&batch.managed_tenant_id) {
+                now
+            } else {
+                before
+            }
+        })
+        .collect())
 }
 
 /// A page's counts if its batch is recorded now, and if it was already (replayed): recorded,
 /// it counts the users it carried (each object id once, and the entries without one);
 /// replayed, it counts no user seen again.
-pub(crate) fn seen_tallies(writes: &PageWrites, page_tally: &Tally) -> (Tally, Tally) {
+fn seen_tallies(writes: &PageWrites, page_tally: &Tally) -> (Tally, Tally) {
     let ineligible = page_tally.seen.saturating_sub(page_tally.eligible);
     let carried = writes.seen_object_ids.len() as u64 + writes.seen_without_id;
     let recorded = Tally {
@@ -910,26 +980,38 @@ pub(crate) fn seen_tallies(writes: &PageWrites, page_tally: &Tally) -> (Tally, T
     (recorded, replayed)
 }
 
-/// `record_seen_and_advance`'s statement: `$1` tenant, `$2` managed tenant, `$3` run, `$4` the
-/// next cursor, `$5` and `$6` the batch's object ids and entries without one, `$7` the page's
-/// counts if the batch is recorded now and `$8` if it was already. A data-modifying `WITH`
-/// runs whether or not the query reads it: `advanced` reads what `seen` inserted to choose
-/// the counts it adds, and the query returns whether the batch was recorded.
-const RECORD_SEEN_AND_ADVANCE: &str = "WITH seen AS (
+/// `record_seen_and_advance_all`'s statement: `$1` tenant, `$2` run, `$3` the next cursor
+/// (none keeps the stored one); `$4` every batch's sorted object ids, one after another;
+/// `$5`–`$10` per batch the first and last position of its ids in `$4` (1-based; last before
+/// first for none), its managed tenant, its entries without an id, and its counts if it is
+/// recorded now or was already. A data-modifying `WITH` runs whether or not
+/// the query reads it: `advanced` reads what `seen` inserted to choose the counts it adds, and
+/// the query returns the managed tenants whose batch was recorded now.
+const RECORD_SEEN_AND_ADVANCE: &str = "WITH batches AS (
+         SELECT b.managed_tenant_id, b.without_id, b.recorded, b.replayed,
+                coalesce(($4::text[])[b.first:b.last], '{}'::text[]) AS object_ids
+         FROM UNNEST($5::int[], $6::int[], $7::uuid[], $8::int[], $9::text[], $10::text[])
+              AS b(first, last, managed_tenant_id, without_id, recorded, replayed)
+     ), seen AS (
          INSERT INTO run_seen (tenant_id, managed_tenant_id, run_id, object_ids, without_id,
                                digest)
-         SELECT $1, $2, $3, $5::text[], $6::int, run_seen_digest($5::text[], $6::int)
-         WHERE cardinality($5::text[]) > 0 OR $6::int > 0
+         SELECT $1, managed_tenant_id, $2, object_ids, without_id,
+                run_seen_digest(object_ids, without_id)
+         FROM batches
+         WHERE cardinality(object_ids) > 0 OR without_id > 0
          ON CONFLICT DO NOTHING
-         RETURNING true
+         RETURNING managed_tenant_id
      ), advanced AS (
-         UPDATE run_tenant_results
-         SET cursor = coalesce($4, cursor),
-             counts = add_counts(counts, CASE WHEN EXISTS (SELECT FROM seen) THEN $7::jsonb
-                                              ELSE $8::jsonb END)
-         WHERE tenant_id = $1 AND run_id = $3 AND managed_tenant_id = $2 AND status = 'running'
+         UPDATE run_tenant_results r
+         SET cursor = coalesce($3::text, r.cursor),
+             counts = add_counts(r.counts,
+                                 CASE WHEN b.managed_tenant_id IN (SELECT managed_tenant_id FROM seen)
+                                      THEN b.recorded::jsonb ELSE b.replayed::jsonb END)
+         FROM batches b
+         WHERE r.tenant_id = $1 AND r.run_id = $2 AND r.managed_tenant_id = b.managed_tenant_id
+           AND r.status = 'running'
      )
-     SELECT EXISTS (SELECT FROM seen)";
+     SELECT managed_tenant_id FROM seen";
 
 /// From this many links on, `insert_links` inserts plainly under a savepoint. Public for the
 /// store's tests, which cover both forms.
