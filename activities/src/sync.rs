@@ -20,7 +20,7 @@ use std::time::Duration;
 use chrono::Utc;
 use entra_sync_connection::{
     load_group_members, ConnectedSource, DirectoryError, DirectoryFactory, DirectorySource,
-    ErrorClass, ErrorRecord, FetchedPage, GroupMembers, PageLoop,
+    ErrorClass, ErrorRecord, FetchedPage, GroupMembers, PageLoop, UsersPage,
 };
 use entra_sync_domain::model::DirectoryEntry;
 use entra_sync_store::connection::ConnectionKind;
@@ -958,7 +958,13 @@ impl Activities {
                 });
             }
             // The last batch of a delta round ends the tenant in its own transaction.
-            let end = (last && *mode == SyncMode::Delta).then_some(page.delta_link.as_deref());
+            let end = if last && *mode == SyncMode::Delta {
+                BatchEnd::EndsDeltaRound {
+                    delta_link: page.delta_link.as_deref(),
+                }
+            } else {
+                BatchEnd::Continues
+            };
             let finished = self
                 .reconcile_batch(
                     reading,
@@ -1026,9 +1032,9 @@ impl Activities {
     /// Reconciles a batch in one transaction that also stores the cursor after it (the
     /// completion marker after the last page, so a retry then does not read it again), then
     /// heartbeats the committed cursor. Once the transaction starts it runs to its end: a
-    /// cancel is honoured between batches, never inside one. With `end` (the last batch of a
-    /// delta round, and its delta link), the same transaction ends the tenant when nothing is
-    /// pending, and returns how it ended.
+    /// cancel is honoured between batches, never inside one. When the batch ends a delta
+    /// round, the same transaction ends the tenant when nothing is pending, and returns how it
+    /// ended.
     async fn reconcile_batch(
         &self,
         reading: &Reading<'_>,
@@ -1036,7 +1042,7 @@ impl Activities {
         progress: &mut Progress,
         batch: &Batch,
         next_cursor: Option<String>,
-        end: Option<Option<&str>>,
+        end: BatchEnd<'_>,
     ) -> Result<Option<TenantFinish>, ActivityError> {
         let mut scope = reading.scope.clone();
         scope.next_cursor = Some(
@@ -1047,7 +1053,7 @@ impl Activities {
         let reconciling = std::time::Instant::now();
         let reconciled = async {
             match end {
-                Some(delta_link) => {
+                BatchEnd::EndsDeltaRound { delta_link } => {
                     let issued_at = Utc::now();
                     self.store
                         .reconcile_last_delta_page(
@@ -1058,7 +1064,7 @@ impl Activities {
                         )
                         .await
                 }
-                None => self
+                BatchEnd::Continues => self
                     .store
                     .reconcile_page(&scope, &batch.entries, settings, false)
                     .await
@@ -1084,6 +1090,15 @@ impl Activities {
         }
         Ok(finished)
     }
+}
+
+/// Whether a batch is the last of a delta round, which its transaction then ends.
+#[derive(Clone, Copy)]
+enum BatchEnd<'a> {
+    /// More batches follow, or a full enumeration's end, which `finish_tenant_sync` records.
+    Continues,
+    /// The last batch of a delta round, with the round's new delta link if it gave one.
+    EndsDeltaRound { delta_link: Option<&'a str> },
 }
 
 /// What a group of delta rounds shares ([`Activities::sync_delta_group`]).
@@ -1173,11 +1188,38 @@ impl Activities {
         retry: &mut Vec<HandedBack>,
     ) -> HashSet<Uuid> {
         let mut ended = HashSet::new();
-        let mut candidates = group_candidates(targets, starts);
-        if candidates.len() < 2 || group.ctx.is_cancelled() {
-            return ended;
-        }
         let started = std::time::Instant::now();
+        let candidates = self
+            .open_group(group, group_candidates(targets, starts), &mut ended)
+            .await;
+        let Some(rounds) = self.read_rounds(group, candidates, retry, &mut ended).await else {
+            return ended;
+        };
+        let reconciled = self.reconcile_rounds(group, &rounds, &mut ended).await;
+        // Each tenant ended here is timed as its share of the group's time, so the
+        // histogram's sum stays the time spent syncing tenants.
+        let share = started.elapsed().as_secs_f64() / reconciled.max(1) as f64;
+        for _ in 0..reconciled {
+            metrics::histogram!("entra_sync_tenant_sync_seconds", "result" => "ok").record(share);
+        }
+        if reconciled > 0 {
+            info!(tenants = reconciled, "delta group synced");
+        }
+        ended
+    }
+
+    /// Opens the candidates' leases and results in one statement and keeps those that start
+    /// fresh in delta mode; a resumed or held tenant goes its own way, and one whose result
+    /// an earlier attempt already ended goes in `ended`. Nothing for fewer than two.
+    async fn open_group<'a>(
+        &self,
+        group: &DeltaGroup<'_>,
+        mut candidates: Vec<GroupCandidate<'a>>,
+        ended: &mut HashSet<Uuid>,
+    ) -> Vec<GroupCandidate<'a>> {
+        if candidates.len() < 2 || group.ctx.is_cancelled() {
+            return Vec::new();
+        }
         let ids: Vec<Uuid> = candidates.iter().map(|c| c.managed_tenant_id).collect();
         let leases = match self
             .store
@@ -1187,10 +1229,9 @@ impl Activities {
             Ok(leases) => leases,
             Err(error) => {
                 warn!(%error, "could not open the delta group's tenants; each syncs on its own");
-                return ended;
+                return Vec::new();
             }
         };
-        // Only a fresh start in delta mode: a resumed or held tenant goes its own way.
         candidates.retain(|candidate| match leases.get(&candidate.managed_tenant_id) {
             Some(Some(LeasedStart::Started(result))) => {
                 if result.status != TenantResultStatus::Running {
@@ -1202,7 +1243,23 @@ impl Activities {
             }
             _ => false,
         });
+        candidates
+    }
 
+    /// Reads the candidates' delta rounds a few at a time and returns those that fit in one
+    /// page. A read that fails fails its tenant as `sync_tenant` would have (handed back in
+    /// `retry` when a retry can fix it, and put in `ended`); a round of several pages (or a
+    /// refused delta link) is left for the tenant's own path. None on a cancel.
+    async fn read_rounds<'a>(
+        &self,
+        group: &DeltaGroup<'_>,
+        candidates: Vec<GroupCandidate<'a>>,
+        retry: &mut Vec<HandedBack>,
+        ended: &mut HashSet<Uuid>,
+    ) -> Option<Vec<(GroupCandidate<'a>, UsersPage)>> {
+        if candidates.is_empty() {
+            return None;
+        }
         let reading = std::time::Instant::now();
         let reads: Vec<_> = candidates
             .into_iter()
@@ -1210,13 +1267,10 @@ impl Activities {
             .collect();
         // Heartbeated like a tenant's own reads, which a `Retry-After` can make long; a
         // cancel abandons them, leaving the tenants for the activity's end.
-        let progress = Progress::default();
         let reads = futures::stream::iter(reads)
             .buffer_unordered(GROUP_READS)
             .collect::<Vec<(GroupCandidate, Result<FetchedPage, DirectoryError>)>>();
-        let Some(reads) = with_heartbeats(group.ctx, &progress, true, reads).await else {
-            return ended;
-        };
+        let reads = with_heartbeats(group.ctx, &Progress::default(), true, reads).await?;
         record_step(STEP_PROVIDER_READ, reading.elapsed());
         let mut rounds = Vec::new();
         for (candidate, fetched) in reads {
@@ -1224,7 +1278,6 @@ impl Activities {
                 Ok(fetched) if !fetched.restarted_full && fetched.page.is_last() => {
                     rounds.push((candidate, fetched.page));
                 }
-                // A round of several pages (or one refused) reads again on its own.
                 Ok(_) => {}
                 Err(error) => {
                     let managed_tenant_id = candidate.managed_tenant_id;
@@ -1246,7 +1299,18 @@ impl Activities {
                 }
             }
         }
+        Some(rounds)
+    }
 
+    /// Reconciles the rounds in one transaction (`Store::reconcile_delta_group`) and ends
+    /// each tenant it took, putting it in `ended`; returns how many. A tenant left `Alone`,
+    /// and every tenant when the transaction fails, is left for its own path.
+    async fn reconcile_rounds(
+        &self,
+        group: &DeltaGroup<'_>,
+        rounds: &[(GroupCandidate<'_>, UsersPage)],
+        ended: &mut HashSet<Uuid>,
+    ) -> usize {
         let reconciling = std::time::Instant::now();
         let issued_at = Utc::now();
         let members: Vec<GroupMember> = rounds
@@ -1266,13 +1330,15 @@ impl Activities {
             ENUMERATION_COMPLETE,
             &members,
         );
-        let outcomes = match with_heartbeats(group.ctx, &progress, false, reconciled).await {
+        let outcomes = match with_heartbeats(group.ctx, &Progress::default(), false, reconciled)
+            .await
+        {
             Some(Ok(outcomes)) => outcomes,
             Some(Err(error)) => {
                 warn!(%error, "could not reconcile the delta group; each tenant syncs on its own");
-                return ended;
+                return 0;
             }
-            None => return ended,
+            None => return 0,
         };
         record_step(STEP_DATABASE, reconciling.elapsed());
         let mut reconciled = 0usize;
@@ -1304,14 +1370,7 @@ impl Activities {
             metrics::counter!("entra_sync_users_processed_total")
                 .increment(member.entries.len() as u64);
         }
-        // Each tenant ended here is timed as its share of the group's time, so the
-        // histogram's sum stays the time spent syncing tenants.
-        let share = started.elapsed().as_secs_f64() / reconciled.max(1) as f64;
-        for _ in 0..reconciled {
-            metrics::histogram!("entra_sync_tenant_sync_seconds", "result" => "ok").record(share);
-        }
-        info!(tenants = reconciled, "delta group synced");
-        ended
+        reconciled
     }
 }
 

@@ -20,13 +20,14 @@
 //! their audit rows, what its run saw (`run_seen`) with its counts and resume cursor, then
 //! `inactivation::end_all_quietly`, which saves its new delta link and finishes its result.
 
+use std::borrow::Cow;
 use std::collections::{BTreeMap, HashMap};
 
 use chrono::{DateTime, Utc};
 use entra_sync_domain::model::{Action, DirectoryEntry, SyncSettings, Tally};
 use entra_sync_domain::plan::{page_object_ids, plan_page, tally};
 use entra_sync_domain::validate::storable_entries;
-use sqlx::FromRow;
+use sqlx::{FromRow, PgConnection};
 use uuid::Uuid;
 
 use crate::inactivation::{end_all_quietly, QuietEnd, TenantFinish};
@@ -131,33 +132,7 @@ impl Store {
         let mut transaction = begin_locked(&self.pool, tenant_id, &managed_tenant_ids).await?;
 
         // Step 1: every member's links by object id, with their contacts, in one read.
-        let object_ids: Vec<Vec<String>> = entries.iter().map(|e| page_object_ids(e)).collect();
-        let (pair_tenants, pair_objects): (Vec<Uuid>, Vec<&str>) = members
-            .iter()
-            .zip(&object_ids)
-            .flat_map(|(member, ids)| {
-                ids.iter()
-                    .map(move |id| (member.managed_tenant_id, id.as_str()))
-            })
-            .unzip();
-        let rows: Vec<GroupLinkRow> = if pair_objects.is_empty() {
-            Vec::new()
-        } else {
-            sqlx::query_as(GROUP_LINKS)
-                .bind(tenant_id)
-                .bind(&pair_tenants)
-                .bind(&pair_objects)
-                .persistent(false)
-                .fetch_all(&mut *transaction)
-                .await?
-        };
-        let mut read: HashMap<Uuid, LinksRead> = HashMap::new();
-        for row in rows {
-            let (links, contacts) = read.entry(row.managed_tenant_id).or_default();
-            let (link, contact) = row.link.split();
-            links.push(link);
-            contacts.extend(contact);
-        }
+        let mut read = read_links(&mut transaction, tenant_id, members, &entries).await?;
 
         // Each member planned on its own context, as its page would be.
         let mut planned = Vec::new();
@@ -187,48 +162,7 @@ impl Store {
         }
 
         // Step 2: the updates, with their audit rows.
-        let mut update_tenants = Vec::new();
-        let mut update_contact_ids = Vec::new();
-        let mut update_object_ids = Vec::new();
-        let mut update_before = Vec::new();
-        let mut update_after = Vec::new();
-        let mut update_email_keys = Vec::new();
-        for member in &planned {
-            let writes = &member.writes;
-            update_tenants.extend(std::iter::repeat_n(
-                member.member.managed_tenant_id,
-                writes.update_contact_ids.len(),
-            ));
-            update_contact_ids.extend_from_slice(&writes.update_contact_ids);
-            update_object_ids.extend_from_slice(&writes.update_object_ids);
-            update_before.extend_from_slice(&writes.update_before);
-            update_after.extend_from_slice(&writes.update_after);
-            update_email_keys.extend_from_slice(&writes.update_email_keys);
-        }
-        let mut updated: HashMap<Uuid, u64> = HashMap::new();
-        if !update_contact_ids.is_empty() {
-            let rows: Vec<(Uuid,)> = sqlx::query_as(UPDATE_CONTACTS)
-                .bind(tenant_id)
-                .bind(None::<Uuid>)
-                .bind(run_id)
-                .bind(&update_contact_ids)
-                .bind(&update_object_ids)
-                .bind(&update_before)
-                .bind(&update_after)
-                .bind(&update_email_keys)
-                .bind(&update_tenants)
-                .fetch_all(&mut *transaction)
-                .await?;
-            for (managed_tenant_id,) in rows {
-                *updated.entry(managed_tenant_id).or_default() += 1;
-            }
-        }
-        for member in &mut planned {
-            member.tally.updated = updated
-                .get(&member.member.managed_tenant_id)
-                .copied()
-                .unwrap_or(0);
-        }
+        update_members(&mut transaction, tenant_id, run_id, &mut planned).await?;
 
         // Step 3: what each member with entries saw, with its counts and cursor. A member
         // whose round was empty records nothing, as its page would not have run.
@@ -285,4 +219,95 @@ impl Store {
         }
         Ok(outcomes)
     }
+}
+
+/// Step 2 of a group: every planned member's updates, with their audit rows, in one
+/// statement (`UPDATE_CONTACTS` with each row's own managed tenant), and each member's
+/// `updated` count from the rows it returned.
+async fn update_members(
+    connection: &mut PgConnection,
+    tenant_id: Uuid,
+    run_id: Uuid,
+    planned: &mut [Planned<'_>],
+) -> Result<()> {
+    let mut tenants = Vec::new();
+    let mut contact_ids = Vec::new();
+    let mut object_ids = Vec::new();
+    let mut before = Vec::new();
+    let mut after = Vec::new();
+    let mut email_keys = Vec::new();
+    for member in planned.iter() {
+        let writes = &member.writes;
+        tenants.extend(std::iter::repeat_n(
+            member.member.managed_tenant_id,
+            writes.update_contact_ids.len(),
+        ));
+        contact_ids.extend_from_slice(&writes.update_contact_ids);
+        object_ids.extend_from_slice(&writes.update_object_ids);
+        before.extend_from_slice(&writes.update_before);
+        after.extend_from_slice(&writes.update_after);
+        email_keys.extend_from_slice(&writes.update_email_keys);
+    }
+    let mut updated: HashMap<Uuid, u64> = HashMap::new();
+    if !contact_ids.is_empty() {
+        let rows: Vec<(Uuid,)> = sqlx::query_as(UPDATE_CONTACTS)
+            .bind(tenant_id)
+            .bind(None::<Uuid>)
+            .bind(run_id)
+            .bind(&contact_ids)
+            .bind(&object_ids)
+            .bind(&before)
+            .bind(&after)
+            .bind(&email_keys)
+            .bind(&tenants)
+            .fetch_all(&mut *connection)
+            .await?;
+        for (managed_tenant_id,) in rows {
+            *updated.entry(managed_tenant_id).or_default() += 1;
+        }
+    }
+    for member in planned {
+        member.tally.updated = updated
+            .get(&member.member.managed_tenant_id)
+            .copied()
+            .unwrap_or(0);
+    }
+    Ok(())
+}
+
+/// Step 1 of a group: every member's links by the object ids of its entries, each with its
+/// contact, in one read ([`GROUP_LINKS`]), by member.
+async fn read_links(
+    connection: &mut PgConnection,
+    tenant_id: Uuid,
+    members: &[GroupMember<'_>],
+    entries: &[Cow<'_, [DirectoryEntry]>],
+) -> Result<HashMap<Uuid, LinksRead>> {
+    let object_ids: Vec<Vec<String>> = entries.iter().map(|e| page_object_ids(e)).collect();
+    let (pair_tenants, pair_objects): (Vec<Uuid>, Vec<&str>) = members
+        .iter()
+        .zip(&object_ids)
+        .flat_map(|(member, ids)| {
+            ids.iter()
+                .map(move |id| (member.managed_tenant_id, id.as_str()))
+        })
+        .unzip();
+    let mut read: HashMap<Uuid, LinksRead> = HashMap::new();
+    if pair_objects.is_empty() {
+        return Ok(read);
+    }
+    let rows: Vec<GroupLinkRow> = sqlx::query_as(GROUP_LINKS)
+        .bind(tenant_id)
+        .bind(&pair_tenants)
+        .bind(&pair_objects)
+        .persistent(false)
+        .fetch_all(&mut *connection)
+        .await?;
+    for row in rows {
+        let (links, contacts) = read.entry(row.managed_tenant_id).or_default();
+        let (link, contact) = row.link.split();
+        links.push(link);
+        contacts.extend(contact);
+    }
+    Ok(read)
 }
