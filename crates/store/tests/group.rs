@@ -2,13 +2,14 @@
 //! end exactly as their own last delta pages would end them, the ones it leaves are untouched,
 //! and the whole group costs a fixed number of statements.
 
+mod common;
+
 use chrono::{DateTime, TimeZone, Utc};
 use entra_sync_domain::model::{
     ContactField, DirectoryEntry, DirectoryUser, FieldPolicy, SkipReason, SyncSettings,
 };
 use entra_sync_store::discovery::{DiscoveredTenantRecord, TenantDomain};
 use entra_sync_store::group::{GroupMember, GroupOutcome};
-use entra_sync_store::mapping::{MappingAction, MappingDecisionInput};
 use entra_sync_store::reconcile::PageScope;
 use entra_sync_store::runs::{
     LeasedStart, NewRun, RunKind, RunScope, RunStatus, RunTrigger, SyncMode, TenantResultStatus,
@@ -120,16 +121,6 @@ impl Msp {
             .await
             .expect("client")
             .client_id;
-        let discovery = store
-            .start_run(&NewRun {
-                tenant_id,
-                kind: RunKind::Discovery,
-                trigger: RunTrigger::Manual,
-                scope: RunScope::All,
-                requested_by: None,
-            })
-            .await
-            .expect("discovery run");
         let records: Vec<DiscoveredTenantRecord> = rounds()
             .iter()
             .map(|(round, _)| DiscoveredTenantRecord {
@@ -142,36 +133,9 @@ impl Msp {
                 }],
             })
             .collect();
-        store
-            .record_discovery(tenant_id, discovery.run_id, &records)
-            .await
-            .expect("discovery");
-        let listed = store
-            .list_managed_tenants(tenant_id)
-            .await
-            .expect("managed tenants");
-        let managed_tenants: Vec<(&'static str, Uuid)> = rounds()
-            .iter()
-            .map(|(round, _)| {
-                let id = listed
-                    .iter()
-                    .find(|tenant| tenant.entra_tenant_id == entra_tenant_id(round))
-                    .expect("discovered")
-                    .managed_tenant_id;
-                (*round, id)
-            })
-            .collect();
-        let decisions: Vec<MappingDecisionInput> = managed_tenants
-            .iter()
-            .map(|(_, managed_tenant_id)| MappingDecisionInput {
-                managed_tenant_id: *managed_tenant_id,
-                action: MappingAction::Map { client_id },
-            })
-            .collect();
-        store
-            .confirm_mappings(tenant_id, &decisions, "admin@msp.example")
-            .await
-            .expect("mapping");
+        let ids = common::discover_and_map(&store, tenant_id, client_id, &records).await;
+        let managed_tenants: Vec<(&'static str, Uuid)> =
+            rounds().iter().map(|(round, _)| *round).zip(ids).collect();
         let msp = Msp {
             store,
             tenant_id,

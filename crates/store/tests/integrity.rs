@@ -2,6 +2,8 @@
 //! run per managed tenant, counts owned by the page transaction, held inactivations re-checked,
 //! one email normalization, unstorable values skipped, and statement counts as Postgres saw them.
 
+mod common;
+
 use entra_sync_domain::model::{ContactFields, DirectoryEntry, DirectoryUser, SyncSettings};
 use entra_sync_store::discovery::{DiscoveredTenantRecord, TenantDomain};
 use entra_sync_store::mapping::{MappingAction, MappingDecisionInput};
@@ -35,50 +37,21 @@ impl Fixture {
             )
             .await
             .expect("client");
-        let run = store
-            .start_run(&NewRun {
-                tenant_id: tenant.tenant_id,
-                kind: RunKind::Discovery,
-                trigger: RunTrigger::Manual,
-                scope: RunScope::All,
-                requested_by: None,
-            })
-            .await
-            .expect("discovery run");
-        store
-            .record_discovery(
-                tenant.tenant_id,
-                run.run_id,
-                &[DiscoveredTenantRecord {
-                    entra_tenant_id: "11111111-1111-1111-1111-111111111111".to_owned(),
-                    display_name: "Contoso Ltd".to_owned(),
-                    domains: vec![TenantDomain {
-                        name: "contoso.com".to_owned(),
-                        is_default: true,
-                        is_initial: false,
-                    }],
+        let managed_tenant_id = common::discover_and_map(
+            &store,
+            tenant.tenant_id,
+            client.client_id,
+            &[DiscoveredTenantRecord {
+                entra_tenant_id: "11111111-1111-1111-1111-111111111111".to_owned(),
+                display_name: "Contoso Ltd".to_owned(),
+                domains: vec![TenantDomain {
+                    name: "contoso.com".to_owned(),
+                    is_default: true,
+                    is_initial: false,
                 }],
-            )
-            .await
-            .expect("discovery");
-        let managed_tenant_id = store
-            .list_managed_tenants(tenant.tenant_id)
-            .await
-            .expect("managed tenants")[0]
-            .managed_tenant_id;
-        store
-            .confirm_mappings(
-                tenant.tenant_id,
-                &[MappingDecisionInput {
-                    managed_tenant_id,
-                    action: MappingAction::Map {
-                        client_id: client.client_id,
-                    },
-                }],
-                "admin@msp.example",
-            )
-            .await
-            .expect("mapping");
+            }],
+        )
+        .await[0];
         Fixture {
             store,
             tenant_id: tenant.tenant_id,

@@ -2,6 +2,8 @@
 //! migrations applied (`#[sqlx::test]`, which needs DATABASE_URL pointing at a server whose
 //! user may create databases).
 
+mod common;
+
 use std::collections::{BTreeMap, BTreeSet};
 
 use entra_sync_domain::model::{
@@ -60,45 +62,16 @@ impl Fixture {
             )
             .await
             .expect("other client");
-        let run = store
-            .start_run(&NewRun {
-                tenant_id: tenant.tenant_id,
-                kind: RunKind::Discovery,
-                trigger: RunTrigger::Manual,
-                scope: RunScope::All,
-                requested_by: None,
-            })
-            .await
-            .expect("discovery run");
-        store
-            .record_discovery(
-                tenant.tenant_id,
-                run.run_id,
-                &[discovered(
-                    "11111111-1111-1111-1111-111111111111",
-                    "Contoso Ltd",
-                )],
-            )
-            .await
-            .expect("discovery");
-        let managed_tenant_id = store
-            .list_managed_tenants(tenant.tenant_id)
-            .await
-            .expect("managed tenants")[0]
-            .managed_tenant_id;
-        store
-            .confirm_mappings(
-                tenant.tenant_id,
-                &[MappingDecisionInput {
-                    managed_tenant_id,
-                    action: MappingAction::Map {
-                        client_id: client.client_id,
-                    },
-                }],
-                "admin@msp.example",
-            )
-            .await
-            .expect("mapping");
+        let managed_tenant_id = common::discover_and_map(
+            &store,
+            tenant.tenant_id,
+            client.client_id,
+            &[discovered(
+                "11111111-1111-1111-1111-111111111111",
+                "Contoso Ltd",
+            )],
+        )
+        .await[0];
         Fixture {
             store,
             tenant_id: tenant.tenant_id,
