@@ -1249,7 +1249,8 @@ impl Activities {
     /// Reads the candidates' delta rounds a few at a time and returns those that fit in one
     /// page. A read that fails fails its tenant as `sync_tenant` would have (handed back in
     /// `retry` when a retry can fix it, and put in `ended`); a round of several pages (or a
-    /// refused delta link) is left for the tenant's own path. None on a cancel.
+    /// refused delta link) is left for the tenant's own path. None when there is nothing to
+    /// read, and on a cancel.
     async fn read_rounds<'a>(
         &self,
         group: &DeltaGroup<'_>,
@@ -1278,6 +1279,7 @@ impl Activities {
                 Ok(fetched) if !fetched.restarted_full && fetched.page.is_last() => {
                     rounds.push((candidate, fetched.page));
                 }
+                // A round of several pages (or one refused) reads again on its own.
                 Ok(_) => {}
                 Err(error) => {
                     let managed_tenant_id = candidate.managed_tenant_id;

@@ -221,6 +221,43 @@ impl Store {
     }
 }
 
+/// Step 1 of a group: every member's links by the object ids of its entries, each with its
+/// contact, in one read ([`GROUP_LINKS`]), by member.
+async fn read_links(
+    connection: &mut PgConnection,
+    tenant_id: Uuid,
+    members: &[GroupMember<'_>],
+    entries: &[Cow<'_, [DirectoryEntry]>],
+) -> Result<HashMap<Uuid, LinksRead>> {
+    let object_ids: Vec<Vec<String>> = entries.iter().map(|e| page_object_ids(e)).collect();
+    let (pair_tenants, pair_objects): (Vec<Uuid>, Vec<&str>) = members
+        .iter()
+        .zip(&object_ids)
+        .flat_map(|(member, ids)| {
+            ids.iter()
+                .map(move |id| (member.managed_tenant_id, id.as_str()))
+        })
+        .unzip();
+    let mut read: HashMap<Uuid, LinksRead> = HashMap::new();
+    if pair_objects.is_empty() {
+        return Ok(read);
+    }
+    let rows: Vec<GroupLinkRow> = sqlx::query_as(GROUP_LINKS)
+        .bind(tenant_id)
+        .bind(&pair_tenants)
+        .bind(&pair_objects)
+        .persistent(false)
+        .fetch_all(&mut *connection)
+        .await?;
+    for row in rows {
+        let (links, contacts) = read.entry(row.managed_tenant_id).or_default();
+        let (link, contact) = row.link.split();
+        links.push(link);
+        contacts.extend(contact);
+    }
+    Ok(read)
+}
+
 /// Step 2 of a group: every planned member's updates, with their audit rows, in one
 /// statement (`UPDATE_CONTACTS` with each row's own managed tenant), and each member's
 /// `updated` count from the rows it returned.
@@ -273,41 +310,4 @@ async fn update_members(
             .unwrap_or(0);
     }
     Ok(())
-}
-
-/// Step 1 of a group: every member's links by the object ids of its entries, each with its
-/// contact, in one read ([`GROUP_LINKS`]), by member.
-async fn read_links(
-    connection: &mut PgConnection,
-    tenant_id: Uuid,
-    members: &[GroupMember<'_>],
-    entries: &[Cow<'_, [DirectoryEntry]>],
-) -> Result<HashMap<Uuid, LinksRead>> {
-    let object_ids: Vec<Vec<String>> = entries.iter().map(|e| page_object_ids(e)).collect();
-    let (pair_tenants, pair_objects): (Vec<Uuid>, Vec<&str>) = members
-        .iter()
-        .zip(&object_ids)
-        .flat_map(|(member, ids)| {
-            ids.iter()
-                .map(move |id| (member.managed_tenant_id, id.as_str()))
-        })
-        .unzip();
-    let mut read: HashMap<Uuid, LinksRead> = HashMap::new();
-    if pair_objects.is_empty() {
-        return Ok(read);
-    }
-    let rows: Vec<GroupLinkRow> = sqlx::query_as(GROUP_LINKS)
-        .bind(tenant_id)
-        .bind(&pair_tenants)
-        .bind(&pair_objects)
-        .persistent(false)
-        .fetch_all(&mut *connection)
-        .await?;
-    for row in rows {
-        let (links, contacts) = read.entry(row.managed_tenant_id).or_default();
-        let (link, contact) = row.link.split();
-        links.push(link);
-        contacts.extend(contact);
-    }
-    Ok(read)
 }

@@ -6,7 +6,6 @@ mod common;
 
 use entra_sync_domain::model::{ContactFields, DirectoryEntry, DirectoryUser, SyncSettings};
 use entra_sync_store::discovery::{DiscoveredTenantRecord, TenantDomain};
-use entra_sync_store::mapping::{MappingAction, MappingDecisionInput};
 use entra_sync_store::page::PageRequest;
 use entra_sync_store::reconcile::{PageOutcome, PageScope, PLAIN_INSERT_ROWS};
 use entra_sync_store::review::{ReviewFilter, ReviewResolution};
@@ -16,6 +15,19 @@ use entra_sync_store::runs::{
 use entra_sync_store::Store;
 use sqlx::PgPool;
 use uuid::Uuid;
+
+/// A discovered tenant whose one domain is its default.
+fn discovered(entra_tenant_id: &str, display_name: &str, domain: &str) -> DiscoveredTenantRecord {
+    DiscoveredTenantRecord {
+        entra_tenant_id: entra_tenant_id.to_owned(),
+        display_name: display_name.to_owned(),
+        domains: vec![TenantDomain {
+            name: domain.to_owned(),
+            is_default: true,
+            is_initial: false,
+        }],
+    }
+}
 
 struct Fixture {
     store: Store,
@@ -41,15 +53,11 @@ impl Fixture {
             &store,
             tenant.tenant_id,
             client.client_id,
-            &[DiscoveredTenantRecord {
-                entra_tenant_id: "11111111-1111-1111-1111-111111111111".to_owned(),
-                display_name: "Contoso Ltd".to_owned(),
-                domains: vec![TenantDomain {
-                    name: "contoso.com".to_owned(),
-                    is_default: true,
-                    is_initial: false,
-                }],
-            }],
+            &[discovered(
+                "11111111-1111-1111-1111-111111111111",
+                "Contoso Ltd",
+                "contoso.com",
+            )],
         )
         .await[0];
         Fixture {
@@ -556,64 +564,31 @@ async fn parallel_tenants_create_one_contact_per_address(pool: PgPool) {
         )
         .await
         .expect("client");
-    let discovery = store
-        .start_run(&NewRun {
-            tenant_id: fixture.tenant_id,
-            kind: RunKind::Discovery,
-            trigger: RunTrigger::Manual,
-            scope: RunScope::All,
-            requested_by: None,
-        })
-        .await
-        .expect("discovery run");
-    store
-        .record_discovery(
-            fixture.tenant_id,
-            discovery.run_id,
-            &[
-                DiscoveredTenantRecord {
-                    entra_tenant_id: "11111111-1111-1111-1111-111111111111".to_owned(),
-                    display_name: "Contoso Ltd".to_owned(),
-                    domains: vec![TenantDomain {
-                        name: "contoso.com".to_owned(),
-                        is_default: true,
-                        is_initial: false,
-                    }],
-                },
-                DiscoveredTenantRecord {
-                    entra_tenant_id: "22222222-2222-2222-2222-222222222222".to_owned(),
-                    display_name: "Fabrikam Inc".to_owned(),
-                    domains: vec![TenantDomain {
-                        name: "fabrikam.com".to_owned(),
-                        is_default: true,
-                        is_initial: false,
-                    }],
-                },
-            ],
-        )
-        .await
-        .expect("discovery");
-    let second_managed = store
-        .list_managed_tenants(fixture.tenant_id)
-        .await
-        .expect("managed tenants")
-        .into_iter()
-        .find(|tenant| tenant.managed_tenant_id != fixture.managed_tenant_id)
-        .expect("second managed tenant")
-        .managed_tenant_id;
-    store
-        .confirm_mappings(
-            fixture.tenant_id,
-            &[MappingDecisionInput {
-                managed_tenant_id: second_managed,
-                action: MappingAction::Map {
-                    client_id: other_client.client_id,
-                },
-            }],
-            "admin@msp.example",
-        )
-        .await
-        .expect("mapping");
+    // Discovery reports both tenants; Contoso keeps the fixture's mapping.
+    let second_managed = common::discover(
+        store,
+        fixture.tenant_id,
+        &[
+            discovered(
+                "11111111-1111-1111-1111-111111111111",
+                "Contoso Ltd",
+                "contoso.com",
+            ),
+            discovered(
+                "22222222-2222-2222-2222-222222222222",
+                "Fabrikam Inc",
+                "fabrikam.com",
+            ),
+        ],
+    )
+    .await[1];
+    common::map_to(
+        store,
+        fixture.tenant_id,
+        &[second_managed],
+        other_client.client_id,
+    )
+    .await;
     let run = fixture.start_sync(RunScope::All).await;
     store
         .start_tenant_result(fixture.tenant_id, run, second_managed, SyncMode::Full)

@@ -15,6 +15,18 @@ pub async fn discover_and_map(
     client_id: Uuid,
     records: &[DiscoveredTenantRecord],
 ) -> Vec<Uuid> {
+    let managed_tenant_ids = discover(store, tenant_id, records).await;
+    map_to(store, tenant_id, &managed_tenant_ids, client_id).await;
+    managed_tenant_ids
+}
+
+/// Records `records` in a discovery run of `tenant_id`; returns the managed tenants' ids in
+/// the order of `records`.
+pub async fn discover(
+    store: &Store,
+    tenant_id: Uuid,
+    records: &[DiscoveredTenantRecord],
+) -> Vec<Uuid> {
     let discovery = store
         .start_run(&NewRun {
             tenant_id,
@@ -33,7 +45,7 @@ pub async fn discover_and_map(
         .list_managed_tenants(tenant_id)
         .await
         .expect("managed tenants");
-    let managed_tenant_ids: Vec<Uuid> = records
+    records
         .iter()
         .map(|record| {
             listed
@@ -42,7 +54,11 @@ pub async fn discover_and_map(
                 .expect("discovered")
                 .managed_tenant_id
         })
-        .collect();
+        .collect()
+}
+
+/// Maps each of `managed_tenant_ids` to `client_id`, as an admin confirming them would.
+pub async fn map_to(store: &Store, tenant_id: Uuid, managed_tenant_ids: &[Uuid], client_id: Uuid) {
     let decisions: Vec<MappingDecisionInput> = managed_tenant_ids
         .iter()
         .map(|managed_tenant_id| MappingDecisionInput {
@@ -54,5 +70,4 @@ pub async fn discover_and_map(
         .confirm_mappings(tenant_id, &decisions, "admin@msp.example")
         .await
         .expect("mapping");
-    managed_tenant_ids
 }
