@@ -134,3 +134,24 @@ fn indexed_preview_finds_name_candidates() {
         assert_eq!(indexed.candidates.len(), 1, "{tenant}");
     }
 }
+
+/// A client name too long for the name index (over 65,535 bigrams) is still compared: a
+/// tenant named like it but for one character is offered it, as the reference offers it.
+#[test]
+fn indexed_preview_compares_names_too_long_to_index() {
+    let long: String = (0..70_000)
+        .map(|i| char::from(b'a' + (i % 23) as u8))
+        .collect();
+    let mut near = long.clone();
+    near.replace_range(35_000..35_001, "z");
+    let clients = vec![ClientForMapping {
+        client_id: Uuid::from_u128(1),
+        name: long,
+        domains: Vec::new(),
+        secondary_domains: Vec::new(),
+    }];
+    let index = MappingIndex::new(&clients);
+    let indexed = index.preview(&near, &[]);
+    assert_eq!(indexed, preview_state(&near, &[], &clients));
+    assert_eq!(indexed.candidates.len(), 1);
+}
