@@ -1,8 +1,8 @@
 //! Mapping preview scores (SPEC §4): which PSA client a managed tenant most likely is. Domains
 //! decide; a name only ever suggests.
 
+use foldhash::{HashMap, HashMapExt};
 use std::cmp::Ordering;
-use std::collections::HashMap;
 
 use uuid::Uuid;
 
@@ -281,9 +281,10 @@ type Token = (char, char, u32);
 /// bigram's place in the client's order and are sorted by bigram count, so only comparable
 /// lengths are read; a running overlap per client drops a client once the bigrams left on
 /// either side cannot lift the overlap to what the two lengths need (the positional filter).
-/// A client is also dropped the first time the probe meets it when its bigram signature (the
-/// ranks folded into 128 bits) has more bits the name lacks than the two lengths allow to be
-/// missing (on the names of `make bench`, 98.7% of the clients the prefixes share).
+/// Before any of that, a posting is passed over when the client's bigram signature (its ranks
+/// folded into 128 bits, carried in the posting) has more bits the name lacks than the two
+/// lengths allow to be missing (on the names of `make bench`, 98.7% of the clients the
+/// prefixes share).
 /// A surviving client's overlap is then counted to the end over the name's bigrams marked by
 /// rank, stopping as soon as the threshold is out of reach.
 #[derive(Clone, Debug)]
@@ -305,8 +306,6 @@ pub struct MappingIndex {
     /// than a list per client, so checking a client's overlap reads one place in memory.
     client_ranks: Vec<u32>,
     rank_starts: Vec<usize>,
-    /// By client: the set of its bigram ranks folded into [`Signature`] bits.
-    signatures: Vec<Signature>,
     /// Clients with names too long for a [`Posting`] (tens of thousands of characters):
     /// scored against every tenant, as the reference does.
     unindexed: Vec<usize>,
@@ -315,18 +314,35 @@ pub struct MappingIndex {
 /// A set of bigram ranks folded into 128 bits (rank modulo 128). Every bit a client's
 /// signature has and a name's lacks stands for at least one of the client's bigrams the name
 /// does not have, which bounds their overlap from above without reading the client's bigrams.
-type Signature = u128;
+#[derive(Clone, Copy, Debug, Default)]
+struct Signature([u64; 2]);
 
-fn signature_of(ranks: &[u32]) -> Signature {
-    ranks
-        .iter()
-        .fold(0, |bits, rank| bits | 1 << (rank % Signature::BITS))
+impl Signature {
+    fn of(ranks: &[u32]) -> Signature {
+        let mut words = [0u64; 2];
+        for rank in ranks {
+            let bit = rank % 128;
+            if let Some(word) = words.get_mut((bit / 64) as usize) {
+                *word |= 1 << (bit % 64);
+            }
+        }
+        Signature(words)
+    }
+
+    /// How many bits this signature has that `other` lacks: at least as many of this set's
+    /// ranks are not in `other`'s set.
+    fn surely_missing_from(self, other: Signature) -> usize {
+        let [a, b] = self.0;
+        let [x, y] = other.0;
+        ((a & !x).count_ones() + (b & !y).count_ones()) as usize
+    }
 }
 
-/// A client in the posting list of one of its prefix bigrams, in eight bytes so that the
-/// lists a probe reads stay in the processor's caches.
+/// A client in the posting list of one of its prefix bigrams. It carries the client's
+/// signature, so the probe rules most clients out reading the list alone.
 #[derive(Clone, Copy, Debug)]
 struct Posting {
+    signature: Signature,
     client: u32,
     /// The bigram's place in the client's global order.
     place: u16,
@@ -424,7 +440,6 @@ impl MappingIndex {
         let mut client_ranks = Vec::new();
         let mut rank_starts = Vec::with_capacity(client_tokens.len() + 1);
         rank_starts.push(0);
-        let mut signatures = Vec::with_capacity(client_tokens.len());
         let mut unindexed = Vec::new();
         for (position, tokens) in client_tokens.iter().enumerate() {
             let mut order: Vec<u32> = tokens
@@ -434,10 +449,12 @@ impl MappingIndex {
             order.sort_unstable();
             match (u32::try_from(position), u16::try_from(order.len())) {
                 (Ok(client), Ok(count)) => {
+                    let signature = Signature::of(&order);
                     let prefix = order.iter().take(prefix_length(order.len()));
                     for (place, rank) in (0..count).zip(prefix) {
                         if let Some(list) = postings.get_mut(*rank as usize) {
                             list.push(Posting {
+                                signature,
                                 client,
                                 place,
                                 tokens: count,
@@ -449,7 +466,6 @@ impl MappingIndex {
             }
             client_ranks.extend_from_slice(&order);
             rank_starts.push(client_ranks.len());
-            signatures.push(signature_of(&order));
         }
         for list in &mut postings {
             list.sort_by_key(|posting| (posting.tokens, posting.client));
@@ -465,7 +481,6 @@ impl MappingIndex {
             postings,
             client_ranks,
             rank_starts,
-            signatures,
             unindexed,
         }
     }
@@ -533,7 +548,7 @@ impl MappingIndex {
         let unknown = n - known.len();
         // `least_overlap(n, m)` for every comparable `m`, computed once per probe.
         let needs: Vec<usize> = (0..=*lengths.end()).map(|m| least_overlap(n, m)).collect();
-        let signature = signature_of(known);
+        let signature = Signature::of(known);
         SCRATCH.with(|scratch| {
             let Scratch { overlaps, marks } = &mut *scratch.borrow_mut();
             if overlaps.len() < self.clients.len() {
@@ -556,22 +571,21 @@ impl MappingIndex {
                 let start = list.partition_point(|posting| posting.tokens() < *lengths.start());
                 let end = list.partition_point(|posting| posting.tokens() <= longest);
                 for posting in list.get(start..end).unwrap_or_default() {
+                    // The bigrams the client surely lacks bound what it can share: most
+                    // clients are ruled out here, without touching their running overlap.
+                    let need = needs.get(posting.tokens()).copied().unwrap_or(usize::MAX);
+                    let lacking = posting.signature.surely_missing_from(signature);
+                    if posting.tokens() < need + lacking {
+                        continue;
+                    }
                     let Some(running) = overlaps.get_mut(posting.client()) else {
                         continue;
                     };
                     if running.shared < 0 {
                         continue;
                     }
-                    let need = needs.get(posting.tokens()).copied().unwrap_or(usize::MAX);
                     if running.shared == 0 {
                         touched.push(posting.client());
-                        // The bigrams the client surely lacks bound what it can share.
-                        let bits = self.signatures.get(posting.client()).copied().unwrap_or(!0);
-                        let surely_missing = (bits & !signature).count_ones() as usize;
-                        if posting.tokens() < need + surely_missing {
-                            running.shared = DROPPED;
-                            continue;
-                        }
                     }
                     // Every shared bigram before `place` here (and so before `posting.place`
                     // there) has been counted: this one and those after both are all that
@@ -648,19 +662,19 @@ fn without_whitespace(name: &str) -> String {
 }
 
 /// The bigrams the similarity compares (of the name without whitespace), each numbered by
-/// its occurrence.
+/// its occurrence, in bigram order.
 fn name_tokens(name: &str) -> Vec<Token> {
     let chars: Vec<char> = name.chars().filter(|c| !c.is_whitespace()).collect();
-    let mut seen: HashMap<(char, char), u32> = HashMap::new();
-    chars
-        .windows(2)
-        .map(|pair| {
-            let bigram = (pair[0], pair[1]);
-            let occurrence = seen.entry(bigram).or_insert(0);
-            *occurrence += 1;
-            (bigram.0, bigram.1, *occurrence)
-        })
-        .collect()
+    let mut tokens: Vec<Token> = chars.windows(2).map(|pair| (pair[0], pair[1], 1)).collect();
+    tokens.sort_unstable();
+    for at in 1..tokens.len() {
+        if let [before, token] = &mut tokens[at - 1..=at] {
+            if (before.0, before.1) == (token.0, token.1) {
+                token.2 = before.2 + 1;
+            }
+        }
+    }
+    tokens
 }
 
 /// The token counts `m` a name of `n` tokens can be similar to: the similarity is at most
