@@ -165,8 +165,10 @@ fn the_workflows_crate_depends_only_on_deterministic_building_blocks() {
 
 #[test]
 fn the_domain_crate_has_no_io_dependency() {
-    // unicode-normalization is pure computation (NFC for the one email normalization).
+    // unicode-normalization is pure computation (NFC for the one email normalization);
+    // foldhash is a hasher (the mapping index's maps).
     let allowed = [
+        "foldhash",
         "regex",
         "unicase",
         "strsim",
