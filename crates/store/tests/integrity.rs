@@ -656,17 +656,7 @@ async fn parallel_tenants_create_one_contact_per_address(pool: PgPool) {
 #[sqlx::test(migrations = "../../migrations")]
 async fn unreadable_domains_keep_the_stored_ones(pool: PgPool) {
     let fixture = Fixture::new(pool.clone()).await;
-    let run = fixture
-        .store
-        .start_run(&NewRun {
-            tenant_id: fixture.tenant_id,
-            kind: RunKind::Discovery,
-            trigger: RunTrigger::Manual,
-            scope: RunScope::All,
-            requested_by: None,
-        })
-        .await
-        .expect("discovery run");
+    let run_id = common::start_discovery(&fixture.store, fixture.tenant_id).await;
     let contoso = "11111111-1111-1111-1111-111111111111";
     let fabrikam = "22222222-2222-2222-2222-222222222222";
     let fabrikam_domain = |name: &str| TenantDomain {
@@ -678,7 +668,7 @@ async fn unreadable_domains_keep_the_stored_ones(pool: PgPool) {
         .store
         .record_discovery(
             fixture.tenant_id,
-            run.run_id,
+            run_id,
             &[DiscoveredTenantRecord {
                 entra_tenant_id: fabrikam.to_owned(),
                 display_name: "Fabrikam".to_owned(),
@@ -691,7 +681,7 @@ async fn unreadable_domains_keep_the_stored_ones(pool: PgPool) {
         .store
         .record_discovery_keeping_domains(
             fixture.tenant_id,
-            run.run_id,
+            run_id,
             &[
                 DiscoveredTenantRecord {
                     entra_tenant_id: contoso.to_owned(),
@@ -727,7 +717,7 @@ async fn unreadable_domains_keep_the_stored_ones(pool: PgPool) {
     let unreadable: Option<i64> = sqlx::query_scalar(
         "SELECT (totals->>'domains_unreadable')::bigint FROM runs WHERE run_id = $1",
     )
-    .bind(run.run_id)
+    .bind(run_id)
     .fetch_one(&pool)
     .await
     .expect("totals");

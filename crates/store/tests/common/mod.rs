@@ -20,14 +20,9 @@ pub async fn discover_and_map(
     managed_tenant_ids
 }
 
-/// Records `records` in a discovery run of `tenant_id`; returns the managed tenants' ids in
-/// the order of `records`.
-pub async fn discover(
-    store: &Store,
-    tenant_id: Uuid,
-    records: &[DiscoveredTenantRecord],
-) -> Vec<Uuid> {
-    let discovery = store
+/// Starts a manual discovery run of `tenant_id`; returns its id.
+pub async fn start_discovery(store: &Store, tenant_id: Uuid) -> Uuid {
+    store
         .start_run(&NewRun {
             tenant_id,
             kind: RunKind::Discovery,
@@ -36,9 +31,20 @@ pub async fn discover(
             requested_by: None,
         })
         .await
-        .expect("discovery run");
+        .expect("discovery run")
+        .run_id
+}
+
+/// Records `records` in a discovery run of `tenant_id`; returns the managed tenants' ids in
+/// the order of `records`.
+pub async fn discover(
+    store: &Store,
+    tenant_id: Uuid,
+    records: &[DiscoveredTenantRecord],
+) -> Vec<Uuid> {
+    let discovery_run_id = start_discovery(store, tenant_id).await;
     store
-        .record_discovery(tenant_id, discovery.run_id, records)
+        .record_discovery(tenant_id, discovery_run_id, records)
         .await
         .expect("discovery");
     let listed = store
