@@ -3,13 +3,14 @@
 //! the same page and context always give the same plan, and a plan never deletes.
 
 use crate::email::{normalize_email, primary_email, user_emails};
+use std::borrow::Cow;
 use crate::filter::CompiledFilters;
 use crate::model::{
     Action, Contact, ContactField, ContactFields, DirectoryEntry, DirectoryUser, FieldPolicy,
     InactiveReason, Link, PageContext, Plan, ReviewReason, ReviewState, SkipReason, SyncSettings,
     Tally,
 };
-use crate::validate::validate_user;
+use crate::validate::storable_entries;
 use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use uuid::Uuid;
 
@@ -23,9 +24,10 @@ pub struct PageKeys {
 
 /// The keys of a page, deduplicated, in first-seen order.
 pub fn page_keys(entries: &[DirectoryEntry]) -> PageKeys {
+    let page = PreparedPage::new(entries);
     PageKeys {
-        object_ids: page_object_ids(entries),
-        emails: unlinked_emails(entries, |_| false),
+        object_ids: page.object_ids(),
+        emails: page.unlinked_emails(|_| false),
     }
 }
 
@@ -40,28 +42,64 @@ pub fn page_object_ids(entries: &[DirectoryEntry]) -> Vec<String> {
         .collect()
 }
 
-/// The addresses contacts must be looked up by once the page's links are known: those of the
-/// users without a link (`linked` says which object ids have one), deduplicated, in first-seen
-/// order. A linked user's contact is loaded through its link, and the planner never matches a
-/// linked user by address (`plan_linked`), so its addresses matter only where they are also
-/// an unlinked user's — and then they are in this list. A re-run of a fully linked tenant
-/// thus reads its contacts once, by id, instead of once by id and again by address.
-pub fn unlinked_emails(entries: &[DirectoryEntry], linked: impl Fn(&str) -> bool) -> Vec<String> {
-    let mut seen = HashSet::new();
-    let mut emails = Vec::new();
-    for entry in entries {
-        if let DirectoryEntry::Present(user) = entry {
-            if linked(&user.object_id) {
-                continue;
-            }
-            for email in user_emails(user) {
-                if seen.insert(email.clone()) {
-                    emails.push(email);
+/// A page ready to plan: its entries as the store may bind them (`storable_entries`: a record
+/// that fails `validate_user` is an `Invalid` entry with the reason), and every present user's
+/// addresses (`user_emails`), worked out once for each step that needs them: the contacts
+/// read by address, matching, and a created contact's address. Every present entry of a
+/// prepared page is valid, so the planner does not check again.
+pub struct PreparedPage<'a> {
+    entries: Cow<'a, [DirectoryEntry]>,
+    /// By entry: a present user's addresses, most authoritative first; empty for others.
+    emails: Vec<Vec<String>>,
+}
+
+impl<'a> PreparedPage<'a> {
+    pub fn new(entries: &'a [DirectoryEntry]) -> Self {
+        let entries = storable_entries(entries);
+        let emails = entries
+            .iter()
+            .map(|entry| match entry {
+                DirectoryEntry::Present(user) => user_emails(user),
+                DirectoryEntry::Removed { .. } | DirectoryEntry::Invalid { .. } => Vec::new(),
+            })
+            .collect();
+        PreparedPage { entries, emails }
+    }
+
+    /// The entries, with unstorable ones replaced (`storable_entries`).
+    pub fn entries(&self) -> &[DirectoryEntry] {
+        &self.entries
+    }
+
+    /// The page's object ids, deduplicated, in first-seen order: the links to load.
+    pub fn object_ids(&self) -> Vec<String> {
+        page_object_ids(&self.entries)
+    }
+
+    /// The addresses contacts must be looked up by once the page's links are known: those of
+    /// the users without a link (`linked` says which object ids have one), deduplicated, in
+    /// first-seen order. A linked user's contact is loaded through its link, and the planner
+    /// never matches a linked user by address (`plan_linked`), so its addresses matter only
+    /// where they are also an unlinked user's — and then they are in this list. A re-run of a
+    /// fully linked tenant thus reads its contacts once, by id, instead of once by id and again
+    /// by address.
+    pub fn unlinked_emails(&self, linked: impl Fn(&str) -> bool) -> Vec<String> {
+        let mut seen = HashSet::new();
+        let mut emails = Vec::new();
+        for (entry, addresses) in self.entries.iter().zip(&self.emails) {
+            if let DirectoryEntry::Present(user) = entry {
+                if linked(&user.object_id) {
+                    continue;
+                }
+                for email in addresses {
+                    if seen.insert(email.as_str()) {
+                        emails.push(email.clone());
+                    }
                 }
             }
         }
+        emails
     }
-    emails
 }
 
 fn entry_object_id(entry: &DirectoryEntry) -> Option<&str> {
@@ -72,14 +110,20 @@ fn entry_object_id(entry: &DirectoryEntry) -> Option<&str> {
     }
 }
 
-/// Plans one page. Entries are handled in page order; when an object id occurs more than once
-/// (delta replays), only its last occurrence is acted on, since delta reports changes in order
-/// and the last one is the newest state.
+/// Plans one page: [`plan_prepared`] of the page prepared ([`PreparedPage::new`]).
 pub fn plan_page(
     context: &PageContext,
     entries: &[DirectoryEntry],
     settings: &SyncSettings,
 ) -> Plan {
+    plan_prepared(context, &PreparedPage::new(entries), settings)
+}
+
+/// Plans one prepared page. Entries are handled in page order; when an object id occurs more
+/// than once (delta replays), only its last occurrence is acted on, since delta reports
+/// changes in order and the last one is the newest state.
+pub fn plan_prepared(context: &PageContext, page: &PreparedPage, settings: &SyncSettings) -> Plan {
+    let entries = page.entries();
     let mut last_position: HashMap<&str, usize> = HashMap::with_capacity(entries.len());
     for (position, entry) in entries.iter().enumerate() {
         if let Some(object_id) = entry_object_id(entry) {
@@ -87,11 +131,11 @@ pub fn plan_page(
         }
     }
     let mut planner = PagePlanner::new(context, settings);
-    for (position, entry) in entries.iter().enumerate() {
+    for (position, (entry, emails)) in entries.iter().zip(&page.emails).enumerate() {
         let is_last = entry_object_id(entry)
             .is_none_or(|object_id| last_position.get(object_id) == Some(&position));
         if is_last {
-            planner.plan_entry(entry);
+            planner.plan_entry(entry, emails);
         }
     }
     planner.plan
@@ -156,7 +200,8 @@ impl<'a> PagePlanner<'a> {
         self.plan.actions.push(action);
     }
 
-    fn plan_entry(&mut self, entry: &'a DirectoryEntry) {
+    /// Plans one entry of a prepared page; `emails` are the user's addresses.
+    fn plan_entry(&mut self, entry: &'a DirectoryEntry, emails: &[String]) {
         match entry {
             DirectoryEntry::Invalid { object_id, reason } => self.push(Action::Skip {
                 object_id: object_id.clone(),
@@ -165,18 +210,11 @@ impl<'a> PagePlanner<'a> {
             }),
             DirectoryEntry::Removed { object_id, .. } => self.plan_removed(object_id),
             DirectoryEntry::Present(user) => {
-                if let Err(detail) = validate_user(user) {
-                    self.push(Action::Skip {
-                        object_id: Some(user.object_id.clone()),
-                        reason: SkipReason::InvalidRecord,
-                        detail: Some(detail),
-                    });
-                } else if let Some(contact_id) =
-                    self.context.links_by_object_id.get(&user.object_id)
-                {
-                    self.plan_linked(user, *contact_id, primary_email(user));
-                } else {
-                    self.plan_unlinked(user);
+                match self.context.links_by_object_id.get(&user.object_id) {
+                    Some(contact_id) => {
+                        self.plan_linked(user, *contact_id, emails.first().cloned())
+                    }
+                    None => self.plan_unlinked(user, emails),
                 }
             }
         }
@@ -265,9 +303,8 @@ impl<'a> PagePlanner<'a> {
         }
     }
 
-    fn plan_unlinked(&mut self, user: &'a DirectoryUser) {
+    fn plan_unlinked(&mut self, user: &'a DirectoryUser, emails: &[String]) {
         let object_id = user.object_id.as_str();
-        let emails = user_emails(user);
         let primary = emails.first().map(String::as_str);
         if let Some((reason, detail)) = self.filters.skip_reason(user, primary) {
             self.push(Action::Skip {
@@ -318,7 +355,7 @@ impl<'a> PagePlanner<'a> {
                 if taken {
                     self.queue(
                         user,
-                        &emails,
+                        emails,
                         ReviewReason::CandidateLinkedToOtherUser,
                         Vec::new(),
                     );
@@ -326,10 +363,10 @@ impl<'a> PagePlanner<'a> {
                     self.create(user, primary);
                 }
             }
-            (Some(contact_id), None) => self.plan_single_candidate(user, &emails, contact_id),
+            (Some(contact_id), None) => self.plan_single_candidate(user, emails, contact_id),
             (Some(first), Some(second)) => {
                 let all: Vec<Uuid> = [first, second].into_iter().chain(candidates).collect();
-                self.queue(user, &emails, ReviewReason::MultipleCandidates, all);
+                self.queue(user, emails, ReviewReason::MultipleCandidates, all);
             }
         }
     }

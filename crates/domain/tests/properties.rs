@@ -8,7 +8,7 @@ use entra_sync_domain::model::{
     Action, Contact, ContactField, ContactFields, DirectoryEntry, DirectoryUser, FieldPolicy,
     InactiveReason, Link, PageContext, Plan, ReviewState, SyncSettings,
 };
-use entra_sync_domain::plan::{page_keys, plan_page, unlinked_emails};
+use entra_sync_domain::plan::{page_keys, plan_page, PreparedPage};
 use proptest::prelude::*;
 use std::collections::{BTreeMap, BTreeSet};
 use uuid::Uuid;
@@ -450,7 +450,7 @@ proptest! {
     }
 
     /// The store looks contacts up by the addresses of the page's unlinked users only
-    /// (`unlinked_emails`); the plan is the one it would get looking them up by every
+    /// (`PreparedPage::unlinked_emails`); the plan is the one it would get looking them up by every
     /// address on the page.
     #[test]
     fn contacts_by_unlinked_addresses_plan_as_by_every_address(
@@ -459,7 +459,7 @@ proptest! {
         settings in settings(),
     ) {
         let every = loaded(&store, &entries, &page_keys(&entries).emails);
-        let unlinked = unlinked_emails(&entries, |object_id| every.links_by_object_id.contains_key(object_id));
+        let unlinked = PreparedPage::new(&entries).unlinked_emails(|object_id| every.links_by_object_id.contains_key(object_id));
         let fewer = loaded(&store, &entries, &unlinked);
         prop_assert_eq!(plan_page(&fewer, &entries, &settings), plan_page(&every, &entries, &settings));
     }

@@ -20,13 +20,11 @@
 //! their audit rows, what its run saw (`run_seen`) with its counts and resume cursor, then
 //! `inactivation::end_all_quietly`, which saves its new delta link and finishes its result.
 
-use std::borrow::Cow;
 use std::collections::{BTreeMap, HashMap};
 
 use chrono::{DateTime, Utc};
 use entra_sync_domain::model::{Action, DirectoryEntry, SyncSettings, Tally};
-use entra_sync_domain::plan::{page_object_ids, plan_page, tally};
-use entra_sync_domain::validate::storable_entries;
+use entra_sync_domain::plan::{plan_prepared, tally, PreparedPage};
 use sqlx::{FromRow, PgConnection};
 use uuid::Uuid;
 
@@ -121,9 +119,9 @@ impl Store {
         if members.is_empty() {
             return Ok(outcomes);
         }
-        let entries: Vec<_> = members
+        let pages: Vec<PreparedPage> = members
             .iter()
-            .map(|member| storable_entries(member.entries))
+            .map(|member| PreparedPage::new(member.entries))
             .collect();
         let managed_tenant_ids: Vec<Uuid> = members
             .iter()
@@ -132,11 +130,11 @@ impl Store {
         let mut transaction = begin_locked(&self.pool, tenant_id, &managed_tenant_ids).await?;
 
         // Step 1: every member's links by object id, with their contacts, in one read.
-        let mut read = read_links(&mut transaction, tenant_id, members, &entries).await?;
+        let mut read = read_links(&mut transaction, tenant_id, members, &pages).await?;
 
         // Each member planned on its own context, as its page would be.
         let mut planned = Vec::new();
-        for (member, entries) in members.iter().zip(&entries) {
+        for (member, page) in members.iter().zip(&pages) {
             let (links, own_contacts) = read.remove(&member.managed_tenant_id).unwrap_or_default();
             let scope = PageScope {
                 tenant_id,
@@ -146,13 +144,13 @@ impl Store {
                 next_cursor: None,
             };
             let context = build_context(&scope, links, own_contacts, Vec::new());
-            let plan = plan_page(&context, entries, member.settings);
+            let plan = plan_prepared(&context, page, member.settings);
             if !group_applies(&plan.actions) {
                 outcomes.insert(member.managed_tenant_id, GroupOutcome::Alone);
                 continue;
             }
-            let writes = PageWrites::from_plan(&plan, &context, entries);
-            let mut tally = tally(&plan, entries.len());
+            let writes = PageWrites::from_plan(&plan, &context, page.entries());
+            let mut tally = tally(&plan, page.entries().len());
             tally.inactivated = 0;
             planned.push(Planned {
                 member,
@@ -227,9 +225,9 @@ async fn read_links(
     connection: &mut PgConnection,
     tenant_id: Uuid,
     members: &[GroupMember<'_>],
-    entries: &[Cow<'_, [DirectoryEntry]>],
+    pages: &[PreparedPage<'_>],
 ) -> Result<HashMap<Uuid, LinksRead>> {
-    let object_ids: Vec<Vec<String>> = entries.iter().map(|e| page_object_ids(e)).collect();
+    let object_ids: Vec<Vec<String>> = pages.iter().map(PreparedPage::object_ids).collect();
     let (pair_tenants, pair_objects): (Vec<Uuid>, Vec<&str>) = members
         .iter()
         .zip(&object_ids)

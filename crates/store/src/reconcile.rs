@@ -12,8 +12,7 @@ use entra_sync_domain::model::{
     Action, DirectoryEntry, InactiveReason, Link, PageContext, Plan, ReviewState, SyncSettings,
     Tally,
 };
-use entra_sync_domain::plan::{page_object_ids, plan_page, tally, unlinked_emails};
-use entra_sync_domain::validate::storable_entries;
+use entra_sync_domain::plan::{plan_prepared, tally, PreparedPage};
 use sqlx::{Connection, Executor, FromRow, PgConnection};
 use uuid::Uuid;
 
@@ -319,31 +318,39 @@ impl Store {
         dry_run: bool,
         end: Option<Option<(&str, DateTime<Utc>)>>,
     ) -> Result<(PageOutcome, Option<TenantFinish>)> {
-        let entries = storable_entries(entries);
+        let page = PreparedPage::new(entries);
+        let entries = page.entries();
         let mut statements = Statements::default();
         statements.count();
         let mut transaction =
             begin_locked(&self.pool, scope.tenant_id, &[scope.managed_tenant_id]).await?;
         let mut context =
-            load_page_context(&mut transaction, scope, &entries, &mut statements).await?;
+            load_page_context(&mut transaction, scope, &page, &mut statements).await?;
         let planning = std::time::Instant::now();
-        let mut plan = plan_page(&context, &entries, settings);
+        let mut plan = plan_prepared(&context, &page, settings);
         let mut plan_time = planning.elapsed();
         if let Some(barrier) = &self.create_barrier {
             barrier.wait().await;
         }
-        let (appeared, claimed) =
-            claim_new_addresses(&mut transaction, scope, &context, &plan, &mut statements).await?;
+        // The plan's writes are built while Postgres takes the claims: the claim statement
+        // (a prepared one, sent in one message) goes out before the building starts, so the
+        // two overlap.
+        let (claims, mut writes) = tokio::join!(
+            biased;
+            claim_new_addresses(&mut transaction, scope, &context, &plan, &mut statements),
+            async { PageWrites::from_plan(&plan, &context, entries) },
+        );
+        let (appeared, claimed) = claims?;
         if appeared {
             // Another managed tenant of this PSA tenant created one of these addresses after
             // this page read its contacts: plan again on what is there now, exactly as a run
             // after that one would (link, or queue `candidate_in_other_client`).
-            context = load_page_context(&mut transaction, scope, &entries, &mut statements).await?;
+            context = load_page_context(&mut transaction, scope, &page, &mut statements).await?;
             let planning = std::time::Instant::now();
-            plan = plan_page(&context, &entries, settings);
+            plan = plan_prepared(&context, &page, settings);
             plan_time += planning.elapsed();
+            writes = PageWrites::from_plan(&plan, &context, entries);
         }
-        let writes = PageWrites::from_plan(&plan, &context, &entries);
         if !writes.creates.contact_ids.is_empty() {
             // A page that creates contacts makes the table grow, and the plans this
             // connection keeps were made when it was smaller: above all the foreign-key check
@@ -359,14 +366,19 @@ impl Store {
         }
         let mut page_tally = tally(&plan, entries.len());
         page_tally.inactivated = 0;
-        apply_plan(
-            &mut transaction,
-            scope,
-            &writes,
-            &mut page_tally,
-            &mut statements,
-        )
-        .await?;
+        // The context is not needed any more: it is freed while Postgres writes.
+        let (applied, ()) = tokio::join!(
+            biased;
+            apply_plan(
+                &mut transaction,
+                scope,
+                &writes,
+                &mut page_tally,
+                &mut statements,
+            ),
+            async { drop(context) },
+        );
+        applied?;
         record_seen_and_advance(
             &mut transaction,
             scope,
@@ -515,12 +527,12 @@ const NEW_ADDRESS_APPEARED: &str = "SELECT EXISTS (
 async fn load_page_context(
     connection: &mut PgConnection,
     scope: &PageScope,
-    entries: &[DirectoryEntry],
+    page: &PreparedPage<'_>,
     statements: &mut Statements,
 ) -> Result<PageContext> {
     let tenant_id = scope.tenant_id;
     let managed_tenant_id = scope.managed_tenant_id;
-    let object_ids = page_object_ids(entries);
+    let object_ids = page.object_ids();
     // Every read of the page probes an index once per key, whatever the statistics say: the
     // keys are rows (`UNNEST`) and each lookup is a LATERAL subquery with `OFFSET 0`, which the
     // planner cannot flatten into a join, so it cannot choose to hash every link or contact of
@@ -556,17 +568,18 @@ async fn load_page_context(
         DirectoryEntry::Present(user) => !linked_object_ids.contains(user.object_id.as_str()),
         DirectoryEntry::Removed { .. } | DirectoryEntry::Invalid { .. } => false,
     };
-    if !entries.iter().any(unlinked) {
+    if !page.entries().iter().any(unlinked) {
         // Every user is linked (a re-run, most delta pages): the planner needs neither
         // contacts found by address nor review items, which only a user without a link
         // consults.
         return Ok(build_context(scope, links, contacts, Vec::new()));
     }
 
-    // By address only for the users without a link (why that is enough: `unlinked_emails`).
+    // By address only for the users without a link (why that is enough:
+    // `PreparedPage::unlinked_emails`).
     // The addresses are `email_key` forms, the same the application stores in
     // `email_normalized`, so SQL and the planner compare one normalization.
-    let emails = unlinked_emails(entries, |object_id| linked_object_ids.contains(object_id));
+    let emails = page.unlinked_emails(|object_id| linked_object_ids.contains(object_id));
     if !emails.is_empty() {
         statements.count();
         let found: Vec<PageContactRow> = sqlx::query_as(PAGE_CONTACTS)
