@@ -3,7 +3,6 @@
 //! the same page and context always give the same plan, and a plan never deletes.
 
 use crate::email::{normalize_email, primary_email, user_emails};
-use std::borrow::Cow;
 use crate::filter::CompiledFilters;
 use crate::model::{
     Action, Contact, ContactField, ContactFields, DirectoryEntry, DirectoryUser, FieldPolicy,
@@ -11,6 +10,7 @@ use crate::model::{
     Tally,
 };
 use crate::validate::storable_entries;
+use std::borrow::Cow;
 use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use uuid::Uuid;
 
