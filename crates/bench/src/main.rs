@@ -705,14 +705,13 @@ impl Profiler {
 /// the profiler's own queries.
 fn statement_label(query: &str) -> Option<&'static str> {
     let query = query.split_whitespace().collect::<Vec<_>>().join(" ");
-    let labels: [(&str, &'static str); 17] = [
+    let labels: [(&str, &'static str); 16] = [
         ("pg_stat_statements", ""),
         ("pg_advisory_xact_lock", "01_lock"),
         ("SELECT k.object_id, l.contact_id", "02_read_links"),
         ("FROM contacts c LEFT JOIN links", "03_read_contacts"),
         ("AS k(email) CROSS JOIN LATERAL", "03_read_contacts"),
         ("INSERT INTO address_claims", "03b_claim_addresses"),
-        ("DELETE FROM address_claims", "13b_release_addresses"),
         (
             "SELECT EXISTS ( SELECT 1 FROM UNNEST",
             "03c_check_new_addresses",
@@ -727,7 +726,8 @@ fn statement_label(query: &str) -> Option<&'static str> {
             "09_pending_inactivations",
         ),
         ("SET is_active = true", "10_reactivate"),
-        // What the page saw and the tenant's counts and cursor: one statement.
+        // What the page saw, the tenant's counts and cursor, and the release of the page's
+        // address claims: one statement.
         ("INSERT INTO run_seen", "11_record_seen_and_write_counts"),
         ("COMMIT", "14_commit"),
     ];

@@ -183,6 +183,7 @@ impl Store {
                 run_id,
                 Some(cursor),
                 &batches,
+                &[],
             )
             .await?;
             for (member, tally) in seen.into_iter().zip(applied) {

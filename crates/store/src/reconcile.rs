@@ -13,7 +13,7 @@ use entra_sync_domain::model::{
     Tally,
 };
 use entra_sync_domain::plan::{plan_prepared, tally, PreparedPage};
-use sqlx::{Connection, Executor, FromRow, PgConnection};
+use sqlx::{Executor, FromRow, PgConnection};
 use uuid::Uuid;
 
 use crate::inactivation::{end_quietly, TenantFinish};
@@ -351,19 +351,6 @@ impl Store {
             plan_time += planning.elapsed();
             writes = PageWrites::from_plan(&plan, &context, entries);
         }
-        if !writes.creates.contact_ids.is_empty() {
-            // A page that creates contacts makes the table grow, and the plans this
-            // connection keeps were made when it was smaller: above all the foreign-key check
-            // of each new link on its contact, which Postgres plans once per connection and
-            // keeps. Planned while the table was nearly empty, every index that leads with
-            // `tenant_id` looks as cheap as the primary key, and one that has `contact_id`
-            // last then walks every contact of the PSA tenant for each link. Plans are made
-            // again on their next use, on the table as it is now.
-            statements.count();
-            // Sent as a simple query: prepared, it discards its own plan, and Postgres'
-            // statement statistics (pg_stat_statements) then miss some of its runs.
-            (&mut *transaction).execute("DISCARD PLANS").await?;
-        }
         let mut page_tally = tally(&plan, entries.len());
         page_tally.inactivated = 0;
         // The context is not needed any more: it is freed while Postgres writes.
@@ -383,11 +370,11 @@ impl Store {
             &mut transaction,
             scope,
             &writes,
+            &claimed,
             &mut page_tally,
             &mut statements,
         )
         .await?;
-        release_addresses(&mut transaction, scope, &claimed, &mut statements).await?;
         let finish = match end {
             Some(delta_link) if !dry_run => {
                 statements.count();
@@ -613,7 +600,9 @@ async fn load_page_context(
 /// address another page's open transaction claimed waits for that transaction to end. Then
 /// asks whether a contact with one of those addresses appeared since the page read its
 /// contacts; true means the caller must plan again. Returns the claimed addresses, which
-/// [`release_addresses`] removes before the commit. The managed-tenant lock cannot do this:
+/// the page's record of what it saw (`record_seen_and_advance`) removes before the commit (they
+/// exist only to make concurrent creators wait; a claimant waiting on one finds it gone when
+/// this transaction ends). The managed-tenant lock cannot do this:
 /// two managed tenants hold different ones. A claim locks its one address and takes no slot
 /// in Postgres' shared lock table, so pages creating different addresses never wait for each
 /// other (advisory locks hashed into 256 buckets per PSA tenant made a page of a thousand new
@@ -662,26 +651,6 @@ async fn claim_new_addresses(
         .fetch_one(&mut *connection)
         .await?;
     Ok((appeared, addresses))
-}
-
-/// Step 4b: removes the page's address claims. They exist only to make concurrent creators
-/// wait; a claimant waiting on one finds it gone when this transaction ends.
-async fn release_addresses(
-    connection: &mut PgConnection,
-    scope: &PageScope,
-    addresses: &[String],
-    statements: &mut Statements,
-) -> Result<()> {
-    if addresses.is_empty() {
-        return Ok(());
-    }
-    statements.count();
-    sqlx::query("DELETE FROM address_claims WHERE tenant_id = $1 AND address = ANY($2)")
-        .bind(scope.tenant_id)
-        .bind(addresses)
-        .execute(&mut *connection)
-        .await?;
-    Ok(())
 }
 
 /// The page's updates with their audit rows (`$1` tenant, `$2` managed tenant, `$3` run; the
@@ -887,6 +856,7 @@ async fn record_seen_and_advance(
     connection: &mut PgConnection,
     scope: &PageScope,
     writes: &PageWrites,
+    claimed: &[String],
     page_tally: &mut Tally,
     statements: &mut Statements,
 ) -> Result<()> {
@@ -902,6 +872,7 @@ async fn record_seen_and_advance(
         scope.run_id,
         scope.next_cursor.as_deref(),
         &[batch],
+        claimed,
     )
     .await?;
     *page_tally = applied.remove(0);
@@ -918,13 +889,16 @@ pub(crate) struct SeenBatch<'a> {
 
 /// [`record_seen_and_advance`] for the batches of one run, one per managed tenant (a page's
 /// one, or a delta group's, `crate::group`), in one statement; `cursor` is each result's new
-/// resume cursor. Returns each batch's counts as they applied, in the batches' order.
+/// resume cursor; `claimed` are the address claims of the batches' transaction
+/// (`claim_new_addresses`), removed in the same statement. Returns each batch's counts as they
+/// applied, in the batches' order.
 pub(crate) async fn record_seen_and_advance_all(
     connection: &mut PgConnection,
     tenant_id: Uuid,
     run_id: Uuid,
     cursor: Option<&str>,
     batches: &[SeenBatch<'_>],
+    claimed: &[String],
 ) -> Result<Vec<Tally>> {
     let mut seen_object_ids: Vec<&str> = Vec::new();
     let mut firsts = Vec::with_capacity(batches.len());
@@ -958,6 +932,7 @@ pub(crate) async fn record_seen_and_advance_all(
         .bind(&without_id)
         .bind(&recorded_counts)
         .bind(&replayed_counts)
+        .bind(claimed)
         .fetch_all(&mut *connection)
         .await?;
     let recorded: HashSet<Uuid> = recorded.into_iter().map(|(id,)| id).collect();
@@ -997,9 +972,10 @@ fn seen_tallies(writes: &PageWrites, page_tally: &Tally) -> (Tally, Tally) {
 /// (none keeps the stored one); `$4` every batch's sorted object ids, one after another;
 /// `$5`–`$10` per batch the first and last position of its ids in `$4` (1-based; last before
 /// first for none), its managed tenant, its entries without an id, and its counts if it is
-/// recorded now or was already. A data-modifying `WITH` runs whether or not
-/// the query reads it: `advanced` reads what `seen` inserted to choose the counts it adds, and
-/// the query returns the managed tenants whose batch was recorded now.
+/// recorded now or was already; `$11` the address claims to remove. A data-modifying `WITH`
+/// runs whether or not the query reads it: `advanced` reads what `seen` inserted to choose the
+/// counts it adds, `released` removes the claims, and the query returns the managed tenants
+/// whose batch was recorded now.
 const RECORD_SEEN_AND_ADVANCE: &str = "WITH batches AS (
          SELECT b.managed_tenant_id, b.without_id, b.recorded, b.replayed,
                 coalesce(($4::text[])[b.first:b.last], '{}'::text[]) AS object_ids
@@ -1023,6 +999,8 @@ const RECORD_SEEN_AND_ADVANCE: &str = "WITH batches AS (
          FROM batches b
          WHERE r.tenant_id = $1 AND r.run_id = $2 AND r.managed_tenant_id = b.managed_tenant_id
            AND r.status = 'running'
+     ), released AS (
+         DELETE FROM address_claims WHERE tenant_id = $1 AND address = ANY($11::text[])
      )
      SELECT managed_tenant_id FROM seen";
 
@@ -1067,12 +1045,21 @@ const INSERT_LINKS_SKIPPING_EXISTING: &str = insert_links!(
 /// Inserts the page's new links with their audit rows.
 /// Nearly every link a page inserts is new, and a plain insert of them costs much less than
 /// one that checks each row for a conflict first (`ON CONFLICT`'s speculative insertion). So
-/// the plain form runs under a savepoint; when a link's key exists after all (a link replayed,
-/// or made meanwhile by another writer) it fails on that key, the savepoint is rolled back,
-/// and the form that skips existing links runs instead. The page's other writes are kept
-/// either way. A few links (below [`PLAIN_INSERT_ROWS`], as most delta batches have) go
-/// straight to the skipping form: there the savepoint's two statements cost more than the
-/// checks they save.
+/// the plain form runs after a savepoint; when a link's key exists after all (a link replayed,
+/// or made meanwhile by another writer) it fails on that key, the transaction is rolled back
+/// to the savepoint, and the form that skips existing links runs instead. The page's other
+/// writes are kept either way. When the plain form succeeds the savepoint is left to the
+/// commit, which ends it with the transaction: releasing it would cost a round trip and
+/// change nothing. A few links (below [`PLAIN_INSERT_ROWS`], as most delta batches have) go
+/// straight to the skipping form: there the savepoint costs more than the checks it saves.
+///
+/// A page that creates contacts makes the table grow, and the plans this connection keeps
+/// were made when it was smaller: above all the foreign-key check of each new link on its
+/// contact, which Postgres plans once per connection and keeps. Planned while the table was
+/// nearly empty, every index that leads with `tenant_id` looks as cheap as the primary key,
+/// and one that has `contact_id` last then walks every contact of the PSA tenant for each
+/// link. Such a page runs `DISCARD PLANS` before its links (in the savepoint's message when
+/// there is one), so plans are made again on their next use, on the table as it is now.
 async fn insert_links(
     connection: &mut PgConnection,
     statements: &mut Statements,
@@ -1086,7 +1073,18 @@ async fn insert_links(
             .bind(&writes.link_actions)
             .bind(&writes.link_after)
     };
+    // Simple queries: prepared, `DISCARD PLANS` discards its own plan, and Postgres' statement
+    // statistics (pg_stat_statements) then miss some of its runs.
+    let discard = if writes.creates.contact_ids.is_empty() {
+        ""
+    } else {
+        "DISCARD PLANS; "
+    };
     if writes.link_object_ids.len() < PLAIN_INSERT_ROWS {
+        if !discard.is_empty() {
+            statements.count();
+            connection.execute(discard).await?;
+        }
         statements.count();
         query(INSERT_LINKS_SKIPPING_EXISTING)
             .execute(&mut *connection)
@@ -1094,16 +1092,17 @@ async fn insert_links(
         return Ok(());
     }
     statements.count();
-    let mut savepoint = Connection::begin(&mut *connection).await?;
+    connection
+        .execute(format!("{discard}SAVEPOINT plain_links").as_str())
+        .await?;
     statements.count();
-    match query(INSERT_LINKS_PLAIN).execute(&mut *savepoint).await {
-        Ok(_) => {
-            statements.count();
-            savepoint.commit().await?;
-        }
+    match query(INSERT_LINKS_PLAIN).execute(&mut *connection).await {
+        Ok(_) => {}
         Err(sqlx::Error::Database(error)) if error.is_unique_violation() => {
             statements.count();
-            savepoint.rollback().await?;
+            connection
+                .execute("ROLLBACK TO SAVEPOINT plain_links")
+                .await?;
             statements.count();
             query(INSERT_LINKS_SKIPPING_EXISTING)
                 .execute(&mut *connection)
