@@ -1075,15 +1075,11 @@ async fn insert_links(
     };
     // Simple queries: prepared, `DISCARD PLANS` discards its own plan, and Postgres' statement
     // statistics (pg_stat_statements) then miss some of its runs.
-    let discard = if writes.creates.contact_ids.is_empty() {
-        ""
-    } else {
-        "DISCARD PLANS; "
-    };
+    let discard_plans = !writes.creates.contact_ids.is_empty();
     if writes.link_object_ids.len() < PLAIN_INSERT_ROWS {
-        if !discard.is_empty() {
+        if discard_plans {
             statements.count();
-            connection.execute(discard).await?;
+            connection.execute("DISCARD PLANS").await?;
         }
         statements.count();
         query(INSERT_LINKS_SKIPPING_EXISTING)
@@ -1093,7 +1089,11 @@ async fn insert_links(
     }
     statements.count();
     connection
-        .execute(format!("{discard}SAVEPOINT plain_links").as_str())
+        .execute(if discard_plans {
+            "DISCARD PLANS; SAVEPOINT plain_links"
+        } else {
+            "SAVEPOINT plain_links"
+        })
         .await?;
     statements.count();
     match query(INSERT_LINKS_PLAIN).execute(&mut *connection).await {

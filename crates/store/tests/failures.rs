@@ -3,8 +3,12 @@
 //! error and a tenant's retry state are recorded while the run goes on; expired OAuth states
 //! are purged when a new flow starts.
 
+// Only `start_discovery` of the shared setup is used here.
+#[allow(dead_code)]
+mod common;
+
 use entra_sync_store::psa::PsaUserType;
-use entra_sync_store::runs::{NewRun, RunKind, RunScope, RunStatus, RunTrigger};
+use entra_sync_store::runs::RunStatus;
 use entra_sync_store::Store;
 use serde_json::json;
 use sqlx::PgPool;
@@ -18,17 +22,8 @@ fn record(class: &str) -> serde_json::Value {
 
 async fn running_run(store: &Store) -> (Uuid, Uuid) {
     let tenant = store.create_psa_tenant("failures").await.expect("tenant");
-    let run = store
-        .start_run(&NewRun {
-            tenant_id: tenant.tenant_id,
-            kind: RunKind::Discovery,
-            trigger: RunTrigger::Manual,
-            scope: RunScope::All,
-            requested_by: None,
-        })
-        .await
-        .expect("run");
-    (tenant.tenant_id, run.run_id)
+    let run_id = common::start_discovery(store, tenant.tenant_id).await;
+    (tenant.tenant_id, run_id)
 }
 
 #[sqlx::test(migrations = "../../migrations")]
