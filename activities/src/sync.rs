@@ -343,22 +343,12 @@ impl Activities {
     ) -> Result<FinishRunOutput, ActivityError> {
         let tenant_id = parse_uuid(&input.tenant_id, "tenant_id")?;
         let run_id = parse_uuid(&input.run_id, "run_id")?;
-        let status = match input.forced {
-            Some(RunEnd::Completed) => RunStatus::Completed,
-            Some(RunEnd::Partial) => RunStatus::Partial,
-            Some(RunEnd::Failed) => RunStatus::Failed,
-            Some(RunEnd::Cancelled) => RunStatus::Cancelled,
-            None => {
-                let run = self
-                    .store
-                    .get_run(tenant_id, run_id)
-                    .await
-                    .map_err(from_store)?;
-                let statuses: Vec<TenantResultStatus> =
-                    run.tenants.iter().map(|tenant| tenant.status).collect();
-                entra_sync_store::runs::derive_run_status(&statuses)
-            }
-        };
+        let forced = input.forced.map(|forced| match forced {
+            RunEnd::Completed => RunStatus::Completed,
+            RunEnd::Partial => RunStatus::Partial,
+            RunEnd::Failed => RunStatus::Failed,
+            RunEnd::Cancelled => RunStatus::Cancelled,
+        });
         let error = match &input.message {
             None => None,
             // What the failing activity recorded (discovery records its classified failure),
@@ -379,16 +369,12 @@ impl Activities {
                     .to_json(),
             ),
         };
-        self.store
-            .finish_run(tenant_id, run_id, status, error.as_ref())
-            .await
-            .map_err(from_store)?;
+        // Without a forced status, the run's tenant results give it.
         let final_status = self
             .store
-            .get_run(tenant_id, run_id)
+            .finish_run_derived(tenant_id, run_id, forced, error.as_ref())
             .await
-            .map_err(from_store)?
-            .status;
+            .map_err(from_store)?;
         info!(%tenant_id, %run_id, status = ?final_status, "run finished");
         Ok(FinishRunOutput {
             status: match final_status {
@@ -615,9 +601,38 @@ impl Activities {
         } else {
             SyncMode::Full
         };
-        let result = self
-            .start_under_lease(ctx, tenant_id, managed_tenant_id, run_id, wanted_mode)
-            .await?;
+        // The first page is read while the lease is taken. A first attempt (no saved cursor,
+        // the mode it asked for) that took the lease at once reads exactly that page next; a
+        // read changes nothing at the provider, so a page that is not wanted (a resumed
+        // attempt, a lease that had to be waited for) is dropped and read again as it should be.
+        let earlier: Progress = ctx
+            .heartbeat_details()
+            .deserialize()
+            .ok()
+            .flatten()
+            .unwrap_or_default();
+        let mut speculative = PageLoop::new(
+            entra_tenant_id.clone(),
+            prefer_delta,
+            fresh_link.clone(),
+            None,
+        );
+        let (leased, first_page) = tokio::join!(
+            self.start_under_lease(ctx, tenant_id, managed_tenant_id, run_id, wanted_mode),
+            async {
+                let reading_started = std::time::Instant::now();
+                let fetched = with_heartbeats(
+                    ctx,
+                    &earlier,
+                    true,
+                    speculative.next_page(connected.source.as_ref()),
+                )
+                .await;
+                record_step(STEP_PROVIDER_READ, reading_started.elapsed());
+                fetched
+            }
+        );
+        let (result, waited) = leased?;
         if result.status != TenantResultStatus::Running {
             // An earlier attempt already finished this tenant; doing it again would change nothing.
             return Ok(SyncTenantOutput {
@@ -634,10 +649,9 @@ impl Activities {
 
         // Resume from the cursor the last committed page saved (see the module docs); the
         // heartbeat says how many pages the earlier attempts committed.
-        let heartbeat: Option<Progress> = ctx.heartbeat_details().deserialize().ok().flatten();
         let mut progress = Progress {
             next_cursor: result.cursor.clone(),
-            pages: heartbeat.map_or(0, |heartbeat| heartbeat.pages),
+            pages: earlier.pages,
         };
         if progress.next_cursor.is_some() {
             info!(
@@ -647,12 +661,19 @@ impl Activities {
             );
         }
         let enumeration_done = progress.next_cursor.as_deref() == Some(ENUMERATION_COMPLETE);
-        let mut pages = PageLoop::new(
-            entra_tenant_id.clone(),
-            prefer_delta,
-            delta_link,
-            progress.next_cursor.clone(),
-        );
+        let first_is_next = !waited && result.cursor.is_none() && mode == wanted_mode;
+        let (mut pages, first_page) = match first_page {
+            Some(fetched) if first_is_next => (speculative, Some(fetched)),
+            _ => (
+                PageLoop::new(
+                    entra_tenant_id.clone(),
+                    prefer_delta,
+                    delta_link,
+                    progress.next_cursor.clone(),
+                ),
+                None,
+            ),
+        };
 
         // The group filters (SPEC §5.2) need each named group's members; they are read once
         // per attempt, before the first page, so every page is judged against the same
@@ -695,8 +716,15 @@ impl Activities {
                     next_cursor: None,
                 },
             };
-            self.read_all_batches(&reading, &mut pages, &settings, &mut progress, &mut mode)
-                .await?
+            self.read_all_batches(
+                &reading,
+                &mut pages,
+                first_page,
+                &settings,
+                &mut progress,
+                &mut mode,
+            )
+            .await?
         };
         let finishing = std::time::Instant::now();
         let finish = match round.finished {
@@ -878,7 +906,7 @@ impl Activities {
     /// tenant result, opened in the same statement: a run that finds another run syncing the
     /// tenant waits for it to end rather than skip the tenant, so a manual "this client" run
     /// during a scheduled "all" run still syncs it, after it. Heartbeats while waiting; a
-    /// cancel ends the wait.
+    /// cancel ends the wait. Says whether it waited.
     async fn start_under_lease(
         &self,
         ctx: &ActivityContext,
@@ -886,8 +914,8 @@ impl Activities {
         managed_tenant_id: Uuid,
         run_id: Uuid,
         mode: SyncMode,
-    ) -> Result<TenantResultRecord, ActivityError> {
-        let mut logged = false;
+    ) -> Result<(TenantResultRecord, bool), ActivityError> {
+        let mut waited = false;
         loop {
             let holder = match self
                 .store
@@ -895,12 +923,12 @@ impl Activities {
                 .await
                 .map_err(from_store)?
             {
-                LeasedStart::Started(result) => return Ok(result),
+                LeasedStart::Started(result) => return Ok((result, waited)),
                 LeasedStart::Held { holder } => holder,
             };
-            if !logged {
+            if !waited {
                 info!(holder_run_id = %holder, "another run is syncing this managed tenant; waiting for it");
-                logged = true;
+                waited = true;
             }
             let details: Option<Progress> = ctx.heartbeat_details().deserialize().ok().flatten();
             ctx.record_heartbeat(details.unwrap_or_default()).await.ok();
@@ -916,10 +944,12 @@ impl Activities {
     /// after the batch), until the provider says the enumeration ended. Returns the new delta
     /// link, if the provider gave one, and the tenant's end when the last batch of a delta
     /// round already ended it in its own transaction (`Store::reconcile_last_delta_page`).
+    /// `first_page`, when given, is the next page of `pages`, read already.
     async fn read_all_batches(
         &self,
         reading: &Reading<'_>,
         pages: &mut PageLoop,
+        mut first_page: Option<Result<FetchedPage, DirectoryError>>,
         settings: &entra_sync_domain::model::SyncSettings,
         progress: &mut Progress,
         mode: &mut SyncMode,
@@ -930,7 +960,10 @@ impl Activities {
             if reading.ctx.is_cancelled() {
                 return Err(ActivityError::cancelled());
             }
-            let fetched = self.fetch_page(reading, pages, progress).await?;
+            let fetched = match first_page.take() {
+                Some(fetched) => self.page_or_failure(reading, fetched).await?,
+                None => self.fetch_page(reading, pages, progress).await?,
+            };
             if fetched.restarted_full {
                 // The page loop fell back to a full enumeration (MICROSOFT.md §3): what the
                 // batch held came from the refused delta round.
@@ -998,6 +1031,15 @@ impl Activities {
             .await
             .ok_or_else(ActivityError::cancelled)?;
         record_step(STEP_PROVIDER_READ, reading_started.elapsed());
+        self.page_or_failure(reading, fetched).await
+    }
+
+    /// A page read, or the tenant's failure to read it (see [`Activities::fetch_page`]).
+    async fn page_or_failure(
+        &self,
+        reading: &Reading<'_>,
+        fetched: Result<FetchedPage, DirectoryError>,
+    ) -> Result<FetchedPage, ActivityError> {
         let scope = &reading.scope;
         match fetched {
             Ok(page) => Ok(page),

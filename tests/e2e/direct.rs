@@ -413,6 +413,11 @@ async fn direct_connection_authorize_discover_sync_and_delta() -> Result<()> {
                 simulator.request_log().iter().any(|request| request.path.ends_with("/users/delta") && request.query.as_deref().is_some_and(|query| query.contains("deltatoken") || query.contains("token"))),
                 "the second sync read from the stored delta link"
             );
+            // Each tenant's one-page round is read once by its group; the changed tenant's,
+            // which creates a contact, once more by its own sync, whose read made while it
+            // took the lease is the one it used (no second read).
+            let delta_reads = simulator.request_log().iter().filter(|request| request.path.ends_with("/users/delta")).count();
+            assert_eq!(delta_reads, msp.tenants.len() + 1, "delta page reads in the second sync");
             // A tenant whose delta round brought no change costs no page transaction (its
             // result never got a cursor), only its new delta link; the changed tenant's did.
             let second_run = Uuid::parse_str(second["run_id"].as_str().unwrap_or_default())?;

@@ -343,6 +343,25 @@ fn run_missing(error: sqlx::Error) -> StoreError {
     }
 }
 
+/// How [`Store::end_run`] left a run: whether this call ended it, and its status.
+struct RunEnded {
+    ended_now: bool,
+    status: RunStatus,
+}
+
+/// Drops what earlier runs saw (`run_seen`) of the managed tenants whose sync lease run `$2`
+/// of PSA tenant `$1` still holds, once that run ended: nothing reads an ended run's rows
+/// but the re-check of held inactivations, which reads the runs after the held one, and the
+/// lease holder's are the latest. A tenant another run has leased since keeps every row; that
+/// run drops them when it ends. Run after a run's end instead of when the next run takes the
+/// lease, so no sync waits for it (a 50,000-user run leaves about fifty rows of a thousand
+/// ids, some milliseconds to delete).
+const DROP_EARLIER_SEEN: &str = "DELETE FROM run_seen s
+     USING managed_tenant_sync_leases l
+     WHERE l.tenant_id = $1 AND l.run_id = $2
+       AND s.tenant_id = $1 AND s.managed_tenant_id = l.managed_tenant_id
+       AND s.run_id <> $2";
+
 /// What [`Store::take_lease_and_start`] found.
 #[derive(Clone, Debug, PartialEq)]
 pub enum LeasedStart {
@@ -516,50 +535,104 @@ impl Store {
                 "finish_run needs a final status".to_owned(),
             ));
         }
+        let ended = self.end_run(tenant_id, run_id, Some(status), error).await?;
+        Ok(ended.ended_now)
+    }
+
+    /// [`Store::finish_run`] with the status the run's tenant results give it
+    /// ([`derive_run_status`], a tenant still `running` counting as not completed) unless
+    /// `forced`; returns the run's status after the call, which is the one it already had when
+    /// it had finished before. One transaction of three statements, the run locked and its
+    /// results' statuses read by the first, so a run's end costs few round trips.
+    pub async fn finish_run_derived(
+        &self,
+        tenant_id: Uuid,
+        run_id: Uuid,
+        forced: Option<RunStatus>,
+        error: Option<&serde_json::Value>,
+    ) -> Result<RunStatus> {
+        if forced == Some(RunStatus::Running) {
+            return Err(StoreError::Invalid(
+                "finish_run needs a final status".to_owned(),
+            ));
+        }
+        Ok(self.end_run(tenant_id, run_id, forced, error).await?.status)
+    }
+
+    /// The one way a run ends ([`Store::finish_run`], [`Store::finish_run_derived`]). After the
+    /// commit, what earlier runs saw of the managed tenants whose lease this run still holds is
+    /// dropped ([`DROP_EARLIER_SEEN`]).
+    async fn end_run(
+        &self,
+        tenant_id: Uuid,
+        run_id: Uuid,
+        forced: Option<RunStatus>,
+        error: Option<&serde_json::Value>,
+    ) -> Result<RunEnded> {
         let mut transaction = self.pool.begin().await?;
-        let current: Option<String> = sqlx::query_scalar(
-            "SELECT status FROM runs WHERE tenant_id = $1 AND run_id = $2 FOR UPDATE",
+        // The run, locked, with its tenant results' statuses as they are before it ends.
+        let current: Option<(String, Vec<String>)> = sqlx::query_as(
+            "SELECT r.status,
+                    ARRAY(SELECT t.status FROM run_tenant_results t
+                          WHERE t.tenant_id = r.tenant_id AND t.run_id = r.run_id)
+             FROM runs r WHERE r.tenant_id = $1 AND r.run_id = $2 FOR UPDATE OF r",
         )
         .bind(tenant_id)
         .bind(run_id)
         .fetch_optional(&mut *transaction)
         .await?;
-        match current.as_deref() {
+        let tenant_statuses = match current {
             None => return Err(StoreError::NotFound),
-            Some("running") => {}
-            Some(_) => return Ok(false),
-        }
+            Some((current, tenant_statuses)) if current == "running" => tenant_statuses,
+            Some((other, _)) => {
+                return Ok(RunEnded {
+                    ended_now: false,
+                    status: parse_or_invalid(&other, RunStatus::parse, "run status")?,
+                })
+            }
+        };
+        let status = match forced {
+            Some(status) => status,
+            None => {
+                let statuses = tenant_statuses
+                    .iter()
+                    .map(|status| parse_tenant_status(status))
+                    .collect::<Result<Vec<_>>>()?;
+                derive_run_status(&statuses)
+            }
+        };
         let leftover_status = if status == RunStatus::Cancelled {
             TenantResultStatus::Cancelled
         } else {
             TenantResultStatus::Failed
         };
-        sqlx::query(
-            "UPDATE run_tenant_results SET status = $3, finished_at = now(),
-                    error = coalesce(error, jsonb_build_object(
-                        'class', 'transient', 'code', 'run_ended',
-                        'message', 'the run ended before this tenant finished',
-                        'remediation', 'run the sync again'))
-             WHERE tenant_id = $1 AND run_id = $2 AND status = 'running'",
+        // Every result's counts, a leftover's as it ends (its trigger recounts `seen`).
+        let results: Vec<serde_json::Value> = sqlx::query_scalar(
+            "WITH leftover AS (
+                 UPDATE run_tenant_results SET status = $3, finished_at = now(),
+                        error = coalesce(error, jsonb_build_object(
+                            'class', 'transient', 'code', 'run_ended',
+                            'message', 'the run ended before this tenant finished',
+                            'remediation', 'run the sync again'))
+                 WHERE tenant_id = $1 AND run_id = $2 AND status = 'running'
+                 RETURNING managed_tenant_id, counts
+             )
+             SELECT coalesce(l.counts, t.counts)
+             FROM run_tenant_results t
+             LEFT JOIN leftover l ON l.managed_tenant_id = t.managed_tenant_id
+             WHERE t.tenant_id = $1 AND t.run_id = $2",
         )
         .bind(tenant_id)
         .bind(run_id)
         .bind(leftover_status.as_str())
-        .execute(&mut *transaction)
-        .await?;
-        let counts: Vec<serde_json::Value> = sqlx::query_scalar(
-            "SELECT counts FROM run_tenant_results WHERE tenant_id = $1 AND run_id = $2",
-        )
-        .bind(tenant_id)
-        .bind(run_id)
         .fetch_all(&mut *transaction)
         .await?;
-        let totals = if counts.is_empty() {
+        let totals = if results.is_empty() {
             None
         } else {
             let mut totals = TallyCounts::default();
-            for value in counts {
-                totals.add(&serde_json::from_value(value).unwrap_or_default());
+            for counts in results {
+                totals.add(&serde_json::from_value(counts).unwrap_or_default());
             }
             Some(totals.to_json())
         };
@@ -576,7 +649,20 @@ impl Store {
         .execute(&mut *transaction)
         .await?;
         transaction.commit().await?;
-        Ok(true)
+        // Garbage of ended runs, which nothing reads once this run's results ended: a failure
+        // leaves it for the next run's end.
+        if let Err(error) = sqlx::query(DROP_EARLIER_SEEN)
+            .bind(tenant_id)
+            .bind(run_id)
+            .execute(&self.pool)
+            .await
+        {
+            tracing::warn!(%error, "could not drop what earlier runs saw; the next run's end will");
+        }
+        Ok(RunEnded {
+            ended_now: true,
+            status,
+        })
     }
 
     /// A run with its tenant results.
@@ -792,9 +878,9 @@ impl Store {
     /// a managed tenant at a time, whatever the runs' scopes and workers) and, when taken,
     /// opens the run's tenant result as [`Store::start_tenant_result`] does, in one statement.
     /// The lease is free when nobody holds it, when this run holds it (an activity retry), or
-    /// when its holder's run ended or the holder's result for this tenant ended. Taking it from
-    /// an earlier run also drops what that run saw (`run_seen`), which no one reads once its
-    /// tenant result ended. A run that finds the lease held gets the holder and opens nothing.
+    /// when its holder's run ended or the holder's result for this tenant ended. What earlier
+    /// runs saw (`run_seen`) is dropped when this run ends ([`DROP_EARLIER_SEEN`]). A run that
+    /// finds the lease held gets the holder and opens nothing.
     pub async fn take_lease_and_start(
         &self,
         tenant_id: Uuid,
@@ -843,10 +929,6 @@ impl Store {
                                      AND t.managed_tenant_id = l.managed_tenant_id
                                      AND t.status <> 'running')
                  RETURNING managed_tenant_id
-             ), dropped AS (
-                 DELETE FROM run_seen s USING taken t
-                 WHERE s.tenant_id = $1 AND s.managed_tenant_id = t.managed_tenant_id
-                   AND s.run_id <> $3
              ), {}
              SELECT w.managed_tenant_id AS wanted_id, t.managed_tenant_id IS NOT NULL AS taken,
                     (SELECT run_id FROM managed_tenant_sync_leases h

@@ -2131,11 +2131,39 @@ async fn a_sync_lease_passes_on_when_its_holder_ends_the_tenant(pool: PgPool) {
     };
     assert_eq!(taken_over.status, TenantResultStatus::Running);
     assert_eq!(taken_over.mode, SyncMode::Delta);
-    assert_eq!(count(&pool, SEEN_IDS).await, 0);
+    assert_eq!(
+        count(&pool, SEEN_IDS).await,
+        3,
+        "what the first run saw stays until a run that holds the lease ends"
+    );
     assert_eq!(
         take(first, SyncMode::Full).await,
         LeasedStart::Held { holder: second }
     );
+
+    // The first run ending drops nothing: the lease is the second's now.
+    store
+        .finish_run(tenant_id, first, RunStatus::Completed, None)
+        .await
+        .expect("store");
+    assert_eq!(count(&pool, SEEN_IDS).await, 3);
+    // The second run ending drops what the runs before it saw, and keeps its own.
+    fixture.reconcile(second, &users(2, "u")).await;
+    assert_eq!(count(&pool, SEEN_IDS).await, 5);
+    store
+        .finish_run(tenant_id, second, RunStatus::Completed, None)
+        .await
+        .expect("store");
+    let runs_seen: Vec<Uuid> = sqlx::query_scalar("SELECT DISTINCT run_id FROM run_seen")
+        .fetch_all(&pool)
+        .await
+        .expect("run_seen");
+    assert_eq!(
+        runs_seen,
+        vec![second],
+        "the lease holder's end drops what earlier runs saw"
+    );
+    assert_eq!(count(&pool, SEEN_IDS).await, 2);
 }
 
 /// A time on a fixed morning, by its minute: when a delta link was issued, in the tests.
