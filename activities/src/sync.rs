@@ -634,10 +634,12 @@ impl Activities {
         } else {
             SyncMode::Full
         };
-        // The first page is read while the lease is taken. A first attempt (no saved cursor,
-        // the mode it asked for) that took the lease at once reads exactly that page next; a
-        // read changes nothing at the provider, so a page that is not wanted (a resumed
-        // attempt, a lease that had to be waited for) is dropped and read again as it should be.
+        // On a first attempt the first page is read while the lease is taken: one that starts
+        // from scratch (no saved cursor, the mode it asked for) and took the lease at once reads
+        // exactly that page next. A read changes nothing at the provider, so a page that is not
+        // wanted (the tenant was handed back with a cursor, the lease had to be waited for) is
+        // dropped and the right one read. A retry resumes from its saved cursor, so it does not
+        // read ahead: the provider would be asked for a page no one uses.
         let earlier: Progress = ctx
             .heartbeat_details()
             .deserialize()
@@ -653,6 +655,9 @@ impl Activities {
         let (leased, first_page) = tokio::join!(
             self.start_under_lease(ctx, tenant_id, managed_tenant_id, run_id, wanted_mode),
             async {
+                if ctx.info().attempt > 1 {
+                    return None;
+                }
                 let reading_started = std::time::Instant::now();
                 let fetched = with_heartbeats(
                     ctx,
