@@ -208,11 +208,7 @@ impl Activities {
         ctx: ActivityContext,
         input: SyncTenantInput,
     ) -> Result<SyncTenantOutput, ActivityError> {
-        let tenant_id = parse_uuid(&input.tenant_id, "tenant_id")?;
-        let (run_id, run_targets) = (input.run_id.clone(), input.run_targets);
-        let output = self.sync_timed(&ctx, input, None, None).await?;
-        self.end_run_if_last(tenant_id, &run_id, run_targets).await;
-        Ok(output)
+        self.sync_timed(&ctx, input, None, None).await
     }
 
     /// One tenant's sync under this attempt's number (for `note_retry`), timed in
@@ -301,42 +297,13 @@ impl Activities {
                 tenant_id: input.tenant_id.clone(),
                 run_id: input.run_id.clone(),
                 target: target.clone(),
-                // The group ends the run, if any, once all of its tenants did.
-                run_targets: None,
             };
             let start = managed_tenant_id.and_then(|id| starts.remove(&id));
             if let Err(failure) = self.sync_timed(&ctx, one, shared.as_ref(), start).await {
                 retry.extend(handed_back(failure, target)?);
             }
         }
-        if retry.is_empty() {
-            self.end_run_if_last(tenant_id, &input.run_id, input.run_targets)
-                .await;
-        }
         Ok(SyncTenantsOutput { retry })
-    }
-
-    /// Ends the run when this activity ended the last of its `run_targets` tenants (set by a
-    /// run of one history): the run's end is recorded as its last tenant ends, not a workflow
-    /// task later (`Store::finish_run_if_all_ended`). The workflow's `finish_run` then finds
-    /// it ended and changes nothing; a failure here leaves the end to it.
-    async fn end_run_if_last(&self, tenant_id: Uuid, run_id: &str, run_targets: Option<u32>) {
-        let (Some(targets), Ok(run_id)) = (run_targets, Uuid::from_str(run_id)) else {
-            return;
-        };
-        match self
-            .store
-            .finish_run_if_all_ended(tenant_id, run_id, targets)
-            .await
-        {
-            Ok(Some(status)) => {
-                info!(%tenant_id, %run_id, ?status, "run finished with its last tenant")
-            }
-            Ok(None) => {}
-            Err(error) => {
-                warn!(%error, "could not end the run with its last tenant; its workflow will");
-            }
-        }
     }
 
     #[activity(definition = entra_sync_workflows::contract::RecordTenantFailure)]

@@ -203,8 +203,6 @@ impl SyncBatchWorkflow {
             input.lanes,
             SmallGroups::of(ctx),
             limit,
-            // The run ends in its own workflow, after every child closed.
-            None,
         );
         join_all((0..run.window()).map(|_| lane(ctx, &run))).await;
 

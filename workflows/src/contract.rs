@@ -93,12 +93,6 @@ pub struct SyncTenantInput {
     pub tenant_id: String,
     pub run_id: String,
     pub target: SyncTarget,
-    /// How many targets the run has, when the activity that ends the last of them ends the
-    /// run too (a run of one history; a batch child's activities, and histories recorded
-    /// before this field, have none): the run's end is then recorded as its last tenant ends,
-    /// not a workflow task later, and the workflow's `finish_run` finds it ended.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub run_targets: Option<u32>,
 }
 
 /// How one managed tenant's sync ended, as the activity recorded it in its tenant result.
@@ -124,12 +118,6 @@ pub struct SyncTenantsInput {
     pub tenant_id: String,
     pub run_id: String,
     pub targets: Vec<SyncTarget>,
-    /// How many targets the run has, when the activity that ends the last of them ends the
-    /// run too (a run of one history; a batch child's activities, and histories recorded
-    /// before this field, have none): the run's end is then recorded as its last tenant ends,
-    /// not a workflow task later, and the workflow's `finish_run` finds it ended.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub run_targets: Option<u32>,
 }
 
 /// Output of `sync_tenants`. Every target it does not return has ended (completed, or failed

@@ -179,7 +179,6 @@ impl SyncWorkflow {
             input.max_parallel_tenants,
             SmallGroups::of(ctx),
             limit,
-            u32::try_from(targets.len()).ok(),
         );
         join_all((0..run.window()).map(|_| lane(ctx, &run))).await;
 
@@ -350,9 +349,6 @@ pub(crate) struct RunContext<'a> {
     next_work: Cell<usize>,
     lanes: usize,
     pub(crate) limit: Option<TimeLimit>,
-    /// The run's targets, when this is the run's one history: the tenant activities carry it
-    /// so the one that ends the last of them ends the run ([`SyncTenantInput::run_targets`]).
-    run_targets: Option<u32>,
 }
 
 impl<'a> RunContext<'a> {
@@ -362,7 +358,6 @@ impl<'a> RunContext<'a> {
         lanes: u32,
         small_groups: SmallGroups,
         limit: Option<TimeLimit>,
-        run_targets: Option<u32>,
     ) -> Self {
         let lanes = lanes.max(1) as usize;
         RunContext {
@@ -372,7 +367,6 @@ impl<'a> RunContext<'a> {
             next_work: Cell::new(0),
             lanes,
             limit,
-            run_targets,
         }
     }
 
@@ -450,7 +444,6 @@ async fn sync_several<W>(
                 tenant_id: input.tenant_id.clone(),
                 run_id: input.run_id.clone(),
                 targets: targets.clone(),
-                run_targets: run.run_targets,
             },
             tenant_sync_options(budget),
         )
@@ -542,7 +535,6 @@ async fn sync_one<W>(
                 tenant_id: input.tenant_id.clone(),
                 run_id: input.run_id.clone(),
                 target,
-                run_targets: run.run_targets,
             },
             tenant_sync_options(budget),
         )

@@ -559,34 +559,6 @@ impl Store {
         Ok(self.end_run(tenant_id, run_id, forced, error).await?.status)
     }
 
-    /// Ends a running run as [`Store::finish_run_derived`] does (its status derived from its
-    /// results) once it has `targets` tenant results and none is `running`: called by the
-    /// activity that ended a run's last tenant, so the run's end is recorded as its last tenant
-    /// ends. Returns the status when this call ended the run; None, changing nothing, while a
-    /// tenant has not ended (or not started), or when the run had ended already. Of several
-    /// activities ending at once, the one whose check runs after the others committed ends it.
-    pub async fn finish_run_if_all_ended(
-        &self,
-        tenant_id: Uuid,
-        run_id: Uuid,
-        targets: u32,
-    ) -> Result<Option<RunStatus>> {
-        let all_ended: bool = sqlx::query_scalar(
-            "SELECT count(*) = $3 AND count(*) FILTER (WHERE status = 'running') = 0
-             FROM run_tenant_results WHERE tenant_id = $1 AND run_id = $2",
-        )
-        .bind(tenant_id)
-        .bind(run_id)
-        .bind(i64::from(targets))
-        .fetch_one(&self.pool)
-        .await?;
-        if !all_ended {
-            return Ok(None);
-        }
-        let ended = self.end_run(tenant_id, run_id, None, None).await?;
-        Ok(ended.ended_now.then_some(ended.status))
-    }
-
     /// The one way a run ends ([`Store::finish_run`], [`Store::finish_run_derived`]). After the
     /// commit, what earlier runs saw of the managed tenants whose lease this run still holds is
     /// dropped ([`DROP_EARLIER_SEEN`]).

@@ -2052,59 +2052,6 @@ async fn add_counts_sums_every_key_of_either_side(pool: PgPool) {
 /// re-finds its result as its pages left it; the run that takes the lease over drops what the
 /// earlier run saw and opens its result in the same statement.
 #[sqlx::test(migrations = "../../migrations")]
-async fn a_run_ends_with_its_last_tenant(pool: PgPool) {
-    let fixture = Fixture::new(pool.clone()).await;
-    let store = &fixture.store;
-    let (tenant_id, managed_tenant_id) = (fixture.tenant_id, fixture.managed_tenant_id);
-    let run_id = fixture.start_sync().await;
-    let end = |targets: u32| async move {
-        store
-            .finish_run_if_all_ended(tenant_id, run_id, targets)
-            .await
-            .expect("store")
-    };
-    assert_eq!(end(1).await, None, "its tenant has not started");
-    store
-        .start_tenant_result(tenant_id, run_id, managed_tenant_id, SyncMode::Full)
-        .await
-        .expect("store");
-    fixture.reconcile(run_id, &users(2, "u")).await;
-    assert_eq!(end(1).await, None, "its tenant is running");
-    store
-        .finish_tenant_result(
-            tenant_id,
-            run_id,
-            managed_tenant_id,
-            TenantResultStatus::Completed,
-            None,
-        )
-        .await
-        .expect("store");
-    assert_eq!(end(2).await, None, "another target has not started");
-    assert_eq!(
-        store.get_run(tenant_id, run_id).await.expect("run").status,
-        RunStatus::Running
-    );
-    assert_eq!(end(1).await, Some(RunStatus::Completed));
-    let ended = store.get_run(tenant_id, run_id).await.expect("run");
-    assert_eq!(ended.status, RunStatus::Completed);
-    assert!(ended.finished_at.is_some());
-    assert_eq!(
-        ended.totals.as_ref().map(|totals| totals["seen"].clone()),
-        Some(2.into())
-    );
-    assert_eq!(end(1).await, None, "a run ends once");
-    assert_eq!(
-        store
-            .finish_run_derived(tenant_id, run_id, Some(RunStatus::Cancelled), None)
-            .await
-            .expect("store"),
-        RunStatus::Completed,
-        "the workflow's own end afterwards keeps the status"
-    );
-}
-
-#[sqlx::test(migrations = "../../migrations")]
 async fn a_sync_lease_passes_on_when_its_holder_ends_the_tenant(pool: PgPool) {
     let fixture = Fixture::new(pool.clone()).await;
     let store = &fixture.store;
