@@ -13,7 +13,7 @@ use crate::graph::{
     users_next_link, users_page, GroupCursor, ListCursor, USER_PROPERTIES,
 };
 use crate::server::{
-    apply_fault, bearer, decode_cursor, json_response, param, parse_query, text_response,
+    apply_fault, bearer, decode_cursor, json_response, object, param, parse_query, text_response,
     FaultOutcome, Shared, Surface,
 };
 use crate::state::{ConsentFault, FaultKind, TokenKind};
@@ -403,7 +403,7 @@ pub(crate) async fn list_graph_request(
     };
     json_response(
         StatusCode::OK,
-        &json!({"Results": results, "Metadata": metadata}),
+        &object([("Results", Value::Array(results)), ("Metadata", metadata)]),
     )
 }
 
@@ -489,6 +489,6 @@ fn list_group_members(
     };
     json_response(
         StatusCode::OK,
-        &json!({"Results": results, "Metadata": metadata}),
+        &object([("Results", Value::Array(results)), ("Metadata", metadata)]),
     )
 }

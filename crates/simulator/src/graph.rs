@@ -11,7 +11,7 @@ use serde_json::{json, Map, Value};
 
 use crate::data::SimUser;
 use crate::server::{
-    apply_fault, bearer, decode_cursor, encode_cursor, graph_error, json_response, param,
+    apply_fault, bearer, decode_cursor, encode_cursor, graph_error, json_response, object, param,
     parse_query, FaultOutcome, Shared, Surface,
 };
 use crate::state::{AccessToken, ConsentFault, DeltaExpiry, State as SimState, TokenKind};
@@ -372,10 +372,16 @@ pub(crate) async fn users(
         None => (Vec::new(), None),
     };
     drop(state);
-    let mut body = json!({
-        "@odata.context": context_url(&graph_base, &format!("users({})", select.join(","))),
-        "value": value,
-    });
+    let mut body = object([
+        (
+            "@odata.context",
+            json!(context_url(
+                &graph_base,
+                &format!("users({})", select.join(","))
+            )),
+        ),
+        ("value", Value::Array(value)),
+    ]);
     if let Some(next) = next {
         // MICROSOFT.md §3: follow `@odata.nextLink` (the whole URL) until absent.
         body["@odata.nextLink"] = json!(users_next_link(&graph_base, &select, top, &next));
@@ -604,7 +610,7 @@ pub(crate) async fn users_delta(
     };
     let included = |record: &crate::state::UserRecord| match since {
         None => record.is_listed(),
-        Some(since) => record.relevant_version(&select) > since,
+        Some(since) => record.changed_after(since) && record.relevant_version(&select) > since,
     };
     if !serve_empty {
         for (index, record) in tenant.records.iter().enumerate().skip(offset) {
@@ -637,10 +643,16 @@ pub(crate) async fn users_delta(
         }
     }
     let more = serve_empty || tenant.records.iter().skip(next_offset).any(included);
-    let mut body = json!({
-        "@odata.context": context_url(&graph_base, &format!("users({})", select.join(","))),
-        "value": value,
-    });
+    let mut body = object([
+        (
+            "@odata.context",
+            json!(context_url(
+                &graph_base,
+                &format!("users({})", select.join(","))
+            )),
+        ),
+        ("value", Value::Array(value)),
+    ]);
     if more {
         let next = match cursor {
             DeltaCursor::Full { t, ep, s, v, .. } => DeltaCursor::Full {
@@ -749,10 +761,10 @@ fn paged(
     let total = items.len();
     let page: Vec<Value> = items.into_iter().skip(cursor.o).take(cursor.top).collect();
     let next_offset = cursor.o + page.len();
-    let mut body = json!({
-        "@odata.context": context_url(graph_base, entity),
-        "value": page,
-    });
+    let mut body = object([
+        ("@odata.context", json!(context_url(graph_base, entity))),
+        ("value", Value::Array(page)),
+    ]);
     if next_offset < total {
         let next = GdapCursor {
             o: next_offset,
@@ -1131,10 +1143,13 @@ pub(crate) async fn group_transitive_member_users(
             &group_not_found_message(&group_id),
         );
     };
-    let mut body = json!({
-        "@odata.context": context_url(&graph_base, "users(id)"),
-        "value": value,
-    });
+    let mut body = object([
+        (
+            "@odata.context",
+            json!(context_url(&graph_base, "users(id)")),
+        ),
+        ("value", Value::Array(value)),
+    ]);
     if let Some(next) = next {
         body["@odata.nextLink"] = json!(group_members_next_link(&graph_base, top, &next));
     }

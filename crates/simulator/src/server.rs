@@ -228,6 +228,17 @@ pub(crate) fn decode_cursor<T: DeserializeOwned>(text: &str) -> Option<T> {
     serde_json::from_slice(&bytes).ok()
 }
 
+/// A JSON object of `fields`, each value moved in. (`json!` would copy every value it is given
+/// through serde, which for a page of a thousand users costs the answer milliseconds.)
+pub(crate) fn object<const N: usize>(fields: [(&str, Value); N]) -> Value {
+    Value::Object(
+        fields
+            .into_iter()
+            .map(|(name, value)| (name.to_owned(), value))
+            .collect(),
+    )
+}
+
 pub(crate) fn json_response(status: StatusCode, body: &Value) -> Response {
     let mut response = (status, body.to_string()).into_response();
     response.headers_mut().insert(
