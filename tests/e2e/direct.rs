@@ -248,7 +248,7 @@ async fn direct_connection_authorize_discover_sync_and_delta() -> Result<()> {
             secrets_directory.display().to_string(),
         ));
         // One lane for three tenants: once each has a delta link, the three are small and
-        // sync in one `sync_tenants` activity, so every delta run below goes through it.
+        // sync in one `sync_tenants` (local) activity, so every delta run below goes through it.
         environment.push((
             "ENTRA_SYNC__SYNC__MAX_PARALLEL_TENANTS".to_owned(),
             "1".to_owned(),
@@ -403,7 +403,7 @@ async fn direct_connection_authorize_discover_sync_and_delta() -> Result<()> {
 
             let second = admin.sync_all().await?;
             let activities = scheduled_activities(&stack, tenant_id, &second).await?;
-            assert_eq!(activities, ["local prepare_sync", "sync_tenants", "local finish_run"], "{second}");
+            assert_eq!(activities, ["local prepare_sync", "local sync_tenants", "local finish_run"], "{second}");
             record_run_history(&stack, tenant_id, &second, "sync_delta_group").await?;
             assert_eq!(second["status"], "completed", "{second}");
             for result in tenant_results(&second) {
@@ -494,7 +494,7 @@ async fn direct_connection_authorize_discover_sync_and_delta() -> Result<()> {
             // The failing tenant ended in its group (a failure retrying cannot fix) and the
             // others went on in the same activity.
             let activities = scheduled_activities(&stack, tenant_id, &partial).await?;
-            assert_eq!(activities, ["local prepare_sync", "sync_tenants", "local finish_run"], "{partial}");
+            assert_eq!(activities, ["local prepare_sync", "local sync_tenants", "local finish_run"], "{partial}");
 
             // A tenant of the group that fails in a way a retry fixes (a day-long Retry-After,
             // over the 3 s cap) is handed back and synced on its own with the tenant retry
@@ -530,8 +530,61 @@ async fn direct_connection_authorize_discover_sync_and_delta() -> Result<()> {
             let activities = scheduled_activities(&stack, tenant_id, &handed_back).await?;
             assert_eq!(
                 activities,
-                ["local prepare_sync", "sync_tenants", "sync_tenant", "local finish_run"],
+                ["local prepare_sync", "local sync_tenants", "local sync_tenant", "local finish_run"],
                 "{handed_back}"
+            );
+
+            // Cancelled while its small tenants' delta rounds are being read (a local
+            // activity, which sends no heartbeats): the workflow sees the cancel when the
+            // worker heartbeats its open workflow task (within about 8 s), the activity stops,
+            // and the run ends `cancelled` with no tenant left running and nothing of the run
+            // written after its end. Each delta read would answer in ten minutes, far past the
+            // wait for the run's end, so only the cancel can end the run in time.
+            let slow_reads = simulator
+                .add_fault(FaultSpec {
+                    kind: FaultKind::Delay { ms: 600_000 },
+                    path_prefix: "/graph/v1.0/users/delta".into(),
+                    tenant: None,
+                    count: None,
+                })
+                .map_err(|error| anyhow::anyhow!("{error:?}"))?;
+            let started = admin.post("/api/v1/integrations/entra/sync", json!({"scope": "all"})).await?;
+            let run_id = Uuid::parse_str(started["run_id"].as_str().context("run_id")?)?;
+            crate::workflow_support::eventually("a tenant of the run under way", Duration::from_secs(60), || async {
+                let running: i64 = sqlx::query_scalar("SELECT count(*) FROM run_tenant_results WHERE run_id = $1 AND status = 'running'")
+                    .bind(run_id)
+                    .fetch_one(&stack.pool)
+                    .await?;
+                Ok((running > 0).then_some(()))
+            })
+            .await?;
+            admin.post(&format!("/api/v1/integrations/entra/sync/runs/{run_id}/cancel"), json!({})).await?;
+            let cancelled = admin.wait_for_run(&run_id.to_string()).await?;
+            simulator.remove_fault(slow_reads);
+            assert_eq!(cancelled["status"], "cancelled", "{cancelled}");
+            for result in tenant_results(&cancelled) {
+                assert_eq!(result["status"], "cancelled", "{result}");
+            }
+            let written_after_end: i64 = sqlx::query_scalar(
+                "SELECT count(*) FROM run_tenant_results t JOIN runs r USING (tenant_id, run_id)
+                 WHERE t.run_id = $1 AND (t.finished_at IS NULL OR t.finished_at > r.finished_at)",
+            )
+            .bind(run_id)
+            .fetch_one(&stack.pool)
+            .await?;
+            assert_eq!(written_after_end, 0, "tenant results ended after the run: {cancelled}");
+            let cancel_to_end: f64 = sqlx::query_scalar("SELECT extract(epoch FROM finished_at - cancel_requested_at)::float8 FROM runs WHERE run_id = $1")
+                .bind(run_id)
+                .fetch_one(&stack.pool)
+                .await?;
+            eprintln!("direct: the cancelled run ended {cancel_to_end:.3} s after the cancel");
+            // The group's tenants are recorded as cancelled by the workflow once the activity
+            // acknowledged the cancel.
+            let activities = scheduled_activities(&stack, tenant_id, &cancelled).await?;
+            assert_eq!(
+                activities,
+                ["local prepare_sync", "local sync_tenants", "record_tenants_ended", "local finish_run"],
+                "{cancelled}"
             );
 
             // An expired delta link (and a user hard-deleted meanwhile): a full enumeration,

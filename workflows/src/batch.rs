@@ -27,8 +27,8 @@ use crate::contract::{
     SyncRunInput, SyncTarget, TenantEnd, CONTRACT_VERSION,
 };
 use crate::sync::{
-    bookkeeping_options, describe, finish, lane, record_ended, RunContext, SmallGroups, TimeLimit,
-    CANCELLED, NOT_STARTED,
+    bookkeeping_options, describe, finish, lane, local_small_tenants, record_ended, RunContext,
+    SmallGroups, TimeLimit, CANCELLED, NOT_STARTED,
 };
 use crate::SyncWorkflow;
 
@@ -202,6 +202,7 @@ impl SyncBatchWorkflow {
             &input.targets,
             input.lanes,
             SmallGroups::of(ctx),
+            local_small_tenants(ctx, &input.targets),
             limit,
         );
         join_all((0..run.window()).map(|_| lane(ctx, &run))).await;

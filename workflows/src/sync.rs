@@ -124,16 +124,69 @@ fn tenant_sync_options(max_duration: Duration) -> ActivityOptions {
     ActivityOptions::with_schedule_to_close_timeout(max_duration)
         .heartbeat_timeout(TENANT_HEARTBEAT_TIMEOUT)
         .cancellation_type(ActivityCancellationType::WaitCancellationCompleted)
-        .retry_policy(
-            RetryPolicy::builder()
-                .initial_interval(Duration::from_secs(2))
-                .backoff_coefficient(2.0)
-                .maximum_interval(Duration::from_secs(120))
-                .maximum_attempts(TENANT_MAX_ATTEMPTS)
-                .non_retryable_error_types(NON_RETRYABLE_ERROR_TYPES)
-                .build(),
-        )
+        .retry_policy(tenant_retry())
         .build()
+}
+
+/// Retries with backoff unless the error class says retrying is pointless.
+fn tenant_retry() -> RetryPolicy {
+    RetryPolicy::builder()
+        .initial_interval(Duration::from_secs(2))
+        .backoff_coefficient(2.0)
+        .maximum_interval(Duration::from_secs(120))
+        .maximum_attempts(TENANT_MAX_ATTEMPTS)
+        .non_retryable_error_types(NON_RETRYABLE_ERROR_TYPES)
+        .build()
+}
+
+/// The patch under which small tenants (`SyncTarget::small`: a fresh delta link, so one short
+/// delta round) sync as local activities, `sync_tenant` and `sync_tenants` alike: inside the
+/// workflow task that schedules them, with the same retries, bounds and cancellation as an
+/// activity task. A run of small tenants then costs no activity task, and no workflow task
+/// between its tenants and its end: the workflow goes on as soon as the worker has run them
+/// (with `prepare_sync` and `finish_run`, a run of one history is one workflow task). A local
+/// activity sends no heartbeats; a worker lost in one is noticed by the workflow task's
+/// timeout instead, and the activity runs again on another worker, resuming from the cursor its
+/// tenant saved. Histories recorded before it replay as they ran.
+pub const LOCAL_SMALL_TENANTS: &str = "local-small-tenants";
+
+/// Whether the small tenants among `targets` sync as local activities ([`LOCAL_SMALL_TENANTS`]).
+/// Asked only when there are some, so a run without small tenants records no patch.
+pub(crate) fn local_small_tenants<W>(ctx: &WorkflowContext<W>, targets: &[SyncTarget]) -> bool {
+    targets.iter().any(|target| target.small) && ctx.patched(LOCAL_SMALL_TENANTS)
+}
+
+/// [`tenant_sync_options`] for a local activity: the same retry policy, the same bound for all
+/// attempts together (also each attempt's), and the same wait for a cancel to be acknowledged.
+fn local_tenant_sync_options(max_duration: Duration) -> LocalActivityOptions {
+    LocalActivityOptions::builder()
+        .retry_policy(tenant_retry())
+        .schedule_to_close_timeout(max_duration)
+        .start_to_close_timeout(max_duration)
+        .cancel_type(ActivityCancellationType::WaitCancellationCompleted)
+        .build()
+}
+
+/// Runs a tenant activity: locally when `local` ([`LOCAL_SMALL_TENANTS`]), otherwise as an
+/// activity task under [`tenant_sync_options`].
+async fn run_tenant_activity<W, AD>(
+    ctx: &WorkflowContext<W>,
+    local: bool,
+    activity: AD,
+    input: AD::Input,
+    budget: Duration,
+) -> Result<AD::Output, ActivityExecutionError>
+where
+    AD: ActivityDefinition,
+    AD::Output: TemporalDeserializable,
+{
+    if local {
+        ctx.execute_local_activity(activity, input, local_tenant_sync_options(budget))
+            .await
+    } else {
+        ctx.execute_activity(activity, input, tenant_sync_options(budget))
+            .await
+    }
 }
 
 #[workflow]
@@ -178,6 +231,7 @@ impl SyncWorkflow {
             &targets,
             input.max_parallel_tenants,
             SmallGroups::of(ctx),
+            local_small_tenants(ctx, &targets),
             limit,
         );
         join_all((0..run.window()).map(|_| lane(ctx, &run))).await;
@@ -349,6 +403,8 @@ pub(crate) struct RunContext<'a> {
     next_work: Cell<usize>,
     lanes: usize,
     pub(crate) limit: Option<TimeLimit>,
+    /// Small tenants sync as local activities ([`LOCAL_SMALL_TENANTS`]).
+    local_small: bool,
 }
 
 impl<'a> RunContext<'a> {
@@ -357,6 +413,7 @@ impl<'a> RunContext<'a> {
         targets: &'a [SyncTarget],
         lanes: u32,
         small_groups: SmallGroups,
+        local_small: bool,
         limit: Option<TimeLimit>,
     ) -> Self {
         let lanes = lanes.max(1) as usize;
@@ -367,6 +424,7 @@ impl<'a> RunContext<'a> {
             next_work: Cell::new(0),
             lanes,
             limit,
+            local_small,
         }
     }
 
@@ -437,17 +495,19 @@ async fn sync_several<W>(
     budget: Duration,
 ) {
     let input = run.input;
-    let outcome = ctx
-        .execute_activity(
-            SyncActivities::sync_tenants,
-            SyncTenantsInput {
-                tenant_id: input.tenant_id.clone(),
-                run_id: input.run_id.clone(),
-                targets: targets.clone(),
-            },
-            tenant_sync_options(budget),
-        )
-        .await;
+    // Every tenant of a group is small.
+    let outcome = run_tenant_activity(
+        ctx,
+        run.local_small,
+        SyncActivities::sync_tenants,
+        SyncTenantsInput {
+            tenant_id: input.tenant_id.clone(),
+            run_id: input.run_id.clone(),
+            targets: targets.clone(),
+        },
+        budget,
+    )
+    .await;
     let again: Vec<(SyncTarget, Duration)> = match outcome {
         Ok(output) => output
             .retry
@@ -528,17 +588,19 @@ async fn sync_one<W>(
 ) {
     let input = run.input;
     let managed_tenant_id = target.managed_tenant_id.clone();
-    let outcome = ctx
-        .execute_activity(
-            SyncActivities::sync_tenant,
-            SyncTenantInput {
-                tenant_id: input.tenant_id.clone(),
-                run_id: input.run_id.clone(),
-                target,
-            },
-            tenant_sync_options(budget),
-        )
-        .await;
+    let local = target.small && run.local_small;
+    let outcome = run_tenant_activity(
+        ctx,
+        local,
+        SyncActivities::sync_tenant,
+        SyncTenantInput {
+            tenant_id: input.tenant_id.clone(),
+            run_id: input.run_id.clone(),
+            target,
+        },
+        budget,
+    )
+    .await;
     let (status, message, time_limit) = match outcome {
         Ok(_) => return,
         Err(ActivityExecutionError::Cancelled(_)) => {

@@ -4,8 +4,9 @@
 //! sync runs once more as recorded after the `local-bookkeeping` patch, `*_local_bookkeeping`;
 //! after the `larger-small-groups` patch, a completed run and a batch child,
 //! `*_larger_small_groups`, and two direct delta runs of small tenants in a group, one of them
-//! with a tenant handed back, `sync_delta_group*`) must replay against the current workflow
-//! code without a nondeterminism error.
+//! with a tenant handed back, `sync_delta_group*`; the same two after the `local-small-tenants`
+//! patch, `*_local_small_tenants`) must replay against the current workflow code without a
+//! nondeterminism error.
 //! A change to a workflow that would break running workflows fails here; after an intended
 //! change, guard it with `ctx.patched(…)` or re-record the histories (see
 //! `tests/e2e/workflow_support.rs`, `ENTRA_SYNC_RECORD_HISTORIES`).
