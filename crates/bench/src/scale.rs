@@ -1330,7 +1330,8 @@ fn orchestration(history: &Value) -> Option<Orchestration> {
     })
 }
 
-/// Prints `{label}_orchestration_{before,after}_tenants_seconds` for a run of one history, and
+/// Prints `{label}_workflow_tasks` and, when its tenants ran as activity tasks,
+/// `{label}_orchestration_{before,after}_tenants_seconds` for a run of one history, and
 /// keeps the history as `{label}-history.json` in the log directory.
 async fn report_orchestration(config: &Config, label: &str, workflow_id: &str) {
     let output = Command::new(&config.temporal_cli)
@@ -1349,6 +1350,15 @@ async fn report_orchestration(config: &Config, label: &str, workflow_id: &str) {
     let Ok(history) = serde_json::from_slice::<Value>(&output.stdout) else {
         return;
     };
+    // A run whose tenants all ran as local activities has no tenant activity events: its
+    // workflow tasks say what it cost Temporal.
+    let workflow_tasks = history["events"].as_array().map_or(0, |events| {
+        events
+            .iter()
+            .filter(|event| event["eventType"] == "EVENT_TYPE_WORKFLOW_TASK_COMPLETED")
+            .count()
+    });
+    figure(&format!("{label}_workflow_tasks"), workflow_tasks);
     if let Some(found) = orchestration(&history) {
         figure(
             &format!("{label}_orchestration_before_tenants_seconds"),
