@@ -184,9 +184,9 @@ impl GraphClient {
         tenant: &str,
         url: &Url,
     ) -> Result<CollectionPage, DirectoryError> {
-        let body = self.get(tenant, url).await?;
-        let values = match body.get("value") {
-            Some(Value::Array(values)) => values.clone(),
+        let mut body = self.get(tenant, url).await?;
+        let values = match body.get_mut("value").map(Value::take) {
+            Some(Value::Array(values)) => values,
             _ => {
                 return Err(DirectoryError::invalid(
                     "a Graph collection answer has no value array",

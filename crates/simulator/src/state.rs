@@ -241,7 +241,9 @@ pub(crate) struct Relationship {
 /// One user plus the change log the delta query reads.
 #[derive(Debug, Clone)]
 pub(crate) struct UserRecord {
-    pub user: SimUser,
+    /// Boxed, so that a delta round's pass over a large tenant's records (which reads only
+    /// the versions below) walks a few megabytes instead of every user's fields.
+    pub user: Box<SimUser>,
     pub hard_deleted: bool,
     /// Version of the last create, soft delete, hard delete or restore.
     pub lifecycle_version: u64,
@@ -329,7 +331,7 @@ impl TenantState {
                 .records
                 .iter()
                 .filter(|record| !record.hard_deleted)
-                .map(|record| record.user.clone())
+                .map(|record| (*record.user).clone())
                 .collect(),
             groups: self.groups.clone(),
         }
@@ -501,7 +503,7 @@ impl State {
                         .users
                         .into_iter()
                         .map(|user| UserRecord {
-                            user,
+                            user: Box::new(user),
                             hard_deleted: false,
                             lifecycle_version: 0,
                             property_versions: HashMap::new(),
@@ -737,7 +739,7 @@ impl State {
         tenant.version += 1;
         tenant.index.insert(user.id.clone(), tenant.records.len());
         tenant.records.push(UserRecord {
-            user: user.clone(),
+            user: Box::new(user.clone()),
             hard_deleted: false,
             lifecycle_version: tenant.version,
             property_versions: HashMap::new(),
@@ -754,7 +756,7 @@ impl State {
         let tenant = self.tenant_mut(tenant)?;
         tenant.record_mut(user_id)?.user.account_enabled = enabled;
         tenant.touch(user_id, &["accountEnabled"])?;
-        Ok(tenant.record_mut(user_id)?.user.clone())
+        Ok((*tenant.record_mut(user_id)?.user).clone())
     }
 
     pub fn soft_delete(&mut self, tenant: &str, user_id: &str) -> Result<(), AdminError> {
@@ -792,7 +794,7 @@ impl State {
         let version = tenant.version;
         let record = tenant.record_mut(user_id)?;
         record.lifecycle_version = version;
-        Ok(record.user.clone())
+        Ok((*record.user).clone())
     }
 
     pub fn update_user(
@@ -849,7 +851,7 @@ impl State {
             record.user.mail = mail;
             touched.push("mail");
         }
-        let user = record.user.clone();
+        let user = (*record.user).clone();
         if !touched.is_empty() {
             tenant.touch(user_id, &touched)?;
         }
