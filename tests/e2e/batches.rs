@@ -18,7 +18,7 @@ use uuid::Uuid;
 
 use crate::harness::Stack;
 use crate::workflow_support::{
-    eventually, prepare, record_history, start_sync, temporal, wait_finished,
+    prepare, record_history, start_sync, temporal, wait_finished, wait_for_a_tenant,
 };
 
 const TENANTS: usize = 8;
@@ -161,15 +161,25 @@ async fn a_run_of_more_tenants_than_a_batch_runs_in_child_workflows_and_cancels_
                     .iter()
                     .filter(|event| activity_name(event) == Some("sync_tenant"))
                     .count();
-                assert_eq!(in_child, BATCH.min(TENANTS - index * BATCH), "batch {index}");
-                assert!(peak_tenants(&child) <= LANES, "batch {index} kept the window");
+                assert_eq!(
+                    in_child,
+                    BATCH.min(TENANTS - index * BATCH),
+                    "batch {index}"
+                );
+                assert!(
+                    peak_tenants(&child) <= LANES,
+                    "batch {index} kept the window"
+                );
                 synced += in_child;
             }
             assert_eq!(synced, TENANTS);
             assert!(
-                events(&client, &batch_workflow_id(&workflow_id, TENANTS.div_ceil(BATCH)))
-                    .await
-                    .is_err(),
+                events(
+                    &client,
+                    &batch_workflow_id(&workflow_id, TENANTS.div_ceil(BATCH))
+                )
+                .await
+                .is_err(),
                 "no child beyond the last batch"
             );
             record_history(&client, &workflow_id, "sync_batched").await?;
@@ -189,16 +199,7 @@ async fn a_run_of_more_tenants_than_a_batch_runs_in_child_workflows_and_cancels_
             })?;
             let (run_id, _) = start_sync(&prepared.admin).await?;
             let run_uuid = Uuid::parse_str(&run_id)?;
-            eventually("a tenant finished", Duration::from_secs(60), || async {
-                let done: i64 = sqlx::query_scalar(
-                    "SELECT count(*) FROM run_tenant_results WHERE run_id = $1 AND status <> 'running'",
-                )
-                .bind(run_uuid)
-                .fetch_one(&stack.pool)
-                .await?;
-                Ok((done > 0).then_some(()))
-            })
-            .await?;
+            wait_for_a_tenant(&stack.pool, run_uuid, false).await?;
             prepared
                 .admin
                 .post(
@@ -229,7 +230,9 @@ async fn a_run_of_more_tenants_than_a_batch_runs_in_child_workflows_and_cancels_
             assert!(
                 first_child.iter().any(|event| matches!(
                     event.attributes,
-                    Some(Attributes::WorkflowExecutionCancelRequestedEventAttributes(_))
+                    Some(Attributes::WorkflowExecutionCancelRequestedEventAttributes(
+                        _
+                    ))
                 )),
                 "the cancel reached the running child"
             );

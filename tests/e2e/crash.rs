@@ -276,20 +276,7 @@ async fn a_worker_killed_in_a_local_delta_round_is_replaced_and_nothing_counts_t
     let worker = WorkerProcess::spawn(&stack, "local-delta-0")?;
     let (run_id, _) = start_sync(&admin).await?;
     let run_uuid = Uuid::parse_str(&run_id)?;
-    eventually(
-        "the delta round under way",
-        Duration::from_secs(60),
-        || async {
-            let running: i64 = sqlx::query_scalar(
-                "SELECT count(*) FROM run_tenant_results WHERE run_id = $1 AND status = 'running'",
-            )
-            .bind(run_uuid)
-            .fetch_one(&stack.pool)
-            .await?;
-            Ok((running > 0).then_some(()))
-        },
-    )
-    .await?;
+    crate::workflow_support::wait_for_a_tenant(&stack.pool, run_uuid, true).await?;
     // The tenants' tokens are redeemed as the round starts, in milliseconds; the reads then
     // wait four seconds. Killing the worker between a refresh token's redemption and the
     // storing of the token that replaces it would lose the grant (the simulator, like

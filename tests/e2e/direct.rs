@@ -550,14 +550,7 @@ async fn direct_connection_authorize_discover_sync_and_delta() -> Result<()> {
                 .map_err(|error| anyhow::anyhow!("{error:?}"))?;
             let started = admin.post("/api/v1/integrations/entra/sync", json!({"scope": "all"})).await?;
             let run_id = Uuid::parse_str(started["run_id"].as_str().context("run_id")?)?;
-            crate::workflow_support::eventually("a tenant of the run under way", Duration::from_secs(60), || async {
-                let running: i64 = sqlx::query_scalar("SELECT count(*) FROM run_tenant_results WHERE run_id = $1 AND status = 'running'")
-                    .bind(run_id)
-                    .fetch_one(&stack.pool)
-                    .await?;
-                Ok((running > 0).then_some(()))
-            })
-            .await?;
+            crate::workflow_support::wait_for_a_tenant(&stack.pool, run_id, true).await?;
             admin.post(&format!("/api/v1/integrations/entra/sync/runs/{run_id}/cancel"), json!({})).await?;
             let cancelled = admin.wait_for_run(&run_id.to_string()).await?;
             simulator.remove_fault(slow_reads);

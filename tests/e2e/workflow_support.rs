@@ -155,6 +155,28 @@ pub async fn start_sync(admin: &ApiClient) -> Result<(String, bool)> {
     ))
 }
 
+/// Waits until a tenant result of the run is `running` (`true`: its sync is under way) or
+/// has ended (`false`).
+pub async fn wait_for_a_tenant(pool: &PgPool, run_id: Uuid, running: bool) -> Result<()> {
+    let what = if running {
+        "a tenant under way"
+    } else {
+        "a tenant ended"
+    };
+    eventually(what, Duration::from_secs(60), || async {
+        let found: i64 = sqlx::query_scalar(
+            "SELECT count(*) FROM run_tenant_results
+             WHERE run_id = $1 AND (status = 'running') = $2",
+        )
+        .bind(run_id)
+        .bind(running)
+        .fetch_one(pool)
+        .await?;
+        Ok((found > 0).then_some(()))
+    })
+    .await
+}
+
 /// Polls a run through the API until it is no longer `running`.
 pub async fn wait_finished(admin: &ApiClient, run_id: &str, deadline: Duration) -> Result<Value> {
     admin.wait_for_run(run_id, deadline, |_| {}).await

@@ -92,12 +92,36 @@ where
     AD: ActivityDefinition,
     AD::Output: TemporalDeserializable,
 {
-    if ctx.patched(LOCAL_BOOKKEEPING) {
-        ctx.execute_local_activity(activity, input, local_bookkeeping_options(cancellation))
+    execute_placed(
+        ctx,
+        activity,
+        input,
+        ctx.patched(LOCAL_BOOKKEEPING),
+        local_bookkeeping_options(cancellation.clone()),
+        bookkeeping_options(cancellation),
+    )
+    .await
+}
+
+/// Runs `activity` locally under `local_options` when `local`, otherwise as an activity task
+/// under `options`.
+async fn execute_placed<W, AD>(
+    ctx: &WorkflowContext<W>,
+    activity: AD,
+    input: AD::Input,
+    local: bool,
+    local_options: LocalActivityOptions,
+    options: ActivityOptions,
+) -> Result<AD::Output, ActivityExecutionError>
+where
+    AD: ActivityDefinition,
+    AD::Output: TemporalDeserializable,
+{
+    if local {
+        ctx.execute_local_activity(activity, input, local_options)
             .await
     } else {
-        ctx.execute_activity(activity, input, bookkeeping_options(cancellation))
-            .await
+        ctx.execute_activity(activity, input, options).await
     }
 }
 
@@ -180,13 +204,11 @@ where
     AD: ActivityDefinition,
     AD::Output: TemporalDeserializable,
 {
-    if local {
-        ctx.execute_local_activity(activity, input, local_tenant_sync_options(budget))
-            .await
-    } else {
-        ctx.execute_activity(activity, input, tenant_sync_options(budget))
-            .await
-    }
+    let (local_options, options) = (
+        local_tenant_sync_options(budget),
+        tenant_sync_options(budget),
+    );
+    execute_placed(ctx, activity, input, local, local_options, options).await
 }
 
 #[workflow]

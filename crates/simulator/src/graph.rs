@@ -125,6 +125,14 @@ pub(crate) fn user_json(user: &SimUser, select: &[&str]) -> Value {
     Value::Object(object)
 }
 
+/// A Graph collection answer: its `@odata.context` and its `value` array, the values moved in.
+fn collection(context: String, values: Vec<Value>) -> Value {
+    object([
+        ("@odata.context", Value::String(context)),
+        ("value", Value::Array(values)),
+    ])
+}
+
 fn bad_request(message: &str) -> Response {
     graph_error(StatusCode::BAD_REQUEST, "Request_BadRequest", message)
 }
@@ -372,16 +380,10 @@ pub(crate) async fn users(
         None => (Vec::new(), None),
     };
     drop(state);
-    let mut body = object([
-        (
-            "@odata.context",
-            json!(context_url(
-                &graph_base,
-                &format!("users({})", select.join(","))
-            )),
-        ),
-        ("value", Value::Array(value)),
-    ]);
+    let mut body = collection(
+        context_url(&graph_base, &format!("users({})", select.join(","))),
+        value,
+    );
     if let Some(next) = next {
         // MICROSOFT.md §3: follow `@odata.nextLink` (the whole URL) until absent.
         body["@odata.nextLink"] = json!(users_next_link(&graph_base, &select, top, &next));
@@ -610,7 +612,7 @@ pub(crate) async fn users_delta(
     };
     let included = |record: &crate::state::UserRecord| match since {
         None => record.is_listed(),
-        Some(since) => record.changed_after(since) && record.relevant_version(&select) > since,
+        Some(since) => record.relevant_version(&select) > since,
     };
     if !serve_empty {
         for (index, record) in tenant.records.iter().enumerate().skip(offset) {
@@ -643,16 +645,10 @@ pub(crate) async fn users_delta(
         }
     }
     let more = serve_empty || tenant.records.iter().skip(next_offset).any(included);
-    let mut body = object([
-        (
-            "@odata.context",
-            json!(context_url(
-                &graph_base,
-                &format!("users({})", select.join(","))
-            )),
-        ),
-        ("value", Value::Array(value)),
-    ]);
+    let mut body = collection(
+        context_url(&graph_base, &format!("users({})", select.join(","))),
+        value,
+    );
     if more {
         let next = match cursor {
             DeltaCursor::Full { t, ep, s, v, .. } => DeltaCursor::Full {
@@ -761,10 +757,7 @@ fn paged(
     let total = items.len();
     let page: Vec<Value> = items.into_iter().skip(cursor.o).take(cursor.top).collect();
     let next_offset = cursor.o + page.len();
-    let mut body = object([
-        ("@odata.context", json!(context_url(graph_base, entity))),
-        ("value", Value::Array(page)),
-    ]);
+    let mut body = collection(context_url(graph_base, entity), page);
     if next_offset < total {
         let next = GdapCursor {
             o: next_offset,
@@ -1143,13 +1136,7 @@ pub(crate) async fn group_transitive_member_users(
             &group_not_found_message(&group_id),
         );
     };
-    let mut body = object([
-        (
-            "@odata.context",
-            json!(context_url(&graph_base, "users(id)")),
-        ),
-        ("value", Value::Array(value)),
-    ]);
+    let mut body = collection(context_url(&graph_base, "users(id)"), value);
     if let Some(next) = next {
         body["@odata.nextLink"] = json!(group_members_next_link(&graph_base, top, &next));
     }

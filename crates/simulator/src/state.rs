@@ -256,24 +256,15 @@ impl UserRecord {
         !self.hard_deleted && !self.user.deleted
     }
 
-    /// Whether anything about the user changed after version `since`, selected or not: a test
-    /// that needs no property lookups, so a delta round passes over a large tenant's
-    /// unchanged users quickly.
-    pub fn changed_after(&self, since: u64) -> bool {
-        self.lifecycle_version > since
-            || self
-                .property_versions
-                .values()
-                .any(|&version| version > since)
-    }
-
     /// The latest version at which anything visible through `select` changed (MICROSOFT.md §3: with
     /// `$select`, a change to an unselected property is not reported).
+    /// Walks the user's changed properties (none for most users), not the selection, so a
+    /// delta round passes over a large tenant's unchanged users without lookups.
     pub fn relevant_version(&self, select: &[&'static str]) -> u64 {
-        select
+        self.property_versions
             .iter()
-            .filter_map(|property| self.property_versions.get(property))
-            .copied()
+            .filter(|(property, _)| select.contains(property))
+            .map(|(_, &version)| version)
             .fold(self.lifecycle_version, u64::max)
     }
 }
