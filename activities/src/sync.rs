@@ -625,16 +625,12 @@ impl Activities {
                 if ctx.info().attempt > 1 {
                     return None;
                 }
-                let reading_started = std::time::Instant::now();
-                let fetched = with_heartbeats(
+                provider_read(
                     ctx,
                     &earlier,
-                    true,
                     speculative.next_page(connected.source.as_ref()),
                 )
-                .await;
-                record_step(STEP_PROVIDER_READ, reading_started.elapsed());
-                fetched
+                .await
             }
         );
         let (result, waited) = leased?;
@@ -1031,11 +1027,9 @@ impl Activities {
         pages: &mut PageLoop,
         progress: &Progress,
     ) -> Result<FetchedPage, ActivityError> {
-        let reading_started = std::time::Instant::now();
-        let fetched = with_heartbeats(reading.ctx, progress, true, pages.next_page(reading.source))
+        let fetched = provider_read(reading.ctx, progress, pages.next_page(reading.source))
             .await
             .ok_or_else(ActivityError::cancelled)?;
-        record_step(STEP_PROVIDER_READ, reading_started.elapsed());
         self.page_or_failure(reading, fetched).await
     }
 
@@ -1308,7 +1302,6 @@ impl Activities {
         if candidates.is_empty() {
             return None;
         }
-        let reading = std::time::Instant::now();
         let reads: Vec<_> = candidates
             .into_iter()
             .map(|candidate| read_round(group.source, candidate))
@@ -1318,8 +1311,7 @@ impl Activities {
         let reads = futures::stream::iter(reads)
             .buffer_unordered(GROUP_READS)
             .collect::<Vec<(GroupCandidate, Result<FetchedPage, DirectoryError>)>>();
-        let reads = with_heartbeats(group.ctx, &Progress::default(), true, reads).await?;
-        record_step(STEP_PROVIDER_READ, reading.elapsed());
+        let reads = provider_read(group.ctx, &Progress::default(), reads).await?;
         let mut rounds = Vec::new();
         for (candidate, fetched) in reads {
             match fetched {
@@ -1482,6 +1474,19 @@ const STEP_FINISH: &str = "finish";
 
 fn record_step(step: &'static str, spent: Duration) {
     metrics::histogram!(STEP_SECONDS, "step" => step).record(spent.as_secs_f64());
+}
+
+/// A read from the provider, heartbeating and abandoned on a cancel ([`with_heartbeats`]); the
+/// time it took, cancelled or not, is recorded as the provider-read step.
+async fn provider_read<T>(
+    ctx: &ActivityContext,
+    progress: &Progress,
+    read: impl Future<Output = T>,
+) -> Option<T> {
+    let started = std::time::Instant::now();
+    let read = with_heartbeats(ctx, progress, true, read).await;
+    record_step(STEP_PROVIDER_READ, started.elapsed());
+    read
 }
 
 /// Runs `work` while heartbeating `progress` whenever the tenant's next heartbeat comes due

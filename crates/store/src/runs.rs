@@ -530,11 +530,6 @@ impl Store {
         status: RunStatus,
         error: Option<&serde_json::Value>,
     ) -> Result<bool> {
-        if status == RunStatus::Running {
-            return Err(StoreError::Invalid(
-                "finish_run needs a final status".to_owned(),
-            ));
-        }
         let ended = self.end_run(tenant_id, run_id, Some(status), error).await?;
         Ok(ended.ended_now)
     }
@@ -551,17 +546,12 @@ impl Store {
         forced: Option<RunStatus>,
         error: Option<&serde_json::Value>,
     ) -> Result<RunStatus> {
-        if forced == Some(RunStatus::Running) {
-            return Err(StoreError::Invalid(
-                "finish_run needs a final status".to_owned(),
-            ));
-        }
         Ok(self.end_run(tenant_id, run_id, forced, error).await?.status)
     }
 
     /// The one way a run ends ([`Store::finish_run`], [`Store::finish_run_derived`]). After the
     /// commit, what earlier runs saw of the managed tenants whose lease this run still holds is
-    /// dropped ([`DROP_EARLIER_SEEN`]).
+    /// dropped ([`DROP_EARLIER_SEEN`]). A forced status must be a final one.
     async fn end_run(
         &self,
         tenant_id: Uuid,
@@ -569,6 +559,11 @@ impl Store {
         forced: Option<RunStatus>,
         error: Option<&serde_json::Value>,
     ) -> Result<RunEnded> {
+        if forced == Some(RunStatus::Running) {
+            return Err(StoreError::Invalid(
+                "a run ends with a final status, not running".to_owned(),
+            ));
+        }
         let mut transaction = self.pool.begin().await?;
         // The run, locked, with its tenant results' statuses as they are before it ends.
         let current: Option<(String, Vec<String>)> = sqlx::query_as(

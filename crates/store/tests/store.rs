@@ -335,6 +335,28 @@ async fn finish_run_never_rewrites_a_finished_run(pool: PgPool) {
         progress.tenants[0].counts.created, 3,
         "counts advance with the page"
     );
+    // `running` is no end: both ways of ending a run refuse it with a message that says so
+    // (not the name of the table's check, which would refuse it too) and leave the run as it is.
+    let refusals = [
+        store
+            .finish_run(fixture.tenant_id, run_id, RunStatus::Running, None)
+            .await
+            .map(|_| ()),
+        store
+            .finish_run_derived(fixture.tenant_id, run_id, Some(RunStatus::Running), None)
+            .await
+            .map(|_| ()),
+    ];
+    for refusal in refusals {
+        assert!(
+            matches!(&refusal, Err(StoreError::Invalid(message)) if message.contains("final status")),
+            "{refusal:?}"
+        );
+    }
+    assert_eq!(
+        store.get_run(fixture.tenant_id, run_id).await.expect("run"),
+        progress
+    );
     store
         .finish_tenant_result(
             fixture.tenant_id,
