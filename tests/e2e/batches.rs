@@ -191,12 +191,10 @@ async fn a_run_of_more_tenants_than_a_batch_runs_in_child_workflows_and_cancels_
             .await?;
 
             // Cancel while the first batch is mid-way: every page answers slowly.
-            stack.simulator.add_fault(FaultSpec {
-                kind: FaultKind::Delay { ms: 1500 },
-                path_prefix: "/cipp/api/ListGraphRequest".to_owned(),
-                tenant: None,
-                count: None,
-            })?;
+            stack.simulator.add_fault(FaultSpec::everywhere(
+                FaultKind::Delay { ms: 1500 },
+                "/cipp/api/ListGraphRequest",
+            ))?;
             let (run_id, _) = start_sync(&prepared.admin).await?;
             let run_uuid = Uuid::parse_str(&run_id)?;
             wait_for_a_tenant(&stack.pool, run_uuid, false).await?;

@@ -1089,8 +1089,7 @@ async fn console_review_actions_client_sync_held_inactivations_and_cancel() -> R
             // One tenant without consent fails; the overview groups it by cause with what to do.
             stack
                 .simulator
-                .set_consent_fault(&second.tenant_id, Some(ConsentFault::Aadsts65001))
-                .map_err(|error| anyhow::anyhow!("{error:?}"))?;
+                .set_consent_fault(&second.tenant_id, Some(ConsentFault::Aadsts65001))?;
             browser.goto(&format!("{api}/console")).await?;
             browser.press("Sync All Tenants Now").await?;
             browser.wait_for("[data-run-status]", Duration::from_secs(20)).await?;
@@ -1099,8 +1098,7 @@ async fn console_review_actions_client_sync_held_inactivations_and_cancel() -> R
             browser.check_page("37-run-partial", false).await?;
             stack
                 .simulator
-                .set_consent_fault(&second.tenant_id, None)
-                .map_err(|error| anyhow::anyhow!("{error:?}"))?;
+                .set_consent_fault(&second.tenant_id, None)?;
             browser.goto(&format!("{api}/console")).await?;
             let failing = browser
                 .wait_for(".problem h3", Duration::from_secs(10))
@@ -1160,8 +1158,7 @@ async fn console_review_actions_client_sync_held_inactivations_and_cancel() -> R
             for (_, object_id) in &removed_contacts {
                 stack
                     .simulator
-                    .hard_delete_user(&third.tenant_id, object_id)
-                    .map_err(|error| anyhow::anyhow!("{error:?}"))?;
+                    .hard_delete_user(&third.tenant_id, object_id)?;
             }
             let still_active = |contacts: &Value| -> usize {
                 removed_contacts
@@ -1267,13 +1264,7 @@ async fn console_review_actions_client_sync_held_inactivations_and_cancel() -> R
             browser.check_page("41-contact-history", false).await?;
 
             // A slow directory (every CIPP listing answers 8 s late): cancel the running run.
-            stack.simulator.add_fault(FaultSpec {
-                kind: FaultKind::Delay { ms: 8_000 },
-                path_prefix: "/cipp/api/List".into(),
-                tenant: None,
-                count: None,
-            })
-            .map_err(|error| anyhow::anyhow!("{error:?}"))?;
+            stack.simulator.add_fault(FaultSpec::everywhere(FaultKind::Delay { ms: 8_000 }, "/cipp/api/List"))?;
             browser.goto(&format!("{api}/console")).await?;
             browser.press("Sync All Tenants Now").await?;
             browser.wait_for("[data-run-status]", Duration::from_secs(20)).await?;
@@ -1343,13 +1334,7 @@ async fn console_review_actions_client_sync_held_inactivations_and_cancel() -> R
 
             // Microsoft (here CIPP) refuses the saved credentials: the connection needs a
             // reconnect, and no sync button is offered, only what to do.
-            stack.simulator.add_fault(FaultSpec {
-                kind: FaultKind::Unauthorized,
-                path_prefix: "/cipp/api/List".into(),
-                tenant: None,
-                count: None,
-            })
-            .map_err(|error| anyhow::anyhow!("{error:?}"))?;
+            stack.simulator.add_fault(FaultSpec::everywhere(FaultKind::Unauthorized, "/cipp/api/List"))?;
             browser.goto(&format!("{api}/console")).await?;
             browser.press("Sync All Tenants Now").await?;
             browser.wait_for("[data-run-status]", Duration::from_secs(20)).await?;

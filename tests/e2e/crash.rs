@@ -253,25 +253,19 @@ async fn a_worker_killed_in_a_local_delta_round_is_replaced_and_nothing_counts_t
     // worker to be killed in the middle of it.
     let simulator = &stack.simulator;
     for tenant in &simulator.msp().tenants {
-        simulator
-            .add_user(
-                &tenant.tenant_id,
-                NewUser {
-                    given_name: "Grace".into(),
-                    surname: "Hopper".into(),
-                    ..NewUser::default()
-                },
-            )
-            .map_err(|error| anyhow::anyhow!("{error:?}"))?;
+        simulator.add_user(
+            &tenant.tenant_id,
+            NewUser {
+                given_name: "Grace".into(),
+                surname: "Hopper".into(),
+                ..NewUser::default()
+            },
+        )?;
     }
-    let slow_reads = simulator
-        .add_fault(FaultSpec {
-            kind: FaultKind::Delay { ms: 4_000 },
-            path_prefix: "/graph/v1.0/users/delta".into(),
-            tenant: None,
-            count: None,
-        })
-        .map_err(|error| anyhow::anyhow!("{error:?}"))?;
+    let slow_reads = simulator.add_fault(FaultSpec::everywhere(
+        FaultKind::Delay { ms: 4_000 },
+        "/graph/v1.0/users/delta",
+    ))?;
 
     let worker = WorkerProcess::spawn(&stack, "local-delta-0")?;
     let (run_id, _) = start_sync(&admin).await?;

@@ -388,10 +388,9 @@ async fn direct_connection_authorize_discover_sync_and_delta() -> Result<()> {
             assert!(linked.len() >= 3, "too few linked users in {}: {linked:?}", first.display_name);
             let (disabled, deleted) = (linked[0].clone(), linked[1].clone());
             let added = simulator
-                .add_user(&first.tenant_id, NewUser { given_name: "Ada".into(), surname: "Lovelace".into(), job_title: Some("Analyst".into()), ..NewUser::default() })
-                .map_err(|error| anyhow::anyhow!("{error:?}"))?;
-            simulator.disable_user(&first.tenant_id, &disabled).map_err(|error| anyhow::anyhow!("{error:?}"))?;
-            simulator.soft_delete_user(&first.tenant_id, &deleted).map_err(|error| anyhow::anyhow!("{error:?}"))?;
+                .add_user(&first.tenant_id, NewUser { given_name: "Ada".into(), surname: "Lovelace".into(), job_title: Some("Analyst".into()), ..NewUser::default() })?;
+            simulator.disable_user(&first.tenant_id, &disabled)?;
+            simulator.soft_delete_user(&first.tenant_id, &deleted)?;
             simulator.clear_request_log();
             // Kept so the round can be replayed below.
             let links_before: Vec<(Uuid, String, chrono::DateTime<chrono::Utc>)> = sqlx::query_as(
@@ -478,8 +477,7 @@ async fn direct_connection_authorize_discover_sync_and_delta() -> Result<()> {
             // Tenant access: one customer loses consent; it fails with remediation, others go on.
             let second_tenant = &msp.tenants[1];
             simulator
-                .set_consent_fault(&second_tenant.tenant_id, Some(ConsentFault::GraphRequestDenied))
-                .map_err(|error| anyhow::anyhow!("{error:?}"))?;
+                .set_consent_fault(&second_tenant.tenant_id, Some(ConsentFault::GraphRequestDenied))?;
             let partial = admin.sync_all().await?;
             assert_eq!(partial["status"], "partial", "{partial}");
             let failed: Vec<Value> = tenant_results(&partial).into_iter().filter(|result| result["status"] == "failed").collect();
@@ -488,7 +486,7 @@ async fn direct_connection_authorize_discover_sync_and_delta() -> Result<()> {
             let remediation = failed[0]["error"]["remediation"].as_str().unwrap_or_default().to_owned();
             assert!(remediation.contains("adminconsent") || remediation.to_lowercase().contains("gdap"), "{remediation}");
             // The fix needs no restart: the next run gets fresh tokens and succeeds.
-            simulator.set_consent_fault(&second_tenant.tenant_id, None).map_err(|error| anyhow::anyhow!("{error:?}"))?;
+            simulator.set_consent_fault(&second_tenant.tenant_id, None)?;
             let recovered = admin.sync_all().await?;
             assert_eq!(recovered["status"], "completed", "{recovered}");
             // The failing tenant ended in its group (a failure retrying cannot fix) and the
@@ -505,8 +503,7 @@ async fn direct_connection_authorize_discover_sync_and_delta() -> Result<()> {
                     path_prefix: "/graph/v1.0/users/delta".into(),
                     tenant: Some(msp.tenants[0].tenant_id.clone()),
                     count: Some(1),
-                })
-                .map_err(|error| anyhow::anyhow!("{error:?}"))?;
+                })?;
             let handed_back = admin.sync_all().await?;
             assert_eq!(handed_back["status"], "completed", "{handed_back}");
             // It was asked again only after the (capped) Retry-After.
@@ -541,13 +538,7 @@ async fn direct_connection_authorize_discover_sync_and_delta() -> Result<()> {
             // written after its end. Each delta read would answer in ten minutes, far past the
             // wait for the run's end, so only the cancel can end the run in time.
             let slow_reads = simulator
-                .add_fault(FaultSpec {
-                    kind: FaultKind::Delay { ms: 600_000 },
-                    path_prefix: "/graph/v1.0/users/delta".into(),
-                    tenant: None,
-                    count: None,
-                })
-                .map_err(|error| anyhow::anyhow!("{error:?}"))?;
+                .add_fault(FaultSpec::everywhere(FaultKind::Delay { ms: 600_000 }, "/graph/v1.0/users/delta"))?;
             let started = admin.post("/api/v1/integrations/entra/sync", json!({"scope": "all"})).await?;
             let run_id = Uuid::parse_str(started["run_id"].as_str().context("run_id")?)?;
             crate::workflow_support::wait_for_a_tenant(&stack.pool, run_id, true).await?;
@@ -594,8 +585,8 @@ async fn direct_connection_authorize_discover_sync_and_delta() -> Result<()> {
             .execute(&stack.pool)
             .await?;
             let gone = linked[2].clone();
-            simulator.hard_delete_user(&first.tenant_id, &gone).map_err(|error| anyhow::anyhow!("{error:?}"))?;
-            simulator.expire_delta_tokens(&first.tenant_id).map_err(|error| anyhow::anyhow!("{error:?}"))?;
+            simulator.hard_delete_user(&first.tenant_id, &gone)?;
+            simulator.expire_delta_tokens(&first.tenant_id)?;
             // The preflight reads a direct connection too (a full enumeration), shows the absent
             // user's inactivation and that the guard would not hold it, and writes nothing.
             let preflight = admin.post("/api/v1/integrations/entra/sync/preflight", json!({"scope": "all"})).await?;
@@ -618,8 +609,7 @@ async fn direct_connection_authorize_discover_sync_and_delta() -> Result<()> {
             // A grant Microsoft no longer accepts: the connection needs reconnecting and syncs stop.
             simulator.revoke_access_tokens();
             simulator
-                .add_fault(FaultSpec { kind: FaultKind::TokenError { aadsts: 70008 }, path_prefix: "/login".into(), tenant: None, count: None })
-                .map_err(|error| anyhow::anyhow!("{error:?}"))?;
+                .add_fault(FaultSpec::everywhere(FaultKind::TokenError { aadsts: 70008 }, "/login"))?;
             let refused = admin.sync_all().await?;
             assert_ne!(refused["status"], "completed", "{refused}");
             let status = admin.get("/api/v1/integrations/entra").await?;
@@ -920,15 +910,10 @@ async fn direct_concurrent_refreshes_rotate_once_across_processes() -> Result<()
     let mut record = lease.token_set().clone();
     record.expires_at = chrono::Utc::now();
     lease.replace(&stack.store, &record).await?;
-    stack
-        .simulator
-        .add_fault(FaultSpec {
-            kind: FaultKind::TokenError { aadsts: 70008 },
-            path_prefix: "/login".into(),
-            tenant: None,
-            count: None,
-        })
-        .map_err(|error| anyhow::anyhow!("{error:?}"))?;
+    stack.simulator.add_fault(FaultSpec::everywhere(
+        FaultKind::TokenError { aadsts: 70008 },
+        "/login",
+    ))?;
     let refused = processes[1]
         .partner_access_token()
         .await
@@ -980,10 +965,7 @@ async fn a_slow_token_endpoint_and_a_cancelled_refresh_lose_no_rotation() -> Res
         .await?
         .context("row")?
         .2;
-    stack
-        .simulator
-        .add_fault(slow_login(None))
-        .map_err(|error| anyhow::anyhow!("{error:?}"))?;
+    stack.simulator.add_fault(slow_login(None))?;
     stack.simulator.clear_request_log();
     let tokens: Vec<SecretString> = futures_join(
         [first.clone(), second.clone()]
@@ -1002,10 +984,7 @@ async fn a_slow_token_endpoint_and_a_cancelled_refresh_lose_no_rotation() -> Res
 
     // A redemption cancelled in flight: its lease is released and the other worker refreshes.
     expire().await?;
-    stack
-        .simulator
-        .add_fault(slow_login(Some(1)))
-        .map_err(|error| anyhow::anyhow!("{error:?}"))?;
+    stack.simulator.add_fault(slow_login(Some(1)))?;
     stack.simulator.clear_request_log();
     let cancelled = tokio::spawn({
         let first = first.clone();

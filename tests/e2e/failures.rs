@@ -30,12 +30,10 @@ async fn cipp_permission_error_row_fails_discovery_as_config_and_marks_nothing_m
     stack
         .run(async {
             let prepared = prepare(&stack).await?;
-            stack.simulator.add_fault(FaultSpec {
-                kind: FaultKind::CippTenantsPermissionRow,
-                path_prefix: "/cipp/api/ListTenants".to_owned(),
-                tenant: None,
-                count: None,
-            })?;
+            stack.simulator.add_fault(FaultSpec::everywhere(
+                FaultKind::CippTenantsPermissionRow,
+                "/cipp/api/ListTenants",
+            ))?;
             let started = prepared
                 .admin
                 .post("/api/v1/integrations/entra/discovery", json!({}))
@@ -203,14 +201,12 @@ async fn ends_at_its_maximum_duration(batch_tenants: Option<usize>) -> Result<()
             // Every users request of every tenant is throttled with a short `Retry-After`,
             // which is obeyed (below the cap), so without a bound the tenants would retry
             // until their attempts ran out.
-            stack.simulator.add_fault(FaultSpec {
-                kind: FaultKind::Throttle {
+            stack.simulator.add_fault(FaultSpec::everywhere(
+                FaultKind::Throttle {
                     retry_after_secs: 4,
                 },
-                path_prefix: "/cipp/api/ListGraphRequest".to_owned(),
-                tenant: None,
-                count: None,
-            })?;
+                "/cipp/api/ListGraphRequest",
+            ))?;
             let started_at = Instant::now();
             let started = prepared
                 .admin

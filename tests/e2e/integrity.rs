@@ -50,12 +50,7 @@ async fn overlapping_runs_and_a_review_link_inactivate_no_present_user() -> Resu
                 .context("prepare queues users with two candidate contacts")?;
 
             // Slow pages keep both runs in progress while the review is resolved.
-            stack.simulator.add_fault(FaultSpec {
-                kind: FaultKind::Delay { ms: 1500 },
-                path_prefix: "/cipp/api/ListGraphRequest".to_owned(),
-                tenant: None,
-                count: None,
-            })?;
+            stack.simulator.add_fault(FaultSpec::everywhere(FaultKind::Delay { ms: 1500 }, "/cipp/api/ListGraphRequest"))?;
             let client_id: Uuid = sqlx::query_scalar(
                 "SELECT client_id FROM review_items WHERE item_id = $1",
             )
@@ -183,12 +178,10 @@ async fn a_failed_listing_marks_no_tenant_missing() -> Result<()> {
             )
             .fetch_all(&stack.pool)
             .await?;
-            stack.simulator.add_fault(FaultSpec {
-                kind: FaultKind::CippForbidden,
-                path_prefix: "/cipp/api/ListTenants".to_owned(),
-                tenant: None,
-                count: None,
-            })?;
+            stack.simulator.add_fault(FaultSpec::everywhere(
+                FaultKind::CippForbidden,
+                "/cipp/api/ListTenants",
+            ))?;
             let started = admin
                 .post("/api/v1/integrations/entra/discovery", json!({}))
                 .await?;

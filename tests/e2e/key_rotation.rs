@@ -59,17 +59,14 @@ async fn restart_and_sync(
 ) -> Result<Vec<Value>> {
     // A new upstream user, so the direct connection's delta round has something to read.
     let customer = stack.simulator.msp().tenants[0].tenant_id.clone();
-    stack
-        .simulator
-        .add_user(
-            &customer,
-            NewUser {
-                given_name: "Rotation".into(),
-                surname: step.into(),
-                ..NewUser::default()
-            },
-        )
-        .map_err(|error| anyhow::anyhow!("{error:?}"))?;
+    stack.simulator.add_user(
+        &customer,
+        NewUser {
+            given_name: "Rotation".into(),
+            surname: step.into(),
+            ..NewUser::default()
+        },
+    )?;
     let mut serve = Process::serve(stack, &format!("rotation-serve-{step}"), keys).await?;
     let mut worker = Process::worker(stack, &format!("rotation-worker-{step}"), keys)?;
     let mut runs = Vec::new();

@@ -31,12 +31,10 @@ fn small(tenants: usize, users: usize) -> SimulatorConfig {
 
 /// Every users page answers after `ms`, so a run stays in progress long enough to act on.
 fn slow_pages(stack: &Stack, ms: u64) -> Result<()> {
-    stack.simulator.add_fault(FaultSpec {
-        kind: FaultKind::Delay { ms },
-        path_prefix: "/cipp/api/ListGraphRequest".to_owned(),
-        tenant: None,
-        count: None,
-    })?;
+    stack.simulator.add_fault(FaultSpec::everywhere(
+        FaultKind::Delay { ms },
+        "/cipp/api/ListGraphRequest",
+    ))?;
     Ok(())
 }
 

@@ -162,12 +162,7 @@ async fn settings_drive_one_schedule_whose_firings_sync_without_overlapping() ->
 
         // A firing while a manual run of the same scope is in progress starts no second sync.
         settings(json!({"schedule": {"enabled": true, "interval_seconds": 900}, "discovery_before_sync": false})).await?;
-        stack.simulator.add_fault(FaultSpec {
-            kind: FaultKind::Delay { ms: 6000 },
-            path_prefix: "/cipp/api/ListGraphRequest".to_owned(),
-            tenant: None,
-            count: None,
-        })?;
+        stack.simulator.add_fault(FaultSpec::everywhere(FaultKind::Delay { ms: 6000 }, "/cipp/api/ListGraphRequest"))?;
         let (manual, _) = start_sync(&prepared.admin).await?;
         let workflow_id = fire(&client, tenant_id, 1).await?;
         assert_eq!(wait_closed(&client, &workflow_id).await?, WorkflowExecutionStatus::Completed);

@@ -39,12 +39,10 @@ async fn sync_with(
     with_workers(stack, workers, async {
         let prepared = prepare(stack).await?;
         // Slow pages keep each tenant's activity busy long enough for the window to fill.
-        stack.simulator.add_fault(FaultSpec {
-            kind: FaultKind::Delay { ms: 300 },
-            path_prefix: "/cipp/api/ListGraphRequest".to_owned(),
-            tenant: None,
-            count: None,
-        })?;
+        stack.simulator.add_fault(FaultSpec::everywhere(
+            FaultKind::Delay { ms: 300 },
+            "/cipp/api/ListGraphRequest",
+        ))?;
         let (run_id, _) = start_sync(&prepared.admin).await?;
         let run = wait_finished(&prepared.admin, &run_id, Duration::from_secs(120)).await?;
         assert_eq!(run["status"], "completed", "{run}");

@@ -204,11 +204,15 @@ where
     AD: ActivityDefinition,
     AD::Output: TemporalDeserializable,
 {
-    let (local_options, options) = (
+    execute_placed(
+        ctx,
+        activity,
+        input,
+        local,
         local_tenant_sync_options(budget),
         tenant_sync_options(budget),
-    );
-    execute_placed(ctx, activity, input, local, local_options, options).await
+    )
+    .await
 }
 
 #[workflow]

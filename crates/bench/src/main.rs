@@ -243,11 +243,7 @@ async fn round(server_url: &str) -> Result<(Vec<(String, f64)>, (u32, u32))> {
 /// What autovacuum does between runs in an established database: statistics and visibility
 /// for every table.
 async fn settle(store: &Store) -> Result<()> {
-    sqlx::query("VACUUM ANALYZE")
-        .execute(store.pool())
-        .await
-        .context("vacuum analyze")?;
-    Ok(())
+    maintain(store, "VACUUM ANALYZE").await
 }
 
 /// Starts a timed section from the same state of the write-ahead log as every other one: a
@@ -256,10 +252,15 @@ async fn settle(store: &Store) -> Result<()> {
 /// goes to the log whole; the 50,000-row COPY floor then ranged 0.77–1.26 s between runs of
 /// one build.
 async fn checkpoint(store: &Store) -> Result<()> {
-    sqlx::query("CHECKPOINT")
+    maintain(store, "CHECKPOINT").await
+}
+
+/// Runs one maintenance command (`settle`, `checkpoint`) on the server.
+async fn maintain(store: &Store, command: &'static str) -> Result<()> {
+    sqlx::query(command)
         .execute(store.pool())
         .await
-        .context("checkpoint")?;
+        .context(command)?;
     Ok(())
 }
 

@@ -40,6 +40,19 @@ pub struct FaultSpec {
     pub count: Option<u32>,
 }
 
+impl FaultSpec {
+    /// A fault on every request whose path starts with `path_prefix`, whatever its tenant,
+    /// until it is removed.
+    pub fn everywhere(kind: FaultKind, path_prefix: impl Into<String>) -> Self {
+        FaultSpec {
+            kind,
+            path_prefix: path_prefix.into(),
+            tenant: None,
+            count: None,
+        }
+    }
+}
+
 fn default_prefix() -> String {
     "/".to_string()
 }
